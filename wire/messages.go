@@ -1,0 +1,270 @@
+// Package wire defines the protocol spoken between a headroom agent and the
+// aggregator cluster: the message types, their msgpack encoding and the
+// length-prefixed framing. See PROTOCOL.md for the byte-level description.
+//
+// Encoding is deterministic: the same message always encodes to the same
+// bytes (no Go maps are encoded), so golden vectors can be compared byte for
+// byte. Decoding checks every declared length or count against the bytes that
+// remain in the frame before anything is allocated, so a hostile peer cannot
+// make a decoder allocate more than a small multiple of the frame it sent.
+// Decoders skip map keys they do not know, so later versions can add fields.
+//
+// This package imports nothing of headroom's.
+package wire
+
+import "strconv"
+
+// ProtocolVersion is the version an agent announces in Hello.
+//
+// History:
+//
+//	1: first version.
+const ProtocolVersion = 1
+
+// DefaultMaxFrame is the default limit on one frame's body, in bytes.
+const DefaultMaxFrame = 4 << 20
+
+// Type identifies a message on the wire. Values are stable: add new types to
+// the end of this list, never renumber or reuse one.
+type Type uint8
+
+const (
+	TypeHello       Type = 1
+	TypeWelcome     Type = 2
+	TypeDeltaBatch  Type = 3
+	TypeFullState   Type = 4
+	TypeAck         Type = 5
+	TypeTenantState Type = 6
+	TypeRedirect    Type = 7
+	TypeError       Type = 8
+	TypePing        Type = 9
+	TypePong        Type = 10
+	// Add new types above this line.
+)
+
+var typeNames = [...]string{
+	TypeHello:       "hello",
+	TypeWelcome:     "welcome",
+	TypeDeltaBatch:  "delta-batch",
+	TypeFullState:   "full-state",
+	TypeAck:         "ack",
+	TypeTenantState: "tenant-state",
+	TypeRedirect:    "redirect",
+	TypeError:       "error",
+	TypePing:        "ping",
+	TypePong:        "pong",
+}
+
+// String returns the type's lowercase dashed name, such as "delta-batch",
+// or "type(N)" for a number this version does not know.
+func (t Type) String() string {
+	if int(t) < len(typeNames) && typeNames[t] != "" {
+		return typeNames[t]
+	}
+	return "type(" + strconv.Itoa(int(t)) + ")"
+}
+
+// Message is implemented by every message type of this package.
+type Message interface {
+	Type() Type
+}
+
+// ErrorCode is a stable number carried in an Error message. Add new codes to
+// the end of this list, never renumber or reuse one.
+type ErrorCode uint16
+
+const (
+	CodeInternal        ErrorCode = 1 // server-side failure; retry later
+	CodeBadMessage      ErrorCode = 2 // the message could not be decoded or is invalid
+	CodeVersion         ErrorCode = 3 // protocol version not supported
+	CodeNotLeader       ErrorCode = 4 // this server cannot take writes now; reconnect (see Redirect)
+	CodeSeqGap          ErrorCode = 5 // a batch skipped a sequence number; resend from LastSeq+1
+	CodeNeedFullState   ErrorCode = 6 // the server holds nothing for this epoch: send FullState first
+	CodeOldEpoch        ErrorCode = 7 // the epoch is older than one the server has seen: refused
+	CodeUnauthenticated ErrorCode = 8 // missing or bad token
+	CodeTooLarge        ErrorCode = 9 // frame or message over a limit
+	// Add new codes above this line.
+)
+
+var codeNames = [...]string{
+	CodeInternal:        "internal",
+	CodeBadMessage:      "bad-message",
+	CodeVersion:         "version",
+	CodeNotLeader:       "not-leader",
+	CodeSeqGap:          "seq-gap",
+	CodeNeedFullState:   "need-full-state",
+	CodeOldEpoch:        "old-epoch",
+	CodeUnauthenticated: "unauthenticated",
+	CodeTooLarge:        "too-large",
+}
+
+// String returns the code's lowercase dashed name, such as "seq-gap", or
+// "code(N)" for a number this version does not know.
+func (c ErrorCode) String() string {
+	if int(c) < len(codeNames) && codeNames[c] != "" {
+		return codeNames[c]
+	}
+	return "code(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Label is one key=value label of an agent (for example region=eu-west).
+type Label struct {
+	Key   string
+	Value string
+}
+
+// Hello is the first message an agent sends on a new stream.
+type Hello struct {
+	AgentID string
+	// Epoch changes whenever the agent loses its memory (a new data
+	// directory). Epochs of one agent only ever grow.
+	Epoch   uint64
+	Version uint32
+	// Labels sorted by key; region is the label "region".
+	Labels []Label
+	Token  string
+}
+
+// Welcome answers Hello.
+type Welcome struct {
+	ServerID string
+	Version  uint32
+	// LastSeq is the highest sequence number of this agent and epoch that the
+	// cluster has applied (0: none).
+	LastSeq uint64
+	// NeedFullState: the cluster holds no counts for this agent and epoch
+	// (a new agent, a new epoch, or an expired contribution): the agent must
+	// send FullState before any DeltaBatch.
+	NeedFullState bool
+	// Servers lists the wire addresses of the servers the agent may use.
+	Servers []string
+}
+
+// DeltaEntry is what changed for one tenant and class during a flush
+// interval on one agent.
+type DeltaEntry struct {
+	Tenant string
+	Class  string
+	Opened uint64
+	Closed uint64
+	// SessionMicros is the session-time accrued during the interval, in
+	// microseconds: the integral of the open count over the interval.
+	SessionMicros uint64
+	// Peak is the highest open count of this tenant and class on this agent
+	// during the interval (at least the count at its start and at its end).
+	Peak uint64
+	// Refused is the number of admissions refused during the interval.
+	Refused uint64
+}
+
+// TenantPeak is the highest open count of a tenant, all classes together, on
+// one agent during an interval.
+type TenantPeak struct {
+	Tenant string
+	Peak   uint64
+}
+
+// DeltaBatch carries an agent's changes since its previous batch. A batch is
+// applied once per (AgentID, Epoch, Seq); Seq starts at 1 in each epoch and
+// grows by one per batch.
+type DeltaBatch struct {
+	AgentID string
+	Epoch   uint64
+	Seq     uint64
+	// AgentTime is the agent's wall clock when the batch was cut, in unix
+	// milliseconds; informational only.
+	AgentTime int64
+	Entries   []DeltaEntry
+	Peaks     []TenantPeak
+}
+
+// CountEntry is an absolute open count for one tenant and class.
+type CountEntry struct {
+	Tenant string
+	Class  string
+	Open   uint64
+}
+
+// FullState replaces an agent's whole contribution of open counts. It is
+// sent in one or more frames; all frames of one FullState carry the same
+// AgentID, Epoch and Seq, and all but the last have More set. Usage carries
+// session time, peaks and refusals of batches the cluster has not applied
+// (usage is added, never replaced); Opened and Closed of those entries are
+// ignored. After it is applied the agent's last applied sequence is Seq.
+type FullState struct {
+	AgentID string
+	Epoch   uint64
+	Seq     uint64
+	More    bool
+	Counts  []CountEntry
+	Usage   []DeltaEntry
+	Peaks   []TenantPeak
+}
+
+// Ack acknowledges every batch of the stream's agent and epoch up to Seq.
+type Ack struct {
+	Seq uint64
+	// Index is the Raft log index at which Seq was applied (or an index at
+	// which it was already known to be applied).
+	Index uint64
+}
+
+// TenantInfo is what an agent needs to admit sessions of one tenant.
+type TenantInfo struct {
+	Tenant string
+	Plan   string
+	// Ceiling is the most concurrent sessions the plan admits; 0 with mode
+	// "meter" means no ceiling.
+	Ceiling uint64
+	// Mode is "strict", "soft" or "meter".
+	Mode string
+	// BurstPct is how far above the ceiling a soft plan admits, in percent.
+	BurstPct uint32
+	// Concurrency is the tenant's global open count, all agents together.
+	Concurrency uint64
+	Suspended   bool
+}
+
+// TenantState pushes tenants' plans and global figures to an agent. With Full
+// set, the frames up to and including the first one without More replace
+// everything the agent knew; without Full each frame updates the tenants it
+// names.
+type TenantState struct {
+	Full    bool
+	More    bool
+	Tenants []TenantInfo
+}
+
+// Redirect tells an agent to use another server.
+type Redirect struct {
+	Leader  string
+	Servers []string
+}
+
+// Error reports a problem. After an Error the server may close the stream.
+type Error struct {
+	Code    ErrorCode
+	Message string
+	// LastSeq accompanies CodeSeqGap and CodeNeedFullState: the highest
+	// sequence number the cluster applied for this agent and epoch.
+	LastSeq uint64
+}
+
+// Ping asks the peer for a Pong with the same Nonce.
+type Ping struct{ Nonce uint64 }
+
+// Pong answers Ping.
+type Pong struct{ Nonce uint64 }
+
+func (*Hello) Type() Type       { return TypeHello }
+func (*Welcome) Type() Type     { return TypeWelcome }
+func (*DeltaBatch) Type() Type  { return TypeDeltaBatch }
+func (*FullState) Type() Type   { return TypeFullState }
+func (*Ack) Type() Type         { return TypeAck }
+func (*TenantState) Type() Type { return TypeTenantState }
+func (*Redirect) Type() Type    { return TypeRedirect }
+func (*Error) Type() Type       { return TypeError }
+func (*Ping) Type() Type        { return TypePing }
+func (*Pong) Type() Type        { return TypePong }
+
+func (e *Error) Error() string { return "wire: " + e.Code.String() + ": " + e.Message }
