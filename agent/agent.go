@@ -1,0 +1,506 @@
+// Package agent is headroom's sidecar: it keeps the table of sessions open on
+// one media server, answers admission questions locally from the latest
+// tenant state pushed by the aggregator cluster, integrates open counts into
+// usage, ships the changes in sequenced batches over one msgpack stream, and
+// persists what it has not had acknowledged, so that a crash of the agent
+// loses at most its last flush interval and counts nothing twice.
+//
+// Concurrency: every exported method of Agent is safe for concurrent use. One
+// mutex guards the session table, the integrator, the tenant state and the
+// shipping bookkeeping; it is held for microseconds per call and never across
+// I/O. Persisting takes the session changes journalled since the last persist
+// (and copies the small rest: pending usage, unacked batch bodies, tenants)
+// under the mutex, then encodes and writes outside it. Cut batches are
+// immutable and shared between the unacked list, the persister and the
+// stream writer; slices returned to callers are theirs.
+//
+// Time: the agent measures time on the monotonic clock from its creation
+// (agent nanos). Wall-clock times are derived from that base and used only
+// in what is persisted and shown.
+//
+// An agent restarted after a crash restores its sessions, unacknowledged
+// batches and pending usage from DataDir. Sessions that were open across the
+// crash accrue usage again from the moment the state is loaded: the time
+// between the agent's last persist and its restart is not counted (at most
+// one flush interval per session if it crashed, plus the downtime itself).
+// The media server's reconcile call restores exact session truth.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+// Config configures an Agent.
+type Config struct {
+	// DataDir (required) is where identity, sessions and unacked batches are
+	// kept. It is created if missing.
+	DataDir string
+	// Servers (required) are wire addresses (host:port) of aggregator
+	// servers; more are learnt from Welcome and Redirect.
+	Servers []string
+	// AgentID (optional, default: kept in DataDir, random on first start).
+	// If set, it must match the id kept in DataDir.
+	AgentID string
+	// Labels (optional), e.g. region; sent sorted by key.
+	Labels []wire.Label
+	// Token (optional) is sent in Hello.
+	Token string
+	// FlushInterval (optional, default 100ms) is how often a batch is cut
+	// and the state persisted.
+	FlushInterval time.Duration
+	// MaxBatchEntries (optional, default 1000): a batch is cut sooner when
+	// this many tenant/class entries changed since the last one, and no
+	// batch carries more entries (a larger cut is sent as several batches).
+	MaxBatchEntries int
+	// MaxFrame (optional, default wire.DefaultMaxFrame) is the largest frame
+	// body read from or written to a server.
+	MaxFrame int
+	// Logger (optional, default hclog.NewNullLogger()).
+	Logger hclog.Logger
+	// Dial (optional, default a net.Dialer with a 5 s timeout) opens a
+	// stream to a server.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+
+	// clock replaces time.Now in tests (wall and agent time both follow it).
+	clock func() time.Time
+}
+
+// Defaults.
+const (
+	DefaultFlushInterval   = 100 * time.Millisecond
+	DefaultMaxBatchEntries = 1000
+	// entryBudget is a generous bound of one encoded delta entry plus its
+	// share of tenant peaks, used to keep batches under MaxFrame.
+	entryBudget = 256
+	maxServers  = 64
+)
+
+// OpenResult is the answer to an Open.
+type OpenResult struct {
+	// Admitted: the session is open (now or already).
+	Admitted bool
+	// Reason tells why a session was refused (ReasonUnknownTenant, ...).
+	Reason string
+	// Existing: the session was already open with the same tenant and class;
+	// nothing changed.
+	Existing bool
+}
+
+// SessionSpec names a session in a reconcile list.
+type SessionSpec struct {
+	Tenant  string `json:"tenant"`
+	Class   string `json:"class"`
+	Session string `json:"session"`
+}
+
+// SessionInfo describes an open session.
+type SessionInfo struct {
+	Session       string    `json:"session"`
+	Tenant        string    `json:"tenant"`
+	Class         string    `json:"class"`
+	OpenedAt      time.Time `json:"opened_at"`
+	LastKeepalive time.Time `json:"last_keepalive"`
+	TTLSeconds    float64   `json:"ttl_seconds,omitempty"`
+}
+
+// AckInfo is the last acknowledgement received.
+type AckInfo struct {
+	Seq   uint64     `json:"seq"`
+	Index uint64     `json:"index"`
+	At    *time.Time `json:"at"`
+}
+
+// Status is a snapshot of the agent's state.
+type Status struct {
+	ID             string  `json:"id"`
+	Epoch          uint64  `json:"epoch"`
+	Server         string  `json:"server"`
+	Connected      bool    `json:"connected"`
+	UnackedBatches int     `json:"unacked_batches"`
+	LastAck        AckInfo `json:"last_ack"`
+	OpenSessions   int     `json:"open_sessions"`
+	TenantsKnown   int     `json:"tenants_known"`
+}
+
+// batch is a cut DeltaBatch awaiting its Ack. It is immutable once cut, so
+// it may be encoded outside the mutex.
+type batch struct {
+	msg  *wire.DeltaBatch
+	body []byte // wire.Append(nil, msg): what is sent and persisted
+}
+
+// Agent is a running agent. Create it with New; see the package comment for
+// its concurrency contract.
+type Agent struct {
+	cfg       Config
+	log       hclog.Logger
+	dial      func(ctx context.Context, addr string) (net.Conn, error)
+	labels    []wire.Label
+	start     time.Time     // base of agent nanos (monotonic in production)
+	clock     func() int64  // agent nanos
+	statePth  string        // the state file
+	admit     admitter      // admission rules (soft; strict later)
+	flushNow  chan struct{} // cap 1: an early cut is due
+	ackWake   chan struct{} // cap 1: an Ack arrived
+	running   sync.Mutex    // held by Run
+	persistM  sync.Mutex    // serialises persist
+	knobs     knobs         // timings; tests may change them before Run
+	startUnix int64         // a.start in unix nanos: wall = startUnix + agent nanos
+
+	// Owned by persist (persistM):
+	shadow  map[string]stSession // the sessions as last persisted
+	jrSpare []sessChange         // the journal buffer not in use
+
+	mu       sync.Mutex // guards everything below
+	tab      *table
+	servers  serverList
+	id       string
+	epoch    uint64
+	nextSeq  uint64  // seq of the next batch cut
+	unacked  []batch // cut and not acknowledged, in seq order
+	persSeq  uint64  // batches up to this seq are persisted (may be sent)
+	writes   int     // state files written (for tests)
+	dirty    bool    // something to persist besides accrual
+	stream   *stream // current stream, nil if none
+	lastAck  AckInfo
+	draining bool              // Run is shutting down
+	cutDrain bool              // a cut happened while draining
+	tsBuf    []wire.TenantInfo // frames of a Full TenantState with More
+	tsBufOn  bool
+}
+
+// knobs are timings the tests shorten.
+type knobs struct {
+	pingInterval time.Duration // Ping every this; a stream silent 3× this is dead
+	writeTimeout time.Duration
+	drainTimeout time.Duration // bounded drain at shutdown
+	backoffMin   time.Duration
+	backoffMax   time.Duration
+}
+
+var defaultKnobs = knobs{
+	pingInterval: 3 * time.Second,
+	writeTimeout: 10 * time.Second,
+	drainTimeout: 2 * time.Second,
+	backoffMin:   50 * time.Millisecond,
+	backoffMax:   5 * time.Second,
+}
+
+// New loads the agent's state from cfg.DataDir, or creates it there, and
+// returns the agent. It does no network I/O; call Run to ship.
+func New(cfg Config) (*Agent, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("agent: DataDir is required")
+	}
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("agent: at least one server address is required")
+	}
+	for _, s := range cfg.Servers {
+		if s == "" {
+			return nil, errors.New("agent: empty server address")
+		}
+	}
+	if cfg.AgentID != "" {
+		if err := validID("agent", cfg.AgentID, maxSessionID); err != nil {
+			return nil, fmt.Errorf("agent: AgentID: %w", err)
+		}
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
+	if cfg.MaxBatchEntries <= 0 {
+		cfg.MaxBatchEntries = DefaultMaxBatchEntries
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = wire.DefaultMaxFrame
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	labels := slices.Clone(cfg.Labels)
+	slices.SortStableFunc(labels, func(a, b wire.Label) int { return strings.Compare(a.Key, b.Key) })
+	for i, l := range labels {
+		if l.Key == "" {
+			return nil, errors.New("agent: label with an empty key")
+		}
+		if i > 0 && labels[i-1].Key == l.Key {
+			return nil, fmt.Errorf("agent: label %q given twice", l.Key)
+		}
+	}
+	a := &Agent{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		dial:     cfg.Dial,
+		labels:   labels,
+		admit:    softAdmitter{},
+		flushNow: make(chan struct{}, 1),
+		ackWake:  make(chan struct{}, 1),
+		knobs:    defaultKnobs,
+		tab:      newTable(),
+	}
+	if cfg.clock != nil {
+		a.start = cfg.clock()
+		a.startUnix = a.start.UnixNano()
+		a.clock = func() int64 { return int64(cfg.clock().Sub(a.start)) }
+	} else {
+		a.start = time.Now()
+		a.startUnix = a.start.UnixNano()
+		a.clock = func() int64 { return int64(time.Since(a.start)) }
+	}
+	if a.dial == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		a.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	for _, s := range cfg.Servers {
+		a.servers.add(s)
+	}
+	if err := a.load(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// now returns the current agent nanos.
+func (a *Agent) now() int64 { return a.clock() }
+
+// wall converts agent nanos to wall-clock time.
+func (a *Agent) wall(t int64) time.Time { return a.start.Add(time.Duration(t)).Round(0) }
+
+// fromWall converts a wall-clock time in unix nanos to agent nanos.
+func (a *Agent) fromWall(unixNanos int64) int64 { return unixNanos - a.startUnix }
+
+func randomID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return "a-" + hex.EncodeToString(b[:])
+}
+
+// Open opens session of tenant and class if admitted. ttl 0 means no TTL;
+// otherwise the session expires when no keepalive arrives for ttl. An id
+// already open with the same tenant and class answers Admitted and Existing
+// and changes nothing; with another tenant or class it is ErrConflict. Bad
+// arguments give an error wrapping ErrInvalid. A refusal is not an error:
+// Admitted is false and Reason says why. The agent keeps the strings given.
+func (a *Agent) Open(tenant, class, session string, ttl time.Duration) (OpenResult, error) {
+	if err := validTenantID(tenant); err != nil {
+		return OpenResult{}, err
+	}
+	if err := validSessionID(session); err != nil {
+		return OpenResult{}, err
+	}
+	cls, err := parseClass(class)
+	if err != nil {
+		return OpenResult{}, err
+	}
+	if err := validTTL(ttl); err != nil {
+		return OpenResult{}, err
+	}
+	a.mu.Lock()
+	now := a.now()
+	t := a.tab
+	a.expireLocked(now)
+	if s := t.sessions[session]; s != nil {
+		if s.tenant.id == tenant && s.class == cls {
+			a.mu.Unlock()
+			return OpenResult{Admitted: true, Existing: true}, nil
+		}
+		other := s.tenant.id + "/" + className(s.class)
+		a.mu.Unlock()
+		return OpenResult{}, fmt.Errorf("%w: %s is open as %s", ErrConflict, session, other)
+	}
+	te := t.tenants[tenant]
+	ok, reason := a.admit.admit(te, cls)
+	if !ok {
+		if te == nil && len(t.tenants)-t.known < maxUnknownTenants {
+			te = t.tenant(tenant, true)
+		}
+		if te != nil {
+			t.refuse(te, cls)
+			a.noteEventLocked()
+		}
+		a.mu.Unlock()
+		return OpenResult{Reason: reason}, nil
+	}
+	if te == nil { // an admitter may admit a tenant without an entry
+		te = t.tenant(tenant, true)
+	}
+	t.open(te, session, cls, ttl, now)
+	a.noteEventLocked()
+	a.mu.Unlock()
+	return OpenResult{Admitted: true}, nil
+}
+
+// expireLocked expires the sessions whose TTL lapsed at now.
+func (a *Agent) expireLocked(now int64) {
+	if a.tab.expireDue(now) > 0 {
+		a.dirty = true
+	}
+}
+
+// noteEventLocked marks the state dirty and, while a stream is live, asks
+// for an early cut when MaxBatchEntries entries changed since the last one.
+// (While no stream is live nothing is cut, so nothing is asked.)
+func (a *Agent) noteEventLocked() {
+	a.dirty = true
+	if a.tab.eventful >= a.cfg.MaxBatchEntries && a.stream != nil && a.stream.live {
+		select {
+		case a.flushNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Close closes session and returns how long it was open; ErrUnknownSession
+// if it is not open (or its TTL lapsed).
+func (a *Agent) Close(session string) (time.Duration, error) {
+	if err := validSessionID(session); err != nil {
+		return 0, err
+	}
+	a.mu.Lock()
+	now := a.now()
+	a.expireLocked(now)
+	s := a.tab.lookup(session, now)
+	if s == nil {
+		a.mu.Unlock()
+		return 0, ErrUnknownSession
+	}
+	d := a.tab.close(s, now)
+	a.noteEventLocked()
+	a.mu.Unlock()
+	return d, nil
+}
+
+// Keepalive records that session is alive; ErrUnknownSession if it is not
+// open (or its TTL lapsed).
+func (a *Agent) Keepalive(session string) error {
+	if err := validSessionID(session); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	a.expireLocked(now)
+	s := a.tab.lookup(session, now)
+	if s == nil {
+		return ErrUnknownSession
+	}
+	a.tab.keepalive(s, now)
+	a.dirty = true
+	return nil
+}
+
+// Reset closes every open session and returns how many it closed.
+func (a *Agent) Reset() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	a.expireLocked(now)
+	n := a.tab.reset(now)
+	a.dirty = true
+	a.noteEventLocked()
+	return n
+}
+
+// MaxReconcile is the most sessions a reconcile list may hold.
+const MaxReconcile = 200_000
+
+// Reconcile makes the open sessions exactly those of list (the media
+// server's full list of live sessions): it opens what is missing, without
+// admission checks, closes what is not listed, and closes and reopens an id
+// open with another tenant or class. The whole list is validated first; on
+// any invalid entry (or an id listed twice with different tenants or
+// classes) it returns an error wrapping ErrInvalid and changes nothing. It
+// returns the ids opened and closed, sorted.
+func (a *Agent) Reconcile(list []SessionSpec) (opened, closed []string, err error) {
+	if len(list) > MaxReconcile {
+		return nil, nil, fmt.Errorf("%w: %d sessions listed (at most %d)", ErrInvalid, len(list), MaxReconcile)
+	}
+	want := make(map[string]reconItem, len(list))
+	for i, e := range list {
+		if err := validTenantID(e.Tenant); err != nil {
+			return nil, nil, fmt.Errorf("sessions[%d]: %w", i, err)
+		}
+		if err := validSessionID(e.Session); err != nil {
+			return nil, nil, fmt.Errorf("sessions[%d]: %w", i, err)
+		}
+		cls, err := parseClass(e.Class)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sessions[%d]: %w", i, err)
+		}
+		it := reconItem{tenant: e.Tenant, class: cls}
+		if prev, ok := want[e.Session]; ok && prev != it {
+			return nil, nil, fmt.Errorf("%w: sessions[%d]: session %s listed twice with different tenants or classes", ErrInvalid, i, e.Session)
+		}
+		want[e.Session] = it
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	a.expireLocked(now)
+	opened, closed = a.tab.reconcile(want, now)
+	a.dirty = true
+	a.noteEventLocked()
+	return opened, closed, nil
+}
+
+// Sessions lists the open sessions, of tenant only if tenant is not empty,
+// sorted by id.
+func (a *Agent) Sessions(tenant string) []SessionInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	a.expireLocked(now)
+	ss := a.tab.sessionsOf(tenant)
+	out := make([]SessionInfo, len(ss))
+	for i, s := range ss {
+		out[i] = SessionInfo{
+			Session: s.id, Tenant: s.tenant.id, Class: className(s.class),
+			OpenedAt: a.wall(s.openedAt).UTC(), LastKeepalive: a.wall(s.lastKA).UTC(),
+			TTLSeconds: time.Duration(s.ttl).Seconds(),
+		}
+	}
+	return out
+}
+
+// Status returns a snapshot of the agent's state.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := Status{
+		ID: a.id, Epoch: a.epoch,
+		UnackedBatches: len(a.unacked),
+		LastAck:        a.lastAck,
+		OpenSessions:   a.tab.openCount(),
+		TenantsKnown:   a.tab.known,
+	}
+	if a.lastAck.At != nil {
+		at := *a.lastAck.At
+		st.LastAck.At = &at
+	}
+	if s := a.stream; s != nil && s.live {
+		st.Server, st.Connected = s.addr, true
+	}
+	return st
+}
+
+// ID returns the agent's id.
+func (a *Agent) ID() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.id
+}

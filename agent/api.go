@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/headroom-rtc/headroom/internal/jsonhttp"
+)
+
+// The local HTTP API, for the media server on the same host. Every response
+// is JSON; every error body is {"error":"..."}.
+//
+//	POST   /v1/sessions                     open (201 admitted, 200 already open, 429 refused, 409 conflict)
+//	PUT    /v1/sessions                     reconcile with the full list of live sessions
+//	GET    /v1/sessions?tenant=t            list open sessions, sorted by id
+//	DELETE /v1/sessions/{session}           close (200 with duration_seconds, 404 unknown)
+//	POST   /v1/sessions/{session}/keepalive keepalive (200, 404 unknown)
+//	POST   /v1/reset                        close every session
+//	GET    /v1/status                       the agent's status
+//	GET    /healthz                         200 once the state is loaded
+
+// Body limits.
+const (
+	maxOpenBody      = 64 << 10
+	maxReconcileBody = 16 << 20
+)
+
+// Handler returns the local HTTP API. It is safe for concurrent use.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/sessions", a.handleOpen)
+	mux.HandleFunc("PUT /v1/sessions", a.handleReconcile)
+	mux.HandleFunc("GET /v1/sessions", a.handleList)
+	mux.HandleFunc("DELETE /v1/sessions/{session}", a.handleClose)
+	mux.HandleFunc("POST /v1/sessions/{session}/keepalive", a.handleKeepalive)
+	mux.HandleFunc("POST /v1/reset", a.handleReset)
+	mux.HandleFunc("GET /v1/status", a.handleStatus)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		jsonhttp.Write(w, http.StatusOK, map[string]bool{"ok": true})
+	})
+	return jsonhttp.Errors(mux)
+}
+
+type openRequest struct {
+	Tenant     string   `json:"tenant"`
+	Class      string   `json:"class"`
+	Session    string   `json:"session"`
+	TTLSeconds *float64 `json:"ttl_seconds"`
+}
+
+type openResponse struct {
+	Admitted bool   `json:"admitted"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+func (a *Agent) handleOpen(w http.ResponseWriter, r *http.Request) {
+	var req openRequest
+	if !jsonhttp.Decode(w, r, maxOpenBody, &req) {
+		return
+	}
+	var ttl time.Duration
+	if req.TTLSeconds != nil {
+		s := *req.TTLSeconds
+		if math.IsNaN(s) || s < 0 || s > MaxTTL.Seconds() {
+			jsonhttp.Error(w, http.StatusBadRequest, fmt.Sprintf("ttl_seconds %v: want 0 (none) up to %v", s, MaxTTL.Seconds()))
+			return
+		}
+		ttl = time.Duration(s * float64(time.Second))
+	}
+	res, err := a.Open(req.Tenant, req.Class, req.Session, ttl)
+	switch {
+	case errors.Is(err, ErrConflict):
+		jsonhttp.Error(w, http.StatusConflict, err.Error())
+	case err != nil:
+		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
+	case !res.Admitted:
+		w.Header().Set("Retry-After", "1")
+		jsonhttp.Write(w, http.StatusTooManyRequests, openResponse{Reason: res.Reason})
+	case res.Existing:
+		jsonhttp.Write(w, http.StatusOK, openResponse{Admitted: true})
+	default:
+		jsonhttp.Write(w, http.StatusCreated, openResponse{Admitted: true})
+	}
+}
+
+func (a *Agent) handleClose(w http.ResponseWriter, r *http.Request) {
+	d, err := a.Close(r.PathValue("session"))
+	switch {
+	case errors.Is(err, ErrUnknownSession):
+		jsonhttp.Error(w, http.StatusNotFound, err.Error())
+	case err != nil:
+		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
+	default:
+		jsonhttp.Write(w, http.StatusOK, map[string]float64{"duration_seconds": d.Seconds()})
+	}
+}
+
+func (a *Agent) handleKeepalive(w http.ResponseWriter, r *http.Request) {
+	err := a.Keepalive(r.PathValue("session"))
+	switch {
+	case errors.Is(err, ErrUnknownSession):
+		jsonhttp.Error(w, http.StatusNotFound, err.Error())
+	case err != nil:
+		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
+	default:
+		jsonhttp.Write(w, http.StatusOK, map[string]bool{"ok": true})
+	}
+}
+
+func (a *Agent) handleReset(w http.ResponseWriter, r *http.Request) {
+	jsonhttp.Write(w, http.StatusOK, map[string]int{"closed": a.Reset()})
+}
+
+type reconcileRequest struct {
+	Sessions []SessionSpec `json:"sessions"`
+}
+
+type reconcileResponse struct {
+	Opened []string `json:"opened"`
+	Closed []string `json:"closed"`
+}
+
+func (a *Agent) handleReconcile(w http.ResponseWriter, r *http.Request) {
+	var req reconcileRequest
+	if !jsonhttp.Decode(w, r, maxReconcileBody, &req) {
+		return
+	}
+	if req.Sessions == nil {
+		jsonhttp.Error(w, http.StatusBadRequest, `missing "sessions" (send [] to close every session)`)
+		return
+	}
+	opened, closed, err := a.Reconcile(req.Sessions)
+	if err != nil {
+		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	jsonhttp.Write(w, http.StatusOK, reconcileResponse{opened, closed})
+}
+
+func (a *Agent) handleList(w http.ResponseWriter, r *http.Request) {
+	tenant := r.URL.Query().Get("tenant")
+	if tenant != "" {
+		if err := validTenantID(tenant); err != nil {
+			jsonhttp.Error(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	jsonhttp.Write(w, http.StatusOK, a.Sessions(tenant))
+}
+
+func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
+	jsonhttp.Write(w, http.StatusOK, a.Status())
+}

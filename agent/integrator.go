@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/headroom-rtc/headroom/plans"
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+// The integrator turns open counts into usage, exactly and without a loop
+// over sessions. Per tenant and class a cell keeps the open count and the
+// time of its last change; at each change and at each cut it accrues
+// count × (now − last) nanoseconds into acc. A cut ships acc in whole
+// microseconds and carries the sub-microsecond remainder into the next
+// interval, so the shipped micros of a cell sum to its exact integral within
+// one microsecond.
+//
+// TTL sessions need care: a session whose TTL lapses is closed at its last
+// keepalive, yet the integrator counted it until the moment it expired. To
+// ship nothing that may have to be taken back, the time a TTL session accrued
+// since its anchor (its last keepalive, or when the integrator started
+// counting it if later) is provisional: a cut holds it back in acc. A
+// keepalive or an explicit close confirms it (the anchor moves, so the next
+// cut ships it); an expiry subtracts it from acc. The provisional amount of a
+// cell is ttlN×now − anchors, kept in O(1) per change; the sums may wrap
+// around int64 but their difference is exact in two's complement.
+//
+// Peaks: the peak of an interval is the highest open count during it,
+// including the count at its start; after a cut the next interval's peak
+// starts at the count at the cut. The same holds per tenant for the total of
+// all classes (wire.TenantPeak).
+
+// cell is the integrator state of one tenant and class.
+type cell struct {
+	count int64 // open sessions
+	last  int64 // agent nanos of the last accrual
+	// acc: nanoseconds accrued and not shipped, including the carried
+	// sub-microsecond remainder and the provisional time of TTL sessions.
+	acc     int64
+	ttlN    int64 // open sessions with a TTL
+	anchors int64 // sum of their anchors (wrapping)
+	peak    int64 // interval peak of count
+	opened  uint64
+	closed  uint64
+	refused uint64
+	listed  bool // in table.active
+	evented bool // counted in table.eventful
+}
+
+// cellRef names a cell of the pending accumulator.
+type cellRef struct {
+	te  *tenantEntry
+	cls plans.Class
+}
+
+func (c *cell) accrue(now int64) {
+	if c.count != 0 {
+		c.acc += c.count * (now - c.last)
+	}
+	c.last = now
+}
+
+// provisional is the accrued time of the cell's TTL sessions that an expiry
+// could still take back, at now (after accrue(now)).
+func (c *cell) provisional(now int64) int64 { return c.ttlN*now - c.anchors }
+
+// touch puts a cell into the pending accumulator after an event.
+func (t *table) touch(te *tenantEntry, cls plans.Class) {
+	c := &te.cells[cls-1]
+	if !c.listed {
+		c.listed = true
+		t.active = append(t.active, cellRef{te, cls})
+	}
+	if !c.evented {
+		c.evented = true
+		t.eventful++
+	}
+}
+
+// countOpen accounts for s having been opened at now.
+func (t *table) countOpen(s *session, now int64) {
+	te := s.tenant
+	c := s.cell()
+	c.accrue(now)
+	c.count++
+	c.opened++
+	if c.count > c.peak {
+		c.peak = c.count
+	}
+	te.open++
+	if te.open > te.peak {
+		te.peak = te.open
+	}
+	if s.ttl > 0 {
+		c.ttlN++
+		c.anchors += s.anchor
+	}
+	t.touch(te, s.class)
+}
+
+// countClose accounts for s having been closed at now; with expired, s is
+// closed at its last keepalive and its provisional time is taken back.
+func (t *table) countClose(s *session, now int64, expired bool) {
+	te := s.tenant
+	c := s.cell()
+	c.accrue(now)
+	c.count--
+	c.closed++
+	te.open--
+	if s.ttl > 0 {
+		c.ttlN--
+		c.anchors -= s.anchor
+		if expired {
+			c.acc -= now - s.anchor
+		}
+	}
+	t.touch(te, s.class)
+}
+
+// confirm moves a TTL session's anchor to now (a keepalive at now).
+func (t *table) confirm(s *session, now int64) {
+	if now > s.anchor {
+		c := s.cell()
+		c.anchors += now - s.anchor
+		s.anchor = now
+	}
+}
+
+// refuse counts a refused admission of tenant te and class cls.
+func (t *table) refuse(te *tenantEntry, cls plans.Class) {
+	te.cells[cls-1].refused++
+	t.touch(te, cls)
+}
+
+// pendingEntries is the number of tenant/class entries in the pending
+// accumulator.
+func (t *table) pendingEntries() int { return len(t.active) }
+
+// cut closes the interval at now: it returns the delta entries (sorted by
+// tenant and class) and tenant peaks (sorted by tenant) of the interval and
+// starts the next one. Entries are emitted for every cell with anything
+// non-zero or a non-zero open count. The returned slices are newly allocated
+// and owned by the caller.
+func (t *table) cut(now int64) ([]wire.DeltaEntry, []wire.TenantPeak) {
+	if len(t.active) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(t.active, func(a, b cellRef) int {
+		if a.te != b.te {
+			return strings.Compare(a.te.id, b.te.id)
+		}
+		return int(a.cls) - int(b.cls)
+	})
+	entries := make([]wire.DeltaEntry, 0, len(t.active))
+	var peaks []wire.TenantPeak
+	idle := t.idle[:0]
+	keep := t.active[:0] // in place: keep never overtakes the loop
+	var prev *tenantEntry
+	for _, r := range t.active {
+		te, c := r.te, &r.te.cells[r.cls-1]
+		c.accrue(now)
+		micros := uint64(0)
+		if ship := c.acc - c.provisional(now); ship > 0 {
+			micros = uint64(ship / 1000)
+			c.acc -= int64(micros) * 1000
+		}
+		if micros != 0 || c.opened != 0 || c.closed != 0 || c.refused != 0 || c.peak != 0 || c.count != 0 {
+			entries = append(entries, wire.DeltaEntry{
+				Tenant: te.id, Class: className(r.cls),
+				Opened: c.opened, Closed: c.closed, SessionMicros: micros,
+				Peak: uint64(c.peak), Refused: c.refused,
+			})
+		}
+		c.opened, c.closed, c.refused = 0, 0, 0
+		c.peak = c.count
+		c.evented = false
+		if c.count != 0 {
+			keep = append(keep, r)
+		} else {
+			c.listed = false
+			idle = append(idle, te)
+		}
+		if te != prev {
+			prev = te
+			if te.peak > 0 {
+				peaks = append(peaks, wire.TenantPeak{Tenant: te.id, Peak: uint64(te.peak)})
+			}
+			te.peak = te.open
+		}
+	}
+	clear(t.active[len(keep):])
+	t.active = keep
+	t.eventful = 0
+	for _, te := range idle {
+		t.maybeForget(te)
+	}
+	clear(idle)
+	t.idle = idle[:0]
+	return entries, peaks
+}
+
+// maybeForget deletes the entry of a tenant the agent does not know, once
+// nothing refers to it and it holds nothing.
+func (t *table) maybeForget(te *tenantEntry) {
+	if te.known || te.open != 0 || t.tenants[te.id] != te {
+		return
+	}
+	for i := range te.cells {
+		if c := &te.cells[i]; c.listed || c.acc != 0 {
+			return
+		}
+	}
+	delete(t.tenants, te.id)
+}
+
+// counts returns the absolute open counts per tenant and class (non-zero
+// only), sorted.
+func (t *table) counts() []wire.CountEntry {
+	var out []wire.CountEntry
+	for _, te := range t.tenants {
+		if te.open == 0 {
+			continue
+		}
+		for i := range te.cells {
+			if n := te.cells[i].count; n > 0 {
+				out = append(out, wire.CountEntry{Tenant: te.id, Class: className(plans.Class(i + 1)), Open: uint64(n)})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b wire.CountEntry) int {
+		if c := strings.Compare(a.Tenant, b.Tenant); c != 0 {
+			return c
+		}
+		return classOrder(a.Class) - classOrder(b.Class)
+	})
+	return out
+}
+
+func classOrder(name string) int {
+	c, _ := plans.ParseClass(name)
+	return int(c)
+}
