@@ -1,0 +1,385 @@
+package aggregator
+
+import (
+	"bytes"
+	"io"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/headroom-rtc/headroom/plans"
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+// fsmHarness applies commands to an FSM the way Raft would, with
+// increasing indexes.
+type fsmHarness struct {
+	t     *testing.T
+	f     *FSM
+	index uint64
+}
+
+func newHarness(t *testing.T) *fsmHarness {
+	return &fsmHarness{t: t, f: NewFSM(plans.Defaults(), nil)}
+}
+
+var t0 = time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
+
+func (h *fsmHarness) apply(kind cmdKind, body any) *applyResult {
+	h.t.Helper()
+	data, err := encodeCmd(kind, body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.index++
+	res, _ := h.f.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: data}).(*applyResult)
+	if res == nil {
+		h.t.Fatal("Apply returned no result")
+	}
+	return res
+}
+
+func (h *fsmHarness) items(at time.Time, defaultPlan string, msgs ...wire.Message) []itemResult {
+	h.t.Helper()
+	cmd := agentItemsCmd{Time: at.UnixNano(), DefaultPlan: defaultPlan}
+	for _, m := range msgs {
+		kind := itemDelta
+		if _, ok := m.(*wire.FullState); ok {
+			kind = itemFull
+		}
+		cmd.Items = append(cmd.Items, agentItem{Kind: kind, Region: "eu", Body: wire.Append(nil, m)})
+	}
+	res := h.apply(cmdAgentItems, &cmd)
+	if res.Err != nil {
+		h.t.Fatal(res.Err)
+	}
+	return res.Items
+}
+
+func (h *fsmHarness) tenant(name string) Tenant {
+	var out Tenant
+	h.f.read(func(s *State) {
+		if t := s.Tenants[name]; t != nil {
+			out = *t
+		}
+	})
+	return out
+}
+
+func batch(agent string, epoch, seq uint64, entries ...wire.DeltaEntry) *wire.DeltaBatch {
+	return &wire.DeltaBatch{AgentID: agent, Epoch: epoch, Seq: seq, Entries: entries}
+}
+
+func open(tenant, class string, n uint64) wire.DeltaEntry {
+	return wire.DeltaEntry{Tenant: tenant, Class: class, Opened: n, Peak: n}
+}
+
+func closed(tenant, class string, n uint64) wire.DeltaEntry {
+	return wire.DeltaEntry{Tenant: tenant, Class: class, Closed: n}
+}
+
+func full(agent string, epoch, seq uint64, counts ...wire.CountEntry) *wire.FullState {
+	return &wire.FullState{AgentID: agent, Epoch: epoch, Seq: seq, Counts: counts}
+}
+
+func TestBatchSequencing(t *testing.T) {
+	audio := classIndex("audio")
+	cases := []struct {
+		name      string
+		msgs      []wire.Message
+		want      []itemStatus
+		wantOpen  uint64
+		wantLast  uint64
+		wantEpoch uint64
+	}{
+		{
+			name:     "batch before any full state needs one",
+			msgs:     []wire.Message{batch("a1", 5, 1, open("t1", "audio", 3))},
+			want:     []itemStatus{statusNeedFull},
+			wantOpen: 0,
+		},
+		{
+			name:      "full state then batches in order",
+			msgs:      []wire.Message{full("a1", 5, 0), batch("a1", 5, 1, open("t1", "audio", 3)), batch("a1", 5, 2, closed("t1", "audio", 1))},
+			want:      []itemStatus{statusApplied, statusApplied, statusApplied},
+			wantOpen:  2,
+			wantLast:  2,
+			wantEpoch: 5,
+		},
+		{
+			name:      "duplicate batch applied once",
+			msgs:      []wire.Message{full("a1", 5, 0), batch("a1", 5, 1, open("t1", "audio", 3)), batch("a1", 5, 1, open("t1", "audio", 3))},
+			want:      []itemStatus{statusApplied, statusApplied, statusDuplicate},
+			wantOpen:  3,
+			wantLast:  1,
+			wantEpoch: 5,
+		},
+		{
+			name:      "old batch after newer ones is a duplicate",
+			msgs:      []wire.Message{full("a1", 5, 0), batch("a1", 5, 1, open("t1", "audio", 3)), batch("a1", 5, 2, open("t1", "audio", 1)), batch("a1", 5, 1, open("t1", "audio", 3))},
+			want:      []itemStatus{statusApplied, statusApplied, statusApplied, statusDuplicate},
+			wantOpen:  4,
+			wantLast:  2,
+			wantEpoch: 5,
+		},
+		{
+			name:      "out of order batch is refused with the last seq",
+			msgs:      []wire.Message{full("a1", 5, 0), batch("a1", 5, 2, open("t1", "audio", 3))},
+			want:      []itemStatus{statusApplied, statusGap},
+			wantOpen:  0,
+			wantLast:  0,
+			wantEpoch: 5,
+		},
+		{
+			name:      "new epoch replaces the old contribution",
+			msgs:      []wire.Message{full("a1", 5, 0), batch("a1", 5, 1, open("t1", "audio", 7)), full("a1", 9, 0, wire.CountEntry{Tenant: "t1", Class: "audio", Open: 2})},
+			want:      []itemStatus{statusApplied, statusApplied, statusApplied},
+			wantOpen:  2,
+			wantLast:  0,
+			wantEpoch: 9,
+		},
+		{
+			name:      "batch of a new epoch before its full state",
+			msgs:      []wire.Message{full("a1", 5, 0), batch("a1", 5, 1, open("t1", "audio", 7)), batch("a1", 9, 1, open("t1", "audio", 1))},
+			want:      []itemStatus{statusApplied, statusApplied, statusNeedFull},
+			wantOpen:  7,
+			wantLast:  1,
+			wantEpoch: 5,
+		},
+		{
+			name: "old epoch refused after a new one",
+			msgs: []wire.Message{full("a1", 9, 0), batch("a1", 9, 1, open("t1", "audio", 2)),
+				batch("a1", 5, 2, open("t1", "audio", 1)), full("a1", 5, 3)},
+			want:      []itemStatus{statusApplied, statusApplied, statusOldEpoch, statusOldEpoch},
+			wantOpen:  2,
+			wantLast:  1,
+			wantEpoch: 9,
+		},
+		{
+			name:      "more closes than opens never goes below zero",
+			msgs:      []wire.Message{full("a1", 5, 0), batch("a1", 5, 1, open("t1", "audio", 1)), batch("a1", 5, 2, closed("t1", "audio", 4))},
+			want:      []itemStatus{statusApplied, statusApplied, statusApplied},
+			wantOpen:  0,
+			wantLast:  2,
+			wantEpoch: 5,
+		},
+		{
+			name:      "repeated full state of the same seq is idempotent",
+			msgs:      []wire.Message{full("a1", 5, 4, wire.CountEntry{Tenant: "t1", Class: "audio", Open: 3}), full("a1", 5, 4, wire.CountEntry{Tenant: "t1", Class: "audio", Open: 3})},
+			want:      []itemStatus{statusApplied, statusApplied},
+			wantOpen:  3,
+			wantLast:  4,
+			wantEpoch: 5,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			var got []itemStatus
+			for _, m := range tc.msgs { // one entry per message, as separate proposals
+				got = append(got, h.items(t0, "payg", m)[0].Status)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("statuses %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("statuses %v, want %v", got, tc.want)
+				}
+			}
+			if open := h.tenant("t1").Open[audio]; open != tc.wantOpen {
+				t.Errorf("open audio = %d, want %d", open, tc.wantOpen)
+			}
+			h.f.read(func(s *State) {
+				rec := s.Agents["a1"]
+				if tc.wantEpoch == 0 {
+					if rec != nil {
+						t.Errorf("agent record exists: %+v", rec)
+					}
+					return
+				}
+				if rec == nil || rec.LastSeq != tc.wantLast || rec.Epoch != tc.wantEpoch {
+					t.Errorf("agent record %+v, want epoch %d last seq %d", rec, tc.wantEpoch, tc.wantLast)
+				}
+			})
+		})
+	}
+}
+
+func TestManyAgentsSumAndGroupedEntry(t *testing.T) {
+	h := newHarness(t)
+	// Two agents' messages grouped in one entry, as the proposer does.
+	res := h.items(t0, "payg",
+		full("a1", 1, 0), full("a2", 1, 0),
+		batch("a1", 1, 1, open("t1", "video-hd", 4), open("t2", "audio", 1)),
+		batch("a2", 1, 1, open("t1", "video-hd", 6), open("t1", "audio", 2)),
+	)
+	for i, r := range res {
+		if r.Status != statusApplied {
+			t.Fatalf("item %d: status %d", i, r.Status)
+		}
+	}
+	t1 := h.tenant("t1")
+	if got := t1.Open.total(); got != 12 {
+		t.Errorf("t1 total %d, want 12", got)
+	}
+	if got := t1.Open[classIndex("video-hd")]; got != 10 {
+		t.Errorf("t1 video-hd %d, want 10", got)
+	}
+	if t1.Plan != "payg" {
+		t.Errorf("t1 plan %q, want the default plan payg", t1.Plan)
+	}
+	// a2 starts over in a new epoch with nothing open: only a1's remain.
+	h.items(t0, "", full("a2", 2, 0))
+	if t1 := h.tenant("t1"); t1.Open.total() != 4 {
+		got := t1.Open.total()
+		t.Errorf("after a2's new epoch t1 total %d, want 4", got)
+	}
+}
+
+func TestUnknownTenantWithoutDefaultPlan(t *testing.T) {
+	h := newHarness(t)
+	h.items(t0, "", full("a1", 1, 0), batch("a1", 1, 1, open("ghost", "audio", 2)))
+	g := h.tenant("ghost")
+	if g.Plan != "" || g.Open.total() != 2 {
+		t.Fatalf("ghost tenant %+v: want counted on no plan", g)
+	}
+}
+
+func TestUsageAndPeaks(t *testing.T) {
+	h := newHarness(t)
+	h.items(t0, "payg", full("a1", 1, 0), full("a2", 1, 0))
+	// a1 holds 3 audio; a2 opens 5 and closes 4 within one interval: its
+	// peak of 5 must reach PCU although it ends at 1.
+	h.items(t0, "", batch("a1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 3, Peak: 3, SessionMicros: 1_500_000}))
+	b := batch("a2", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 5, Closed: 4, Peak: 5, SessionMicros: 2_000_000, Refused: 2})
+	b.Peaks = []wire.TenantPeak{{Tenant: "t1", Peak: 5}}
+	h.items(t0, "", b)
+	u := h.tenant("t1").Usage[PeriodOf(t0)]
+	if u == nil {
+		t.Fatal("no usage for the period")
+	}
+	a := classIndex("audio")
+	if u.Micros[a] != 3_500_000 {
+		t.Errorf("micros %d, want 3500000", u.Micros[a])
+	}
+	if u.Refused[a] != 2 {
+		t.Errorf("refused %d, want 2", u.Refused[a])
+	}
+	if u.PCUByClass[a] != 8 || u.PCU != 8 {
+		t.Errorf("pcu by class %d, total %d: want 8 and 8 (3 on a1 + a2's peak of 5)", u.PCUByClass[a], u.PCU)
+	}
+}
+
+func TestPeriodRollover(t *testing.T) {
+	h := newHarness(t)
+	h.items(t0, "payg", full("a1", 1, 0), batch("a1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 2, Peak: 2, SessionMicros: 60_000_000}))
+	next := t0.Add(2 * time.Minute) // 2026-12-01 00:01 UTC
+	h.items(next, "", batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 120_000_000, Peak: 2}))
+	// An entry stamped earlier than the last one is booked at the last time:
+	// entry time never goes backwards.
+	h.items(t0, "", batch("a1", 1, 3, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1_000_000, Peak: 2}))
+	tn := h.tenant("t1")
+	a := classIndex("audio")
+	nov, dec := tn.Usage["2026-11"], tn.Usage["2026-12"]
+	if nov == nil || dec == nil {
+		t.Fatalf("periods %v: want 2026-11 and 2026-12", tn.Usage)
+	}
+	if nov.Micros[a] != 60_000_000 || dec.Micros[a] != 121_000_000 {
+		t.Errorf("november %d µs, december %d µs: want 60000000 and 121000000", nov.Micros[a], dec.Micros[a])
+	}
+	if dec.PCU != 2 {
+		t.Errorf("december PCU %d, want 2 (sessions still open)", dec.PCU)
+	}
+	h.f.read(func(s *State) {
+		if s.Time != next.UnixNano() {
+			t.Errorf("state time %d, want %d", s.Time, next.UnixNano())
+		}
+	})
+}
+
+func TestSetPlan(t *testing.T) {
+	h := newHarness(t)
+	if res := h.apply(cmdSetPlan, &setPlanCmd{Time: t0.UnixNano(), Tenant: "t1", Plan: "growth"}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if p := h.tenant("t1").Plan; p != "growth" {
+		t.Fatalf("plan %q", p)
+	}
+	if res := h.apply(cmdSetPlan, &setPlanCmd{Time: t0.UnixNano(), Tenant: "t1", Plan: "nosuch"}); res.Err == nil {
+		t.Fatal("unknown plan accepted")
+	}
+	if p := h.tenant("t1").Plan; p != "growth" {
+		t.Fatalf("plan changed to %q by a refused command", p)
+	}
+}
+
+type memSink struct {
+	bytes.Buffer
+	cancelled bool
+}
+
+func (m *memSink) ID() string    { return "mem" }
+func (m *memSink) Cancel() error { m.cancelled = true; return nil }
+func (m *memSink) Close() error  { return nil }
+
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	h := newHarness(t)
+	h.apply(cmdSetPlan, &setPlanCmd{Time: t0.UnixNano(), Tenant: "t9", Plan: "starter"})
+	h.items(t0, "payg", full("a1", 3, 0), batch("a1", 3, 1, open("t1", "audio", 2), open("t2", "ai", 1)))
+	h.items(t0.Add(time.Hour), "", batch("a1", 3, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", Closed: 2, SessionMicros: 9e9}))
+
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM(nil, nil)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	// The restored state must equal the original...
+	h.f.read(func(a *State) {
+		g.read(func(b *State) {
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("restored state differs:\n%+v\n%+v", a, b)
+			}
+		})
+	})
+	// ...and go on applying exactly as the original does.
+	h2 := &fsmHarness{t: t, f: g, index: h.index}
+	for _, x := range []*fsmHarness{h, h2} {
+		r := x.items(t0.Add(2*time.Hour), "", batch("a1", 3, 3, open("t2", "ai", 4)), batch("a1", 3, 3, open("t2", "ai", 4)))
+		if r[0].Status != statusApplied || r[1].Status != statusDuplicate {
+			t.Fatalf("after restore: %+v", r)
+		}
+	}
+	if a, b := h.tenant("t2"), h2.tenant("t2"); a.Open != b.Open || a.Open.total() != 5 {
+		t.Fatalf("t2 open %v vs restored %v, want 5 total", a.Open, b.Open)
+	}
+	if h2.tenant("t9").Plan != "starter" {
+		t.Fatal("plan lost in snapshot")
+	}
+}
+
+func TestRestoreRefusesGarbage(t *testing.T) {
+	g := NewFSM(plans.Defaults(), nil)
+	if err := g.Restore(io.NopCloser(bytes.NewReader([]byte{0x93, 0x01}))); err == nil {
+		t.Fatal("garbage snapshot restored")
+	}
+}
+
+func TestUnknownLogVersionStops(t *testing.T) {
+	f := NewFSM(plans.Defaults(), nil)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("an entry of a newer format was applied")
+		}
+	}()
+	f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{logVersion + 1, 1, 0x80}})
+}

@@ -1,0 +1,275 @@
+package aggregator
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/headroom-rtc/headroom/internal/jsonhttp"
+	"github.com/headroom-rtc/headroom/plans"
+)
+
+const maxBody = 64 << 10
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("GET /v1/tenants", s.handleTenants)
+	mux.HandleFunc("GET /v1/tenants/{id}", s.handleTenant)
+	mux.HandleFunc("PUT /v1/tenants/{id}/plan", s.handleSetPlan)
+	mux.HandleFunc("GET /v1/plans", s.handlePlans)
+	mux.HandleFunc("GET /v1/agents", s.handleAgents)
+	return jsonhttp.Errors(mux)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if ok, why := s.Ready(); !ok {
+		jsonhttp.Error(w, http.StatusServiceUnavailable, why)
+		return
+	}
+	jsonhttp.Write(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// StatusJSON is the body of GET /v1/status.
+type StatusJSON struct {
+	ID           string   `json:"id"`
+	State        string   `json:"state"`
+	Leader       string   `json:"leader"`
+	LeaderID     string   `json:"leader_id"`
+	Term         uint64   `json:"term"`
+	AppliedIndex uint64   `json:"applied_index"`
+	CommitIndex  uint64   `json:"commit_index"`
+	LastIndex    uint64   `json:"last_index"`
+	Voters       []string `json:"voters"`
+	HTTPAddr     string   `json:"http_addr"`
+	WireAddr     string   `json:"wire_addr"`
+	RaftAddr     string   `json:"raft_addr"`
+	Agents       int      `json:"agents_connected"`
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	rf := s.node.Raft
+	leader, leaderID := rf.LeaderWithID()
+	st := StatusJSON{
+		ID: s.node.ID(), State: raftState(rf.State()), Leader: string(leader), LeaderID: string(leaderID),
+		AppliedIndex: rf.AppliedIndex(), CommitIndex: rf.CommitIndex(), LastIndex: rf.LastIndex(),
+		HTTPAddr: s.HTTPAddr(), WireAddr: s.WireAddr(), RaftAddr: s.RaftAddr(), Voters: []string{},
+	}
+	st.Term, _ = strconv.ParseUint(rf.Stats()["term"], 10, 64)
+	if f := rf.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			if srv.Suffrage == raft.Voter {
+				st.Voters = append(st.Voters, string(srv.ID))
+			}
+		}
+	}
+	s.st.mu.Lock()
+	st.Agents = len(s.st.conns)
+	s.st.mu.Unlock()
+	jsonhttp.Write(w, http.StatusOK, st)
+}
+
+// raftState names a Raft state in lower case.
+func raftState(st raft.RaftState) string {
+	switch st {
+	case raft.Leader:
+		return "leader"
+	case raft.Follower:
+		return "follower"
+	case raft.Candidate:
+		return "candidate"
+	}
+	return "shutdown"
+}
+
+// ConcurrencyJSON is a tenant's open sessions.
+type ConcurrencyJSON struct {
+	Total   uint64            `json:"total"`
+	ByClass map[string]uint64 `json:"by_class"`
+}
+
+// TenantJSON is one element of GET /v1/tenants.
+type TenantJSON struct {
+	Tenant      string          `json:"tenant"`
+	Plan        string          `json:"plan"`
+	Ceiling     uint64          `json:"ceiling"`
+	Mode        string          `json:"mode"`
+	Concurrency ConcurrencyJSON `json:"concurrency"`
+	Usage       *UsageJSON      `json:"usage,omitempty"`
+}
+
+// UsageJSON is a tenant's usage in one period.
+type UsageJSON struct {
+	Period         string             `json:"period"`
+	SecondsByClass map[string]float64 `json:"seconds_by_class"`
+	UnitMinutes    float64            `json:"unit_minutes"`
+	PCU            uint64             `json:"pcu"`
+	PCUByClass     map[string]uint64  `json:"pcu_by_class"`
+	RefusedByClass map[string]uint64  `json:"refused_by_class"`
+}
+
+func byClass(c *classCounts) map[string]uint64 {
+	m := make(map[string]uint64, numClasses)
+	for i, v := range c {
+		m[plans.Class(i+1).String()] = v
+	}
+	return m
+}
+
+func tenantJSON(s *State, t *Tenant) TenantJSON {
+	j := TenantJSON{Tenant: t.Name, Plan: t.Plan, Concurrency: ConcurrencyJSON{Total: t.Open.total(), ByClass: byClass(&t.Open)}}
+	if p, ok := s.Plans[t.Plan]; ok {
+		j.Ceiling, j.Mode = p.Ceiling, string(p.Mode)
+	}
+	return j
+}
+
+func usageJSON(t *Tenant, period string) *UsageJSON {
+	u := t.Usage[period]
+	if u == nil {
+		u = &Usage{}
+	}
+	j := &UsageJSON{Period: period, SecondsByClass: make(map[string]float64, numClasses), PCU: u.PCU,
+		PCUByClass: byClass(&u.PCUByClass), RefusedByClass: byClass(&u.Refused)}
+	var unitMicros float64
+	for i, m := range u.Micros {
+		c := plans.Class(i + 1)
+		j.SecondsByClass[c.String()] = float64(m) / 1e6
+		unitMicros += float64(m) * float64(c.Weight(plans.DefaultAIWeight))
+	}
+	j.UnitMinutes = unitMicros / 60e6
+	return j
+}
+
+func (s *Server) handleTenants(w http.ResponseWriter, r *http.Request) {
+	var out []TenantJSON
+	s.fsm.read(func(st *State) {
+		out = make([]TenantJSON, 0, len(st.Tenants))
+		for _, t := range st.Tenants {
+			out = append(out, tenantJSON(st, t))
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Tenant < out[j].Tenant })
+	jsonhttp.Write(w, http.StatusOK, out)
+}
+
+func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	period := r.URL.Query().Get("period")
+	if period == "" {
+		period = PeriodOf(s.cfg.Now())
+	} else if _, err := time.Parse("2006-01", period); err != nil {
+		jsonhttp.Error(w, http.StatusBadRequest, fmt.Sprintf("period %q: want YYYY-MM", period))
+		return
+	}
+	var (
+		out   TenantJSON
+		found bool
+	)
+	s.fsm.read(func(st *State) {
+		t := st.Tenants[id]
+		if t == nil {
+			return
+		}
+		found = true
+		out = tenantJSON(st, t)
+		out.Usage = usageJSON(t, period)
+	})
+	if !found {
+		jsonhttp.Error(w, http.StatusNotFound, fmt.Sprintf("no tenant %q", id))
+		return
+	}
+	jsonhttp.Write(w, http.StatusOK, out)
+}
+
+func (s *Server) handlePlans(w http.ResponseWriter, r *http.Request) {
+	var out []plans.Plan
+	s.fsm.read(func(st *State) {
+		for _, p := range st.Plans {
+			out = append(out, p)
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	jsonhttp.Write(w, http.StatusOK, out)
+}
+
+// AgentJSON is one element of GET /v1/agents.
+type AgentJSON struct {
+	ID       string `json:"id"`
+	Epoch    uint64 `json:"epoch"`
+	LastSeq  uint64 `json:"last_seq"`
+	Region   string `json:"region,omitempty"`
+	LastSeen string `json:"last_seen"`
+	Tenants  int    `json:"tenants"`
+	Sessions uint64 `json:"sessions"`
+}
+
+func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
+	var out []AgentJSON
+	s.fsm.read(func(st *State) {
+		out = make([]AgentJSON, 0, len(st.Agents))
+		for _, a := range st.Agents {
+			j := AgentJSON{ID: a.ID, Epoch: a.Epoch, LastSeq: a.LastSeq, Region: a.Region,
+				LastSeen: time.Unix(0, a.LastSeen).UTC().Format(time.RFC3339Nano), Tenants: len(a.Counts)}
+			for _, c := range a.Counts {
+				j.Sessions += c.total()
+			}
+			out = append(out, j)
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	jsonhttp.Write(w, http.StatusOK, out)
+}
+
+func (s *Server) handleSetPlan(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := plans.ValidateTenantID(id); err != nil {
+		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var body struct {
+		Plan string `json:"plan"`
+	}
+	if !jsonhttp.Decode(w, r, maxBody, &body) {
+		return
+	}
+	var known bool
+	s.fsm.read(func(st *State) { _, known = st.Plans[body.Plan] })
+	if !known {
+		jsonhttp.Error(w, http.StatusBadRequest, fmt.Sprintf("unknown plan %q", body.Plan))
+		return
+	}
+	cmd := setPlanCmd{Time: s.clock.stamp(), Tenant: id, Plan: body.Plan, Operator: r.Header.Get("X-Headroom-Operator")}
+	data, err := encodeCmd(cmdSetPlan, &cmd)
+	if err != nil {
+		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	f := s.node.Raft.Apply(data, 10*time.Second)
+	if err := f.Error(); err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			code = http.StatusServiceUnavailable
+		}
+		jsonhttp.Error(w, code, fmt.Sprintf("plan change not committed: %v", err))
+		return
+	}
+	if res, _ := f.Response().(*applyResult); res != nil && res.Err != nil {
+		jsonhttp.Error(w, http.StatusBadRequest, res.Err.Error())
+		return
+	}
+	var out TenantJSON
+	s.fsm.read(func(st *State) {
+		if t := st.Tenants[id]; t != nil {
+			out = tenantJSON(st, t)
+		}
+	})
+	w.Header().Set("X-Headroom-Index", strconv.FormatUint(f.Index(), 10))
+	jsonhttp.Write(w, http.StatusOK, out)
+}

@@ -1,0 +1,139 @@
+package aggregator
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// leaderClock stamps log entries. Stamps never go backwards, also across a
+// leader change: a new stamp is at least the last time the FSM applied.
+type leaderClock struct {
+	now  func() time.Time
+	fsm  *FSM
+	mu   sync.Mutex
+	last int64
+}
+
+func (c *leaderClock) stamp() int64 {
+	t := c.now().UnixNano()
+	var applied int64
+	c.fsm.read(func(s *State) { applied = s.Time })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t = max(t, applied, c.last)
+	c.last = t
+	return t
+}
+
+// proposal is one agent message waiting to be put into the log.
+type proposal struct {
+	item    agentItem
+	entries int
+	// done is called once, in proposal order, from the proposer's
+	// completion goroutine; it must not block.
+	done func(res itemResult, index uint64, err error)
+}
+
+type flight struct {
+	f     raft.ApplyFuture
+	batch []*proposal
+}
+
+// proposer groups many agents' messages into one log entry. Entries are
+// proposed without waiting for the previous one to commit (Raft pipelines
+// them); results come back in order.
+type proposer struct {
+	raft        *raft.Raft
+	clock       *leaderClock
+	defaultPlan string
+	maxItems    int
+	maxEntries  int
+	in          chan *proposal
+	inflight    chan flight
+}
+
+func newProposer(r *raft.Raft, clock *leaderClock, defaultPlan string) *proposer {
+	return &proposer{
+		raft: r, clock: clock, defaultPlan: defaultPlan,
+		maxItems: 512, maxEntries: 64 << 10,
+		in:       make(chan *proposal, 4096),
+		inflight: make(chan flight, 64),
+	}
+}
+
+// submit queues p; it blocks while the queue is full (back-pressure on the
+// agent's stream) and fails when ctx ends.
+func (p *proposer) submit(ctx context.Context, pr *proposal) error {
+	select {
+	case p.in <- pr:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *proposer) run(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for fl := range p.inflight {
+			p.complete(fl)
+		}
+	}()
+	defer func() {
+		close(p.inflight)
+		<-done
+	}()
+	for {
+		var first *proposal
+		select {
+		case first = <-p.in:
+		case <-ctx.Done():
+			return
+		}
+		batch := []*proposal{first}
+		entries := first.entries
+	drain:
+		for len(batch) < p.maxItems && entries < p.maxEntries {
+			select {
+			case pr := <-p.in:
+				batch = append(batch, pr)
+				entries += pr.entries
+			default:
+				break drain
+			}
+		}
+		cmd := agentItemsCmd{Time: p.clock.stamp(), DefaultPlan: p.defaultPlan, Items: make([]agentItem, len(batch))}
+		for i, pr := range batch {
+			cmd.Items[i] = pr.item
+		}
+		data, err := encodeCmd(cmdAgentItems, &cmd)
+		if err != nil {
+			for _, pr := range batch {
+				pr.done(itemResult{}, 0, err)
+			}
+			continue
+		}
+		p.inflight <- flight{f: p.raft.Apply(data, 10*time.Second), batch: batch}
+	}
+}
+
+func (p *proposer) complete(fl flight) {
+	if err := fl.f.Error(); err != nil {
+		for _, pr := range fl.batch {
+			pr.done(itemResult{}, 0, err)
+		}
+		return
+	}
+	res, _ := fl.f.Response().(*applyResult)
+	for i, pr := range fl.batch {
+		if res == nil || res.Err != nil || i >= len(res.Items) {
+			pr.done(itemResult{Status: statusInvalid}, fl.f.Index(), nil)
+			continue
+		}
+		pr.done(res.Items[i], fl.f.Index(), nil)
+	}
+}

@@ -1,0 +1,204 @@
+// Package aggregator is the server side of headroom: the replicated state
+// machine, the agent stream server that feeds it, and the HTTP API that
+// reads it.
+package aggregator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/headroom-rtc/headroom/cluster"
+	"github.com/headroom-rtc/headroom/plans"
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+// Config configures an aggregator server.
+type Config struct {
+	// DataDir keeps the Raft log, snapshots and the node id. (Required)
+	DataDir string
+	// NodeID is the Raft server id. (Optional, default: kept in DataDir,
+	// random on first start)
+	NodeID string
+	// HTTPAddr, WireAddr and RaftAddr are the listen addresses. (Required;
+	// port 0 picks a free port)
+	HTTPAddr, WireAddr, RaftAddr string
+	// Bootstrap forms a single-server cluster on an empty DataDir; a no-op
+	// on one that holds a cluster. (Optional)
+	Bootstrap bool
+	// DefaultPlan puts tenants first seen in agent batches on this plan.
+	// (Optional, default "": such tenants stay on no plan and agents refuse
+	// their sessions as unknown)
+	DefaultPlan string
+	// MaxFrame limits one wire frame. (Optional, default wire.DefaultMaxFrame)
+	MaxFrame int
+	// Logger is the parent logger. (Optional)
+	Logger hclog.Logger
+	// Now is the clock the leader stamps entries with and reads use for
+	// the current period. (Optional, default time.Now)
+	Now func() time.Time
+}
+
+// Server is a running aggregator.
+type Server struct {
+	cfg   Config
+	log   hclog.Logger
+	fsm   *FSM
+	node  *cluster.Node
+	clock *leaderClock
+	st    *streams
+
+	httpLn, wireLn net.Listener
+	httpSrv        *http.Server
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New checks cfg, opens the data directory and starts Raft and the
+// listeners. Call Close to stop.
+func New(cfg Config) (*Server, error) {
+	if cfg.DataDir == "" || cfg.HTTPAddr == "" || cfg.WireAddr == "" || cfg.RaftAddr == "" {
+		return nil, errors.New("aggregator: data dir, HTTP, wire and Raft addresses are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = wire.DefaultMaxFrame
+	}
+	catalogue := plans.Defaults()
+	if cfg.DefaultPlan != "" && !hasPlan(catalogue, cfg.DefaultPlan) {
+		return nil, fmt.Errorf("aggregator: default plan %q is not in the catalogue", cfg.DefaultPlan)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	id, err := nodeID(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	s.fsm = NewFSM(catalogue, s.log.Named("fsm"))
+
+	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("aggregator: HTTP listen: %w", err)
+	}
+	if s.wireLn, err = net.Listen("tcp", cfg.WireAddr); err != nil {
+		s.httpLn.Close()
+		return nil, fmt.Errorf("aggregator: wire listen: %w", err)
+	}
+	s.node, err = cluster.Open(cluster.Config{
+		DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, ServerID: id,
+		Bootstrap: cfg.Bootstrap, Logger: s.log,
+	}, s.fsm)
+	if err != nil {
+		s.httpLn.Close()
+		s.wireLn.Close()
+		return nil, err
+	}
+	s.clock = &leaderClock{now: cfg.Now, fsm: s.fsm}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	prop := newProposer(s.node.Raft, s.clock, cfg.DefaultPlan)
+	s.st = &streams{
+		log: s.log.Named("stream"), fsm: s.fsm, raft: s.node.Raft, prop: prop,
+		maxFrame: cfg.MaxFrame, selfAddr: s.wireLn.Addr().String(),
+		conns: make(map[*agentConn]struct{}),
+	}
+	s.fsm.onChange = s.st.tenantsChanged
+	s.httpSrv = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); prop.run(ctx) }()
+	go func() { defer s.wg.Done(); s.st.serve(ctx, s.wireLn) }()
+	go func() {
+		defer s.wg.Done()
+		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("HTTP server stopped", "error", err)
+		}
+	}()
+	s.log.Info("aggregator started", "id", id, "http", s.HTTPAddr(), "wire", s.WireAddr(), "raft", s.node.Addr())
+	return s, nil
+}
+
+func hasPlan(ps []plans.Plan, name string) bool {
+	for _, p := range ps {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeID returns the node id kept in dir, storing want (or a random id) on
+// first start; a different want than the stored one is an error.
+func nodeID(dir, want string) (string, error) {
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		have := strings.TrimSpace(string(b))
+		if want != "" && want != have {
+			return "", fmt.Errorf("aggregator: %s holds node id %q, not %q", path, have, want)
+		}
+		return have, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("aggregator: %w", err)
+	}
+	if want == "" {
+		var r [6]byte
+		rand.Read(r[:])
+		want = "node-" + hex.EncodeToString(r[:])
+	}
+	if !validID(want, maxIDLen) {
+		return "", fmt.Errorf("aggregator: node id %q: want 1-128 printable characters without spaces", want)
+	}
+	if err := os.WriteFile(path, []byte(want+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("aggregator: %w", err)
+	}
+	return want, nil
+}
+
+// HTTPAddr is the address the HTTP API listens on.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// WireAddr is the address agents connect to.
+func (s *Server) WireAddr() string { return s.wireLn.Addr().String() }
+
+// RaftAddr is the advertised Raft address.
+func (s *Server) RaftAddr() string { return s.node.Addr() }
+
+// Ready reports whether the server can answer reads and take writes.
+func (s *Server) Ready() (bool, string) { return s.node.Ready() }
+
+// Close stops the listeners, the streams and Raft. It hands leadership
+// over first when other voters exist.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.httpSrv.Shutdown(ctx)
+	s.cancel()
+	s.wg.Wait()
+	return s.node.Shutdown()
+}

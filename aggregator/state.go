@@ -1,0 +1,331 @@
+package aggregator
+
+import (
+	"time"
+
+	"github.com/headroom-rtc/headroom/plans"
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+// numClasses is the number of session classes; classCounts is indexed by
+// plans.Class - 1.
+const numClasses = 6
+
+type classCounts [numClasses]uint64
+
+func (c *classCounts) total() uint64 {
+	var t uint64
+	for _, v := range c {
+		t += v
+	}
+	return t
+}
+
+func (c *classCounts) isZero() bool { return *c == classCounts{} }
+
+// classIndex maps a wire class name to its index, or -1.
+func classIndex(name string) int {
+	c, err := plans.ParseClass(name)
+	if err != nil {
+		return -1
+	}
+	return int(c) - 1
+}
+
+// State is everything the cluster agrees on. It is plain data: applying a
+// command to it is deterministic and reads no clock, flag or file.
+type State struct {
+	// Time is the latest entry time applied (unix ns); it never goes back.
+	Time int64
+	// Index is the Raft index of the last entry applied.
+	Index   uint64
+	Plans   map[string]plans.Plan
+	Tenants map[string]*Tenant
+	Agents  map[string]*AgentRec
+}
+
+// Tenant is one customer app.
+type Tenant struct {
+	Name string
+	// Plan is the plan's name; empty for a tenant seen in batches but never
+	// put on a plan (its sessions are counted all the same).
+	Plan string
+	// Open is the global open count per class, all agents together.
+	Open classCounts
+	// Changed is the Raft index at which anything of the tenant last changed.
+	Changed uint64
+	// Usage per billing period ("2006-01", UTC).
+	Usage map[string]*Usage
+}
+
+// Usage is what a tenant used in one period.
+type Usage struct {
+	Micros     classCounts // session time, µs
+	Refused    classCounts // refused admissions
+	PCU        uint64      // peak concurrent sessions, all classes
+	PCUByClass classCounts
+}
+
+// AgentRec is what the cluster remembers of one agent.
+type AgentRec struct {
+	ID       string
+	Epoch    uint64
+	LastSeq  uint64
+	Region   string
+	LastSeen int64 // entry time of its last applied message, unix ns
+	// Counts is the agent's contribution to the tenants' open counts.
+	Counts map[string]*classCounts
+}
+
+// NewState returns an empty state holding the given plan catalogue.
+func NewState(catalogue []plans.Plan) *State {
+	s := &State{
+		Plans:   make(map[string]plans.Plan, len(catalogue)),
+		Tenants: make(map[string]*Tenant),
+		Agents:  make(map[string]*AgentRec),
+	}
+	for _, p := range catalogue {
+		s.Plans[p.Name] = p
+	}
+	return s
+}
+
+// PeriodOf returns the billing period (calendar month, UTC) of t, "2006-01".
+func PeriodOf(t time.Time) string { return t.UTC().Format("2006-01") }
+
+// itemStatus is the outcome of one agent message.
+type itemStatus uint8
+
+const (
+	statusApplied   itemStatus = iota + 1
+	statusDuplicate            // seq already applied: acknowledge, no effect
+	statusGap                  // seq skipped one: resend from LastSeq+1
+	statusNeedFull             // nothing held for this epoch: send FullState
+	statusOldEpoch             // an epoch older than the newest seen
+	statusInvalid              // could not be decoded
+)
+
+type itemResult struct {
+	Status  itemStatus
+	LastSeq uint64
+}
+
+// applier carries what one entry's application needs.
+type applier struct {
+	s       *State
+	now     int64
+	period  string
+	index   uint64
+	changed []string // tenants changed by this entry, each once
+}
+
+func (s *State) newApplier(index uint64, t int64) *applier {
+	if t < s.Time {
+		t = s.Time // entry time never moves backwards
+	}
+	s.Time, s.Index = t, index
+	return &applier{s: s, now: t, period: PeriodOf(time.Unix(0, t)), index: index}
+}
+
+func (a *applier) touch(t *Tenant) {
+	if t.Changed != a.index {
+		t.Changed = a.index
+		a.changed = append(a.changed, t.Name)
+	}
+}
+
+func (a *applier) tenant(name, defaultPlan string) *Tenant {
+	t := a.s.Tenants[name]
+	if t == nil {
+		t = &Tenant{Name: name, Usage: make(map[string]*Usage)}
+		if _, ok := a.s.Plans[defaultPlan]; ok {
+			t.Plan = defaultPlan
+		}
+		a.s.Tenants[name] = t
+	}
+	return t
+}
+
+func (t *Tenant) usage(period string) *Usage {
+	u := t.Usage[period]
+	if u == nil {
+		u = &Usage{}
+		t.Usage[period] = u
+	}
+	return u
+}
+
+// applyDelta applies one agent batch once per (agent, epoch, seq).
+func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) itemResult {
+	rec := a.s.Agents[b.AgentID]
+	switch {
+	case rec == nil:
+		return itemResult{Status: statusNeedFull}
+	case b.Epoch < rec.Epoch:
+		return itemResult{Status: statusOldEpoch, LastSeq: rec.LastSeq}
+	case b.Epoch > rec.Epoch:
+		return itemResult{Status: statusNeedFull}
+	case b.Seq <= rec.LastSeq:
+		return itemResult{Status: statusDuplicate, LastSeq: rec.LastSeq}
+	case b.Seq > rec.LastSeq+1:
+		return itemResult{Status: statusGap, LastSeq: rec.LastSeq}
+	}
+	rec.LastSeq, rec.LastSeen = b.Seq, a.now
+	if region != "" {
+		rec.Region = region
+	}
+	if rec.Counts == nil {
+		rec.Counts = make(map[string]*classCounts)
+	}
+	for i := range b.Entries {
+		e := &b.Entries[i]
+		c := classIndex(e.Class)
+		if c < 0 || e.Tenant == "" {
+			continue // refused before proposing; never trust it here either
+		}
+		t := a.tenant(e.Tenant, defaultPlan)
+		counts := rec.Counts[e.Tenant]
+		if counts == nil {
+			counts = &classCounts{}
+			rec.Counts[e.Tenant] = counts
+		}
+		old := counts[c]
+		next := old + e.Opened
+		if e.Closed > next {
+			next = 0 // more closes than opens: the agent's own table is the truth, never below zero
+		} else {
+			next -= e.Closed
+		}
+		counts[c] = next
+		t.Open[c] = t.Open[c] - old + next
+		a.bookUsage(t, c, e, next)
+		if counts.isZero() {
+			delete(rec.Counts, e.Tenant)
+		}
+	}
+	a.bookTenantPeaks(rec, b.Peaks)
+	return itemResult{Status: statusApplied, LastSeq: rec.LastSeq}
+}
+
+// bookUsage adds an entry's session time and refusals to the open period
+// and raises the class peak: the global figure with this agent at the peak
+// it reported for the interval instead of where it ended.
+func (a *applier) bookUsage(t *Tenant, c int, e *wire.DeltaEntry, agentNow uint64) {
+	u := t.usage(a.period)
+	u.Micros[c] += e.SessionMicros
+	u.Refused[c] += e.Refused
+	peak := t.Open[c]
+	if e.Peak > agentNow {
+		peak += e.Peak - agentNow
+	}
+	if peak > u.PCUByClass[c] {
+		u.PCUByClass[c] = peak
+	}
+	if tot := t.Open.total(); tot > u.PCU {
+		u.PCU = tot
+	}
+	a.touch(t)
+}
+
+// bookTenantPeaks raises each tenant's total PCU with the agent's reported
+// interval peak over all classes.
+func (a *applier) bookTenantPeaks(rec *AgentRec, peaks []wire.TenantPeak) {
+	for _, p := range peaks {
+		t := a.s.Tenants[p.Tenant]
+		if t == nil {
+			continue
+		}
+		var mine uint64
+		if c := rec.Counts[p.Tenant]; c != nil {
+			mine = c.total()
+		}
+		peak := t.Open.total()
+		if p.Peak > mine {
+			peak += p.Peak - mine
+		}
+		u := t.usage(a.period)
+		if peak > u.PCU {
+			u.PCU = peak
+			a.touch(t)
+		}
+	}
+}
+
+// applyFull replaces an agent's contribution with absolute counts and adds
+// the usage it carries. A newer epoch replaces the agent's record.
+func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemResult {
+	rec := a.s.Agents[f.AgentID]
+	switch {
+	case rec != nil && f.Epoch < rec.Epoch:
+		return itemResult{Status: statusOldEpoch, LastSeq: rec.LastSeq}
+	case rec != nil && f.Epoch == rec.Epoch && f.Seq < rec.LastSeq:
+		return itemResult{Status: statusDuplicate, LastSeq: rec.LastSeq}
+	}
+	if rec != nil {
+		a.dropContribution(rec)
+	}
+	if rec == nil || f.Epoch > rec.Epoch {
+		rec = &AgentRec{ID: f.AgentID, Epoch: f.Epoch}
+		a.s.Agents[f.AgentID] = rec
+	}
+	rec.Counts = make(map[string]*classCounts, len(f.Counts))
+	rec.LastSeq, rec.LastSeen = f.Seq, a.now
+	if region != "" {
+		rec.Region = region
+	}
+	for _, e := range f.Counts {
+		c := classIndex(e.Class)
+		if c < 0 || e.Tenant == "" || e.Open == 0 {
+			continue
+		}
+		t := a.tenant(e.Tenant, defaultPlan)
+		counts := rec.Counts[e.Tenant]
+		if counts == nil {
+			counts = &classCounts{}
+			rec.Counts[e.Tenant] = counts
+		}
+		counts[c] += e.Open
+		t.Open[c] += e.Open
+		a.touch(t)
+	}
+	for i := range f.Usage {
+		e := &f.Usage[i]
+		c := classIndex(e.Class)
+		if c < 0 || e.Tenant == "" {
+			continue
+		}
+		var mine uint64
+		if counts := rec.Counts[e.Tenant]; counts != nil {
+			mine = counts[c]
+		}
+		a.bookUsage(a.tenant(e.Tenant, defaultPlan), c, e, mine)
+	}
+	a.bookTenantPeaks(rec, f.Peaks)
+	return itemResult{Status: statusApplied, LastSeq: rec.LastSeq}
+}
+
+// dropContribution takes an agent's counts out of the tenants' figures.
+func (a *applier) dropContribution(rec *AgentRec) {
+	for name, counts := range rec.Counts {
+		t := a.s.Tenants[name]
+		if t == nil {
+			continue
+		}
+		for c, v := range counts {
+			t.Open[c] -= v
+		}
+		a.touch(t)
+	}
+	rec.Counts = nil
+}
+
+// applySetPlan puts a tenant on a plan; it reports false for an unknown plan.
+func (a *applier) applySetPlan(c *setPlanCmd) bool {
+	if _, ok := a.s.Plans[c.Plan]; !ok {
+		return false
+	}
+	t := a.tenant(c.Tenant, "")
+	t.Plan = c.Plan
+	a.touch(t)
+	return true
+}

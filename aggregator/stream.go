@@ -1,0 +1,483 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/headroom-rtc/headroom/plans"
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+const (
+	helloTimeout   = 10 * time.Second
+	idleTimeout    = 30 * time.Second // agents ping every few seconds
+	writeTimeout   = 10 * time.Second
+	pushInterval   = 100 * time.Millisecond
+	outQueue       = 4096
+	maxFullCounts  = 1 << 20 // entries of one FullState, all frames together
+	maxIDLen       = plans.MaxIDLen
+	maxTenantIDLen = plans.MaxTenantIDLen
+)
+
+// validID reports whether s is a usable agent, node or tenant id.
+func validID(s string, max int) bool { return plans.ValidateID("", s, max) == nil }
+
+// streams accepts agent streams and pushes tenant state to them.
+type streams struct {
+	log      hclog.Logger
+	fsm      *FSM
+	raft     *raft.Raft
+	prop     *proposer
+	maxFrame int
+	selfAddr string
+
+	mu    sync.Mutex
+	conns map[*agentConn]struct{}
+}
+
+// tenantsChanged marks tenants dirty on every stream; called after Apply.
+func (st *streams) tenantsChanged(names []string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for c := range st.conns {
+		c.markDirty(names)
+	}
+}
+
+func (st *streams) serve(ctx context.Context, ln net.Listener) {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		open = make(map[net.Conn]struct{})
+	)
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for nc := range open {
+			nc.Close()
+		}
+	})
+	defer stop()
+	defer wg.Wait()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			st.log.Warn("accept", "error", err)
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		mu.Lock()
+		if ctx.Err() != nil {
+			mu.Unlock()
+			nc.Close()
+			return
+		}
+		open[nc] = struct{}{}
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				mu.Lock()
+				delete(open, nc)
+				mu.Unlock()
+			}()
+			c := &agentConn{st: st, nc: nc, out: make(chan wire.Message, outQueue), closed: make(chan struct{})}
+			c.log = st.log.With("remote", nc.RemoteAddr().String())
+			if err := c.run(ctx); err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				c.log.Info("agent stream closed", "agent", c.agentID(), "error", err)
+			}
+		}()
+	}
+}
+
+// agentConn is one agent's stream.
+type agentConn struct {
+	st     *streams
+	nc     net.Conn
+	log    hclog.Logger
+	hello  *wire.Hello
+	region string
+
+	out       chan wire.Message
+	closeOnce sync.Once
+	closed    chan struct{}
+
+	dirtyMu  sync.Mutex
+	dirty    map[string]struct{}
+	allDirty bool
+
+	parts   []*wire.FullState
+	partLen int
+}
+
+func (c *agentConn) agentID() string {
+	if c.hello == nil {
+		return ""
+	}
+	return c.hello.AgentID
+}
+
+func (c *agentConn) close() {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.nc.Close()
+	})
+}
+
+// send queues m for the writer. It never blocks: a stream whose queue is
+// full is not reading, and is closed (the agent resends after reconnecting).
+func (c *agentConn) send(m wire.Message) {
+	select {
+	case c.out <- m:
+	case <-c.closed:
+	default:
+		c.log.Warn("agent not reading its stream; closing it", "agent", c.agentID())
+		c.close()
+	}
+}
+
+func (c *agentConn) markDirty(names []string) {
+	c.dirtyMu.Lock()
+	defer c.dirtyMu.Unlock()
+	if c.allDirty {
+		return
+	}
+	if len(c.dirty)+len(names) > 100_000 {
+		c.allDirty, c.dirty = true, nil
+		return
+	}
+	if c.dirty == nil {
+		c.dirty = make(map[string]struct{}, len(names))
+	}
+	for _, n := range names {
+		c.dirty[n] = struct{}{}
+	}
+}
+
+func (c *agentConn) run(ctx context.Context) error {
+	defer c.close()
+	r := wire.NewReader(c.nc, c.st.maxFrame)
+	c.nc.SetReadDeadline(time.Now().Add(helloTimeout))
+	m, err := r.Read()
+	if err != nil {
+		return fmt.Errorf("reading hello: %w", err)
+	}
+	h, ok := m.(*wire.Hello)
+	if !ok {
+		c.writeNow(&wire.Error{Code: wire.CodeBadMessage, Message: fmt.Sprintf("expected hello, got message type %d", m.Type())})
+		return fmt.Errorf("first message is type %d, not hello", m.Type())
+	}
+	if welcome, werr := c.greet(h); werr != nil {
+		c.writeNow(werr)
+		return werr
+	} else {
+		c.hello = h
+		c.log = c.log.With("agent", h.AgentID)
+		if err := c.writeNow(welcome); err != nil {
+			return err
+		}
+	}
+	for _, l := range h.Labels {
+		if l.Key == "region" {
+			c.region = l.Value
+		}
+	}
+	c.st.mu.Lock()
+	c.st.conns[c] = struct{}{}
+	c.st.mu.Unlock()
+	defer func() {
+		c.st.mu.Lock()
+		delete(c.st.conns, c)
+		c.st.mu.Unlock()
+	}()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.writeLoop(ctx)
+	}()
+	defer wg.Wait()
+	defer c.close()
+	for {
+		c.nc.SetReadDeadline(time.Now().Add(idleTimeout))
+		m, err := r.Read()
+		if err != nil {
+			return err
+		}
+		if err := c.handle(ctx, m); err != nil {
+			c.writeErrorAndClose(err)
+			return err
+		}
+	}
+}
+
+// greet validates a Hello and builds the Welcome, or the Error to answer.
+func (c *agentConn) greet(h *wire.Hello) (*wire.Welcome, *wire.Error) {
+	if h.Version != wire.ProtocolVersion {
+		return nil, &wire.Error{Code: wire.CodeVersion, Message: fmt.Sprintf("protocol version %d not supported; this server speaks %d", h.Version, wire.ProtocolVersion)}
+	}
+	if !validID(h.AgentID, maxIDLen) || h.Epoch == 0 {
+		return nil, &wire.Error{Code: wire.CodeBadMessage, Message: "hello needs an agent id (1-128 printable characters) and a non-zero epoch"}
+	}
+	if c.st.raft.State() != raft.Leader {
+		return nil, &wire.Error{Code: wire.CodeNotLeader, Message: "this server is not the leader"}
+	}
+	w := &wire.Welcome{ServerID: c.st.selfAddr, Version: wire.ProtocolVersion, Servers: []string{c.st.selfAddr}}
+	var old *wire.Error
+	c.st.fsm.read(func(s *State) {
+		rec := s.Agents[h.AgentID]
+		switch {
+		case rec == nil || h.Epoch > rec.Epoch:
+			w.NeedFullState = true
+		case h.Epoch < rec.Epoch:
+			old = &wire.Error{Code: wire.CodeOldEpoch, Message: fmt.Sprintf("epoch %d is older than epoch %d already seen for this agent", h.Epoch, rec.Epoch), LastSeq: rec.LastSeq}
+		default:
+			w.LastSeq = rec.LastSeq
+		}
+	})
+	if old != nil {
+		return nil, old
+	}
+	return w, nil
+}
+
+// writeNow writes m directly; only before the writer goroutine starts.
+func (c *agentConn) writeNow(m wire.Message) error {
+	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return wire.WriteFrame(c.nc, m)
+}
+
+// protocolError is a message the agent sent that the stream cannot accept.
+type protocolError struct {
+	code wire.ErrorCode
+	msg  string
+}
+
+func (e *protocolError) Error() string { return e.msg }
+
+func badMessage(format string, args ...any) error {
+	return &protocolError{code: wire.CodeBadMessage, msg: fmt.Sprintf(format, args...)}
+}
+
+func (c *agentConn) writeErrorAndClose(err error) {
+	var pe *protocolError
+	if errors.As(err, &pe) {
+		c.send(&wire.Error{Code: pe.code, Message: pe.msg})
+	} else {
+		c.send(&wire.Error{Code: wire.CodeInternal, Message: err.Error()})
+	}
+}
+
+func (c *agentConn) handle(ctx context.Context, m wire.Message) error {
+	switch m := m.(type) {
+	case *wire.DeltaBatch:
+		if m.AgentID != c.hello.AgentID || m.Epoch != c.hello.Epoch {
+			return badMessage("batch for agent %q epoch %d on the stream of agent %q epoch %d", m.AgentID, m.Epoch, c.hello.AgentID, c.hello.Epoch)
+		}
+		if err := checkEntries(m.Entries); err != nil {
+			return err
+		}
+		return c.propose(ctx, itemDelta, m, len(m.Entries), m.Seq)
+	case *wire.FullState:
+		return c.fullPart(ctx, m)
+	case *wire.Ping:
+		c.send(&wire.Pong{Nonce: m.Nonce})
+	case *wire.Pong:
+	default:
+		return badMessage("an agent may not send message type %d", m.Type())
+	}
+	return nil
+}
+
+func checkEntries(es []wire.DeltaEntry) error {
+	for i := range es {
+		e := &es[i]
+		if err := plans.ValidateTenantID(e.Tenant); err != nil {
+			return badMessage("entry %d: %v", i, err)
+		}
+		if _, err := plans.ParseClass(e.Class); err != nil {
+			return badMessage("entry %d: %v", i, err)
+		}
+	}
+	return nil
+}
+
+func (c *agentConn) fullPart(ctx context.Context, f *wire.FullState) error {
+	if f.AgentID != c.hello.AgentID || f.Epoch != c.hello.Epoch {
+		return badMessage("full state for agent %q epoch %d on the stream of agent %q epoch %d", f.AgentID, f.Epoch, c.hello.AgentID, c.hello.Epoch)
+	}
+	if len(c.parts) > 0 && c.parts[0].Seq != f.Seq {
+		return badMessage("full state part for seq %d while assembling seq %d", f.Seq, c.parts[0].Seq)
+	}
+	c.partLen += len(f.Counts) + len(f.Usage) + len(f.Peaks)
+	if c.partLen > maxFullCounts {
+		return &protocolError{code: wire.CodeTooLarge, msg: fmt.Sprintf("full state over %d entries", maxFullCounts)}
+	}
+	for i, e := range f.Counts {
+		if err := plans.ValidateTenantID(e.Tenant); err != nil {
+			return badMessage("count %d: %v", i, err)
+		}
+		if _, err := plans.ParseClass(e.Class); err != nil {
+			return badMessage("count %d: %v", i, err)
+		}
+	}
+	if err := checkEntries(f.Usage); err != nil {
+		return err
+	}
+	c.parts = append(c.parts, f)
+	if f.More {
+		return nil
+	}
+	whole := *c.parts[0]
+	whole.More = false
+	for _, p := range c.parts[1:] {
+		whole.Counts = append(whole.Counts, p.Counts...)
+		whole.Usage = append(whole.Usage, p.Usage...)
+		whole.Peaks = append(whole.Peaks, p.Peaks...)
+	}
+	c.parts, c.partLen = nil, 0
+	return c.propose(ctx, itemFull, &whole, len(whole.Counts)+len(whole.Usage), whole.Seq)
+}
+
+func (c *agentConn) propose(ctx context.Context, kind itemKind, m wire.Message, entries int, seq uint64) error {
+	pr := &proposal{
+		item:    agentItem{Kind: kind, Region: c.region, Body: wire.Append(nil, m)},
+		entries: entries,
+		done: func(res itemResult, index uint64, err error) {
+			c.send(resultMessage(res, index, err, seq))
+		},
+	}
+	return c.st.prop.submit(ctx, pr)
+}
+
+// resultMessage is what the agent is told about one of its messages.
+func resultMessage(res itemResult, index uint64, err error, seq uint64) wire.Message {
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+			return &wire.Error{Code: wire.CodeNotLeader, Message: err.Error()}
+		}
+		return &wire.Error{Code: wire.CodeInternal, Message: err.Error()}
+	}
+	switch res.Status {
+	case statusApplied, statusDuplicate:
+		return &wire.Ack{Seq: res.LastSeq, Index: index}
+	case statusGap:
+		return &wire.Error{Code: wire.CodeSeqGap, Message: fmt.Sprintf("seq %d skips ahead of %d", seq, res.LastSeq), LastSeq: res.LastSeq}
+	case statusNeedFull:
+		return &wire.Error{Code: wire.CodeNeedFullState, Message: "the cluster holds nothing for this epoch: send full state"}
+	case statusOldEpoch:
+		return &wire.Error{Code: wire.CodeOldEpoch, Message: "a newer epoch of this agent has been seen", LastSeq: res.LastSeq}
+	}
+	return &wire.Error{Code: wire.CodeBadMessage, Message: "message could not be applied"}
+}
+
+// writeLoop sends queued messages and, every pushInterval, the tenants that
+// changed since the last push. A write error or a fatal Error closes the
+// stream.
+func (c *agentConn) writeLoop(ctx context.Context) {
+	// The full set goes first; the stream is registered for changes
+	// before it is read, so nothing falls between the two.
+	if err := c.push(true); err != nil {
+		c.close()
+		return
+	}
+	tick := time.NewTicker(pushInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case m := <-c.out:
+			if err := c.write(m); err != nil {
+				c.close()
+				return
+			}
+			if e, ok := m.(*wire.Error); ok && e.Code != wire.CodeSeqGap {
+				c.close()
+				return
+			}
+		case <-tick.C:
+			if err := c.push(false); err != nil {
+				c.close()
+				return
+			}
+		case <-c.closed:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (c *agentConn) write(m wire.Message) error {
+	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return wire.WriteFrame(c.nc, m)
+}
+
+// push sends the dirty tenants (all of them when full is set).
+func (c *agentConn) push(full bool) error {
+	c.dirtyMu.Lock()
+	all, names := c.allDirty || full, c.dirty
+	c.allDirty, c.dirty = false, nil
+	c.dirtyMu.Unlock()
+	if !all && len(names) == 0 {
+		return nil
+	}
+	var infos []wire.TenantInfo
+	c.st.fsm.read(func(s *State) {
+		if all {
+			infos = make([]wire.TenantInfo, 0, len(s.Tenants))
+			for _, t := range s.Tenants {
+				if info, ok := tenantInfo(s, t); ok {
+					infos = append(infos, info)
+				}
+			}
+			return
+		}
+		for n := range names {
+			if t := s.Tenants[n]; t != nil {
+				if info, ok := tenantInfo(s, t); ok {
+					infos = append(infos, info)
+				}
+			}
+		}
+	})
+	if !full && len(infos) == 0 {
+		return nil
+	}
+	for _, part := range wire.SplitTenantState(wire.TenantState{Full: full, Tenants: infos}, c.st.maxFrame-1024) {
+		if err := c.write(part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tenantInfo is what agents are told of a tenant; tenants on no plan are
+// not told (agents refuse them as unknown).
+func tenantInfo(s *State, t *Tenant) (wire.TenantInfo, bool) {
+	p, ok := s.Plans[t.Plan]
+	if !ok {
+		return wire.TenantInfo{}, false
+	}
+	return wire.TenantInfo{
+		Tenant: t.Name, Plan: p.Name, Ceiling: p.Ceiling, Mode: string(p.Mode),
+		BurstPct: p.BurstPct, Concurrency: t.Open.total(),
+	}, true
+}
