@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/headroom-rtc/headroom/agent"
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "agent",
+		Usage:     "run an agent beside a media server (local admission API, ships deltas to the aggregators)",
+		UsageText: "headroom agent --server A[,A...] [--data-dir D] [--api-addr A] [--region R] [--label k=v]...",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "data-dir", Value: "./headroom-agent", Usage: "identity, open sessions and unacknowledged batches"},
+			&cli.StringFlag{Name: "api-addr", Value: "127.0.0.1:9380", Usage: "local HTTP API listen address"},
+			&cli.StringSliceFlag{Name: "server", Usage: "aggregator wire address(es), comma-separated or repeated", Required: true},
+			&cli.StringFlag{Name: "id", Usage: "agent id (default: kept in the data directory, random on first start)"},
+			&cli.StringFlag{Name: "region", Usage: "region label (usage and peaks are also kept per region)"},
+			&cli.StringSliceFlag{Name: "label", Usage: "extra label key=value (repeatable)"},
+			&cli.StringFlag{Name: "token", Usage: "token presented to the aggregators", EnvVars: []string{"HEADROOM_AGENT_TOKEN"}},
+			&cli.DurationFlag{Name: "flush-interval", Value: 100 * time.Millisecond, Usage: "how often deltas are cut, persisted and shipped"},
+		}, logFlags()...),
+		Action: func(c *cli.Context) error {
+			if _, err := positional(c, 0); err != nil {
+				return err
+			}
+			log, err := newLogger(c, "agent")
+			if err != nil {
+				return err
+			}
+			labels, err := parseLabels(c.StringSlice("label"), c.String("region"))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(log)
+			defer stop()
+			return runAgent(ctx, agent.Config{
+				DataDir: c.String("data-dir"), Servers: splitList(c.StringSlice("server")),
+				AgentID: c.String("id"), Labels: labels, Token: c.String("token"),
+				FlushInterval: c.Duration("flush-interval"), Logger: log,
+			}, c.String("api-addr"), log, nil)
+		},
+	}
+}
+
+// splitList flattens comma-separated values.
+func splitList(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func parseLabels(kvs []string, region string) ([]wire.Label, error) {
+	m := map[string]string{}
+	for _, kv := range splitList(kvs) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: want key=value", kv)
+		}
+		m[k] = v
+	}
+	if region != "" {
+		m["region"] = region
+	}
+	out := make([]wire.Label, 0, len(m))
+	for k, v := range m {
+		out = append(out, wire.Label{Key: k, Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// runAgent runs an agent and its local API until ctx ends, then lets the
+// agent flush and persist before returning. ready, if not nil, receives the
+// API's address once it listens.
+func runAgent(ctx context.Context, cfg agent.Config, apiAddr string, log hclog.Logger, ready chan<- string) error {
+	if len(cfg.Servers) == 0 {
+		return errors.New("--server: at least one aggregator wire address is needed")
+	}
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", apiAddr)
+	if err != nil {
+		return fmt.Errorf("agent API: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	go srv.Serve(ln)
+	log.Info("agent API listening", "addr", ln.Addr().String(), "servers", strings.Join(cfg.Servers, ","))
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	// The API stops first, so nothing is admitted after the agent's final
+	// cut; then the agent flushes, persists and drains.
+	actx, acancel := context.WithCancel(context.Background())
+	defer acancel()
+	runDone := make(chan error, 1)
+	go func() { runDone <- a.Run(actx) }()
+	var runErr error
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		srv.Shutdown(sctx)
+		cancel()
+		acancel()
+		runErr = <-runDone
+	case runErr = <-runDone:
+		srv.Close()
+	}
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		return runErr
+	}
+	return nil
+}

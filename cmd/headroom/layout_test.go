@@ -1,0 +1,49 @@
+package main
+
+import (
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// TestDependencyDirection keeps the package graph of DESIGN.md: each
+// package may import only the headroom packages listed for it.
+func TestDependencyDirection(t *testing.T) {
+	const mod = "github.com/headroom-rtc/headroom/"
+	allowed := map[string][]string{
+		"wire":              {},
+		"plans":             {},
+		"internal/jsonhttp": {},
+		"cluster":           {"wire"},
+		"aggregator":        {"wire", "plans", "cluster", "internal/jsonhttp"},
+		"agent":             {"wire", "plans", "internal/jsonhttp"},
+	}
+	for pkg, ok := range allowed {
+		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", "../../"+pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list %s: %v\n%s", pkg, err, out)
+		}
+		var bad []string
+		for _, dep := range strings.Fields(string(out)) {
+			if !strings.HasPrefix(dep, mod) {
+				continue
+			}
+			name := strings.TrimPrefix(dep, mod)
+			if name == pkg {
+				continue
+			}
+			found := false
+			for _, a := range ok {
+				found = found || a == name
+			}
+			if !found {
+				bad = append(bad, name)
+			}
+		}
+		sort.Strings(bad)
+		if len(bad) > 0 {
+			t.Errorf("%s imports %v; it may import only %v", pkg, bad, ok)
+		}
+	}
+}
