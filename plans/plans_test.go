@@ -116,4 +116,3 @@ func TestValidateID(t *testing.T) {
 		}
 	}
 }
-
