@@ -257,7 +257,7 @@ func TestUsageAndPeaks(t *testing.T) {
 	b := batch("a2", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 5, Closed: 4, Peak: 5, SessionMicros: 2_000_000, Refused: 2})
 	b.Peaks = []wire.TenantPeak{{Tenant: "t1", Peak: 5}}
 	h.items(t0, "", b)
-	u := h.tenant("t1").Usage[PeriodOf(t0)]
+	u := h.tenant("t1").Usage[plans.PeriodOf(t0).String()]
 	if u == nil {
 		t.Fatal("no usage for the period")
 	}

@@ -163,9 +163,9 @@ func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	period := r.URL.Query().Get("period")
 	if period == "" {
-		period = PeriodOf(s.cfg.Now())
-	} else if _, err := time.Parse("2006-01", period); err != nil {
-		jsonhttp.Error(w, http.StatusBadRequest, fmt.Sprintf("period %q: want YYYY-MM", period))
+		period = plans.PeriodOf(s.cfg.Now()).String()
+	} else if _, err := plans.ParsePeriod(period); err != nil {
+		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	var (

@@ -90,9 +90,6 @@ func NewState(catalogue []plans.Plan) *State {
 	return s
 }
 
-// PeriodOf returns the billing period (calendar month, UTC) of t, "2006-01".
-func PeriodOf(t time.Time) string { return t.UTC().Format("2006-01") }
-
 // itemStatus is the outcome of one agent message.
 type itemStatus uint8
 
@@ -124,7 +121,7 @@ func (s *State) newApplier(index uint64, t int64) *applier {
 		t = s.Time // entry time never moves backwards
 	}
 	s.Time, s.Index = t, index
-	return &applier{s: s, now: t, period: PeriodOf(time.Unix(0, t)), index: index}
+	return &applier{s: s, now: t, period: plans.PeriodOf(time.Unix(0, t)).String(), index: index}
 }
 
 func (a *applier) touch(t *Tenant) {
