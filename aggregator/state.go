@@ -171,6 +171,9 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 	if region != "" {
 		rec.Region = region
 	}
+	if a.changed == nil {
+		a.changed = make([]string, 0, len(b.Entries))
+	}
 	if rec.Counts == nil {
 		rec.Counts = make(map[string]*classCounts)
 	}

@@ -472,3 +472,44 @@ func TestEndToEndBadInput(t *testing.T) {
 		return s.agrees(truth{"dup": {"t1", "audio"}, "after": {"t1", "audio"}}, []string{"t1"})
 	})
 }
+
+func TestCLIFlagsBeforeAndAfterSubcommand(t *testing.T) {
+	s := newStack(t)
+	s.startAggregator()
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(binPath, args...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("--addr", s.http, "tenant", "set-plan", "acme", "growth"); err != nil || !strings.Contains(out, "acme is now on growth") {
+		t.Fatalf("set-plan: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{
+		{"--addr", s.http, "-o", "json", "tenant", "list"},
+		{"tenant", "list", "--addr", s.http, "-o", "json"},
+		{"-o", "table", "tenant", "list", "--addr", s.http, "-o", "json"}, // the leaf's own value wins
+	} {
+		out, err := run(args...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		var ts []tenantFig
+		if err := json.Unmarshal([]byte(out), &ts); err != nil || len(ts) != 1 || ts[0].Tenant != "acme" {
+			t.Fatalf("%v: want a JSON list with acme, got %v\n%s", args, err, out)
+		}
+	}
+	t.Setenv("HEADROOM_ADDR", s.http)
+	if out, err := run("plan", "list"); err != nil || !strings.Contains(out, "starter") {
+		t.Fatalf("plan list through HEADROOM_ADDR: %v\n%s", err, out)
+	}
+	// A flag after the positional arguments is an error, never ignored.
+	out, err := run("tenant", "set-plan", "acme", "starter", "--addr", "127.0.0.1:1")
+	if err == nil || !strings.Contains(out, "put flags before arguments") {
+		t.Fatalf("flag after arguments: %v\n%s", err, out)
+	}
+	if out, err := run("tenant", "show", "acme", "extra"); err == nil || !strings.Contains(out, "want 1 argument") {
+		t.Fatalf("extra argument: %v\n%s", err, out)
+	}
+	if out, err := run("-o", "yaml", "tenant", "list"); err == nil || !strings.Contains(out, "want table or json") {
+		t.Fatalf("bad -o: %v\n%s", err, out)
+	}
+}
