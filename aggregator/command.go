@@ -20,6 +20,8 @@ type cmdKind uint8
 const (
 	cmdAgentItems cmdKind = 1 // agent batches and full states, grouped by the leader
 	cmdSetPlan    cmdKind = 2 // an operator put a tenant on a plan
+	cmdExpire     cmdKind = 3 // the leader found agents silent past the grace period
+	cmdForget     cmdKind = 4 // the leader drops agents gone past the forget period
 	// Add new kinds above this line.
 )
 
@@ -54,6 +56,20 @@ type setPlanCmd struct {
 	Tenant   string `msgpack:"tn"`
 	Plan     string `msgpack:"p"`
 	Operator string `msgpack:"o,omitempty"`
+}
+
+// agentRef names one epoch of one agent.
+type agentRef struct {
+	ID    string `msgpack:"a"`
+	Epoch uint64 `msgpack:"e"`
+}
+
+// agentsCmd expires or forgets agents. Each is acted on only while its
+// record still holds that epoch, so a command that raced with the agent's
+// return does nothing.
+type agentsCmd struct {
+	Time   int64      `msgpack:"t"`
+	Agents []agentRef `msgpack:"g"`
 }
 
 func encodeCmd(kind cmdKind, body any) ([]byte, error) {

@@ -90,6 +90,19 @@ func (f *FSM) Apply(l *raft.Log) any {
 			res = &applyResult{}
 		}
 		changed = a.changed
+	case cmdExpire, cmdForget:
+		var c agentsCmd
+		if err := msgpack.Unmarshal(body, &c); err != nil {
+			res = &applyResult{Err: err}
+			break
+		}
+		a := f.s.newApplier(l.Index, c.Time)
+		if kind == cmdExpire {
+			a.applyExpire(c.Agents)
+		} else {
+			a.applyForget(c.Agents)
+		}
+		res, changed = &applyResult{}, a.changed
 	default:
 		// A kind this version does not know, in a format version it does:
 		// a newer leader added it. Skipping it would diverge as surely.

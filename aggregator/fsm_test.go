@@ -383,3 +383,62 @@ func TestUnknownLogVersionStops(t *testing.T) {
 	}()
 	f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{logVersion + 1, 1, 0x80}})
 }
+
+func TestExpireAndForgetAgents(t *testing.T) {
+	h := newHarness(t)
+	audio := classIndex("audio")
+	h.items(t0, "payg", full("a1", 5, 0), full("a2", 5, 0),
+		batch("a1", 5, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 4, Peak: 4, SessionMicros: 1_000_000}),
+		batch("a2", 5, 1, open("t1", "audio", 2)))
+	agents := func(cmd cmdKind, refs ...agentRef) {
+		t.Helper()
+		if res := h.apply(cmd, &agentsCmd{Time: t0.UnixNano(), Agents: refs}); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	// An expiry for an epoch the agent no longer has does nothing.
+	agents(cmdExpire, agentRef{ID: "a1", Epoch: 4})
+	if got := h.tenant("t1").Open[audio]; got != 6 {
+		t.Fatalf("stale expiry changed the count to %d", got)
+	}
+	agents(cmdExpire, agentRef{ID: "a1", Epoch: 5})
+	tn := h.tenant("t1")
+	if tn.Open[audio] != 2 {
+		t.Fatalf("after expiring a1: %d open, want a2's 2", tn.Open[audio])
+	}
+	if tn.Usage[plans.PeriodOf(t0).String()].Micros[audio] != 1_000_000 {
+		t.Fatal("expiry changed usage")
+	}
+	// The expired agent's next batch asks for a full state, with its last seq.
+	r := h.items(t0, "", batch("a1", 5, 2, open("t1", "audio", 1)))
+	if r[0].Status != statusNeedFull || r[0].LastSeq != 1 {
+		t.Fatalf("batch of an expired agent: %+v, want need-full with last seq 1", r[0])
+	}
+	// Its full state replaces counts and adds the usage of what it resends.
+	fs := full("a1", 5, 2, wire.CountEntry{Tenant: "t1", Class: "audio", Open: 5})
+	fs.Usage = []wire.DeltaEntry{{Tenant: "t1", Class: "audio", SessionMicros: 500_000, Peak: 5}}
+	if r := h.items(t0, "", fs); r[0].Status != statusApplied {
+		t.Fatalf("full state after expiry: %+v", r[0])
+	}
+	tn = h.tenant("t1")
+	if tn.Open[audio] != 7 || tn.Usage[plans.PeriodOf(t0).String()].Micros[audio] != 1_500_000 {
+		t.Fatalf("after resync: %d open (want 7), %d µs (want 1500000)", tn.Open[audio], tn.Usage[plans.PeriodOf(t0).String()].Micros[audio])
+	}
+	// Forget drops only expired agents.
+	agents(cmdForget, agentRef{ID: "a1", Epoch: 5}, agentRef{ID: "a2", Epoch: 5})
+	h.f.read(func(s *State) {
+		if s.Agents["a1"] == nil || s.Agents["a2"] == nil {
+			t.Fatal("forgot an agent that was not expired")
+		}
+	})
+	agents(cmdExpire, agentRef{ID: "a2", Epoch: 5})
+	agents(cmdForget, agentRef{ID: "a2", Epoch: 5})
+	h.f.read(func(s *State) {
+		if s.Agents["a2"] != nil {
+			t.Fatal("expired agent not forgotten")
+		}
+	})
+	if got := h.tenant("t1").Open[audio]; got != 5 {
+		t.Fatalf("after a2 expired and was forgotten: %d open, want a1's 5", got)
+	}
+}

@@ -208,6 +208,7 @@ type AgentJSON struct {
 	LastSeen string `json:"last_seen"`
 	Tenants  int    `json:"tenants"`
 	Sessions uint64 `json:"sessions"`
+	Expired  bool   `json:"expired"`
 }
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
@@ -216,7 +217,7 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 		out = make([]AgentJSON, 0, len(st.Agents))
 		for _, a := range st.Agents {
 			j := AgentJSON{ID: a.ID, Epoch: a.Epoch, LastSeq: a.LastSeq, Region: a.Region,
-				LastSeen: time.Unix(0, a.LastSeen).UTC().Format(time.RFC3339Nano), Tenants: len(a.Counts)}
+				LastSeen: time.Unix(0, a.LastSeen).UTC().Format(time.RFC3339Nano), Tenants: len(a.Counts), Expired: a.Expired}
 			for _, c := range a.Counts {
 				j.Sessions += c.total()
 			}

@@ -41,6 +41,12 @@ type Config struct {
 	// (Optional, default "": such tenants stay on no plan and agents refuse
 	// their sessions as unknown)
 	DefaultPlan string
+	// AgentGrace is how long an agent may stay silent before the leader
+	// expires its contribution. (Optional, default 15s)
+	AgentGrace time.Duration
+	// AgentForget is how long an expired agent is remembered (with its
+	// dedup state). (Optional, default 24h)
+	AgentForget time.Duration
 	// MaxFrame limits one wire frame. (Optional, default wire.DefaultMaxFrame)
 	MaxFrame int
 	// Logger is the parent logger. (Optional)
@@ -81,6 +87,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = wire.DefaultMaxFrame
 	}
+	if cfg.AgentGrace <= 0 {
+		cfg.AgentGrace = 15 * time.Second
+	}
+	if cfg.AgentForget <= 0 {
+		cfg.AgentForget = 24 * time.Hour
+	}
 	catalogue := plans.Defaults()
 	if cfg.DefaultPlan != "" && !hasPlan(catalogue, cfg.DefaultPlan) {
 		return nil, fmt.Errorf("aggregator: default plan %q is not in the catalogue", cfg.DefaultPlan)
@@ -115,9 +127,13 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	prop := newProposer(s.node.Raft, s.clock, cfg.DefaultPlan)
+	live := &liveness{
+		log: s.log.Named("liveness"), raft: s.node.Raft, fsm: s.fsm, clock: s.clock, now: cfg.Now,
+		grace: cfg.AgentGrace, forget: cfg.AgentForget, seen: make(map[string]time.Time),
+	}
 	s.st = &streams{
 		log: s.log.Named("stream"), fsm: s.fsm, raft: s.node.Raft, prop: prop,
-		maxFrame: cfg.MaxFrame, selfAddr: s.wireLn.Addr().String(),
+		maxFrame: cfg.MaxFrame, selfAddr: s.wireLn.Addr().String(), live: live,
 		conns: make(map[*agentConn]struct{}),
 	}
 	s.fsm.onChange = s.st.tenantsChanged
@@ -129,8 +145,9 @@ func New(cfg Config) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go func() { defer s.wg.Done(); prop.run(ctx) }()
+	go func() { defer s.wg.Done(); live.run(ctx) }()
 	go func() { defer s.wg.Done(); s.st.serve(ctx, s.wireLn) }()
 	go func() {
 		defer s.wg.Done()

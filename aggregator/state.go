@@ -73,6 +73,10 @@ type AgentRec struct {
 	LastSeq  uint64
 	Region   string
 	LastSeen int64 // entry time of its last applied message, unix ns
+	// Expired is set when the leader found the agent silent past the grace
+	// period: its counts left the figures (usage stays); it must resync
+	// with FullState, which replaces counts and adds usage.
+	Expired bool
 	// Counts is the agent's contribution to the tenants' open counts.
 	Counts map[string]*classCounts
 }
@@ -162,6 +166,8 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		return itemResult{Status: statusOldEpoch, LastSeq: rec.LastSeq}
 	case b.Epoch > rec.Epoch:
 		return itemResult{Status: statusNeedFull}
+	case rec.Expired:
+		return itemResult{Status: statusNeedFull, LastSeq: rec.LastSeq}
 	case b.Seq <= rec.LastSeq:
 		return itemResult{Status: statusDuplicate, LastSeq: rec.LastSeq}
 	case b.Seq > rec.LastSeq+1:
@@ -269,7 +275,7 @@ func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemR
 		a.s.Agents[f.AgentID] = rec
 	}
 	rec.Counts = make(map[string]*classCounts, len(f.Counts))
-	rec.LastSeq, rec.LastSeen = f.Seq, a.now
+	rec.LastSeq, rec.LastSeen, rec.Expired = f.Seq, a.now, false
 	if region != "" {
 		rec.Region = region
 	}
@@ -317,6 +323,29 @@ func (a *applier) dropContribution(rec *AgentRec) {
 		a.touch(t)
 	}
 	rec.Counts = nil
+}
+
+// applyExpire takes silent agents' counts out of the figures; their
+// records stay, with their dedup state, until forgotten.
+func (a *applier) applyExpire(refs []agentRef) {
+	for _, r := range refs {
+		rec := a.s.Agents[r.ID]
+		if rec == nil || rec.Epoch != r.Epoch || rec.Expired {
+			continue
+		}
+		a.dropContribution(rec)
+		rec.Counts = map[string]*classCounts{}
+		rec.Expired = true
+	}
+}
+
+// applyForget drops expired agents' records and dedup state.
+func (a *applier) applyForget(refs []agentRef) {
+	for _, r := range refs {
+		if rec := a.s.Agents[r.ID]; rec != nil && rec.Epoch == r.Epoch && rec.Expired {
+			delete(a.s.Agents, r.ID)
+		}
+	}
 }
 
 // applySetPlan puts a tenant on a plan; it reports false for an unknown plan.

@@ -38,6 +38,7 @@ type streams struct {
 	prop     *proposer
 	maxFrame int
 	selfAddr string
+	live     *liveness
 
 	mu    sync.Mutex
 	conns map[*agentConn]struct{}
@@ -184,6 +185,7 @@ func (c *agentConn) run(ctx context.Context) error {
 		c.writeNow(&wire.Error{Code: wire.CodeBadMessage, Message: fmt.Sprintf("expected hello, got message type %d", m.Type())})
 		return fmt.Errorf("first message is type %d, not hello", m.Type())
 	}
+	c.st.live.heard(h.AgentID)
 	if welcome, werr := c.greet(h); werr != nil {
 		c.writeNow(werr)
 		return werr
@@ -222,6 +224,7 @@ func (c *agentConn) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		c.st.live.heard(h.AgentID)
 		if err := c.handle(ctx, m); err != nil {
 			c.writeErrorAndClose(err)
 			return err
@@ -242,15 +245,21 @@ func (c *agentConn) greet(h *wire.Hello) (*wire.Welcome, *wire.Error) {
 	}
 	w := &wire.Welcome{ServerID: c.st.selfAddr, Version: wire.ProtocolVersion, Servers: []string{c.st.selfAddr}}
 	var old *wire.Error
+	// Epochs are the agent's clock when it made its memory: an unknown
+	// agent whose memory is older than the forget period may have been
+	// forgotten with its dedup state, so it must start a new epoch.
+	forgotten := c.st.live.now().Add(-c.st.live.forget).UnixNano()
 	c.st.fsm.read(func(s *State) {
 		rec := s.Agents[h.AgentID]
 		switch {
+		case rec == nil && h.Epoch < uint64(max(forgotten, 0)):
+			old = &wire.Error{Code: wire.CodeOldEpoch, Message: "the cluster holds nothing for this agent and its epoch is older than the forget period: start a new epoch"}
 		case rec == nil || h.Epoch > rec.Epoch:
 			w.NeedFullState = true
 		case h.Epoch < rec.Epoch:
 			old = &wire.Error{Code: wire.CodeOldEpoch, Message: fmt.Sprintf("epoch %d is older than epoch %d already seen for this agent", h.Epoch, rec.Epoch), LastSeq: rec.LastSeq}
 		default:
-			w.LastSeq = rec.LastSeq
+			w.LastSeq, w.NeedFullState = rec.LastSeq, rec.Expired
 		}
 	})
 	if old != nil {

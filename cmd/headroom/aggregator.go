@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/headroom-rtc/headroom/aggregator"
@@ -19,6 +21,8 @@ func aggregatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:9372", Usage: "Raft listen address"},
 			&cli.BoolFlag{Name: "bootstrap", Usage: "form a single-server cluster on an empty data directory (a no-op on one that holds a cluster)"},
 			&cli.StringFlag{Name: "default-plan", Usage: "put tenants first seen in agent batches on this plan (default: refuse them as unknown)"},
+			&cli.DurationFlag{Name: "agent-grace", Value: 15 * time.Second, Usage: "an agent silent this long has its sessions expired from the global figures"},
+			&cli.DurationFlag{Name: "agent-forget", Value: 24 * time.Hour, Usage: "an expired agent gone this long has its record and dedup state dropped"},
 		}, logFlags()...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
@@ -34,6 +38,7 @@ func aggregatorCommand() *cli.Command {
 				DataDir: c.String("data-dir"), NodeID: c.String("node-id"),
 				HTTPAddr: c.String("http-addr"), WireAddr: c.String("wire-addr"), RaftAddr: c.String("raft-addr"),
 				Bootstrap: c.Bool("bootstrap"), DefaultPlan: c.String("default-plan"), Logger: log,
+				AgentGrace: c.Duration("agent-grace"), AgentForget: c.Duration("agent-forget"),
 			})
 			if err != nil {
 				return err

@@ -1,0 +1,116 @@
+package aggregator
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// liveness expires silent agents. Every server notes when it last heard
+// from each agent on its streams; only the leader acts, through the log:
+// an agent silent for longer than the grace period has its contribution
+// expired, and an expired agent gone for longer than the forget period has
+// its record dropped. A server that becomes leader gives every agent a fresh
+// grace period, since it has not heard from agents that were streaming to
+// the previous leader.
+type liveness struct {
+	log    hclog.Logger
+	raft   *raft.Raft
+	fsm    *FSM
+	clock  *leaderClock
+	now    func() time.Time
+	grace  time.Duration
+	forget time.Duration
+
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+// heard notes a frame from an agent.
+func (l *liveness) heard(agent string) {
+	t := l.now()
+	l.mu.Lock()
+	l.seen[agent] = t
+	l.mu.Unlock()
+}
+
+func (l *liveness) run(ctx context.Context) {
+	every := min(l.grace/4, time.Second)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var leaderSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if l.raft.State() != raft.Leader {
+			leaderSince = time.Time{}
+			continue
+		}
+		if leaderSince.IsZero() {
+			leaderSince = l.now()
+		}
+		expire, forget := l.due(leaderSince)
+		l.propose(cmdExpire, expire)
+		l.propose(cmdForget, forget)
+	}
+}
+
+// due lists the agents to expire and to forget now.
+func (l *liveness) due(leaderSince time.Time) (expire, forget []agentRef) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fsm.read(func(s *State) {
+		for id, rec := range s.Agents {
+			if rec.Expired {
+				if now.Sub(time.Unix(0, rec.LastSeen)) > l.forget {
+					forget = append(forget, agentRef{ID: id, Epoch: rec.Epoch})
+				}
+				continue
+			}
+			last, ok := l.seen[id]
+			if !ok || last.Before(leaderSince) {
+				last = leaderSince
+			}
+			if now.Sub(last) > l.grace {
+				expire = append(expire, agentRef{ID: id, Epoch: rec.Epoch})
+			}
+		}
+	})
+	for id := range l.seen { // bounded by the agents the cluster knows
+		if t := l.seen[id]; now.Sub(t) > l.forget {
+			delete(l.seen, id)
+		}
+	}
+	return expire, forget
+}
+
+func (l *liveness) propose(kind cmdKind, refs []agentRef) {
+	if len(refs) == 0 {
+		return
+	}
+	data, err := encodeCmd(kind, &agentsCmd{Time: l.clock.stamp(), Agents: refs})
+	if err != nil {
+		l.log.Error("encoding agent expiry", "error", err)
+		return
+	}
+	if err := l.raft.Apply(data, 5*time.Second).Error(); err != nil {
+		l.log.Warn("agent expiry not committed; retrying at the next check", "error", err)
+		return
+	}
+	what := "expired silent agents"
+	if kind == cmdForget {
+		what = "forgot agents gone past the forget period"
+	}
+	ids := make([]string, len(refs))
+	for i, r := range refs {
+		ids[i] = r.ID
+	}
+	l.log.Info(what, "agents", ids)
+}
