@@ -1,60 +1,136 @@
-// Package cluster runs the Raft node that replicates the aggregator's state
-// machine: log and stable store (raft-wal), snapshots (raft's file store),
-// TCP transport, and the timings tuned for a LAN cluster. It knows nothing of
-// what the state machine holds.
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
+	autopilot "github.com/hashicorp/raft-autopilot"
 	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 )
 
-// Config configures a Raft node.
+// DefaultDeadServerReap is how long a server must stay failed before the
+// leader removes it from the Raft configuration, unless Config says
+// otherwise.
+const DefaultDeadServerReap = 5 * time.Minute
+
+// Config configures a server: its Raft node and, with GossipAddr set, its
+// gossip membership.
 type Config struct {
-	// DataDir holds the log (raft/wal), the snapshots (raft/snapshots). (Required)
+	// DataDir holds the log (raft/wal), the snapshots (raft/snapshots) and
+	// the known members (members.json). (Required)
 	DataDir string
-	// BindAddr is the TCP address Raft listens on. (Required)
+	// BindAddr is the TCP address Raft listens on; port 0 picks a free
+	// port. (Required)
 	BindAddr string
-	// AdvertiseAddr is the address other servers use to reach this one.
-	// (Optional, default the bound address, which must then not be an
-	// unspecified address such as 0.0.0.0)
+	// AdvertiseAddr is the host:port other servers use to reach Raft.
+	// (Optional, default AdvertiseAddr(the bound address, AdvertiseHost))
 	AdvertiseAddr string
-	// ServerID is this server's Raft id. (Required)
+	// ServerID is this server's Raft id and its memberlist node name; the
+	// caller keeps it stable across restarts. (Required)
 	ServerID string
 	// Bootstrap makes this node form a single-voter cluster when its data
 	// directory holds no Raft state yet; with existing state it does nothing,
-	// so the same command line restarts a node. (Optional)
+	// so the same command line restarts a node. Servers that join it over
+	// gossip later are added by its leader. Not with BootstrapExpect.
+	// (Optional)
 	Bootstrap bool
-	// Logger is the parent logger; Raft logs under "raft". (Optional)
+	// Logger is the parent logger; Raft logs under "raft", memberlist
+	// under "memberlist", autopilot under "autopilot". (Optional)
 	Logger hclog.Logger
 	// Tuning overrides the LAN defaults of Tuned. (Optional)
 	Tuning func(*raft.Config)
+
+	// GossipAddr is the host:port memberlist binds (UDP and TCP); port 0
+	// picks a free port. Empty runs no gossip: a single server as before,
+	// with no automatic membership. (Optional)
+	GossipAddr string
+	// AdvertiseHost is the host (name or IP, no port) others use to reach
+	// this server's listeners: gossip, and Raft when AdvertiseAddr is
+	// empty. (Optional, default: the bound host, or the machine's private
+	// address when bound to all interfaces; see AdvertiseAddr)
+	AdvertiseHost string
+	// Join lists gossip addresses (host:port) of servers to join. They are
+	// retried in the background with exponential backoff until one answers,
+	// together with the members recorded in DataDir. Needs GossipAddr.
+	// (Optional)
+	Join []string
+	// BootstrapExpect, when above 0, forms a new cluster once that many
+	// servers (this one included) see each other alive in gossip: the one
+	// with the lowest ServerID among them bootstraps Raft with all of them
+	// as voters. A no-op on a DataDir that holds Raft state. Every server
+	// of a new cluster should be given the same value. It is gossiped, and
+	// the largest value among the known servers is the smallest number of
+	// voters the leader keeps when it removes dead servers (MinQuorum; 1
+	// when none is set). Needs GossipAddr. (Optional)
+	BootstrapExpect int
+	// DeadServerReap is how long a server must have been failed in gossip
+	// before the leader removes it from Raft. (Optional, default
+	// DefaultDeadServerReap)
+	DeadServerReap time.Duration
+	// Meta is this server's advertised addresses, gossiped to the others.
+	// Meta.Raft is always set to the Raft advertise address. (Optional)
+	Meta Meta
+	// Gossip adjusts memberlist's configuration (derived from
+	// memberlist.DefaultLANConfig) after the addresses are set; Name,
+	// Delegate, Events and Ping are always ours. Tests use it to shorten
+	// ProbeInterval, SuspicionMult or GossipToTheDeadTime. (Optional)
+	Gossip func(*memberlist.Config)
 }
 
-// Node is a running Raft node.
+// Node is a running server: Raft, and with gossip configured, memberlist
+// and the goroutines that keep the two in step.
+//
+// All methods are safe for concurrent use.
 type Node struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
 	wal       *raftwal.WAL
+	walMeta   *metadb.BoltMetaDB // closed by us: WAL.Close leaves it open (raft-wal v0.4.0)
 	id        raft.ServerID
 	addr      raft.ServerAddress
+
+	cfg  Config
+	log  hclog.Logger
+	meta Meta // our own, with Raft set
+
+	ml         *memberlist.Memberlist // nil without gossip
+	gossipMeta *gossipDelegate
+	probeEvery time.Duration // memberlist's probe interval plus timeout
+	// membersWritten is what members.json was last written with.
+	membersWritten []byte
+	mlMu           sync.Mutex // orders memberlist's Leave before its Shutdown
+	mlLeft         bool       // memberlist.Leave was called (under mlMu)
+	members        *memberTable
+	ap             *autopilot.Autopilot
+	client         *http.Client
+
+	ctx      context.Context // cancelled when the managers stop
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // run loop, bootstrap loop, reaping
+	joinDone chan struct{}  // closed when the join loop ends (nil: none)
+
+	bootstrapped atomic.Bool // this node performed the BootstrapExpect bootstrap
+	reaping      sync.Map    // raft.ServerID -> struct{}: removals in flight
+
+	stopOnce, shutdownOnce sync.Once
+	closed                 atomic.Bool // Shutdown has begun
+	shutdownErr            error
 }
 
-// Tuned returns Raft's configuration tuned for servers on one LAN:
-// heartbeats and elections about five times faster than raft's defaults
-// (which are sized for WANs), so a dead leader is replaced in about a second;
-// large append batches so a burst of agent batches is written and replicated
-// together; a snapshot every 16,384 entries or 30 s, keeping 10,240 entries
-// behind it so a briefly absent follower catches up from the log and one
-// that fell further behind is sent the snapshot.
+// Tuned returns Raft's configuration tuned for servers on one LAN; see the
+// package documentation for the reasons behind each figure.
 func Tuned(id string) *raft.Config {
 	c := raft.DefaultConfig()
 	c.LocalID = raft.ServerID(id)
@@ -70,65 +146,84 @@ func Tuned(id string) *raft.Config {
 	return c
 }
 
-// Open starts a Raft node around fsm.
+// Open starts a server around fsm: Raft, and when cfg.GossipAddr is set,
+// memberlist plus the background work (joining, bootstrap-expect, and on
+// the leader the membership reconcile loop and autopilot). It returns once
+// the listeners are bound; joining and bootstrapping go on in the
+// background and never block it. Call Shutdown (or Leave) to stop.
 func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 	if cfg.DataDir == "" || cfg.BindAddr == "" || cfg.ServerID == "" {
 		return nil, errors.New("cluster: DataDir, BindAddr and ServerID are required")
+	}
+	switch {
+	case cfg.BootstrapExpect < 0:
+		return nil, errors.New("cluster: BootstrapExpect must not be negative")
+	case cfg.Bootstrap && cfg.BootstrapExpect > 0:
+		return nil, errors.New("cluster: Bootstrap and BootstrapExpect exclude each other")
+	case cfg.GossipAddr == "" && (cfg.BootstrapExpect > 0 || len(cfg.Join) > 0):
+		return nil, errors.New("cluster: BootstrapExpect and Join need a gossip address")
+	case cfg.DeadServerReap < 0:
+		return nil, errors.New("cluster: DeadServerReap must not be negative")
+	}
+	if cfg.DeadServerReap == 0 {
+		cfg.DeadServerReap = DefaultDeadServerReap
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	cfg.Logger = log
 	rlog := log.Named("raft")
-	var advTCP net.Addr // nil: the address the listener bound
-	if cfg.AdvertiseAddr != "" {
-		a, err := net.ResolveTCPAddr("tcp", cfg.AdvertiseAddr)
-		if err != nil {
-			return nil, fmt.Errorf("cluster: advertise address %q: %w", cfg.AdvertiseAddr, err)
-		}
-		if a.IP == nil || a.IP.IsUnspecified() {
-			return nil, fmt.Errorf("cluster: advertise address %q is not one others can reach", cfg.AdvertiseAddr)
-		}
-		advTCP = a
-	}
+
 	walDir := filepath.Join(cfg.DataDir, "raft", "wal")
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	wal, err := raftwal.Open(walDir, raftwal.WithLogger(rlog.Named("wal")))
+	walMeta := &metadb.BoltMetaDB{}
+	wal, err := raftwal.Open(walDir, raftwal.WithLogger(rlog.Named("wal")), raftwal.WithMetaStore(walMeta))
 	if err != nil {
+		walMeta.Close()
 		return nil, fmt.Errorf("cluster: open raft log in %s: %w", walDir, err)
+	}
+	closeWAL := func() {
+		wal.Close()
+		walMeta.Close()
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "raft"), 2, rlog.Named("snapshots"))
 	if err != nil {
-		wal.Close()
+		closeWAL()
 		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, advTCP, 4, 10*time.Second, rlog.Named("transport"))
+	trans, err := newTransport(cfg, rlog.Named("transport"))
 	if err != nil {
-		wal.Close()
-		return nil, fmt.Errorf("cluster: raft transport on %s: %w", cfg.BindAddr, err)
+		closeWAL()
+		return nil, err
 	}
 	rc := Tuned(cfg.ServerID)
 	rc.Logger = rlog
 	if cfg.Tuning != nil {
 		cfg.Tuning(rc)
 	}
-	n := &Node{Transport: trans, wal: wal, id: rc.LocalID, addr: trans.LocalAddr()}
-	if cfg.Bootstrap {
-		has, err := raft.HasExistingState(wal, wal, snaps)
-		if err != nil {
+	n := &Node{
+		Transport: trans, wal: wal, walMeta: walMeta, id: rc.LocalID, addr: trans.LocalAddr(),
+		cfg: cfg, log: log,
+		client: &http.Client{Timeout: 2 * time.Second},
+	}
+	n.meta = cfg.Meta
+	n.meta.Raft = string(n.addr)
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	has, err := raft.HasExistingState(wal, wal, snaps)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
+	}
+	if cfg.Bootstrap && !has {
+		conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: n.id, Address: n.addr}}}
+		if err := raft.BootstrapCluster(rc, wal, wal, snaps, trans, conf); err != nil {
 			n.closeStores()
-			return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
+			return nil, fmt.Errorf("cluster: bootstrap: %w", err)
 		}
-		if !has {
-			conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: n.id, Address: n.addr}}}
-			if err := raft.BootstrapCluster(rc, wal, wal, snaps, trans, conf); err != nil {
-				n.closeStores()
-				return nil, fmt.Errorf("cluster: bootstrap: %w", err)
-			}
-			log.Info("bootstrapped a new cluster", "id", n.id, "raft_addr", n.addr)
-		}
+		log.Info("bootstrapped a new cluster", "id", n.id, "raft_addr", n.addr)
 	}
 	r, err := raft.NewRaft(rc, fsm, wal, wal, snaps, trans)
 	if err != nil {
@@ -136,7 +231,81 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.Raft = r
+	n.members = newMemberTable(string(n.id), cfg.GossipAddr != "", n.meta, cfg.BootstrapExpect)
+	if cfg.GossipAddr == "" {
+		return n, nil
+	}
+	if err := n.startGossip(); err != nil {
+		n.Raft.Shutdown().Error()
+		n.closeStores()
+		return nil, err
+	}
+	n.ap = autopilot.New(n.Raft, &autopilotDelegate{n},
+		autopilot.WithLogger(log),
+		autopilot.WithUpdateInterval(autopilotUpdateInterval),
+		autopilot.WithReconcileInterval(autopilotReconcileInterval))
+	n.wg.Add(1)
+	go n.run()
+	if cfg.BootstrapExpect > 0 {
+		if has {
+			log.Info("bootstrap-expect: the data directory holds Raft state; not bootstrapping", "expect", cfg.BootstrapExpect)
+		} else {
+			n.wg.Add(1)
+			go n.bootstrapExpect()
+		}
+	}
+	n.startJoin()
+	log.Info("cluster membership started", "id", n.id, "raft", n.addr, "gossip", n.GossipAddr(),
+		"bootstrap_expect", cfg.BootstrapExpect, "join", cfg.Join)
 	return n, nil
+}
+
+// newTransport listens for Raft first, so that the advertised address can
+// be derived from the real port (0 picks one) and the machine's address
+// (when bound to all interfaces), then wraps the listener in raft's network
+// transport.
+func newTransport(cfg Config, log hclog.Logger) (*raft.NetworkTransport, error) {
+	adv := cfg.AdvertiseAddr
+	if adv != "" {
+		a, err := net.ResolveTCPAddr("tcp", adv)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: advertise address %q: %w", adv, err)
+		}
+		if a.IP == nil || a.IP.IsUnspecified() || a.Port == 0 {
+			return nil, fmt.Errorf("cluster: advertise address %q is not one others can reach", adv)
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: raft listen on %s: %w", cfg.BindAddr, err)
+	}
+	if adv == "" {
+		if adv, err = AdvertiseAddr(ln.Addr().String(), cfg.AdvertiseHost); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	advAddr, err := net.ResolveTCPAddr("tcp", adv)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("cluster: advertise address %q: %w", adv, err)
+	}
+	stream := &tcpStream{Listener: ln, adv: advAddr}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 4, Timeout: 10 * time.Second, Logger: log,
+	}), nil
+}
+
+// tcpStream is raft's StreamLayer over plain TCP, advertising adv.
+type tcpStream struct {
+	net.Listener
+	adv net.Addr
+}
+
+func (s *tcpStream) Addr() net.Addr { return s.adv }
+
+func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(addr), timeout)
 }
 
 // ID is this node's server id.
@@ -148,13 +317,94 @@ func (n *Node) Addr() string { return string(n.addr) }
 func (n *Node) closeStores() {
 	n.Transport.Close()
 	n.wal.Close()
+	n.walMeta.Close()
 }
 
-// Shutdown stops Raft and closes its stores. It blocks until done.
+// stopManagers stops the background work (run loop and autopilot,
+// bootstrap loop, reaping) and waits for it. The join loop is only told to
+// stop: a join attempt in flight can take memberlist's TCPTimeout.
+func (n *Node) stopManagers() {
+	n.stopOnce.Do(func() {
+		n.cancel()
+		n.wg.Wait()
+	})
+}
+
+// Shutdown stops this server without leaving the cluster, as on SIGTERM:
+// it stays a voter so a rolling restart does not churn the configuration,
+// and the others see it failed until it returns (or DeadServerReap
+// passes). If it is the leader and other voters exist it first hands
+// leadership over (waiting at most a few seconds). Then it stops the
+// background work, Raft and memberlist, records the known members and
+// closes the stores. It blocks until done; later calls return the first
+// call's result.
 func (n *Node) Shutdown() error {
-	err := n.Raft.Shutdown().Error()
-	n.closeStores()
-	return err
+	n.shutdownOnce.Do(func() {
+		n.mlMu.Lock()
+		n.closed.Store(true)
+		n.mlMu.Unlock()
+		n.stopManagers()
+		n.handOver()
+		n.shutdownErr = n.Raft.Shutdown().Error()
+		if n.ml != nil {
+			if err := n.ml.Shutdown(); err != nil {
+				n.log.Warn("memberlist shutdown", "error", err)
+			}
+			if n.joinDone != nil {
+				select {
+				case <-n.joinDone:
+				case <-time.After(2 * time.Second):
+					n.log.Debug("a join attempt is still in flight; not waiting for it")
+				}
+			}
+			n.persistMembers()
+		}
+		n.closeStores()
+	})
+	return n.shutdownErr
+}
+
+// handOver transfers leadership when this node leads and other voters
+// exist, waiting at most handOverWait.
+func (n *Node) handOver() {
+	if n.Raft.State() != raft.Leader || otherVoters(n.Raft, n.id) == 0 {
+		return
+	}
+	n.log.Info("handing leadership over before shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), handOverWait)
+	defer cancel()
+	if err := waitFuture(ctx, n.Raft.LeadershipTransfer()); err != nil {
+		n.log.Warn("leadership transfer failed", "error", err)
+	}
+}
+
+const handOverWait = 5 * time.Second
+
+// otherVoters counts the voters of r's latest configuration other than id.
+func otherVoters(r *raft.Raft, id raft.ServerID) int {
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	k := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && s.ID != id {
+			k++
+		}
+	}
+	return k
+}
+
+// waitFuture waits for f or ctx, whichever ends first.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Ready reports whether this node knows a leader and has applied every entry
