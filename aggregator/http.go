@@ -1,7 +1,6 @@
 package aggregator
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -20,11 +19,12 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
-	mux.HandleFunc("GET /v1/tenants", s.handleTenants)
-	mux.HandleFunc("GET /v1/tenants/{id}", s.handleTenant)
-	mux.HandleFunc("PUT /v1/tenants/{id}/plan", s.handleSetPlan)
-	mux.HandleFunc("GET /v1/plans", s.handlePlans)
-	mux.HandleFunc("GET /v1/agents", s.handleAgents)
+	mux.HandleFunc("GET /v1/tenants", s.consistentRead(s.handleTenants))
+	mux.HandleFunc("GET /v1/tenants/{id}", s.consistentRead(s.handleTenant))
+	mux.HandleFunc("PUT /v1/tenants/{id}/plan", s.leaderOnly(s.handleSetPlan))
+	mux.HandleFunc("GET /v1/plans", s.consistentRead(s.handlePlans))
+	mux.HandleFunc("GET /v1/agents", s.consistentRead(s.handleAgents))
+	s.opsRoutes(mux)
 	return jsonhttp.Errors(mux)
 }
 
@@ -255,7 +255,7 @@ func (s *Server) handleSetPlan(w http.ResponseWriter, r *http.Request) {
 	f := s.node.Raft.Apply(data, 10*time.Second)
 	if err := f.Error(); err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+		if isNotLeader(err) {
 			code = http.StatusServiceUnavailable
 		}
 		jsonhttp.Error(w, code, fmt.Sprintf("plan change not committed: %v", err))

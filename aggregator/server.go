@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 
 	"github.com/headroom-rtc/headroom/cluster"
 	"github.com/headroom-rtc/headroom/plans"
@@ -37,6 +38,28 @@ type Config struct {
 	// Bootstrap forms a single-server cluster on an empty DataDir; a no-op
 	// on one that holds a cluster. (Optional)
 	Bootstrap bool
+	// GossipAddr is the memberlist bind address. (Optional: without it the
+	// server runs alone, as with Bootstrap)
+	GossipAddr string
+	// Join lists gossip addresses of servers to join. (Optional)
+	Join []string
+	// BootstrapExpect: once this many servers see each other, one of them
+	// bootstraps Raft with all of them as voters. (Optional)
+	BootstrapExpect int
+	// AdvertiseAddr is the host other servers and agents use to reach this
+	// one, for all of its addresses. (Optional, default: the bound host, or
+	// the first private address when bound to 0.0.0.0)
+	AdvertiseAddr string
+	// DeadServerReap is how long a failed server stays a Raft voter before
+	// the leader removes it. (Optional, default 5m)
+	DeadServerReap time.Duration
+	// RaftSnapshotThreshold and RaftTrailingLogs override the Raft tuning
+	// (entries between snapshots; entries kept behind a snapshot).
+	// (Optional, defaults in cluster.Tuned)
+	RaftSnapshotThreshold, RaftTrailingLogs uint64
+	// HoldTime is how long a write waits for a leader before failing with
+	// 503. (Optional, default DefaultHoldTime)
+	HoldTime time.Duration
 	// DefaultPlan puts tenants first seen in agent batches on this plan.
 	// (Optional, default "": such tenants stay on no plan and agents refuse
 	// their sessions as unknown)
@@ -67,6 +90,12 @@ type Server struct {
 
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
+	hold           time.Duration
+	bar            barrier
+	advertised     cluster.Meta
+
+	left     chan struct{}
+	leftOnce sync.Once
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -104,7 +133,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	if cfg.HoldTime <= 0 {
+		cfg.HoldTime = DefaultHoldTime
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, hold: cfg.HoldTime, left: make(chan struct{})}
 	s.fsm = NewFSM(catalogue, s.log.Named("fsm"))
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
@@ -114,15 +146,37 @@ func New(cfg Config) (*Server, error) {
 		s.httpLn.Close()
 		return nil, fmt.Errorf("aggregator: wire listen: %w", err)
 	}
+	closeListeners := func() {
+		s.httpLn.Close()
+		s.wireLn.Close()
+	}
+	advertise := func(bound string) (string, error) { return cluster.AdvertiseAddr(bound, cfg.AdvertiseAddr) }
+	if s.advertised.HTTP, err = advertise(s.httpLn.Addr().String()); err == nil {
+		s.advertised.Wire, err = advertise(s.wireLn.Addr().String())
+	}
+	if err != nil {
+		closeListeners()
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
 	s.node, err = cluster.Open(cluster.Config{
 		DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, ServerID: id,
 		Bootstrap: cfg.Bootstrap, Logger: s.log,
+		GossipAddr: cfg.GossipAddr, AdvertiseHost: cfg.AdvertiseAddr, Join: cfg.Join,
+		BootstrapExpect: cfg.BootstrapExpect, DeadServerReap: cfg.DeadServerReap, Meta: s.advertised,
+		Tuning: func(rc *raft.Config) {
+			if cfg.RaftSnapshotThreshold > 0 {
+				rc.SnapshotThreshold = cfg.RaftSnapshotThreshold
+			}
+			if cfg.RaftTrailingLogs > 0 {
+				rc.TrailingLogs = cfg.RaftTrailingLogs
+			}
+		},
 	}, s.fsm)
 	if err != nil {
-		s.httpLn.Close()
-		s.wireLn.Close()
+		closeListeners()
 		return nil, err
 	}
+	s.advertised.Raft = s.node.Addr() // the cluster resolves the Raft address itself
 	s.clock = &leaderClock{now: cfg.Now, fsm: s.fsm}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -133,7 +187,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.st = &streams{
 		log: s.log.Named("stream"), fsm: s.fsm, raft: s.node.Raft, prop: prop,
-		maxFrame: cfg.MaxFrame, selfAddr: s.wireLn.Addr().String(), live: live,
+		maxFrame: cfg.MaxFrame, selfAddr: s.advertised.Wire, live: live, servers: s.wireServers,
 		conns: make(map[*agentConn]struct{}),
 	}
 	s.fsm.onChange = s.st.tenantsChanged
@@ -197,6 +251,28 @@ func nodeID(dir, want string) (string, error) {
 	return want, nil
 }
 
+// wireServers returns the leader's wire address and every live server's.
+func (s *Server) wireServers() (leader string, all []string) {
+	if s.node.Raft.State() == raft.Leader {
+		leader = s.advertised.Wire
+	} else if m, ok := s.node.LeaderMeta(); ok {
+		leader = m.Wire
+	}
+	for _, m := range s.node.Members() {
+		if m.Status == cluster.StatusAlive && m.Meta.Wire != "" {
+			all = append(all, m.Meta.Wire)
+		}
+	}
+	if len(all) == 0 {
+		all = []string{s.advertised.Wire}
+	}
+	return leader, all
+}
+
+// Done is closed once the server has left the cluster (POST /v1/leave);
+// the process should then Close it and exit.
+func (s *Server) Done() <-chan struct{} { return s.left }
+
 // HTTPAddr is the address the HTTP API listens on.
 func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
 
@@ -209,8 +285,9 @@ func (s *Server) RaftAddr() string { return s.node.Addr() }
 // Ready reports whether the server can answer reads and take writes.
 func (s *Server) Ready() (bool, string) { return s.node.Ready() }
 
-// Close stops the listeners, the streams and Raft. It hands leadership
-// over first when other voters exist.
+// Close stops the listeners, the streams, gossip and Raft. It does not
+// leave the cluster: a leader hands leadership over first, and the server
+// stays a voter, so a rolling restart does not churn the configuration.
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -39,6 +39,9 @@ type streams struct {
 	maxFrame int
 	selfAddr string
 	live     *liveness
+	// servers returns the leader's wire address ("" if unknown) and the
+	// wire addresses of every live server, for Redirect and Welcome.
+	servers func() (leader string, all []string)
 
 	mu    sync.Mutex
 	conns map[*agentConn]struct{}
@@ -69,6 +72,11 @@ func (st *streams) serve(ctx context.Context, ln net.Listener) {
 	})
 	defer stop()
 	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		st.dropWhenFollower(ctx)
+	}()
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -105,6 +113,33 @@ func (st *streams) serve(ctx context.Context, ln net.Listener) {
 				c.log.Info("agent stream closed", "agent", c.agentID(), "error", err)
 			}
 		}()
+	}
+}
+
+// dropWhenFollower closes every agent stream of a server that is no longer
+// the leader, so its agents find the new one instead of sending batches
+// that can only fail (or reading tenant state that no longer moves).
+func (st *streams) dropWhenFollower(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if st.raft.State() == raft.Leader {
+			continue
+		}
+		st.mu.Lock()
+		n := len(st.conns)
+		for c := range st.conns {
+			c.close()
+		}
+		st.mu.Unlock()
+		if n > 0 {
+			st.log.Info("not the leader any more: closed agent streams", "streams", n)
+		}
 	}
 }
 
@@ -186,16 +221,15 @@ func (c *agentConn) run(ctx context.Context) error {
 		return fmt.Errorf("first message is type %d, not hello", m.Type())
 	}
 	c.st.live.heard(h.AgentID)
-	if welcome, werr := c.greet(h); werr != nil {
-		c.writeNow(werr)
-		return werr
-	} else {
-		c.hello = h
-		c.log = c.log.With("agent", h.AgentID)
-		if err := c.writeNow(welcome); err != nil {
-			return err
-		}
+	reply, ok := c.greet(h)
+	if err := c.writeNow(reply); err != nil {
+		return err
 	}
+	if !ok {
+		return fmt.Errorf("hello refused: %v", reply)
+	}
+	c.hello = h
+	c.log = c.log.With("agent", h.AgentID)
 	for _, l := range h.Labels {
 		if l.Key == "region" {
 			c.region = l.Value
@@ -232,18 +266,24 @@ func (c *agentConn) run(ctx context.Context) error {
 	}
 }
 
-// greet validates a Hello and builds the Welcome, or the Error to answer.
-func (c *agentConn) greet(h *wire.Hello) (*wire.Welcome, *wire.Error) {
+// greet validates a Hello and answers Welcome (ok), or Redirect or Error
+// (not ok: the stream ends after the answer). Only the leader takes
+// streams: a follower redirects the agent to the leader it knows.
+func (c *agentConn) greet(h *wire.Hello) (reply wire.Message, ok bool) {
 	if h.Version != wire.ProtocolVersion {
-		return nil, &wire.Error{Code: wire.CodeVersion, Message: fmt.Sprintf("protocol version %d not supported; this server speaks %d", h.Version, wire.ProtocolVersion)}
+		return &wire.Error{Code: wire.CodeVersion, Message: fmt.Sprintf("protocol version %d not supported; this server speaks %d", h.Version, wire.ProtocolVersion)}, false
 	}
 	if !validID(h.AgentID, maxIDLen) || h.Epoch == 0 {
-		return nil, &wire.Error{Code: wire.CodeBadMessage, Message: "hello needs an agent id (1-128 printable characters) and a non-zero epoch"}
+		return &wire.Error{Code: wire.CodeBadMessage, Message: "hello needs an agent id (1-128 printable characters) and a non-zero epoch"}, false
 	}
+	leader, all := c.st.servers()
 	if c.st.raft.State() != raft.Leader {
-		return nil, &wire.Error{Code: wire.CodeNotLeader, Message: "this server is not the leader"}
+		if leader != "" && leader != c.st.selfAddr {
+			return &wire.Redirect{Leader: leader, Servers: all}, false
+		}
+		return &wire.Error{Code: wire.CodeNotLeader, Message: "this server is not the leader and knows none"}, false
 	}
-	w := &wire.Welcome{ServerID: c.st.selfAddr, Version: wire.ProtocolVersion, Servers: []string{c.st.selfAddr}}
+	w := &wire.Welcome{ServerID: c.st.selfAddr, Version: wire.ProtocolVersion, Servers: all}
 	var old *wire.Error
 	// Epochs are the agent's clock when it made its memory: an unknown
 	// agent whose memory is older than the forget period may have been
@@ -263,9 +303,9 @@ func (c *agentConn) greet(h *wire.Hello) (*wire.Welcome, *wire.Error) {
 		}
 	})
 	if old != nil {
-		return nil, old
+		return old, false
 	}
-	return w, nil
+	return w, true
 }
 
 // writeNow writes m directly; only before the writer goroutine starts.

@@ -10,19 +10,27 @@ import (
 
 func aggregatorCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "aggregator",
-		Usage:     "run an aggregator server (Raft state machine, agent streams, HTTP API)",
-		UsageText: "headroom aggregator [--data-dir D] [--http-addr A] [--wire-addr A] [--raft-addr A] [--bootstrap]",
+		Name:  "aggregator",
+		Usage: "run an aggregator server (Raft state machine, agent streams, HTTP API)",
+		UsageText: "headroom aggregator [--data-dir D] [--http-addr A] [--wire-addr A] [--raft-addr A] --bootstrap\n" +
+			"   headroom aggregator --gossip-addr A --join A[,A...] --bootstrap-expect N [--advertise-addr HOST] ...",
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "data-dir", Value: "./headroom-data", Usage: "Raft log, snapshots and node id"},
-			&cli.StringFlag{Name: "node-id", Usage: "Raft server id (default: kept in the data directory, random on first start)"},
+			&cli.StringFlag{Name: "data-dir", Value: "./headroom-data", Usage: "Raft log, snapshots, node id and known members"},
+			&cli.StringFlag{Name: "node-id", Usage: "server id, for Raft and gossip (default: kept in the data directory, random on first start)"},
 			&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:9370", Usage: "HTTP API listen address"},
 			&cli.StringFlag{Name: "wire-addr", Value: "127.0.0.1:9371", Usage: "agent stream listen address"},
 			&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:9372", Usage: "Raft listen address"},
+			&cli.StringFlag{Name: "gossip-addr", Usage: "gossip (memberlist) listen address, e.g. 0.0.0.0:9373; needed for a cluster"},
+			&cli.StringSliceFlag{Name: "join", Usage: "gossip address(es) of servers to join, retried with backoff"},
+			&cli.IntFlag{Name: "bootstrap-expect", Usage: "once this many servers see each other, one bootstraps Raft with all of them as voters (a no-op on a data directory that holds a cluster)"},
+			&cli.StringFlag{Name: "advertise-addr", Usage: "host others use to reach this server, for all its addresses (default: the bound host, or the first private address when bound to 0.0.0.0)"},
 			&cli.BoolFlag{Name: "bootstrap", Usage: "form a single-server cluster on an empty data directory (a no-op on one that holds a cluster)"},
 			&cli.StringFlag{Name: "default-plan", Usage: "put tenants first seen in agent batches on this plan (default: refuse them as unknown)"},
 			&cli.DurationFlag{Name: "agent-grace", Value: 15 * time.Second, Usage: "an agent silent this long has its sessions expired from the global figures"},
 			&cli.DurationFlag{Name: "agent-forget", Value: 24 * time.Hour, Usage: "an expired agent gone this long has its record and dedup state dropped"},
+			&cli.DurationFlag{Name: "dead-server-reap", Value: 5 * time.Minute, Usage: "a failed server stays a Raft voter this long before the leader removes it"},
+			&cli.Uint64Flag{Name: "raft-snapshot-threshold", Usage: "log entries between snapshots (default 16384)"},
+			&cli.Uint64Flag{Name: "raft-trailing-logs", Usage: "log entries kept behind a snapshot for slow followers (default 10240)"},
 		}, logFlags()...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
@@ -37,13 +45,21 @@ func aggregatorCommand() *cli.Command {
 			srv, err := aggregator.New(aggregator.Config{
 				DataDir: c.String("data-dir"), NodeID: c.String("node-id"),
 				HTTPAddr: c.String("http-addr"), WireAddr: c.String("wire-addr"), RaftAddr: c.String("raft-addr"),
+				GossipAddr: c.String("gossip-addr"), Join: splitList(c.StringSlice("join")),
+				BootstrapExpect: c.Int("bootstrap-expect"), AdvertiseAddr: c.String("advertise-addr"),
 				Bootstrap: c.Bool("bootstrap"), DefaultPlan: c.String("default-plan"), Logger: log,
 				AgentGrace: c.Duration("agent-grace"), AgentForget: c.Duration("agent-forget"),
+				DeadServerReap:        c.Duration("dead-server-reap"),
+				RaftSnapshotThreshold: c.Uint64("raft-snapshot-threshold"), RaftTrailingLogs: c.Uint64("raft-trailing-logs"),
 			})
 			if err != nil {
 				return err
 			}
-			<-ctx.Done()
+			select {
+			case <-ctx.Done():
+			case <-srv.Done():
+				log.Info("left the cluster; stopping")
+			}
 			return srv.Close()
 		},
 	}

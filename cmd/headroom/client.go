@@ -77,9 +77,27 @@ func (cl *client) do(method, path string, body, out any) error {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, cl.base+path, rd)
+	resp, err := cl.raw(method, path, rd)
 	if err != nil {
 		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, out)
+}
+
+// raw sends a request and returns a 2xx answer for the caller to read and
+// close; any other answer becomes an error carrying the server's message.
+func (cl *client) raw(method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(method, cl.base+path, body)
+	if err != nil {
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -89,26 +107,20 @@ func (cl *client) do(method, path string, body, out any) error {
 	}
 	resp, err := cl.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the aggregator at %s: %w", cl.base, err)
+		return nil, fmt.Errorf("cannot reach the aggregator at %s: %w", cl.base, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e struct {
+		Error string `json:"error"`
 	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
-		}
-		return fmt.Errorf("HTTP %d from %s %s", resp.StatusCode, method, path)
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		return nil, fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
 	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	return nil, fmt.Errorf("HTTP %d from %s %s", resp.StatusCode, method, path)
 }
 
 // print writes v as JSON, or calls table with a tab writer.

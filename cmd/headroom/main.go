@@ -36,6 +36,10 @@ func newApp() *cli.App {
 			simCommand(),
 			tenantCommand(),
 			planCommand(),
+			membersCommand(),
+			raftCommand(),
+			snapshotCommand(),
+			leaveCommand(),
 		},
 	}
 }
