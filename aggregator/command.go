@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/headroom-rtc/headroom/plans"
 )
 
 // A log entry is one byte of format version, one byte of command kind and a
@@ -22,8 +24,46 @@ const (
 	cmdSetPlan    cmdKind = 2 // an operator put a tenant on a plan
 	cmdExpire     cmdKind = 3 // the leader found agents silent past the grace period
 	cmdForget     cmdKind = 4 // the leader drops agents gone past the forget period
+	cmdApplyDue   cmdKind = 5 // the leader found scheduled plan changes due
+	cmdCancel     cmdKind = 6 // an operator cancelled a tenant's scheduled change
+	cmdTenantOp   cmdKind = 7 // an operator suspended, resumed or deleted a tenant
+	cmdPutPlan    cmdKind = 8 // an operator created or updated a plan
+	cmdDeletePlan cmdKind = 9 // an operator deleted a plan
 	// Add new kinds above this line.
 )
+
+// command is the body of one log entry kind. when is the leader's stamp;
+// apply changes the state and says what came of it.
+type command interface {
+	when() int64
+	apply(a *applier) *applyResult
+}
+
+// newCommand returns an empty command of the kind, or nil for one this
+// version does not know.
+func newCommand(kind cmdKind) command {
+	switch kind {
+	case cmdAgentItems:
+		return &agentItemsCmd{}
+	case cmdSetPlan:
+		return &setPlanCmd{}
+	case cmdExpire:
+		return &agentsCmd{}
+	case cmdForget:
+		return &agentsCmd{Forget: true}
+	case cmdApplyDue:
+		return &applyDueCmd{}
+	case cmdCancel:
+		return &cancelCmd{}
+	case cmdTenantOp:
+		return &tenantOpCmd{}
+	case cmdPutPlan:
+		return &putPlanCmd{}
+	case cmdDeletePlan:
+		return &deletePlanCmd{}
+	}
+	return nil
+}
 
 // itemKind tells which wire message an agentItem carries.
 type itemKind uint8
@@ -50,12 +90,15 @@ type agentItemsCmd struct {
 	Items       []agentItem `msgpack:"i"`
 }
 
-// setPlanCmd puts a tenant on a plan, creating the tenant if absent.
+// setPlanCmd puts a tenant on a plan, creating the tenant if absent: at
+// once when At is not after the entry's time, else at At (a scheduled
+// change, which replaces any change still pending for the tenant).
 type setPlanCmd struct {
 	Time     int64  `msgpack:"t"`
 	Tenant   string `msgpack:"tn"`
 	Plan     string `msgpack:"p"`
 	Operator string `msgpack:"o,omitempty"`
+	At       int64  `msgpack:"at,omitempty"`
 }
 
 // agentRef names one epoch of one agent.
@@ -70,6 +113,69 @@ type agentRef struct {
 type agentsCmd struct {
 	Time   int64      `msgpack:"t"`
 	Agents []agentRef `msgpack:"g"`
+	Forget bool       `msgpack:"-"` // set by the kind: cmdForget
+}
+
+// applyDueCmd applies every scheduled change due at its time.
+type applyDueCmd struct {
+	Time int64 `msgpack:"t"`
+}
+
+// cancelCmd cancels a tenant's scheduled change (ID 0: whatever is pending).
+type cancelCmd struct {
+	Time     int64  `msgpack:"t"`
+	Tenant   string `msgpack:"tn"`
+	ID       uint64 `msgpack:"id,omitempty"`
+	Operator string `msgpack:"o,omitempty"`
+}
+
+// tenantOpCmd suspends, resumes or deletes a tenant.
+type tenantOpCmd struct {
+	Time     int64  `msgpack:"t"`
+	Tenant   string `msgpack:"tn"`
+	Op       string `msgpack:"op"` // "suspend", "resume", "delete"
+	Operator string `msgpack:"o,omitempty"`
+}
+
+// putPlanCmd creates (Create) or updates a plan of the catalogue.
+type putPlanCmd struct {
+	Time     int64      `msgpack:"t"`
+	Plan     plans.Plan `msgpack:"p"`
+	Create   bool       `msgpack:"c,omitempty"`
+	Operator string     `msgpack:"o,omitempty"`
+}
+
+// deletePlanCmd deletes a plan no tenant uses or is scheduled to use.
+type deletePlanCmd struct {
+	Time     int64  `msgpack:"t"`
+	Name     string `msgpack:"n"`
+	Operator string `msgpack:"o,omitempty"`
+}
+
+func (c *agentItemsCmd) when() int64 { return c.Time }
+func (c *setPlanCmd) when() int64    { return c.Time }
+func (c *agentsCmd) when() int64     { return c.Time }
+func (c *applyDueCmd) when() int64   { return c.Time }
+func (c *cancelCmd) when() int64     { return c.Time }
+func (c *tenantOpCmd) when() int64   { return c.Time }
+func (c *putPlanCmd) when() int64    { return c.Time }
+func (c *deletePlanCmd) when() int64 { return c.Time }
+
+func (c *agentItemsCmd) apply(a *applier) *applyResult {
+	res := &applyResult{Items: make([]itemResult, len(c.Items))}
+	for i, it := range c.Items {
+		res.Items[i] = a.applyItem(it, c.DefaultPlan)
+	}
+	return res
+}
+
+func (c *agentsCmd) apply(a *applier) *applyResult {
+	if c.Forget {
+		a.applyForget(c.Agents)
+	} else {
+		a.applyExpire(c.Agents)
+	}
+	return &applyResult{}
 }
 
 func encodeCmd(kind cmdKind, body any) ([]byte, error) {

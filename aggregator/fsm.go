@@ -42,8 +42,9 @@ func NewFSM(catalogue []plans.Plan, log hclog.Logger) *FSM {
 
 // applyResult is what Apply returns for a command, read by the proposer.
 type applyResult struct {
-	Items []itemResult // cmdAgentItems: one per item, in order
-	Err   error        // a refused command
+	Items     []itemResult // cmdAgentItems: one per item, in order
+	Scheduled uint64       // cmdSetPlan: the id of the change scheduled
+	Err       error        // a refused command
 }
 
 // Apply applies one committed log entry.
@@ -61,53 +62,21 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.log.Error("skipping malformed log entry", "index", l.Index, "error", err)
 		return &applyResult{Err: err}
 	}
+	c := newCommand(kind)
+	if c == nil {
+		// A kind this version does not know, in a format version it does:
+		// a newer leader added it. Skipping it would diverge as surely.
+		panic(fmt.Sprintf("aggregator: raft index %d: unknown command kind %d: upgrade this server", l.Index, kind))
+	}
 	var res *applyResult
 	var changed []string
 	f.mu.Lock()
-	switch kind {
-	case cmdAgentItems:
-		var c agentItemsCmd
-		if err := msgpack.Unmarshal(body, &c); err != nil {
-			res = &applyResult{Err: err}
-			break
-		}
-		a := f.s.newApplier(l.Index, c.Time)
-		res = &applyResult{Items: make([]itemResult, len(c.Items))}
-		for i, it := range c.Items {
-			res.Items[i] = a.applyItem(it, c.DefaultPlan)
-		}
+	if err := msgpack.Unmarshal(body, c); err != nil {
+		res = &applyResult{Err: err}
+	} else {
+		a := f.s.newApplier(l.Index, c.when())
+		res = c.apply(a)
 		changed = a.changed
-	case cmdSetPlan:
-		var c setPlanCmd
-		if err := msgpack.Unmarshal(body, &c); err != nil {
-			res = &applyResult{Err: err}
-			break
-		}
-		a := f.s.newApplier(l.Index, c.Time)
-		if !a.applySetPlan(&c) {
-			res = &applyResult{Err: fmt.Errorf("unknown plan %q", c.Plan)}
-		} else {
-			res = &applyResult{}
-		}
-		changed = a.changed
-	case cmdExpire, cmdForget:
-		var c agentsCmd
-		if err := msgpack.Unmarshal(body, &c); err != nil {
-			res = &applyResult{Err: err}
-			break
-		}
-		a := f.s.newApplier(l.Index, c.Time)
-		if kind == cmdExpire {
-			a.applyExpire(c.Agents)
-		} else {
-			a.applyForget(c.Agents)
-		}
-		res, changed = &applyResult{}, a.changed
-	default:
-		// A kind this version does not know, in a format version it does:
-		// a newer leader added it. Skipping it would diverge as surely.
-		f.mu.Unlock()
-		panic(fmt.Sprintf("aggregator: raft index %d: unknown command kind %d: upgrade this server", l.Index, kind))
 	}
 	f.mu.Unlock()
 	if res.Err != nil {
@@ -175,6 +144,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if s.Agents == nil {
 		s.Agents = map[string]*AgentRec{}
+	}
+	if s.Scheduled == nil {
+		s.Scheduled = map[string]*Scheduled{}
 	}
 	for _, t := range s.Tenants {
 		if t.Usage == nil {

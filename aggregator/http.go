@@ -22,7 +22,17 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/tenants", s.consistentRead(s.handleTenants))
 	mux.HandleFunc("GET /v1/tenants/{id}", s.consistentRead(s.handleTenant))
 	mux.HandleFunc("PUT /v1/tenants/{id}/plan", s.leaderOnly(s.handleSetPlan))
+	mux.HandleFunc("GET /v1/tenants/{id}/schedule", s.consistentRead(s.handleSchedule))
+	mux.HandleFunc("DELETE /v1/tenants/{id}/schedule", s.leaderOnly(s.handleCancel))
+	mux.HandleFunc("POST /v1/tenants/{id}/suspend", s.leaderOnly(s.handleTenantOp("suspend")))
+	mux.HandleFunc("POST /v1/tenants/{id}/resume", s.leaderOnly(s.handleTenantOp("resume")))
+	mux.HandleFunc("DELETE /v1/tenants/{id}", s.leaderOnly(s.handleTenantOp("delete")))
+	mux.HandleFunc("GET /v1/audit", s.consistentRead(s.handleAudit))
 	mux.HandleFunc("GET /v1/plans", s.consistentRead(s.handlePlans))
+	mux.HandleFunc("GET /v1/plans/{name}", s.consistentRead(s.handlePlan))
+	mux.HandleFunc("POST /v1/plans", s.leaderOnly(s.handlePutPlan(true)))
+	mux.HandleFunc("PUT /v1/plans/{name}", s.leaderOnly(s.handlePutPlan(false)))
+	mux.HandleFunc("DELETE /v1/plans/{name}", s.leaderOnly(s.handleDeletePlan))
 	mux.HandleFunc("GET /v1/agents", s.consistentRead(s.handleAgents))
 	s.opsRoutes(mux)
 	return jsonhttp.Errors(mux)
@@ -100,7 +110,9 @@ type TenantJSON struct {
 	Plan        string          `json:"plan"`
 	Ceiling     uint64          `json:"ceiling"`
 	Mode        string          `json:"mode"`
+	Suspended   bool            `json:"suspended"`
 	Concurrency ConcurrencyJSON `json:"concurrency"`
+	Scheduled   *ScheduledJSON  `json:"scheduled,omitempty"`
 	Usage       *UsageJSON      `json:"usage,omitempty"`
 }
 
@@ -123,9 +135,12 @@ func byClass(c *classCounts) map[string]uint64 {
 }
 
 func tenantJSON(s *State, t *Tenant) TenantJSON {
-	j := TenantJSON{Tenant: t.Name, Plan: t.Plan, Concurrency: ConcurrencyJSON{Total: t.Open.total(), ByClass: byClass(&t.Open)}}
+	j := TenantJSON{Tenant: t.Name, Plan: t.Plan, Suspended: t.Suspended, Concurrency: ConcurrencyJSON{Total: t.Open.total(), ByClass: byClass(&t.Open)}}
 	if p, ok := s.Plans[t.Plan]; ok {
 		j.Ceiling, j.Mode = p.Ceiling, string(p.Mode)
+	}
+	if sc := s.Scheduled[t.Name]; sc != nil {
+		j.Scheduled = scheduledJSON(sc)
 	}
 	return j
 }
@@ -228,49 +243,3 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, out)
 }
 
-func (s *Server) handleSetPlan(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := plans.ValidateTenantID(id); err != nil {
-		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	var body struct {
-		Plan string `json:"plan"`
-	}
-	if !jsonhttp.Decode(w, r, maxBody, &body) {
-		return
-	}
-	var known bool
-	s.fsm.read(func(st *State) { _, known = st.Plans[body.Plan] })
-	if !known {
-		jsonhttp.Error(w, http.StatusBadRequest, fmt.Sprintf("unknown plan %q", body.Plan))
-		return
-	}
-	cmd := setPlanCmd{Time: s.clock.stamp(), Tenant: id, Plan: body.Plan, Operator: r.Header.Get("X-Headroom-Operator")}
-	data, err := encodeCmd(cmdSetPlan, &cmd)
-	if err != nil {
-		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	f := s.node.Raft.Apply(data, 10*time.Second)
-	if err := f.Error(); err != nil {
-		code := http.StatusInternalServerError
-		if isNotLeader(err) {
-			code = http.StatusServiceUnavailable
-		}
-		jsonhttp.Error(w, code, fmt.Sprintf("plan change not committed: %v", err))
-		return
-	}
-	if res, _ := f.Response().(*applyResult); res != nil && res.Err != nil {
-		jsonhttp.Error(w, http.StatusBadRequest, res.Err.Error())
-		return
-	}
-	var out TenantJSON
-	s.fsm.read(func(st *State) {
-		if t := st.Tenants[id]; t != nil {
-			out = tenantJSON(st, t)
-		}
-	})
-	w.Header().Set("X-Headroom-Index", strconv.FormatUint(f.Index(), 10))
-	jsonhttp.Write(w, http.StatusOK, out)
-}

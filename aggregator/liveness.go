@@ -37,8 +37,10 @@ func (l *liveness) heard(agent string) {
 	l.mu.Unlock()
 }
 
+// run does the leader's periodic duties: expiring and forgetting agents,
+// and proposing scheduled plan changes once due.
 func (l *liveness) run(ctx context.Context) {
-	every := min(l.grace/4, time.Second)
+	every := min(l.grace/4, 250*time.Millisecond)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var leaderSince time.Time
@@ -58,6 +60,29 @@ func (l *liveness) run(ctx context.Context) {
 		expire, forget := l.due(leaderSince)
 		l.propose(cmdExpire, expire)
 		l.propose(cmdForget, forget)
+		l.applyDue()
+	}
+}
+
+// applyDue proposes the scheduled plan changes whose time has come; the
+// state machine applies each at its own scheduled time.
+func (l *liveness) applyDue() {
+	now := l.now().UnixNano()
+	due := false
+	l.fsm.read(func(s *State) {
+		for _, sc := range s.Scheduled {
+			due = due || sc.At <= now
+		}
+	})
+	if !due {
+		return
+	}
+	data, err := encodeCmd(cmdApplyDue, &applyDueCmd{Time: l.clock.stamp()})
+	if err == nil {
+		err = l.raft.Apply(data, 5*time.Second).Error()
+	}
+	if err != nil {
+		l.log.Warn("scheduled plan changes not applied yet; retrying", "error", err)
 	}
 }
 

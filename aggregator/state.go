@@ -42,6 +42,13 @@ type State struct {
 	Plans   map[string]plans.Plan
 	Tenants map[string]*Tenant
 	Agents  map[string]*AgentRec
+	// Scheduled holds each tenant's pending plan change (at most one).
+	Scheduled map[string]*Scheduled
+	// NextID numbers scheduled changes.
+	NextID uint64
+	// Audit lists every change of plans, tenants' plans and tenants'
+	// standing, oldest first.
+	Audit []AuditEntry
 }
 
 // Tenant is one customer app.
@@ -52,6 +59,11 @@ type Tenant struct {
 	Plan string
 	// Open is the global open count per class, all agents together.
 	Open classCounts
+	// Suspended tenants' new sessions are refused; running ones go on.
+	Suspended bool
+	// History lists the plans the tenant was put on, oldest first, each
+	// from its effective time (what bills prorate by).
+	History []Holding
 	// Changed is the Raft index at which anything of the tenant last changed.
 	Changed uint64
 	// Usage per billing period ("2006-01", UTC).
@@ -84,9 +96,10 @@ type AgentRec struct {
 // NewState returns an empty state holding the given plan catalogue.
 func NewState(catalogue []plans.Plan) *State {
 	s := &State{
-		Plans:   make(map[string]plans.Plan, len(catalogue)),
-		Tenants: make(map[string]*Tenant),
-		Agents:  make(map[string]*AgentRec),
+		Plans:     make(map[string]plans.Plan, len(catalogue)),
+		Tenants:   make(map[string]*Tenant),
+		Agents:    make(map[string]*AgentRec),
+		Scheduled: make(map[string]*Scheduled),
 	}
 	for _, p := range catalogue {
 		s.Plans[p.Name] = p
@@ -140,7 +153,7 @@ func (a *applier) tenant(name, defaultPlan string) *Tenant {
 	if t == nil {
 		t = &Tenant{Name: name, Usage: make(map[string]*Usage)}
 		if _, ok := a.s.Plans[defaultPlan]; ok {
-			t.Plan = defaultPlan
+			a.putOnPlan(t, defaultPlan, a.now)
 		}
 		a.s.Tenants[name] = t
 	}
@@ -348,13 +361,3 @@ func (a *applier) applyForget(refs []agentRef) {
 	}
 }
 
-// applySetPlan puts a tenant on a plan; it reports false for an unknown plan.
-func (a *applier) applySetPlan(c *setPlanCmd) bool {
-	if _, ok := a.s.Plans[c.Plan]; !ok {
-		return false
-	}
-	t := a.tenant(c.Tenant, "")
-	t.Plan = c.Plan
-	a.touch(t)
-	return true
-}

@@ -527,6 +527,6 @@ func tenantInfo(s *State, t *Tenant) (wire.TenantInfo, bool) {
 	}
 	return wire.TenantInfo{
 		Tenant: t.Name, Plan: p.Name, Ceiling: p.Ceiling, Mode: string(p.Mode),
-		BurstPct: p.BurstPct, Concurrency: t.Open.total(),
+		BurstPct: p.BurstPct, Concurrency: t.Open.total(), Suspended: t.Suspended,
 	}, true
 }

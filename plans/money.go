@@ -1,8 +1,11 @@
 package plans
 
 import (
+	"fmt"
 	"math"
 	"math/bits"
+	"strconv"
+	"strings"
 )
 
 // mulDivHalfUp returns a×b/d rounded half up (…0.5 goes up), computed
@@ -92,4 +95,34 @@ func appendThousands(b []byte, n uint64) []byte {
 		}
 	}
 	return append(b, buf[i:]...)
+}
+
+// ParseMicro reads a decimal amount such as "1499", "0.89" or "1,499.00"
+// (at most 6 decimals, not negative) into micro-units, exactly.
+func ParseMicro(s string) (Micro, error) {
+	in := s
+	s = strings.ReplaceAll(s, ",", "")
+	whole, frac, _ := strings.Cut(s, ".")
+	if whole == "" && frac == "" || len(frac) > 6 {
+		return 0, fmt.Errorf("amount %q: want a number with at most 6 decimals", in)
+	}
+	for _, part := range []string{whole, frac} {
+		for _, c := range part {
+			if c < '0' || c > '9' {
+				return 0, fmt.Errorf("amount %q: want a number with at most 6 decimals", in)
+			}
+		}
+	}
+	var w uint64
+	if whole != "" {
+		var err error
+		if w, err = strconv.ParseUint(whole, 10, 64); err != nil || w > math.MaxInt64/1_000_000 {
+			return 0, fmt.Errorf("amount %q: too large", in)
+		}
+	}
+	f := uint64(0)
+	if frac != "" {
+		f, _ = strconv.ParseUint(frac+strings.Repeat("0", 6-len(frac)), 10, 64)
+	}
+	return Micro(w*1_000_000 + f), nil
 }

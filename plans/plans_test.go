@@ -276,3 +276,29 @@ func TestFormatMicro(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMicro(t *testing.T) {
+	cases := []struct {
+		in   string
+		want Micro
+		err  bool
+	}{
+		{"1499", 1_499_000_000, false},
+		{"0.89", 890_000, false},
+		{"1,499.00", 1_499_000_000, false},
+		{".5", 500_000, false},
+		{"0.000001", 1, false},
+		{"0.0000001", 0, true},
+		{"-1", 0, true},
+		{"1e3", 0, true},
+		{"", 0, true},
+		{".", 0, true},
+		{"99999999999999999999", 0, true},
+	}
+	for _, tc := range cases {
+		got, err := ParseMicro(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("ParseMicro(%q) = %d, %v; want %d (error %v)", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}

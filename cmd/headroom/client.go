@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/user"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -18,6 +19,18 @@ import (
 	"github.com/headroom-rtc/headroom/aggregator"
 	"github.com/headroom-rtc/headroom/plans"
 )
+
+// operatorName names who runs the CLI, for the audit log: user@host.
+func operatorName() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	if h, err := os.Hostname(); err == nil {
+		name += "@" + h
+	}
+	return name
+}
 
 // clientFlags are accepted both before the subcommand and on each leaf
 // command; a fresh set each time, so each command owns its flag values.
@@ -102,9 +115,7 @@ func (cl *client) raw(method, path string, body io.Reader) (*http.Response, erro
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if u, err := os.Hostname(); err == nil {
-		req.Header.Set("X-Headroom-Operator", os.Getenv("USER")+"@"+u)
-	}
+	req.Header.Set("X-Headroom-Operator", operatorName())
 	resp, err := cl.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the aggregator at %s: %w", cl.base, err)
@@ -212,17 +223,125 @@ func tenantCommand() *cli.Command {
 					}
 				})
 			}, 1, &cli.StringFlag{Name: "period", Usage: "billing period YYYY-MM (default: the current one)"}),
-			leaf("set-plan", "put a tenant on a plan (creates the tenant if absent)", "TENANT PLAN", func(c *cli.Context, cl *client, args []string) error {
-				var t aggregator.TenantJSON
-				if err := cl.do("PUT", "/v1/tenants/"+url.PathEscape(args[0])+"/plan", map[string]string{"plan": args[1]}, &t); err != nil {
+			leaf("set-plan", "put a tenant on a plan (creates the tenant if absent); an upgrade defaults to now, a downgrade to the period's end",
+				"[--at now|period-end|RFC3339] TENANT PLAN", func(c *cli.Context, cl *client, args []string) error {
+					var t aggregator.TenantJSON
+					body := map[string]string{"plan": args[1], "at": c.String("at")}
+					if err := cl.do("PUT", "/v1/tenants/"+url.PathEscape(args[0])+"/plan", body, &t); err != nil {
+						return err
+					}
+					return cl.print(t, func(w io.Writer) {
+						if sc := t.Scheduled; sc != nil && sc.Plan == args[1] {
+							fmt.Fprintf(w, "%s stays on %s until %s, then moves to %s (change %d; cancel with: headroom tenant cancel %s)\n", t.Tenant, t.Plan, sc.At, sc.Plan, sc.ID, t.Tenant)
+							return
+						}
+						fmt.Fprintf(w, "%s is now on %s (ceiling %d, %s)\n", t.Tenant, t.Plan, t.Ceiling, t.Mode)
+					})
+				}, 2, &cli.StringFlag{Name: "at", Usage: "now, period-end or an RFC 3339 time (default: now for an upgrade, period-end for a downgrade)"}),
+			leaf("schedule", "show a tenant's scheduled plan change", "TENANT", func(c *cli.Context, cl *client, args []string) error {
+				var ss []aggregator.ScheduledJSON
+				if err := cl.do("GET", "/v1/tenants/"+url.PathEscape(args[0])+"/schedule", nil, &ss); err != nil {
 					return err
 				}
-				return cl.print(t, func(w io.Writer) {
-					fmt.Fprintf(w, "%s is now on %s (ceiling %d, %s)\n", t.Tenant, t.Plan, t.Ceiling, t.Mode)
+				return cl.print(ss, func(w io.Writer) {
+					fmt.Fprintln(w, "ID\tPLAN\tAT\tSCHEDULED\tBY")
+					for _, s := range ss {
+						fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", s.ID, s.Plan, s.At, s.Created, s.Operator)
+					}
 				})
-			}, 2),
+			}, 1),
+			leaf("cancel", "cancel a tenant's scheduled plan change", "[--id N] TENANT", func(c *cli.Context, cl *client, args []string) error {
+				path := "/v1/tenants/" + url.PathEscape(args[0]) + "/schedule"
+				if id := c.Uint64("id"); id != 0 {
+					path += fmt.Sprintf("?id=%d", id)
+				}
+				var t aggregator.TenantJSON
+				if err := cl.do("DELETE", path, nil, &t); err != nil {
+					return err
+				}
+				return cl.print(t, func(w io.Writer) { fmt.Fprintf(w, "cancelled; %s stays on %s\n", t.Tenant, t.Plan) })
+			}, 1, &cli.Uint64Flag{Name: "id", Usage: "the change's id (default: whatever is pending)"}),
+			tenantOp("suspend", "refuse a tenant's new sessions (running ones go on)", "POST", "/suspend"),
+			tenantOp("resume", "admit a suspended tenant's sessions again", "POST", "/resume"),
+			tenantOp("delete", "delete a tenant (refused while it has open sessions or unbilled usage)", "DELETE", ""),
 		},
 	}
+}
+
+func tenantOp(name, usage, method, suffix string) *cli.Command {
+	return leaf(name, usage, "TENANT", func(c *cli.Context, cl *client, args []string) error {
+		var out map[string]any
+		if err := cl.do(method, "/v1/tenants/"+url.PathEscape(args[0])+suffix, nil, &out); err != nil {
+			return err
+		}
+		return cl.print(out, func(w io.Writer) { fmt.Fprintf(w, "%s: %s done\n", args[0], name) })
+	}, 1)
+}
+
+func auditCommand() *cli.Command {
+	return leaf("audit", "every change of plans and tenants, newest first", "[--tenant T] [--limit N]", func(c *cli.Context, cl *client, _ []string) error {
+		q := url.Values{}
+		if t := c.String("tenant"); t != "" {
+			q.Set("tenant", t)
+		}
+		if n := c.Int("limit"); n > 0 {
+			q.Set("limit", fmt.Sprint(n))
+		}
+		var es []aggregator.AuditJSON
+		if err := cl.do("GET", "/v1/audit?"+q.Encode(), nil, &es); err != nil {
+			return err
+		}
+		return cl.print(es, func(w io.Writer) {
+			fmt.Fprintln(w, "TIME\tTENANT\tCHANGE\tOPERATOR\tBEFORE\tAFTER")
+			for _, e := range es {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time, e.Tenant, e.Kind, e.Operator, e.Before, e.After)
+			}
+		})
+	}, 0, &cli.StringFlag{Name: "tenant", Usage: "only this tenant's changes"}, &cli.IntFlag{Name: "limit", Usage: "at most this many entries (default 1000)"})
+}
+
+// planFlags set a plan's terms; update changes only the flags given.
+func planFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "billing", Usage: "payg or package"},
+		&cli.StringFlag{Name: "fee", Usage: "monthly fee, e.g. 1499 or 199.00"},
+		&cli.Uint64Flag{Name: "ceiling", Usage: "most concurrent sessions (0 with --mode meter)"},
+		&cli.StringFlag{Name: "mode", Usage: "strict, soft or meter"},
+		&cli.UintFlag{Name: "burst", Usage: "how far above the ceiling a soft plan admits, in percent"},
+		&cli.Uint64Flag{Name: "included", Usage: "unit-minutes included in the fee"},
+		&cli.StringFlag{Name: "overage", Usage: "price per 1,000 unit-minutes beyond the included ones"},
+	}
+}
+
+func applyPlanFlags(c *cli.Context, p *plans.Plan) error {
+	if c.IsSet("billing") {
+		p.Billing = plans.Billing(c.String("billing"))
+	}
+	for _, m := range []struct {
+		flag string
+		to   *plans.Micro
+	}{{"fee", &p.FeeMonthly}, {"overage", &p.OveragePer1000}} {
+		if c.IsSet(m.flag) {
+			v, err := plans.ParseMicro(c.String(m.flag))
+			if err != nil {
+				return fmt.Errorf("--%s: %w", m.flag, err)
+			}
+			*m.to = v
+		}
+	}
+	if c.IsSet("ceiling") {
+		p.Ceiling = c.Uint64("ceiling")
+	}
+	if c.IsSet("mode") {
+		p.Mode = plans.Mode(c.String("mode"))
+	}
+	if c.IsSet("burst") {
+		p.BurstPct = uint32(c.Uint("burst"))
+	}
+	if c.IsSet("included") {
+		p.IncludedUnitMinutes = c.Uint64("included")
+	}
+	return p.Validate()
 }
 
 func planCommand() *cli.Command {
@@ -246,6 +365,46 @@ func planCommand() *cli.Command {
 					}
 				})
 			}, 0),
+			leaf("show", "show one plan", "PLAN", func(c *cli.Context, cl *client, args []string) error {
+				var p plans.Plan
+				if err := cl.do("GET", "/v1/plans/"+url.PathEscape(args[0]), nil, &p); err != nil {
+					return err
+				}
+				return cl.print(p, func(w io.Writer) {
+					fmt.Fprintf(w, "plan\t%s\nbilling\t%s\nfee/month\t%s\nceiling\t%d\nmode\t%s\nburst\t%d%%\nincluded unit-minutes\t%d\noverage/1000\t%s\n",
+						p.Name, p.Normalized().Billing, money(p.FeeMonthly), p.Ceiling, p.Mode, p.BurstPct, p.IncludedUnitMinutes, money(p.OveragePer1000))
+				})
+			}, 1),
+			leaf("create", "add a plan to the catalogue", "--fee F --ceiling N --mode M [...] PLAN", func(c *cli.Context, cl *client, args []string) error {
+				p := plans.Plan{Name: args[0]}
+				if err := applyPlanFlags(c, &p); err != nil {
+					return err
+				}
+				if err := cl.do("POST", "/v1/plans", p, &p); err != nil {
+					return err
+				}
+				return cl.print(p, func(w io.Writer) { fmt.Fprintf(w, "created %s\n", p.Name) })
+			}, 1, planFlags()...),
+			leaf("update", "change a plan's terms (only the flags given); tenants on it follow at once", "[--fee F] [--ceiling N] [...] PLAN", func(c *cli.Context, cl *client, args []string) error {
+				var p plans.Plan
+				if err := cl.do("GET", "/v1/plans/"+url.PathEscape(args[0]), nil, &p); err != nil {
+					return err
+				}
+				if err := applyPlanFlags(c, &p); err != nil {
+					return err
+				}
+				if err := cl.do("PUT", "/v1/plans/"+url.PathEscape(args[0]), p, &p); err != nil {
+					return err
+				}
+				return cl.print(p, func(w io.Writer) { fmt.Fprintf(w, "updated %s\n", p.Name) })
+			}, 1, planFlags()...),
+			leaf("delete", "remove a plan no tenant uses", "PLAN", func(c *cli.Context, cl *client, args []string) error {
+				var out map[string]string
+				if err := cl.do("DELETE", "/v1/plans/"+url.PathEscape(args[0]), nil, &out); err != nil {
+					return err
+				}
+				return cl.print(out, func(w io.Writer) { fmt.Fprintf(w, "deleted %s\n", args[0]) })
+			}, 1),
 		},
 	}
 }

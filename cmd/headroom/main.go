@@ -36,6 +36,7 @@ func newApp() *cli.App {
 			simCommand(),
 			tenantCommand(),
 			planCommand(),
+			auditCommand(),
 			membersCommand(),
 			raftCommand(),
 			snapshotCommand(),
