@@ -242,4 +242,3 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	jsonhttp.Write(w, http.StatusOK, out)
 }
-

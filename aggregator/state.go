@@ -360,4 +360,3 @@ func (a *applier) applyForget(refs []agentRef) {
 		}
 	}
 }
-

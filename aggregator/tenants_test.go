@@ -173,10 +173,10 @@ func TestResolveAt(t *testing.T) {
 		want     int64
 		err      bool
 	}{
-		{"", nil, &growth, 0, false},              // a new tenant: now
-		{"", &starter, &growth, 0, false},         // upgrade: now
-		{"", &growth, &starter, end, false},       // downgrade: period end
-		{"now", &growth, &starter, 0, false},      // downgrade asked for now
+		{"", nil, &growth, 0, false},         // a new tenant: now
+		{"", &starter, &growth, 0, false},    // upgrade: now
+		{"", &growth, &starter, end, false},  // downgrade: period end
+		{"now", &growth, &starter, 0, false}, // downgrade asked for now
 		{"period-end", &starter, &growth, end, false},
 		{"2026-11-28T00:00:00Z", &starter, &growth, time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC).UnixNano(), false},
 		{"2026-11-01T00:00:00Z", &starter, &growth, 0, false}, // in the past: now
