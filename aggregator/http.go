@@ -22,6 +22,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/tenants", s.consistentRead(s.handleTenants))
 	mux.HandleFunc("GET /v1/tenants/{id}", s.consistentRead(s.handleTenant))
 	mux.HandleFunc("PUT /v1/tenants/{id}/plan", s.leaderOnly(s.handleSetPlan))
+	mux.HandleFunc("GET /v1/tenants/{id}/usage", s.consistentRead(s.handleUsage))
+	mux.HandleFunc("GET /v1/tenants/{id}/advice", s.consistentRead(s.handleAdvice))
 	mux.HandleFunc("GET /v1/tenants/{id}/schedule", s.consistentRead(s.handleSchedule))
 	mux.HandleFunc("DELETE /v1/tenants/{id}/schedule", s.leaderOnly(s.handleCancel))
 	mux.HandleFunc("POST /v1/tenants/{id}/suspend", s.leaderOnly(s.handleTenantOp("suspend")))
@@ -203,6 +205,10 @@ func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, out)
 }
 
+func sortPlans(ps []plans.Plan) {
+	sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
+}
+
 func (s *Server) handlePlans(w http.ResponseWriter, r *http.Request) {
 	var out []plans.Plan
 	s.fsm.read(func(st *State) {
@@ -210,7 +216,7 @@ func (s *Server) handlePlans(w http.ResponseWriter, r *http.Request) {
 			out = append(out, p)
 		}
 	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sortPlans(out)
 	jsonhttp.Write(w, http.StatusOK, out)
 }
 

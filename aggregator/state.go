@@ -76,6 +76,20 @@ type Usage struct {
 	Refused    classCounts // refused admissions
 	PCU        uint64      // peak concurrent sessions, all classes
 	PCUByClass classCounts
+	// Buckets split the period's usage by UTC day and by plan held, in
+	// time order: what bills consume allowances in and daily peaks come
+	// from. Kept for the current and the previous period.
+	Buckets []Bucket
+}
+
+// Bucket is a tenant's usage from From until the next bucket: within one
+// UTC day, under one plan.
+type Bucket struct {
+	From    int64 // unix ns
+	Plan    string
+	Micros  classCounts
+	Refused uint64
+	Peak    uint64 // highest global open count seen
 }
 
 // AgentRec is what the cluster remembers of one agent.
@@ -126,11 +140,12 @@ type itemResult struct {
 
 // applier carries what one entry's application needs.
 type applier struct {
-	s       *State
-	now     int64
-	period  string
-	index   uint64
-	changed []string // tenants changed by this entry, each once
+	s        *State
+	now      int64
+	period   string
+	dayStart int64 // start of the entry's UTC day, unix ns
+	index    uint64
+	changed  []string // tenants changed by this entry, each once
 }
 
 func (s *State) newApplier(index uint64, t int64) *applier {
@@ -138,7 +153,8 @@ func (s *State) newApplier(index uint64, t int64) *applier {
 		t = s.Time // entry time never moves backwards
 	}
 	s.Time, s.Index = t, index
-	return &applier{s: s, now: t, period: plans.PeriodOf(time.Unix(0, t)).String(), index: index}
+	day := time.Unix(0, t).UTC().Truncate(24 * time.Hour).UnixNano()
+	return &applier{s: s, now: t, period: plans.PeriodOf(time.Unix(0, t)).String(), dayStart: day, index: index}
 }
 
 func (a *applier) touch(t *Tenant) {
@@ -230,9 +246,12 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 // and raises the class peak: the global figure with this agent at the peak
 // it reported for the interval instead of where it ended.
 func (a *applier) bookUsage(t *Tenant, c int, e *wire.DeltaEntry, agentNow uint64) {
-	u := t.usage(a.period)
+	u := a.usage(t)
 	u.Micros[c] += e.SessionMicros
 	u.Refused[c] += e.Refused
+	b := a.bucket(t, u)
+	b.Micros[c] += e.SessionMicros
+	b.Refused += e.Refused
 	peak := t.Open[c]
 	if e.Peak > agentNow {
 		peak += e.Peak - agentNow
@@ -240,10 +259,48 @@ func (a *applier) bookUsage(t *Tenant, c int, e *wire.DeltaEntry, agentNow uint6
 	if peak > u.PCUByClass[c] {
 		u.PCUByClass[c] = peak
 	}
-	if tot := t.Open.total(); tot > u.PCU {
-		u.PCU = tot
-	}
+	a.raisePeak(u, b, t.Open.total())
 	a.touch(t)
+}
+
+// raisePeak raises the period's and the bucket's peak to peak.
+func (a *applier) raisePeak(u *Usage, b *Bucket, peak uint64) {
+	u.PCU = max(u.PCU, peak)
+	b.Peak = max(b.Peak, peak)
+}
+
+// usage returns the tenant's usage of the entry's period. Opening a new
+// period drops the buckets of those before the previous one: closed
+// periods keep their totals only.
+func (a *applier) usage(t *Tenant) *Usage {
+	if u := t.Usage[a.period]; u != nil {
+		return u
+	}
+	u := t.usage(a.period)
+	cur, _ := plans.ParsePeriod(a.period)
+	keep := cur.Prev().String()
+	for p, old := range t.Usage {
+		if p < keep {
+			old.Buckets = nil
+		}
+	}
+	return u
+}
+
+// bucket returns the tenant's open usage bucket: a new one at the start of
+// each UTC day and at each plan change.
+func (a *applier) bucket(t *Tenant, u *Usage) *Bucket {
+	if n := len(u.Buckets); n > 0 {
+		if b := &u.Buckets[n-1]; b.From >= a.dayStart && b.Plan == t.Plan {
+			return b
+		}
+	}
+	from := a.dayStart
+	if h := len(t.History); h > 0 && t.History[h-1].From > from {
+		from = min(t.History[h-1].From, a.now)
+	}
+	u.Buckets = append(u.Buckets, Bucket{From: from, Plan: t.Plan})
+	return &u.Buckets[len(u.Buckets)-1]
 }
 
 // bookTenantPeaks raises each tenant's total PCU with the agent's reported
@@ -262,9 +319,8 @@ func (a *applier) bookTenantPeaks(rec *AgentRec, peaks []wire.TenantPeak) {
 		if p.Peak > mine {
 			peak += p.Peak - mine
 		}
-		u := t.usage(a.period)
-		if peak > u.PCU {
-			u.PCU = peak
+		if u := a.usage(t); peak > u.PCU || peak > a.bucket(t, u).Peak {
+			a.raisePeak(u, a.bucket(t, u), peak)
 			a.touch(t)
 		}
 	}

@@ -36,6 +36,8 @@ func newApp() *cli.App {
 			simCommand(),
 			tenantCommand(),
 			planCommand(),
+			usageCommand(),
+			adviseCommand(),
 			auditCommand(),
 			membersCommand(),
 			raftCommand(),
