@@ -332,7 +332,7 @@ func TestClusterLifecycle(t *testing.T) {
 	for _, s := range all {
 		waitApplied(t, s, idx)
 		var e raft.Log
-		if err := s.node.wal.GetLog(1, &e); err != nil || e.Type != raft.LogConfiguration {
+		if err := s.node.db.GetLog(1, &e); err != nil || e.Type != raft.LogConfiguration {
 			t.Fatalf("%s: entry 1 is %v (%v), want the bootstrap configuration", s.id, e.Type, err)
 		}
 		if first == nil {

@@ -1,5 +1,5 @@
 // Package cluster runs an aggregator server's share of the cluster: the Raft
-// node that replicates the state machine (raft-wal log and stable store,
+// node that replicates the state machine (raft-boltdb log and stable store,
 // raft's file snapshots, TCP transport), gossip membership
 // (hashicorp/memberlist), and on the leader the membership reconcile loop
 // and hashicorp/raft-autopilot. It knows nothing of what the state machine

@@ -16,8 +16,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	autopilot "github.com/hashicorp/raft-autopilot"
-	raftwal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // DefaultDeadServerReap is how long a server must stay failed before the
@@ -28,7 +27,7 @@ const DefaultDeadServerReap = 5 * time.Minute
 // Config configures a server: its Raft node and, with GossipAddr set, its
 // gossip membership.
 type Config struct {
-	// DataDir holds the log (raft/wal), the snapshots (raft/snapshots) and
+	// DataDir holds the log (raft/raft.db), the snapshots (raft/snapshots) and
 	// the known members (members.json). (Required)
 	DataDir string
 	// BindAddr is the TCP address Raft listens on; port 0 picks a free
@@ -51,6 +50,10 @@ type Config struct {
 	Logger hclog.Logger
 	// Tuning overrides the LAN defaults of Tuned. (Optional)
 	Tuning func(*raft.Config)
+	// Applied returns the index of the last entry the state machine has
+	// consumed (Raft's own applied index only says what was handed to it).
+	// Ready uses it when set. (Optional)
+	Applied func() uint64
 
 	// GossipAddr is the host:port memberlist binds (UDP and TCP); port 0
 	// picks a free port. Empty runs no gossip: a single server as before,
@@ -89,6 +92,10 @@ type Config struct {
 	Gossip func(*memberlist.Config)
 }
 
+// logCacheSize is how many recent log entries are kept in memory in front
+// of the log store, so replicating to followers rarely reads from disk.
+const logCacheSize = 1024
+
 // Node is a running server: Raft, and with gossip configured, memberlist
 // and the goroutines that keep the two in step.
 //
@@ -96,8 +103,7 @@ type Config struct {
 type Node struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
-	wal       *raftwal.WAL
-	walMeta   *metadb.BoltMetaDB // closed by us: WAL.Close leaves it open (raft-wal v0.4.0)
+	db        *raftboltdb.BoltStore // the log and the stable store
 	id        raft.ServerID
 	addr      raft.ServerAddress
 
@@ -175,28 +181,28 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 	cfg.Logger = log
 	rlog := log.Named("raft")
 
-	walDir := filepath.Join(cfg.DataDir, "raft", "wal")
-	if err := os.MkdirAll(walDir, 0o700); err != nil {
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	walMeta := &metadb.BoltMetaDB{}
-	wal, err := raftwal.Open(walDir, raftwal.WithLogger(rlog.Named("wal")), raftwal.WithMetaStore(walMeta))
+	dbPath := filepath.Join(raftDir, "raft.db")
+	db, err := raftboltdb.New(raftboltdb.Options{Path: dbPath})
 	if err != nil {
-		walMeta.Close()
-		return nil, fmt.Errorf("cluster: open raft log in %s: %w", walDir, err)
+		return nil, fmt.Errorf("cluster: open raft log %s: %w", dbPath, err)
 	}
-	closeWAL := func() {
-		wal.Close()
-		walMeta.Close()
+	logs, err := raft.NewLogCache(logCacheSize, db)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "raft"), 2, rlog.Named("snapshots"))
 	if err != nil {
-		closeWAL()
+		db.Close()
 		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
 	}
 	trans, err := newTransport(cfg, rlog.Named("transport"))
 	if err != nil {
-		closeWAL()
+		db.Close()
 		return nil, err
 	}
 	rc := Tuned(cfg.ServerID)
@@ -205,27 +211,27 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		cfg.Tuning(rc)
 	}
 	n := &Node{
-		Transport: trans, wal: wal, walMeta: walMeta, id: rc.LocalID, addr: trans.LocalAddr(),
+		Transport: trans, db: db, id: rc.LocalID, addr: trans.LocalAddr(),
 		cfg: cfg, log: log,
 		client: &http.Client{Timeout: 2 * time.Second},
 	}
 	n.meta = cfg.Meta
 	n.meta.Raft = string(n.addr)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	has, err := raft.HasExistingState(wal, wal, snaps)
+	has, err := raft.HasExistingState(logs, db, snaps)
 	if err != nil {
 		n.closeStores()
 		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
 	}
 	if cfg.Bootstrap && !has {
 		conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: n.id, Address: n.addr}}}
-		if err := raft.BootstrapCluster(rc, wal, wal, snaps, trans, conf); err != nil {
+		if err := raft.BootstrapCluster(rc, logs, db, snaps, trans, conf); err != nil {
 			n.closeStores()
 			return nil, fmt.Errorf("cluster: bootstrap: %w", err)
 		}
 		log.Info("bootstrapped a new cluster", "id", n.id, "raft_addr", n.addr)
 	}
-	r, err := raft.NewRaft(rc, fsm, wal, wal, snaps, trans)
+	r, err := raft.NewRaft(rc, fsm, logs, db, snaps, trans)
 	if err != nil {
 		n.closeStores()
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
@@ -316,8 +322,7 @@ func (n *Node) Addr() string { return string(n.addr) }
 
 func (n *Node) closeStores() {
 	n.Transport.Close()
-	n.wal.Close()
-	n.walMeta.Close()
+	n.db.Close()
 }
 
 // stopManagers stops the background work (run loop and autopilot,
@@ -407,16 +412,38 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 	}
 }
 
-// Ready reports whether this node knows a leader and has applied every entry
-// up to the commit index it knows, with the reason when it has not.
+// Ready reports whether this node knows a leader and its state machine has
+// consumed every command entry up to the commit index it knows, with the
+// reason when it has not. (Entries the state machine never sees, such as
+// a new leader's no-op or configuration changes, do not count.)
 func (n *Node) Ready() (bool, string) {
 	addr, _ := n.Raft.LeaderWithID()
 	if addr == "" {
 		return false, "no leader known"
 	}
 	applied, commit := n.Raft.AppliedIndex(), n.Raft.CommitIndex()
+	if n.cfg.Applied != nil {
+		applied = n.cfg.Applied()
+		if commit > applied && commit-applied > readyScan {
+			return false, fmt.Sprintf("state machine at index %d, commit index %d", applied, commit)
+		}
+		for i := applied + 1; i <= commit; i++ {
+			var e raft.Log
+			if err := n.db.GetLog(i, &e); err != nil {
+				break // compacted away: covered by a snapshot the state machine restored
+			}
+			if e.Type == raft.LogCommand {
+				return false, fmt.Sprintf("state machine at index %d, commit index %d", applied, commit)
+			}
+		}
+		return true, ""
+	}
 	if applied < commit {
 		return false, fmt.Sprintf("applied index %d behind commit index %d", applied, commit)
 	}
 	return true, ""
 }
+
+// readyScan bounds the entries Ready inspects beyond the state machine's
+// index; further behind than that, the node is simply not ready.
+const readyScan = 256
