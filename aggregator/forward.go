@@ -26,7 +26,7 @@ const DefaultHoldTime = 7 * time.Second
 
 // setReadHeaders tells a reader how fresh a local answer is.
 func (s *Server) setReadHeaders(w http.ResponseWriter) {
-	w.Header().Set("X-Headroom-Index", strconv.FormatUint(s.node.Raft.AppliedIndex(), 10))
+	w.Header().Set("X-Headroom-Index", strconv.FormatUint(s.fsm.appliedIndex(), 10))
 	leader := s.advertised.HTTP
 	if s.node.Raft.State() != raft.Leader {
 		leader = ""
@@ -105,23 +105,30 @@ type barrier struct {
 	term uint64
 }
 
-// confirmLeadership verifies that this server is still the leader and,
-// once per term, waits until it has applied every entry committed before
-// it became leader.
+func (b *barrier) done(term uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.term == term
+}
+
+func (b *barrier) set(term uint64) {
+	b.mu.Lock()
+	b.term = term
+	b.mu.Unlock()
+}
+
+// confirmLeadership verifies that this server is still the leader and that
+// it has applied everything committed before its term (its barrier).
 func (s *Server) confirmLeadership() error {
 	if err := s.node.Raft.VerifyLeader().Error(); err != nil {
 		return err
 	}
-	term, _ := strconv.ParseUint(s.node.Raft.Stats()["term"], 10, 64)
-	s.bar.mu.Lock()
-	defer s.bar.mu.Unlock()
-	if s.bar.term == term {
-		return nil
+	if term := s.term(); !s.bar.done(term) {
+		if err := s.node.Raft.Barrier(5 * time.Second).Error(); err != nil {
+			return err
+		}
+		s.bar.set(term)
 	}
-	if err := s.node.Raft.Barrier(5 * time.Second).Error(); err != nil {
-		return err
-	}
-	s.bar.term = term
 	return nil
 }
 

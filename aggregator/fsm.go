@@ -183,6 +183,14 @@ func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (fsmSnapshot) Release() {}
 
+// appliedIndex is the Raft index of the last command this state machine
+// applied (or of the snapshot it restored).
+func (f *FSM) appliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.Index
+}
+
 // read runs fn with the state under the read lock; fn must not keep
 // references to the state after it returns.
 func (f *FSM) read(fn func(s *State)) {

@@ -50,19 +50,21 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 
 // StatusJSON is the body of GET /v1/status.
 type StatusJSON struct {
-	ID           string   `json:"id"`
-	State        string   `json:"state"`
-	Leader       string   `json:"leader"`
-	LeaderID     string   `json:"leader_id"`
-	Term         uint64   `json:"term"`
-	AppliedIndex uint64   `json:"applied_index"`
-	CommitIndex  uint64   `json:"commit_index"`
-	LastIndex    uint64   `json:"last_index"`
-	Voters       []string `json:"voters"`
-	HTTPAddr     string   `json:"http_addr"`
-	WireAddr     string   `json:"wire_addr"`
-	RaftAddr     string   `json:"raft_addr"`
-	Agents       int      `json:"agents_connected"`
+	ID           string `json:"id"`
+	State        string `json:"state"`
+	Leader       string `json:"leader"`
+	LeaderID     string `json:"leader_id"`
+	Term         uint64 `json:"term"`
+	AppliedIndex uint64 `json:"applied_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	LastIndex    uint64 `json:"last_index"`
+	// LastSnapshotIndex is the index of this server's latest snapshot.
+	LastSnapshotIndex uint64   `json:"last_snapshot_index"`
+	Voters            []string `json:"voters"`
+	HTTPAddr          string   `json:"http_addr"`
+	WireAddr          string   `json:"wire_addr"`
+	RaftAddr          string   `json:"raft_addr"`
+	Agents            int      `json:"agents_connected"`
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -70,10 +72,12 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	leader, leaderID := rf.LeaderWithID()
 	st := StatusJSON{
 		ID: s.node.ID(), State: raftState(rf.State()), Leader: string(leader), LeaderID: string(leaderID),
-		AppliedIndex: rf.AppliedIndex(), CommitIndex: rf.CommitIndex(), LastIndex: rf.LastIndex(),
+		AppliedIndex: s.fsm.appliedIndex(), CommitIndex: rf.CommitIndex(), LastIndex: rf.LastIndex(),
 		HTTPAddr: s.HTTPAddr(), WireAddr: s.WireAddr(), RaftAddr: s.RaftAddr(), Voters: []string{},
 	}
-	st.Term, _ = strconv.ParseUint(rf.Stats()["term"], 10, 64)
+	stats := rf.Stats()
+	st.Term, _ = strconv.ParseUint(stats["term"], 10, 64)
+	st.LastSnapshotIndex, _ = strconv.ParseUint(stats["last_snapshot_index"], 10, 64)
 	if f := rf.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {
 			if srv.Suffrage == raft.Voter {

@@ -107,7 +107,7 @@ func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
 
 // handleSnapshotSave streams this server's state as of its applied index.
 func (s *Server) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
-	index := s.node.Raft.AppliedIndex()
+	index := s.fsm.appliedIndex()
 	snap, err := s.fsm.Snapshot()
 	if err != nil {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -163,6 +164,7 @@ func New(cfg Config) (*Server, error) {
 		Bootstrap: cfg.Bootstrap, Logger: s.log,
 		GossipAddr: cfg.GossipAddr, AdvertiseHost: cfg.AdvertiseAddr, Join: cfg.Join,
 		BootstrapExpect: cfg.BootstrapExpect, DeadServerReap: cfg.DeadServerReap, Meta: s.advertised,
+		Applied: s.fsm.appliedIndex,
 		Tuning: func(rc *raft.Config) {
 			if cfg.RaftSnapshotThreshold > 0 {
 				rc.SnapshotThreshold = cfg.RaftSnapshotThreshold
@@ -187,7 +189,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.st = &streams{
 		log: s.log.Named("stream"), fsm: s.fsm, raft: s.node.Raft, prop: prop,
-		maxFrame: cfg.MaxFrame, selfAddr: s.advertised.Wire, live: live, servers: s.wireServers,
+		maxFrame: cfg.MaxFrame, selfAddr: s.advertised.Wire, selfID: s.node.ID(), live: live, servers: s.wireServers,
+		ready: func() bool { ok, _ := s.Ready(); return ok },
 		conns: make(map[*agentConn]struct{}),
 	}
 	s.fsm.onChange = s.st.tenantsChanged
@@ -199,7 +202,8 @@ func New(cfg Config) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	s.wg.Add(4)
+	s.wg.Add(5)
+	go func() { defer s.wg.Done(); s.leaderBarrier(ctx) }()
 	go func() { defer s.wg.Done(); prop.run(ctx) }()
 	go func() { defer s.wg.Done(); live.run(ctx) }()
 	go func() { defer s.wg.Done(); s.st.serve(ctx, s.wireLn) }()
@@ -282,8 +286,49 @@ func (s *Server) WireAddr() string { return s.wireLn.Addr().String() }
 // RaftAddr is the advertised Raft address.
 func (s *Server) RaftAddr() string { return s.node.Addr() }
 
-// Ready reports whether the server can answer reads and take writes.
-func (s *Server) Ready() (bool, string) { return s.node.Ready() }
+// Ready reports whether the server can answer reads and take writes: it
+// knows a leader, its state machine has applied everything committed that
+// it knows of, and, on a leader, a barrier in its term has made sure of
+// everything committed before it became leader.
+func (s *Server) Ready() (bool, string) {
+	if ok, why := s.node.Ready(); !ok {
+		return false, why
+	}
+	if s.node.Raft.State() == raft.Leader && !s.bar.done(s.term()) {
+		return false, "new leader still applying what was committed before it"
+	}
+	return true, ""
+}
+
+func (s *Server) term() uint64 {
+	t, _ := strconv.ParseUint(s.node.Raft.Stats()["term"], 10, 64)
+	return t
+}
+
+// leaderBarrier runs a barrier once per term on a new leader, so it serves
+// reads and agent streams only once it has applied everything committed
+// before it.
+func (s *Server) leaderBarrier(ctx context.Context) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if s.node.Raft.State() != raft.Leader {
+			continue
+		}
+		if term := s.term(); !s.bar.done(term) {
+			if err := s.node.Raft.Barrier(5 * time.Second).Error(); err != nil {
+				s.log.Debug("leader barrier", "error", err)
+				continue
+			}
+			s.bar.set(term)
+		}
+	}
+}
 
 // Close stops the listeners, the streams, gossip and Raft. It does not
 // leave the cluster: a leader hands leadership over first, and the server

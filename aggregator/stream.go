@@ -37,11 +37,15 @@ type streams struct {
 	raft     *raft.Raft
 	prop     *proposer
 	maxFrame int
-	selfAddr string
+	selfAddr string // advertised wire address
+	selfID   string // node id
 	live     *liveness
 	// servers returns the leader's wire address ("" if unknown) and the
 	// wire addresses of every live server, for Redirect and Welcome.
 	servers func() (leader string, all []string)
+	// ready reports whether this server has applied all that was
+	// committed before it (see Server.Ready).
+	ready func() bool
 
 	mu    sync.Mutex
 	conns map[*agentConn]struct{}
@@ -277,13 +281,16 @@ func (c *agentConn) greet(h *wire.Hello) (reply wire.Message, ok bool) {
 		return &wire.Error{Code: wire.CodeBadMessage, Message: "hello needs an agent id (1-128 printable characters) and a non-zero epoch"}, false
 	}
 	leader, all := c.st.servers()
+	if c.st.raft.State() == raft.Leader && !c.st.ready() {
+		return &wire.Error{Code: wire.CodeNotLeader, Message: "new leader still applying what was committed before it; retry"}, false
+	}
 	if c.st.raft.State() != raft.Leader {
 		if leader != "" && leader != c.st.selfAddr {
 			return &wire.Redirect{Leader: leader, Servers: all}, false
 		}
 		return &wire.Error{Code: wire.CodeNotLeader, Message: "this server is not the leader and knows none"}, false
 	}
-	w := &wire.Welcome{ServerID: c.st.selfAddr, Version: wire.ProtocolVersion, Servers: all}
+	w := &wire.Welcome{ServerID: c.st.selfID, Version: wire.ProtocolVersion, Servers: all}
 	var old *wire.Error
 	// Epochs are the agent's clock when it made its memory: an unknown
 	// agent whose memory is older than the forget period may have been
