@@ -270,12 +270,17 @@ func (a *Agent) newEpochLocked(reason string) {
 	a.dirty = true
 }
 
+// maxQuickRedirects is how many redirects in a row are followed without
+// waiting.
+const maxQuickRedirects = 3
+
 // errNewEpoch ends a stream after a new epoch was started.
 var errNewEpoch = errors.New("new epoch started")
 
 // connLoop keeps a stream to some server until ctx is done.
 func (a *Agent) connLoop(ctx context.Context) {
 	backoff := a.knobs.backoffMin
+	redirects := 0 // followed in a row without a Welcome
 	for ctx.Err() == nil {
 		a.mu.Lock()
 		addr := a.servers.pick()
@@ -306,6 +311,15 @@ func (a *Agent) connLoop(ctx context.Context) {
 			a.servers.advance()
 		}
 		a.mu.Unlock()
+		// A redirect is followed at once, a few times in a row: servers
+		// agreeing on a leader answer in one hop, and a stale one (pointing
+		// at a leader that just died) falls back to backoff.
+		if end.redirect != "" && end.redirect != addr && redirects < maxQuickRedirects {
+			redirects++
+			a.log.Debug("following redirect", "from", addr, "to", end.redirect)
+			continue
+		}
+		redirects = 0
 		a.log.Warn("stream to server ended; reconnecting", "server", addr, "error", end.err, "redirect", end.redirect, "backoff", backoff)
 		d := backoff/2 + rand.N(backoff+1)
 		if !end.welcomed {
