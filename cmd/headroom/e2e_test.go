@@ -1,141 +1,23 @@
 package main
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
 
-// The end-to-end tests build the binary once and run aggregator and agent
-// as separate processes on loopback ports picked at run time.
-
-var binPath string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "headroom-e2e-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "headroom")
-	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building headroom: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// proc is one running headroom process; its output goes to a log file that
-// is printed when the test fails.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-}
-
-func start(t *testing.T, name string, args ...string) *proc {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(binPath, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() { cmd.Wait(); f.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("--- %s log (tail) ---\n%s", name, b)
-		}
-	})
-	return p
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *proc) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-// waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, limit, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-var httpc = &http.Client{Timeout: 10 * time.Second}
-
-func call(method, url string, body any) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		switch b := body.(type) {
-		case string:
-			rd = strings.NewReader(b)
-		default:
-			j, _ := json.Marshal(b)
-			rd = bytes.NewReader(j)
-		}
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	resp, err := httpc.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, data, err
-}
+// The end-to-end tests of a single aggregator and agent; the helpers they
+// share with the cluster tests are in harness_test.go.
 
 type stack struct {
 	t                     *testing.T
@@ -171,29 +53,6 @@ func (s *stack) startAgent(extra ...string) {
 		_, _, err := call("GET", "http://"+s.api+"/v1/status", nil)
 		return err
 	})
-}
-
-type tenantFig struct {
-	Tenant      string `json:"tenant"`
-	Concurrency struct {
-		Total   uint64            `json:"total"`
-		ByClass map[string]uint64 `json:"by_class"`
-	} `json:"concurrency"`
-	Usage *struct {
-		SecondsByClass map[string]float64 `json:"seconds_by_class"`
-		PCU            uint64             `json:"pcu"`
-	} `json:"usage"`
-}
-
-// truth is what is really open: session id → tenant/class.
-type truth map[string][2]string
-
-func (tr truth) counts() map[string]uint64 {
-	m := map[string]uint64{}
-	for _, tc := range tr {
-		m[tc[0]]++
-	}
-	return m
 }
 
 // agrees checks the aggregator's per-tenant totals against the truth.
@@ -236,15 +95,6 @@ func (s *stack) usage(tenants []string) map[string]float64 {
 		}
 	}
 	return out
-}
-
-func noBackwards(t *testing.T, before, after map[string]float64, when string) {
-	t.Helper()
-	for tn, b := range before {
-		if after[tn] < b-1e-6 { // sums of floats over classes: allow rounding
-			t.Fatalf("%s: usage of %s went backwards: %.3f s then %.3f s", when, tn, b, after[tn])
-		}
-	}
 }
 
 // openAll opens sessions concurrently, retrying 429 while the agent has not
