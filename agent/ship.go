@@ -270,6 +270,9 @@ func (a *Agent) newEpochLocked(reason string) {
 	a.dirty = true
 }
 
+// failoverBackoffMax caps the backoff while servers are down or electing.
+const failoverBackoffMax = 200 * time.Millisecond
+
 // maxQuickRedirects is how many redirects in a row are followed without
 // waiting.
 const maxQuickRedirects = 3
@@ -287,6 +290,7 @@ func (a *Agent) connLoop(ctx context.Context) {
 		a.mu.Unlock()
 		var end streamEnd
 		conn, err := a.dial(ctx, addr)
+		dialFailed := err != nil
 		if err != nil {
 			end.err = fmt.Errorf("dial: %w", err)
 		} else {
@@ -321,6 +325,12 @@ func (a *Agent) connLoop(ctx context.Context) {
 		}
 		redirects = 0
 		a.log.Warn("stream to server ended; reconnecting", "server", addr, "error", end.err, "redirect", end.redirect, "backoff", backoff)
+		if notLeader || dialFailed {
+			// A server that is down, or one that knows no leader yet, is
+			// what a failover looks like: the election takes about a
+			// second, so keep trying the servers at a short interval.
+			backoff = min(backoff, failoverBackoffMax)
+		}
 		d := backoff/2 + rand.N(backoff+1)
 		if !end.welcomed {
 			backoff = min(backoff*2, a.knobs.backoffMax)

@@ -85,7 +85,7 @@ type agentRecord struct {
 }
 
 type hCluster struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	tl      *timeline
 	flags   []string // extra flags of every server
@@ -113,7 +113,7 @@ type hAgent struct {
 
 // newCluster prepares n servers that --join one another with
 // --bootstrap-expect 3 (not started: see startAll).
-func newCluster(t *testing.T, n int, lab *netLab, flags ...string) *hCluster {
+func newCluster(t testing.TB, n int, lab *netLab, flags ...string) *hCluster {
 	c := &hCluster{t: t, dir: t.TempDir(), tl: newTimeline(t), flags: flags, lab: lab}
 	for i := 0; i < n; i++ {
 		c.servers = append(c.servers, c.newServer())
@@ -1612,14 +1612,14 @@ func TestClusterAgentExpiry(t *testing.T) {
 // 6. Duplicate batches and old epochs, straight on the wire.
 
 type wireConn struct {
-	t  *testing.T
+	t  testing.TB
 	nc net.Conn
 	r  *wire.Reader
 }
 
 // wireHello connects to the leader's wire address (following a Redirect),
 // sends Hello and returns the first answer that is not a push.
-func wireHello(t *testing.T, addr, agentID string, epoch uint64) (*wireConn, wire.Message) {
+func wireHello(t testing.TB, addr, agentID string, epoch uint64) (*wireConn, wire.Message) {
 	t.Helper()
 	for hop := 0; hop < 5; hop++ {
 		nc, err := net.DialTimeout("tcp", addr, 5*time.Second)

@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -64,7 +64,7 @@ func freeAddr(t *testing.T) string {
 // command line; every incarnation's output is appended to one log file,
 // whose tail is printed when the test fails.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	argv []string // program and arguments
 	env  []string // added to the test's environment
@@ -78,13 +78,13 @@ type proc struct {
 }
 
 // start runs the headroom binary with args.
-func start(t *testing.T, name string, args ...string) *proc {
+func start(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
 	return startArgv(t, name, append([]string{binPath}, args...), nil)
 }
 
 // startArgv runs argv (program first) with env added to the environment.
-func startArgv(t *testing.T, name string, argv, env []string) *proc {
+func startArgv(t testing.TB, name string, argv, env []string) *proc {
 	t.Helper()
 	p := newProc(t, name, argv, env)
 	if err := p.spawn(); err != nil {
@@ -95,7 +95,7 @@ func startArgv(t *testing.T, name string, argv, env []string) *proc {
 
 // newProc prepares a process without starting it; it is killed, and its log
 // printed on failure, when the test ends.
-func newProc(t *testing.T, name string, argv, env []string) *proc {
+func newProc(t testing.TB, name string, argv, env []string) *proc {
 	t.Helper()
 	p := &proc{t: t, name: name, argv: argv, env: env, log: filepath.Join(t.TempDir(), name+".log")}
 	t.Cleanup(func() {
@@ -293,7 +293,7 @@ func (p *proc) logText() string {
 }
 
 // waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() error) {
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() error) {
 	t.Helper()
 	if err := poll(limit, 50*time.Millisecond, cond); err != nil {
 		t.Fatalf("%s: not within %s: %v", what, limit, err)
@@ -404,7 +404,7 @@ func (tr truth) clone() truth {
 	return c
 }
 
-func noBackwards(t *testing.T, before, after map[string]float64, when string) {
+func noBackwards(t testing.TB, before, after map[string]float64, when string) {
 	t.Helper()
 	for tn, b := range before {
 		if after[tn] < b-1e-6 { // sums of floats over classes: allow rounding
@@ -416,13 +416,13 @@ func noBackwards(t *testing.T, before, after map[string]float64, when string) {
 // timeline records what a test did, for its log: every mark is printed at
 // once with the time since the test began.
 type timeline struct {
-	t     *testing.T
+	t     testing.TB
 	begin time.Time
 	mu    sync.Mutex
 	lines []string
 }
 
-func newTimeline(t *testing.T) *timeline { return &timeline{t: t, begin: time.Now()} }
+func newTimeline(t testing.TB) *timeline { return &timeline{t: t, begin: time.Now()} }
 
 func (tl *timeline) mark(format string, args ...any) {
 	line := fmt.Sprintf("[%7.3fs] ", time.Since(tl.begin).Seconds()) + fmt.Sprintf(format, args...)

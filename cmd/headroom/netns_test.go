@@ -100,7 +100,7 @@ func readLine(r io.Reader) (string, error) {
 // (br_netfilter with a FORWARD policy of DROP, as Docker leaves it) while a
 // new namespace starts with an empty firewall that accepts everything.
 type netLab struct {
-	t        *testing.T
+	t        testing.TB
 	suffix   string // unique per run: in every name
 	prefix   string // "10.R.S": the host is .1, namespace i is .(10+i)
 	sw       string // the switch namespace
@@ -122,7 +122,7 @@ type netNS struct {
 
 // requireNetNS skips the test (or fails it under CI=true) when network
 // namespaces cannot be made here.
-func requireNetNS(t *testing.T) {
+func requireNetNS(t testing.TB) {
 	t.Helper()
 	why := ""
 	switch {
@@ -163,7 +163,7 @@ func ipCmd(args ...string) error {
 	return nil
 }
 
-func ipCmds(t *testing.T, cmds ...[]string) {
+func ipCmds(t testing.TB, cmds ...[]string) {
 	t.Helper()
 	for _, args := range cmds {
 		if err := ipCmd(args...); err != nil {
@@ -177,7 +177,7 @@ func ipCmds(t *testing.T, cmds ...[]string) {
 // also on failure: processes started after newNetLab are killed first (test
 // cleanups run last-registered first), then the forwarders, the links and
 // the namespaces.
-func newNetLab(t *testing.T, n int) *netLab {
+func newNetLab(t testing.TB, n int) *netLab {
 	t.Helper()
 	var r [3]byte
 	rand.Read(r[:])
