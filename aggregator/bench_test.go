@@ -18,15 +18,7 @@ func BenchmarkApplyBatch1000(b *testing.B) {
 	f := NewFSM(nil, nil)
 	idx := uint64(0)
 	applyItems := func(at int64, msgs ...wire.Message) {
-		cmd := agentItemsCmd{Time: at, DefaultPlan: "payg"}
-		for _, m := range msgs {
-			kind := itemDelta
-			if _, ok := m.(*wire.FullState); ok {
-				kind = itemFull
-			}
-			cmd.Items = append(cmd.Items, agentItem{Kind: kind, Body: wire.Append(nil, m)})
-		}
-		data, err := encodeCmd(cmdAgentItems, &cmd)
+		data, err := encodeCmd(cmdAgentItems, itemsCmd(at, "payg", msgs...))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -43,15 +43,7 @@ func (h *fsmHarness) apply(kind cmdKind, body any) *applyResult {
 
 func (h *fsmHarness) items(at time.Time, defaultPlan string, msgs ...wire.Message) []itemResult {
 	h.t.Helper()
-	cmd := agentItemsCmd{Time: at.UnixNano(), DefaultPlan: defaultPlan}
-	for _, m := range msgs {
-		kind := itemDelta
-		if _, ok := m.(*wire.FullState); ok {
-			kind = itemFull
-		}
-		cmd.Items = append(cmd.Items, agentItem{Kind: kind, Region: "eu", Body: wire.Append(nil, m)})
-	}
-	res := h.apply(cmdAgentItems, &cmd)
+	res := h.apply(cmdAgentItems, itemsCmd(at.UnixNano(), defaultPlan, msgs...))
 	if res.Err != nil {
 		h.t.Fatal(res.Err)
 	}

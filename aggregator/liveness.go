@@ -40,19 +40,11 @@ func (l *liveness) heard(agent string) {
 // run does the leader's periodic duties: expiring and forgetting agents,
 // and proposing scheduled plan changes once due.
 func (l *liveness) run(ctx context.Context) {
-	every := min(l.grace/4, 250*time.Millisecond)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
 	var leaderSince time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, min(l.grace/4, 250*time.Millisecond), func() {
 		if l.raft.State() != raft.Leader {
 			leaderSince = time.Time{}
-			continue
+			return
 		}
 		if leaderSince.IsZero() {
 			leaderSince = l.now()
@@ -61,7 +53,7 @@ func (l *liveness) run(ctx context.Context) {
 		l.propose(cmdExpire, expire)
 		l.propose(cmdForget, forget)
 		l.applyDue()
-	}
+	})
 }
 
 // applyDue proposes the scheduled plan changes whose time has come; the

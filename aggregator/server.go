@@ -203,7 +203,7 @@ func New(cfg Config) (*Server, error) {
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	s.wg.Add(5)
-	go func() { defer s.wg.Done(); s.leaderBarrier(ctx) }()
+	go func() { defer s.wg.Done(); every(ctx, 50*time.Millisecond, s.leaderBarrier) }()
 	go func() { defer s.wg.Done(); prop.run(ctx) }()
 	go func() { defer s.wg.Done(); live.run(ctx) }()
 	go func() { defer s.wg.Done(); s.st.serve(ctx, s.wireLn) }()
@@ -308,24 +308,29 @@ func (s *Server) term() uint64 {
 // leaderBarrier runs a barrier once per term on a new leader, so it serves
 // reads and agent streams only once it has applied everything committed
 // before it.
-func (s *Server) leaderBarrier(ctx context.Context) {
-	tick := time.NewTicker(50 * time.Millisecond)
+func (s *Server) leaderBarrier() {
+	if s.node.Raft.State() != raft.Leader {
+		return
+	}
+	if term := s.term(); !s.bar.done(term) {
+		if err := s.node.Raft.Barrier(5 * time.Second).Error(); err != nil {
+			s.log.Debug("leader barrier", "error", err)
+			return
+		}
+		s.bar.set(term)
+	}
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	tick := time.NewTicker(d)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		}
-		if s.node.Raft.State() != raft.Leader {
-			continue
-		}
-		if term := s.term(); !s.bar.done(term) {
-			if err := s.node.Raft.Barrier(5 * time.Second).Error(); err != nil {
-				s.log.Debug("leader barrier", "error", err)
-				continue
-			}
-			s.bar.set(term)
+			fn()
 		}
 	}
 }

@@ -79,7 +79,7 @@ func (st *streams) serve(ctx context.Context, ln net.Listener) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		st.dropWhenFollower(ctx)
+		every(ctx, 250*time.Millisecond, st.dropWhenFollower)
 	}()
 	for {
 		nc, err := ln.Accept()
@@ -123,27 +123,18 @@ func (st *streams) serve(ctx context.Context, ln net.Listener) {
 // dropWhenFollower closes every agent stream of a server that is no longer
 // the leader, so its agents find the new one instead of sending batches
 // that can only fail (or reading tenant state that no longer moves).
-func (st *streams) dropWhenFollower(ctx context.Context) {
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if st.raft.State() == raft.Leader {
-			continue
-		}
-		st.mu.Lock()
-		n := len(st.conns)
-		for c := range st.conns {
-			c.close()
-		}
-		st.mu.Unlock()
-		if n > 0 {
-			st.log.Info("not the leader any more: closed agent streams", "streams", n)
-		}
+func (st *streams) dropWhenFollower() {
+	if st.raft.State() == raft.Leader {
+		return
+	}
+	st.mu.Lock()
+	n := len(st.conns)
+	for c := range st.conns {
+		c.close()
+	}
+	st.mu.Unlock()
+	if n > 0 {
+		st.log.Info("not the leader any more: closed agent streams", "streams", n)
 	}
 }
 

@@ -56,15 +56,7 @@ func newTestServer(t *testing.T, clock *fakeClock) *Server {
 // commitItems puts agent messages into the log at the clock's time.
 func commitItems(t *testing.T, s *Server, msgs ...wire.Message) {
 	t.Helper()
-	cmd := agentItemsCmd{Time: s.clock.stamp()}
-	for _, m := range msgs {
-		kind := itemDelta
-		if _, ok := m.(*wire.FullState); ok {
-			kind = itemFull
-		}
-		cmd.Items = append(cmd.Items, agentItem{Kind: kind, Body: wire.Append(nil, m)})
-	}
-	data, err := encodeCmd(cmdAgentItems, &cmd)
+	data, err := encodeCmd(cmdAgentItems, itemsCmd(s.clock.stamp(), "", msgs...))
 	if err != nil {
 		t.Fatal(err)
 	}
