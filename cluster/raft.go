@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,6 +105,7 @@ type Node struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
 	db        *raftboltdb.BoltStore // the log and the stable store
+	startLast uint64                // last log index on disk at start
 	id        raft.ServerID
 	addr      raft.ServerAddress
 
@@ -230,6 +232,12 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 			return nil, fmt.Errorf("cluster: bootstrap: %w", err)
 		}
 		log.Info("bootstrapped a new cluster", "id", n.id, "raft_addr", n.addr)
+	}
+	// Entries already on disk will be applied again once a leader confirms
+	// the commit index: until then this node's commit index says too little.
+	if n.startLast, err = logs.LastIndex(); err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	r, err := raft.NewRaft(rc, fsm, logs, db, snaps, trans)
 	if err != nil {
@@ -413,9 +421,11 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 }
 
 // Ready reports whether this node knows a leader and its state machine has
-// consumed every command entry up to the commit index it knows, with the
-// reason when it has not. (Entries the state machine never sees, such as
-// a new leader's no-op or configuration changes, do not count.)
+// consumed every command entry up to the commit index it knows (and, after
+// a restart, every one it had on disk), with the reason when it has not.
+// Entries the state machine never sees, such as a new leader's no-op or
+// configuration changes, do not count; entries no longer in the log
+// (truncated, or compacted behind a snapshot) end the scan.
 func (n *Node) Ready() (bool, string) {
 	addr, _ := n.Raft.LeaderWithID()
 	if addr == "" {
@@ -423,14 +433,21 @@ func (n *Node) Ready() (bool, string) {
 	}
 	applied, commit := n.Raft.AppliedIndex(), n.Raft.CommitIndex()
 	if n.cfg.Applied != nil {
+		// After a restart the commit index starts low and catches up with
+		// the leader's first successful append; the entries this node had
+		// on disk count until the state machine has them.
+		commit = max(commit, n.startLast)
 		applied = n.cfg.Applied()
 		if commit > applied && commit-applied > readyScan {
 			return false, fmt.Sprintf("state machine at index %d, commit index %d", applied, commit)
 		}
-		for i := applied + 1; i <= commit; i++ {
+		// Entries up to the latest snapshot are in the state machine (it
+		// took or restored that snapshot), whatever its last command was.
+		snap, _ := strconv.ParseUint(n.Raft.Stats()["last_snapshot_index"], 10, 64)
+		for i := max(applied, snap) + 1; i <= commit; i++ {
 			var e raft.Log
 			if err := n.db.GetLog(i, &e); err != nil {
-				break // compacted away: covered by a snapshot the state machine restored
+				break // not in the log (a truncated tail): nothing more to apply
 			}
 			if e.Type == raft.LogCommand {
 				return false, fmt.Sprintf("state machine at index %d, commit index %d", applied, commit)
