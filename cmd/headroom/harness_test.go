@@ -52,13 +52,32 @@ func TestMain(m *testing.M) {
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		// The kernel may hand a port it just released out again: never
+		// give the same one twice in this run (two servers picked the
+		// same port once, and one of them could not start).
+		handedMu.Lock()
+		dup := handed[addr]
+		handed[addr] = true
+		handedMu.Unlock()
+		if !dup {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free port found that was not handed out already")
+	return ""
 }
+
+var (
+	handedMu sync.Mutex
+	handed   = map[string]bool{}
+)
 
 // proc is one process of a test, started (and restarted) with the same
 // command line; every incarnation's output is appended to one log file,
