@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/headroom-rtc/headroom/aggregator"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -41,28 +42,11 @@ var fastc = &http.Client{Timeout: 5 * time.Second}
 // ---------------------------------------------------------------------------
 // The cluster harness.
 
-type statusJSON struct {
-	ID                string   `json:"id"`
-	State             string   `json:"state"`
-	Leader            string   `json:"leader"`
-	LeaderID          string   `json:"leader_id"`
-	Term              uint64   `json:"term"`
-	AppliedIndex      uint64   `json:"applied_index"`
-	CommitIndex       uint64   `json:"commit_index"`
-	LastIndex         uint64   `json:"last_index"`
-	LastSnapshotIndex uint64   `json:"last_snapshot_index"`
-	Voters            []string `json:"voters"`
-	HTTPAddr          string   `json:"http_addr"`
-	WireAddr          string   `json:"wire_addr"`
-	RaftAddr          string   `json:"raft_addr"`
-}
-
-type peerJSON struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-	Voter   bool   `json:"voter"`
-	Leader  bool   `json:"leader"`
-}
+// The servers' own answer types.
+type (
+	statusJSON = aggregator.StatusJSON
+	peerJSON   = aggregator.PeerJSON
+)
 
 type agentStatus struct {
 	ID             string `json:"id"`
