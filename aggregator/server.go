@@ -71,6 +71,10 @@ type Config struct {
 	// AgentForget is how long an expired agent is remembered (with its
 	// dedup state). (Optional, default 24h)
 	AgentForget time.Duration
+	// Plans are created in the catalogue by the leader when missing (from
+	// --plans FILE); plans already there are never overwritten, so changes
+	// made at run time stand. (Optional)
+	Plans []plans.Plan
 	// MaxFrame limits one wire frame. (Optional, default wire.DefaultMaxFrame)
 	MaxFrame int
 	// Logger is the parent logger. (Optional)
@@ -124,7 +128,12 @@ func New(cfg Config) (*Server, error) {
 		cfg.AgentForget = 24 * time.Hour
 	}
 	catalogue := plans.Defaults()
-	if cfg.DefaultPlan != "" && !hasPlan(catalogue, cfg.DefaultPlan) {
+	for _, p := range cfg.Plans {
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("aggregator: %w", err)
+		}
+	}
+	if cfg.DefaultPlan != "" && !hasPlan(catalogue, cfg.DefaultPlan) && !hasPlan(cfg.Plans, cfg.DefaultPlan) {
 		return nil, fmt.Errorf("aggregator: default plan %q is not in the catalogue", cfg.DefaultPlan)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -318,6 +327,27 @@ func (s *Server) leaderBarrier() {
 			return
 		}
 		s.bar.set(term)
+		s.seedPlans()
+	}
+}
+
+// seedPlans creates the configured plans the catalogue lacks.
+func (s *Server) seedPlans() {
+	for _, p := range s.cfg.Plans {
+		var exists bool
+		s.fsm.read(func(st *State) { _, exists = st.Plans[p.Name] })
+		if exists {
+			continue
+		}
+		data, err := encodeCmd(cmdPutPlan, &putPlanCmd{Time: s.clock.stamp(), Plan: p, Create: true, Operator: "--plans"})
+		if err == nil {
+			err = s.node.Raft.Apply(data, 5*time.Second).Error()
+		}
+		if err != nil {
+			s.log.Warn("plan from --plans not created yet", "plan", p.Name, "error", err)
+			return
+		}
+		s.log.Info("created plan from --plans", "plan", p.Name)
 	}
 }
 

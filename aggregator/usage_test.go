@@ -35,10 +35,15 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// newTestServer starts a single-server aggregator on a controllable clock.
-func newTestServer(t *testing.T, clock *fakeClock) *Server {
+// newTestServer starts a single-server aggregator on a controllable clock;
+// opts adjust its configuration.
+func newTestServer(t *testing.T, clock *fakeClock, opts ...func(*Config)) *Server {
 	t.Helper()
-	s, err := New(Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", WireAddr: "127.0.0.1:0", RaftAddr: freePort(t), Bootstrap: true, Now: clock.Now})
+	cfg := Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", WireAddr: "127.0.0.1:0", RaftAddr: freePort(t), Bootstrap: true, Now: clock.Now}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/plans"
 )
 
 func aggregatorCommand() *cli.Command {
@@ -25,6 +28,7 @@ func aggregatorCommand() *cli.Command {
 			&cli.IntFlag{Name: "bootstrap-expect", Usage: "once this many servers see each other, one bootstraps Raft with all of them as voters (a no-op on a data directory that holds a cluster)"},
 			&cli.StringFlag{Name: "advertise-addr", Usage: "host others use to reach this server, for all its addresses (default: the bound host, or the first private address when bound to 0.0.0.0)"},
 			&cli.BoolFlag{Name: "bootstrap", Usage: "form a single-server cluster on an empty data directory (a no-op on one that holds a cluster)"},
+			&cli.StringFlag{Name: "plans", Usage: "JSON or YAML file {\"plans\":[...]} of plans the leader creates when the catalogue lacks them (never overwriting)"},
 			&cli.StringFlag{Name: "default-plan", Usage: "put tenants first seen in agent batches on this plan (default: refuse them as unknown)"},
 			&cli.DurationFlag{Name: "agent-grace", Value: 15 * time.Second, Usage: "an agent silent this long has its sessions expired from the global figures"},
 			&cli.DurationFlag{Name: "agent-forget", Value: 24 * time.Hour, Usage: "an expired agent gone this long has its record and dedup state dropped"},
@@ -40,9 +44,22 @@ func aggregatorCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			var seed []plans.Plan
+			if path := c.String("plans"); path != "" {
+				f, err := os.Open(path)
+				if err != nil {
+					return fmt.Errorf("--plans: %w", err)
+				}
+				seed, err = plans.ReadCatalogue(f)
+				f.Close()
+				if err != nil {
+					return fmt.Errorf("--plans %s: %w", path, err)
+				}
+			}
 			ctx, stop := signalContext(log)
 			defer stop()
 			srv, err := aggregator.New(aggregator.Config{
+				Plans:   seed,
 				DataDir: c.String("data-dir"), NodeID: c.String("node-id"),
 				HTTPAddr: c.String("http-addr"), WireAddr: c.String("wire-addr"), RaftAddr: c.String("raft-addr"),
 				GossipAddr: c.String("gossip-addr"), Join: splitList(c.StringSlice("join")),
