@@ -80,23 +80,25 @@ func (t *table) touch(te *tenantEntry, cls plans.Class) {
 
 // countOpen accounts for s having been opened at now.
 func (t *table) countOpen(s *session, now int64) {
-	te := s.tenant
-	c := s.cell()
+	t.addOpen(s, now).opened++
+	t.touch(s.tenant, s.class)
+}
+
+// addOpen adds s to its cell's and tenant's open counts from now (time
+// accrued so far at the old count), raising the interval's peaks, and
+// returns the cell.
+func (t *table) addOpen(s *session, now int64) *cell {
+	te, c := s.tenant, s.cell()
 	c.accrue(now)
 	c.count++
-	c.opened++
-	if c.count > c.peak {
-		c.peak = c.count
-	}
+	c.peak = max(c.peak, c.count)
 	te.open++
-	if te.open > te.peak {
-		te.peak = te.open
-	}
+	te.peak = max(te.peak, te.open)
 	if s.ttl > 0 {
 		c.ttlN++
 		c.anchors += s.anchor
 	}
-	t.touch(te, s.class)
+	return c
 }
 
 // countClose accounts for s having been closed at now; with expired, s is

@@ -437,24 +437,13 @@ func (a *Agent) restore(st *stateFile) error {
 // it open from now without counting it as opened in this interval.
 func (t *table) restoreSession(s *session, now int64) {
 	t.sessions[s.id] = s
-	te, c := s.tenant, s.cell()
-	c.accrue(now)
-	c.count++
-	if c.count > c.peak {
-		c.peak = c.count
-	}
-	te.open++
-	if te.open > te.peak {
-		te.peak = te.open
-	}
+	c := t.addOpen(s, now)
 	if s.ttl > 0 {
-		c.ttlN++
-		c.anchors += s.anchor
 		t.heap.push(s)
 	}
 	if !c.listed {
 		c.listed = true
-		t.active = append(t.active, cellRef{te, s.class})
+		t.active = append(t.active, cellRef{s.tenant, s.class})
 	}
 }
 
