@@ -1781,5 +1781,25 @@ func TestClusterWireDedupAndEpochs(t *testing.T) {
 	c.tl.mark("hello with the old epoch: %v", e)
 	stays(1, "after the old epoch's attempt")
 	w2.nc.Close()
+
+	// HTTP on a follower: a write is forwarded to the leader, and a
+	// consistent read, answered by the leader, already sees it.
+	code, body, _, err := callWith(start.client, "PUT", start.url("/v1/tenants/fwd-t/plan"), map[string]string{"plan": "growth"})
+	if err != nil || code != 200 {
+		t.Fatalf("plan change on follower %s: %d %s %v", start.name, code, bytes100(body), err)
+	}
+	code, body, hdr, err := callWith(start.client, "GET", start.url("/v1/tenants/fwd-t?consistent=true"), nil)
+	if err != nil || code != 200 || !strings.Contains(string(body), `"plan":"growth"`) {
+		t.Fatalf("consistent read on follower %s: %d %s %v", start.name, code, bytes100(body), err)
+	}
+	if hdr.Get("X-Headroom-Index") == "" {
+		t.Errorf("consistent read without X-Headroom-Index")
+	}
+	if _, _, hdr, _ := callWith(start.client, "GET", start.url("/v1/tenants"), nil); hdr.Get("X-Headroom-Leader") != lead.http {
+		t.Errorf("local read on %s names leader %q, want %q", start.name, hdr.Get("X-Headroom-Leader"), lead.http)
+	}
+	if code, _, _, _ := callWith(start.client, "GET", start.url("/v1/tenants?consistent=maybe"), nil); code != 400 {
+		t.Errorf("consistent=maybe: %d, want 400", code)
+	}
 	c.tl.summary()
 }
