@@ -60,6 +60,12 @@ func appendBody(b []byte, m Message) ([]byte, bool) {
 		return appendNonce(append(b, mpFixarray|2, byte(TypePing)), m.Nonce), true
 	case *Pong:
 		return appendNonce(append(b, mpFixarray|2, byte(TypePong)), m.Nonce), true
+	case *GrantAsk:
+		return appendGrantAsk(append(b, mpFixarray|2, byte(TypeGrantAsk)), m), true
+	case *Grant:
+		return appendGrant(append(b, mpFixarray|2, byte(TypeGrant)), m), true
+	case *Recall:
+		return appendRecall(append(b, mpFixarray|2, byte(TypeRecall)), m), true
 	}
 	return b, false
 }
@@ -117,6 +123,15 @@ func Decode(body []byte) (Message, error) {
 	case TypePong:
 		v := new(Pong)
 		m, err = v, d.nonce(&v.Nonce, pongFields, depth)
+	case TypeGrantAsk:
+		v := new(GrantAsk)
+		m, err = v, d.grantAsk(v, depth)
+	case TypeGrant:
+		v := new(Grant)
+		m, err = v, d.grant(v, depth)
+	case TypeRecall:
+		v := new(Recall)
+		m, err = v, d.recall(v, depth)
 	default:
 		return nil, fmt.Errorf("%w %d", ErrUnknownType, t)
 	}
@@ -136,17 +151,24 @@ var (
 	labelFields       = []string{"Label", "Key", "Value"}
 	welcomeFields     = []string{"Welcome", "ServerID", "Version", "LastSeq", "NeedFullState", "Servers"}
 	deltaBatchFields  = []string{"DeltaBatch", "AgentID", "Epoch", "Seq", "AgentTime", "Entries", "Peaks"}
-	deltaEntryFields  = []string{"DeltaEntry", "Tenant", "Class", "Opened", "Closed", "SessionMicros", "Peak", "Refused"}
+	deltaEntryFields  = []string{"DeltaEntry", "Tenant", "Class", "Opened", "Closed", "SessionMicros", "Peak", "Refused", "ClosedMinutes"}
 	tenantPeakFields  = []string{"TenantPeak", "Tenant", "Peak"}
 	countEntryFields  = []string{"CountEntry", "Tenant", "Class", "Open"}
 	fullStateFields   = []string{"FullState", "AgentID", "Epoch", "Seq", "More", "Counts", "Usage", "Peaks"}
 	ackFields         = []string{"Ack", "Seq", "Index"}
-	tenantInfoFields  = []string{"TenantInfo", "Tenant", "Plan", "Ceiling", "Mode", "BurstPct", "Concurrency", "Suspended"}
+	tenantInfoFields  = []string{"TenantInfo", "Tenant", "Plan", "Ceiling", "Mode", "BurstPct", "Concurrency", "Suspended", "ClassLimits"}
+	classLimitFields  = []string{"ClassLimit", "Class", "Ceiling", "Concurrency"}
 	tenantStateFields = []string{"TenantState", "Full", "More", "Tenants"}
 	redirectFields    = []string{"Redirect", "Leader", "Servers"}
 	errorFields       = []string{"Error", "Code", "Message", "LastSeq"}
 	pingFields        = []string{"Ping", "Nonce"}
 	pongFields        = []string{"Pong", "Nonce"}
+	grantPoolFields   = []string{"GrantPool", "Tenant", "Class"}
+	grantWantFields   = []string{"GrantWant", "Tenant", "Class", "Want"}
+	grantAskFields    = []string{"GrantAsk", "AgentID", "ReqID", "Wants"}
+	grantShareFields  = []string{"GrantShare", "Tenant", "Class", "Grant", "Free"}
+	grantFields       = []string{"Grant", "ReqID", "LeaseMillis", "Shares"}
+	recallFields      = []string{"Recall", "Pools"}
 )
 
 // payload is fields for the payload of a message: an error's path starts
@@ -373,7 +395,8 @@ func appendDeltaEntry(b []byte, e *DeltaEntry) []byte {
 	b = uintField(b, h, 4, e.Closed)
 	b = uintField(b, h, 5, e.SessionMicros)
 	b = uintField(b, h, 6, e.Peak)
-	return uintField(b, h, 7, e.Refused)
+	b = uintField(b, h, 7, e.Refused)
+	return uintField(b, h, 8, e.ClosedMinutes)
 }
 
 // deltaEntries decodes an array of DeltaEntry: the bulk of the traffic, so
@@ -470,6 +493,8 @@ func (d *decoder) deltaField(e *DeltaEntry, seen *uint64, depth int) error {
 			err = d.u64(&e.Peak)
 		case 7:
 			err = d.u64(&e.Refused)
+		case 8:
+			err = d.u64(&e.ClosedMinutes)
 		default:
 			err = d.skip(depth + 1)
 		}
@@ -655,7 +680,19 @@ func appendTenantInfo(b []byte, t *TenantInfo) []byte {
 	b = strField(b, h, 4, t.Mode)
 	b = uintField(b, h, 5, uint64(t.BurstPct))
 	b = uintField(b, h, 6, t.Concurrency)
-	return boolField(b, h, 7, t.Suspended)
+	b = boolField(b, h, 7, t.Suspended)
+	if len(t.ClassLimits) > 0 {
+		b = arrayField(b, h, 8, len(t.ClassLimits))
+		for i := range t.ClassLimits {
+			c := &t.ClassLimits[i]
+			h := len(b)
+			b = append(b, mpFixmap)
+			b = strField(b, h, 1, c.Class)
+			b = uintField(b, h, 2, c.Ceiling)
+			b = uintField(b, h, 3, c.Concurrency)
+		}
+	}
+	return b
 }
 
 func (d *decoder) tenantState(m *TenantState, depth int) error {
@@ -698,6 +735,36 @@ func (d *decoder) tenantInfos(depth int) ([]TenantInfo, error) {
 				err = d.u64(&t.Concurrency)
 			case 7:
 				t.Suspended, err = d.bool()
+			case 8:
+				t.ClassLimits, err = d.classLimits(depth + 2)
+			default:
+				err = d.skip(depth + 2)
+			}
+			return err
+		})
+		if err != nil {
+			return nil, atIndex(err, i)
+		}
+	}
+	return s, nil
+}
+
+func (d *decoder) classLimits(depth int) ([]ClassLimit, error) {
+	n, err := d.arrayLen()
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	s := make([]ClassLimit, n)
+	for i := range s {
+		c := &s[i]
+		err := d.fields(classLimitFields, depth+1, func(k uint64) (err error) {
+			switch k {
+			case 1:
+				c.Class, err = d.class()
+			case 2:
+				err = d.u64(&c.Ceiling)
+			case 3:
+				err = d.u64(&c.Concurrency)
 			default:
 				err = d.skip(depth + 2)
 			}
@@ -793,4 +860,158 @@ func (d *decoder) nonce(p *uint64, names []string, depth int) error {
 		}
 		return d.skip(depth + 1)
 	})
+}
+
+// ---- GrantAsk, Grant, Recall ----
+
+func appendGrantAsk(b []byte, m *GrantAsk) []byte {
+	h := len(b)
+	b = append(b, mpFixmap)
+	b = strField(b, h, 1, m.AgentID)
+	b = uintField(b, h, 2, m.ReqID)
+	if len(m.Wants) > 0 {
+		b = arrayField(b, h, 3, len(m.Wants))
+		for i := range m.Wants {
+			w := &m.Wants[i]
+			h := len(b)
+			b = append(b, mpFixmap)
+			b = strField(b, h, 1, w.Tenant)
+			b = strField(b, h, 2, w.Class)
+			b = uintField(b, h, 3, w.Want)
+		}
+	}
+	return b
+}
+
+func (d *decoder) grantAsk(m *GrantAsk, depth int) error {
+	return d.payload(grantAskFields, depth, func(k uint64) (err error) {
+		switch k {
+		case 1:
+			m.AgentID, err = d.str()
+		case 2:
+			err = d.u64(&m.ReqID)
+		case 3:
+			m.Wants, err = decodeSlice[GrantWant](d, grantWantFields, depth+1, func(w *GrantWant, k uint64) (err error) {
+				switch k {
+				case 1:
+					w.Tenant, err = d.tenantID()
+				case 2:
+					w.Class, err = d.class()
+				case 3:
+					err = d.u64(&w.Want)
+				default:
+					err = d.skip(depth + 3)
+				}
+				return err
+			})
+		default:
+			err = d.skip(depth + 1)
+		}
+		return err
+	})
+}
+
+func appendGrant(b []byte, m *Grant) []byte {
+	h := len(b)
+	b = append(b, mpFixmap)
+	b = uintField(b, h, 1, m.ReqID)
+	b = uintField(b, h, 2, m.LeaseMillis)
+	if len(m.Shares) > 0 {
+		b = arrayField(b, h, 3, len(m.Shares))
+		for i := range m.Shares {
+			g := &m.Shares[i]
+			h := len(b)
+			b = append(b, mpFixmap)
+			b = strField(b, h, 1, g.Tenant)
+			b = strField(b, h, 2, g.Class)
+			b = uintField(b, h, 3, g.Grant)
+			b = uintField(b, h, 4, g.Free)
+		}
+	}
+	return b
+}
+
+func (d *decoder) grant(m *Grant, depth int) error {
+	return d.payload(grantFields, depth, func(k uint64) (err error) {
+		switch k {
+		case 1:
+			err = d.u64(&m.ReqID)
+		case 2:
+			err = d.u64(&m.LeaseMillis)
+		case 3:
+			m.Shares, err = decodeSlice[GrantShare](d, grantShareFields, depth+1, func(g *GrantShare, k uint64) (err error) {
+				switch k {
+				case 1:
+					g.Tenant, err = d.tenantID()
+				case 2:
+					g.Class, err = d.class()
+				case 3:
+					err = d.u64(&g.Grant)
+				case 4:
+					err = d.u64(&g.Free)
+				default:
+					err = d.skip(depth + 3)
+				}
+				return err
+			})
+		default:
+			err = d.skip(depth + 1)
+		}
+		return err
+	})
+}
+
+func appendRecall(b []byte, m *Recall) []byte {
+	h := len(b)
+	b = append(b, mpFixmap)
+	if len(m.Pools) > 0 {
+		b = arrayField(b, h, 1, len(m.Pools))
+		for i := range m.Pools {
+			p := &m.Pools[i]
+			h := len(b)
+			b = append(b, mpFixmap)
+			b = strField(b, h, 1, p.Tenant)
+			b = strField(b, h, 2, p.Class)
+		}
+	}
+	return b
+}
+
+func (d *decoder) recall(m *Recall, depth int) error {
+	return d.payload(recallFields, depth, func(k uint64) (err error) {
+		switch k {
+		case 1:
+			m.Pools, err = decodeSlice[GrantPool](d, grantPoolFields, depth+1, func(p *GrantPool, k uint64) (err error) {
+				switch k {
+				case 1:
+					p.Tenant, err = d.tenantID()
+				case 2:
+					p.Class, err = d.class()
+				default:
+					err = d.skip(depth + 3)
+				}
+				return err
+			})
+		default:
+			err = d.skip(depth + 1)
+		}
+		return err
+	})
+}
+
+// decodeSlice reads an array of structs whose field names are names, at
+// nesting depth depth; field decodes one field of one element by its key.
+func decodeSlice[T any](d *decoder, names []string, depth int, field func(v *T, k uint64) error) ([]T, error) {
+	n, err := d.arrayLen()
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	s := make([]T, n)
+	for i := range s {
+		v := &s[i]
+		if err := d.fields(names, depth+1, func(k uint64) error { return field(v, k) }); err != nil {
+			return nil, atIndex(err, i)
+		}
+	}
+	return s, nil
 }

@@ -287,7 +287,7 @@ func TestForwardCompatibility(t *testing.T) {
 		{"92 03 81 06 91 82 02 07 08 d7 00 0000000000000000", &DeltaBatch{Peaks: []TenantPeak{{Peak: 7}}}},
 		{"92 01 81 04 91 82 03 a1 78 02 a1 76", &Hello{Labels: []Label{{Value: "v"}}}},
 		{"92 04 81 05 91 82 04 db00000001 7a 03 01", &FullState{Counts: []CountEntry{{Open: 1}}}},
-		{"92 06 81 03 91 82 08 c5 0002 ffff 07 c3", &TenantState{Tenants: []TenantInfo{{Suspended: true}}}},
+		{"92 06 81 03 91 82 09 c5 0002 ffff 07 c3", &TenantState{Tenants: []TenantInfo{{Suspended: true}}}},
 	} {
 		got, err := Decode(h(t, c.body))
 		if err != nil || !reflect.DeepEqual(got, c.want) {
@@ -557,7 +557,7 @@ func TestNames(t *testing.T) {
 			t.Errorf("ErrorCode(%d).String() = %q, want %q", uint16(c), got, want)
 		}
 	}
-	for typ, want := range map[Type]string{TypeHello: "hello", TypeDeltaBatch: "delta-batch", TypePong: "pong", 0: "type(0)", 11: "type(11)"} {
+	for typ, want := range map[Type]string{TypeHello: "hello", TypeDeltaBatch: "delta-batch", TypePong: "pong", TypeRecall: "recall", 0: "type(0)", 200: "type(200)"} {
 		if got := typ.String(); got != want {
 			t.Errorf("Type(%d).String() = %q, want %q", uint8(typ), got, want)
 		}
@@ -596,7 +596,9 @@ func TestFieldTables(t *testing.T) {
 		{DeltaBatch{}, deltaBatchFields}, {DeltaEntry{}, deltaEntryFields}, {TenantPeak{}, tenantPeakFields},
 		{FullState{}, fullStateFields}, {CountEntry{}, countEntryFields}, {Ack{}, ackFields},
 		{TenantState{}, tenantStateFields}, {TenantInfo{}, tenantInfoFields}, {Redirect{}, redirectFields},
-		{Error{}, errorFields}, {Ping{}, pingFields}, {Pong{}, pongFields},
+		{Error{}, errorFields}, {Ping{}, pingFields}, {Pong{}, pongFields}, {ClassLimit{}, classLimitFields},
+		{GrantAsk{}, grantAskFields}, {GrantWant{}, grantWantFields}, {Grant{}, grantFields},
+		{GrantShare{}, grantShareFields}, {Recall{}, recallFields}, {GrantPool{}, grantPoolFields},
 	} {
 		typ := reflect.TypeOf(c.v)
 		want := []string{typ.Name()}

@@ -49,8 +49,8 @@ func goldenExamples() []golden {
 			Seq:       42,
 			AgentTime: 1767225612345,
 			Entries: []DeltaEntry{
-				{Tenant: "tenant-0042", Class: "video-hd", Opened: 3, Closed: 1, SessionMicros: 123456789, Peak: 300, Refused: 200},
-				{Tenant: "tenant-0042", Class: "audio", Opened: 12, Closed: 2, SessionMicros: 98765, Peak: 20, Refused: 1},
+				{Tenant: "tenant-0042", Class: "video-hd", Opened: 3, Closed: 1, SessionMicros: 123456789, Peak: 300, Refused: 200, ClosedMinutes: 4},
+				{Tenant: "tenant-0042", Class: "audio", Opened: 12, Closed: 2, SessionMicros: 98765, Peak: 20, Refused: 1, ClosedMinutes: 3},
 			},
 			Peaks: []TenantPeak{{Tenant: "tenant-0042", Peak: 310}, {Tenant: "tenant-0043", Peak: 7}},
 		}},
@@ -64,8 +64,8 @@ func goldenExamples() []golden {
 				{Tenant: "tenant-0043", Class: "ai", Open: 70000},
 			},
 			Usage: []DeltaEntry{
-				{Tenant: "tenant-0042", Class: "video-hd", Opened: 1, Closed: 1, SessionMicros: 5000000, Peak: 8, Refused: 2},
-				{Tenant: "tenant-0043", Class: "ai", Opened: 4, Closed: 3, SessionMicros: 1 << 33, Peak: 70001, Refused: 9},
+				{Tenant: "tenant-0042", Class: "video-hd", Opened: 1, Closed: 1, SessionMicros: 5000000, Peak: 8, Refused: 2, ClosedMinutes: 1},
+				{Tenant: "tenant-0043", Class: "ai", Opened: 4, Closed: 3, SessionMicros: 1 << 33, Peak: 70001, Refused: 9, ClosedMinutes: 143166},
 			},
 			Peaks: []TenantPeak{{Tenant: "tenant-0042", Peak: 8}, {Tenant: "tenant-0043", Peak: 70001}},
 		}},
@@ -74,8 +74,10 @@ func goldenExamples() []golden {
 			Full: true,
 			More: true,
 			Tenants: []TenantInfo{
-				{Tenant: "tenant-0042", Plan: "pro", Ceiling: 500, Mode: "soft", BurstPct: 20, Concurrency: 123, Suspended: true},
-				{Tenant: "tenant-0043", Plan: "enterprise-eu", Ceiling: 100000, Mode: "strict", BurstPct: 5, Concurrency: 99999, Suspended: true},
+				{Tenant: "tenant-0042", Plan: "pro", Ceiling: 500, Mode: "soft", BurstPct: 20, Concurrency: 123, Suspended: true,
+					ClassLimits: []ClassLimit{{Class: "video-hd", Ceiling: 50, Concurrency: 12}, {Class: "ai", Ceiling: 10, Concurrency: 10}}},
+				{Tenant: "tenant-0043", Plan: "enterprise-eu", Ceiling: 100000, Mode: "strict", BurstPct: 5, Concurrency: 99999, Suspended: true,
+					ClassLimits: []ClassLimit{{Class: "audio", Ceiling: 90000, Concurrency: 1}, {Class: "video-2k+", Ceiling: 100, Concurrency: 99}}},
 			},
 		}},
 		{"redirect.hex", &Redirect{
@@ -85,6 +87,17 @@ func goldenExamples() []golden {
 		{"error.hex", &Error{Code: CodeSeqGap, Message: "batch 44 after 41", LastSeq: 41}},
 		{"ping.hex", &Ping{Nonce: 0x0123456789abcdef}},
 		{"pong.hex", &Pong{Nonce: 0x0123456789abcdef}},
+		{"grant_ask.hex", &GrantAsk{
+			AgentID: "agent-eu-1",
+			ReqID:   7,
+			Wants:   []GrantWant{{Tenant: "tenant-0042", Class: "video-hd", Want: 12}, {Tenant: "tenant-0043", Class: "ai", Want: 40}},
+		}},
+		{"grant.hex", &Grant{
+			ReqID:       7,
+			LeaseMillis: 10000,
+			Shares:      []GrantShare{{Tenant: "tenant-0042", Class: "video-hd", Grant: 12, Free: 30}, {Tenant: "tenant-0043", Class: "ai", Grant: 25, Free: 1}},
+		}},
+		{"recall.hex", &Recall{Pools: []GrantPool{{Tenant: "tenant-0042", Class: "video-hd"}, {Tenant: "tenant-0043", Class: "ai"}}}},
 	}
 }
 

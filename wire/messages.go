@@ -18,7 +18,9 @@ import "strconv"
 //
 // History:
 //
-//	1: first version.
+//	1: first version. Later additions within it (decoders skip what they do
+//	   not know): GrantAsk, Grant, Recall; TenantInfo.ClassLimits;
+//	   DeltaEntry.ClosedMinutes.
 const ProtocolVersion = 1
 
 // DefaultMaxFrame is the default limit on one frame's body, in bytes.
@@ -39,6 +41,9 @@ const (
 	TypeError       Type = 8
 	TypePing        Type = 9
 	TypePong        Type = 10
+	TypeGrantAsk    Type = 11
+	TypeGrant       Type = 12
+	TypeRecall      Type = 13
 	// Add new types above this line.
 )
 
@@ -53,6 +58,9 @@ var typeNames = [...]string{
 	TypeError:       "error",
 	TypePing:        "ping",
 	TypePong:        "pong",
+	TypeGrantAsk:    "grant-ask",
+	TypeGrant:       "grant",
+	TypeRecall:      "recall",
 }
 
 // String returns the type's lowercase dashed name, such as "delta-batch",
@@ -155,6 +163,10 @@ type DeltaEntry struct {
 	Peak uint64
 	// Refused is the number of admissions refused during the interval.
 	Refused uint64
+	// ClosedMinutes is, over the sessions that ended during the interval,
+	// the sum of each one's duration rounded up to a whole minute (what a
+	// plan that rounds each session bills).
+	ClosedMinutes uint64
 }
 
 // TenantPeak is the highest open count of a tenant, all classes together, on
@@ -223,6 +235,16 @@ type TenantInfo struct {
 	// Concurrency is the tenant's global open count, all agents together.
 	Concurrency uint64
 	Suspended   bool
+	// ClassLimits lists the plan's per-class ceilings, in class order.
+	ClassLimits []ClassLimit
+}
+
+// ClassLimit is a plan's ceiling on one class of sessions, with the class's
+// global open count.
+type ClassLimit struct {
+	Class       string
+	Ceiling     uint64
+	Concurrency uint64
 }
 
 // TenantState pushes tenants' plans and global figures to an agent. With Full
@@ -250,6 +272,57 @@ type Error struct {
 	LastSeq uint64
 }
 
+// GrantPool names one pool of a strict tenant's ceiling: the tenant's total
+// (Class empty) or one class with a ceiling of its own.
+type GrantPool struct {
+	Tenant string
+	Class  string
+}
+
+// GrantWant is the share of one pool an agent asks to hold.
+type GrantWant struct {
+	Tenant string
+	Class  string
+	// Want is the share the agent wants to hold in all: more than it holds
+	// asks for a top-up, less hands the difference back (the agent stopped
+	// using it before it sent the ask).
+	Want uint64
+}
+
+// GrantAsk asks the leader for shares of strict tenants' ceilings, and
+// renews the lease of every share it names. An agent has at most one
+// GrantAsk unanswered; it counts the lease from when it sent the ask.
+type GrantAsk struct {
+	AgentID string
+	ReqID   uint64
+	Wants   []GrantWant
+}
+
+// GrantShare is the share of a pool an agent holds after a GrantAsk.
+type GrantShare struct {
+	Tenant string
+	Class  string
+	// Grant is the share the agent now holds: it may have this many
+	// sessions of the pool open.
+	Grant uint64
+	// Free is what of the pool's ceiling no live share holds.
+	Free uint64
+}
+
+// Grant answers a GrantAsk once the shares are committed. The shares hold
+// for LeaseMillis from the moment the agent sent its ask.
+type Grant struct {
+	ReqID       uint64
+	LeaseMillis uint64
+	Shares      []GrantShare
+}
+
+// Recall asks an agent to hand back the unused part of its shares of the
+// pools named (another agent is waiting for them), with a GrantAsk.
+type Recall struct {
+	Pools []GrantPool
+}
+
 // Ping asks the peer for a Pong with the same Nonce.
 type Ping struct{ Nonce uint64 }
 
@@ -266,5 +339,8 @@ func (*Redirect) Type() Type    { return TypeRedirect }
 func (*Error) Type() Type       { return TypeError }
 func (*Ping) Type() Type        { return TypePing }
 func (*Pong) Type() Type        { return TypePong }
+func (*GrantAsk) Type() Type    { return TypeGrantAsk }
+func (*Grant) Type() Type       { return TypeGrant }
+func (*Recall) Type() Type      { return TypeRecall }
 
 func (e *Error) Error() string { return "wire: " + e.Code.String() + ": " + e.Message }
