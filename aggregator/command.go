@@ -71,6 +71,7 @@ type itemKind uint8
 const (
 	itemDelta itemKind = 1 // body is a wire DeltaBatch
 	itemFull  itemKind = 2 // body is a wire FullState (all frames merged)
+	itemGrant itemKind = 3 // body is a wire GrantAsk
 )
 
 // agentItem is one agent message inside a cmdAgentItems entry. Body is the
@@ -88,6 +89,10 @@ type agentItemsCmd struct {
 	// DefaultPlan, when set, puts a tenant seen for the first time on it.
 	DefaultPlan string      `msgpack:"dp,omitempty"`
 	Items       []agentItem `msgpack:"i"`
+	// Lease and Margin (ns) govern the grants of itemGrant items: a share
+	// lasts Lease from the entry's time and is reclaimed Margin after that.
+	Lease  int64 `msgpack:"l,omitempty"`
+	Margin int64 `msgpack:"m,omitempty"`
 }
 
 // setPlanCmd puts a tenant on a plan, creating the tenant if absent: at
@@ -164,7 +169,7 @@ func (c *deletePlanCmd) when() int64 { return c.Time }
 func (c *agentItemsCmd) apply(a *applier) *applyResult {
 	res := &applyResult{Items: make([]itemResult, len(c.Items))}
 	for i, it := range c.Items {
-		res.Items[i] = a.applyItem(it, c.DefaultPlan)
+		res.Items[i] = a.applyItem(it, c)
 	}
 	return res
 }

@@ -88,7 +88,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return res
 }
 
-func (a *applier) applyItem(it agentItem, defaultPlan string) itemResult {
+func (a *applier) applyItem(it agentItem, c *agentItemsCmd) itemResult {
+	defaultPlan := c.DefaultPlan
 	m, err := wire.Decode(it.Body)
 	if err != nil {
 		return itemResult{Status: statusInvalid}
@@ -101,6 +102,10 @@ func (a *applier) applyItem(it agentItem, defaultPlan string) itemResult {
 	case itemFull:
 		if fs, ok := m.(*wire.FullState); ok {
 			return a.applyFull(fs, it.Region, defaultPlan)
+		}
+	case itemGrant:
+		if g, ok := m.(*wire.GrantAsk); ok {
+			return a.applyGrantAsk(g, c.Lease, c.Margin)
 		}
 	}
 	return itemResult{Status: statusInvalid}

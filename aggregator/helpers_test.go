@@ -14,8 +14,11 @@ func itemsCmd(at int64, defaultPlan string, msgs ...wire.Message) *agentItemsCmd
 	cmd := &agentItemsCmd{Time: at, DefaultPlan: defaultPlan}
 	for _, m := range msgs {
 		kind := itemDelta
-		if _, ok := m.(*wire.FullState); ok {
+		switch m.(type) {
+		case *wire.FullState:
 			kind = itemFull
+		case *wire.GrantAsk:
+			kind = itemGrant
 		}
 		cmd.Items = append(cmd.Items, agentItem{Kind: kind, Region: "eu", Body: wire.Append(nil, m)})
 	}

@@ -51,8 +51,10 @@ type proposer struct {
 	defaultPlan string
 	maxItems    int
 	maxEntries  int
-	in          chan *proposal
-	inflight    chan flight
+	// lease and margin are stamped into every entry for its grants.
+	lease, margin time.Duration
+	in            chan *proposal
+	inflight      chan flight
 }
 
 func newProposer(r *raft.Raft, clock *leaderClock, defaultPlan string) *proposer {
@@ -106,7 +108,8 @@ func (p *proposer) run(ctx context.Context) {
 				break drain
 			}
 		}
-		cmd := agentItemsCmd{Time: p.clock.stamp(), DefaultPlan: p.defaultPlan, Items: make([]agentItem, len(batch))}
+		cmd := agentItemsCmd{Time: p.clock.stamp(), DefaultPlan: p.defaultPlan, Items: make([]agentItem, len(batch)),
+			Lease: int64(p.lease), Margin: int64(p.margin)}
 		for i, pr := range batch {
 			cmd.Items[i] = pr.item
 		}

@@ -71,6 +71,11 @@ type Config struct {
 	// AgentForget is how long an expired agent is remembered (with its
 	// dedup state). (Optional, default 24h)
 	AgentForget time.Duration
+	// GrantLease is how long a share of a strict ceiling leased to an agent
+	// lasts without renewal; GrantMargin is how much longer the leader waits
+	// before it gives an expired share to another agent (covering the
+	// servers' clock skew). (Optional, defaults 10s and 2s)
+	GrantLease, GrantMargin time.Duration
 	// Plans are created in the catalogue by the leader when missing (from
 	// --plans FILE); plans already there are never overwritten, so changes
 	// made at run time stand. (Optional)
@@ -120,6 +125,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = wire.DefaultMaxFrame
+	}
+	if cfg.GrantLease <= 0 {
+		cfg.GrantLease = DefaultGrantLease
+	}
+	if cfg.GrantMargin <= 0 {
+		cfg.GrantMargin = DefaultGrantMargin
 	}
 	if cfg.AgentGrace <= 0 {
 		cfg.AgentGrace = 15 * time.Second
@@ -192,6 +203,7 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	prop := newProposer(s.node.Raft, s.clock, cfg.DefaultPlan)
+	prop.lease, prop.margin = cfg.GrantLease, cfg.GrantMargin
 	live := &liveness{
 		log: s.log.Named("liveness"), raft: s.node.Raft, fsm: s.fsm, clock: s.clock, now: cfg.Now,
 		grace: cfg.AgentGrace, forget: cfg.AgentForget, seen: make(map[string]time.Time),
@@ -200,7 +212,7 @@ func New(cfg Config) (*Server, error) {
 		log: s.log.Named("stream"), fsm: s.fsm, raft: s.node.Raft, prop: prop,
 		maxFrame: cfg.MaxFrame, selfAddr: s.advertised.Wire, selfID: s.node.ID(), live: live, servers: s.wireServers,
 		ready: func() bool { ok, _ := s.Ready(); return ok },
-		conns: make(map[*agentConn]struct{}),
+		conns: make(map[*agentConn]struct{}), byAgent: make(map[string]*agentConn),
 	}
 	s.fsm.onChange = s.st.tenantsChanged
 	s.httpSrv = &http.Server{

@@ -68,6 +68,10 @@ type Tenant struct {
 	Changed uint64
 	// Usage per billing period ("2006-01", UTC).
 	Usage map[string]*Usage
+	// Grants are the shares of a strict plan's pools leased to agents:
+	// pool ("" for the total ceiling, or a class name) → agent id → share.
+	// See grants.go.
+	Grants map[string]map[string]*Share `msgpack:",omitempty"`
 }
 
 // Usage is what a tenant used in one period.
@@ -136,6 +140,7 @@ const (
 type itemResult struct {
 	Status  itemStatus
 	LastSeq uint64
+	Shares  []wire.GrantShare // itemGrant: one per want
 }
 
 // applier carries what one entry's application needs.

@@ -47,8 +47,9 @@ type streams struct {
 	// committed before it (see Server.Ready).
 	ready func() bool
 
-	mu    sync.Mutex
-	conns map[*agentConn]struct{}
+	mu      sync.Mutex
+	conns   map[*agentConn]struct{}
+	byAgent map[string]*agentConn // the latest stream of each agent
 }
 
 // tenantsChanged marks tenants dirty on every stream; called after Apply.
@@ -232,10 +233,14 @@ func (c *agentConn) run(ctx context.Context) error {
 	}
 	c.st.mu.Lock()
 	c.st.conns[c] = struct{}{}
+	c.st.byAgent[h.AgentID] = c
 	c.st.mu.Unlock()
 	defer func() {
 		c.st.mu.Lock()
 		delete(c.st.conns, c)
+		if c.st.byAgent[h.AgentID] == c {
+			delete(c.st.byAgent, h.AgentID)
+		}
 		c.st.mu.Unlock()
 	}()
 
@@ -345,6 +350,8 @@ func (c *agentConn) handle(ctx context.Context, m wire.Message) error {
 		return c.propose(ctx, itemDelta, m, len(m.Entries), m.Seq)
 	case *wire.FullState:
 		return c.fullPart(ctx, m)
+	case *wire.GrantAsk:
+		return c.grantAsk(ctx, m)
 	case *wire.Ping:
 		c.send(&wire.Pong{Nonce: m.Nonce})
 	case *wire.Pong:
@@ -352,6 +359,59 @@ func (c *agentConn) handle(ctx context.Context, m wire.Message) error {
 		return badMessage("an agent may not send message type %d", m.Type())
 	}
 	return nil
+}
+
+// maxGrantWants bounds the wants of one GrantAsk.
+const maxGrantWants = 100_000
+
+// grantAsk proposes an agent's GrantAsk and answers it with Grant once
+// committed; pools it left short send Recall to agents holding unused
+// shares of them.
+func (c *agentConn) grantAsk(ctx context.Context, g *wire.GrantAsk) error {
+	if g.AgentID != c.hello.AgentID {
+		return badMessage("grant ask of agent %q on the stream of agent %q", g.AgentID, c.hello.AgentID)
+	}
+	if len(g.Wants) > maxGrantWants {
+		return &protocolError{code: wire.CodeTooLarge, msg: fmt.Sprintf("grant ask of %d wants, over %d", len(g.Wants), maxGrantWants)}
+	}
+	for i := range g.Wants {
+		w := &g.Wants[i]
+		if err := plans.ValidateTenantID(w.Tenant); err != nil {
+			return badMessage("want %d: %v", i, err)
+		}
+		if w.Class != "" {
+			if _, err := plans.ParseClass(w.Class); err != nil {
+				return badMessage("want %d: %v", i, err)
+			}
+		}
+	}
+	st := c.st
+	pr := &proposal{
+		item:    agentItem{Kind: itemGrant, Body: wire.Append(nil, g)},
+		entries: len(g.Wants),
+		done: func(res itemResult, index uint64, err error) {
+			if err != nil || res.Status != statusApplied {
+				c.send(resultMessage(res, index, err, 0))
+				return
+			}
+			c.send(&wire.Grant{ReqID: g.ReqID, LeaseMillis: uint64(st.prop.lease / time.Millisecond), Shares: res.Shares})
+			var targets map[string][]wire.GrantPool
+			st.fsm.read(func(s *State) {
+				targets = recallTargets(s, g.AgentID, g.Wants, res.Shares, int64(st.prop.margin))
+			})
+			if len(targets) == 0 {
+				return
+			}
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			for id, pools := range targets {
+				if other := st.byAgent[id]; other != nil {
+					other.send(&wire.Recall{Pools: pools})
+				}
+			}
+		},
+	}
+	return st.prop.submit(ctx, pr)
 }
 
 func checkEntries(es []wire.DeltaEntry) error {
@@ -523,8 +583,14 @@ func tenantInfo(s *State, t *Tenant) (wire.TenantInfo, bool) {
 	if !ok {
 		return wire.TenantInfo{}, false
 	}
-	return wire.TenantInfo{
+	info := wire.TenantInfo{
 		Tenant: t.Name, Plan: p.Name, Ceiling: p.Ceiling, Mode: string(p.Mode),
 		BurstPct: p.BurstPct, Concurrency: t.Open.total(), Suspended: t.Suspended,
-	}, true
+	}
+	for _, cl := range p.ClassCeilings {
+		if i := classIndex(cl.Class); i >= 0 {
+			info.ClassLimits = append(info.ClassLimits, wire.ClassLimit{Class: cl.Class, Ceiling: cl.Ceiling, Concurrency: t.Open[i]})
+		}
+	}
+	return info, true
 }

@@ -1,0 +1,187 @@
+package aggregator
+
+import (
+	"time"
+
+	"github.com/headroom-rtc/headroom/plans"
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+// Grants: the shares of strict tenants' ceilings leased to agents.
+//
+// A strict tenant's ceiling is split into pools: the total ("") and each
+// class with a ceiling of its own. Each agent holds a share of a pool, which
+// it may have that many sessions of open. The rules, applied here through
+// the log so every server agrees on them:
+//
+//   - an agent's ask for less than it holds is always granted: the agent
+//     stopped using the difference before it asked;
+//   - an ask for more is granted out of what no live share of the pool
+//     holds, never by lowering another live share, and never below what the
+//     asking agent already holds;
+//   - so the live shares of a pool never sum to more than its ceiling
+//     (a ceiling lowered below the sum grants nothing more until shares come
+//     back; it never takes a share away);
+//   - a share lives until Until (the entry's time plus the lease) plus the
+//     margin; after that it is reclaimed, whatever its agent does.
+//
+// The agent counts the same lease from the moment it sent the ask, which is
+// before the entry's time, so its own view of the share ends first as long
+// as the servers' clocks are within the margin of each other.
+
+// Share is the part of one pool leased to one agent.
+type Share struct {
+	Amount uint64
+	// Until is when the lease ends, by the entry clock, unix ns. The share
+	// is reclaimed once an entry's time passes Until plus the margin.
+	Until int64
+}
+
+// Default lease and margin of grants.
+const (
+	DefaultGrantLease  = 10 * time.Second
+	DefaultGrantMargin = 2 * time.Second
+)
+
+// poolCeiling is the ceiling of a tenant's pool under plan p: the total
+// for class "", a class's own ceiling otherwise. ok is false when the pool
+// does not exist (the plan is not strict, or the class has no ceiling).
+func poolCeiling(p plans.Plan, class string) (ceiling uint64, ok bool) {
+	if p.Mode != plans.Strict {
+		return 0, false
+	}
+	if class == "" {
+		return p.Ceiling, true
+	}
+	c, err := plans.ParseClass(class)
+	if err != nil {
+		return 0, false
+	}
+	return p.ClassCeiling(c)
+}
+
+// live reports whether s is still leased at entry time now.
+func (s *Share) live(now, margin int64) bool { return now < s.Until+margin }
+
+// applyGrantAsk grants an agent's asks, in order.
+func (a *applier) applyGrantAsk(g *wire.GrantAsk, lease, margin int64) itemResult {
+	if lease <= 0 {
+		lease = int64(DefaultGrantLease)
+	}
+	if margin < 0 {
+		margin = 0
+	}
+	shares := make([]wire.GrantShare, len(g.Wants))
+	for i := range g.Wants {
+		shares[i] = a.grant(g.AgentID, &g.Wants[i], lease, margin)
+	}
+	return itemResult{Status: statusApplied, Shares: shares}
+}
+
+func (a *applier) grant(agent string, w *wire.GrantWant, lease, margin int64) wire.GrantShare {
+	out := wire.GrantShare{Tenant: w.Tenant, Class: w.Class}
+	t := a.s.Tenants[w.Tenant]
+	if t == nil {
+		return out
+	}
+	ceiling, _ := poolCeiling(a.s.Plans[t.Plan], w.Class)
+	pool := t.Grants[w.Class]
+	var others, mine uint64
+	for id, s := range pool {
+		switch {
+		case !s.live(a.now, margin):
+			delete(pool, id) // reclaimed: its lease and the margin are over
+		case id == agent:
+			mine = s.Amount
+		default:
+			others += s.Amount
+		}
+	}
+	next := w.Want
+	if next > mine {
+		var room uint64
+		if others < ceiling {
+			room = ceiling - others
+		}
+		next = max(mine, min(next, room))
+	}
+	if next == 0 {
+		delete(pool, agent)
+	} else {
+		if pool == nil {
+			if t.Grants == nil {
+				t.Grants = make(map[string]map[string]*Share)
+			}
+			pool = make(map[string]*Share)
+			t.Grants[w.Class] = pool
+		}
+		pool[agent] = &Share{Amount: next, Until: a.now + lease}
+	}
+	if len(pool) == 0 && t.Grants != nil {
+		delete(t.Grants, w.Class)
+	}
+	out.Grant = next
+	if held := others + next; held < ceiling {
+		out.Free = ceiling - held
+	}
+	return out
+}
+
+// leased returns the live shares of a tenant's pool at time now, by agent.
+func leased(t *Tenant, class string, now, margin int64) (total uint64, shares map[string]uint64) {
+	for id, s := range t.Grants[class] {
+		if s.live(now, margin) {
+			if shares == nil {
+				shares = make(map[string]uint64)
+			}
+			shares[id] = s.Amount
+			total += s.Amount
+		}
+	}
+	return total, shares
+}
+
+// recallTargets returns, for the pools an ask of agent asker left short
+// with nothing free, the other agents holding shares of them that their
+// last reported counts do not use: the agents to send Recall.
+func recallTargets(s *State, asker string, wants []wire.GrantWant, got []wire.GrantShare, margin int64) map[string][]wire.GrantPool {
+	var out map[string][]wire.GrantPool
+	for i := range got {
+		g := &got[i]
+		if i >= len(wants) || g.Grant >= wants[i].Want || g.Free > 0 {
+			continue
+		}
+		t := s.Tenants[g.Tenant]
+		if t == nil {
+			continue
+		}
+		cls := -1
+		if g.Class != "" {
+			if cls = classIndex(g.Class); cls < 0 {
+				continue
+			}
+		}
+		for id, sh := range t.Grants[g.Class] {
+			if id == asker || !sh.live(s.Time, margin) {
+				continue
+			}
+			var used uint64
+			if rec := s.Agents[id]; rec != nil {
+				if c := rec.Counts[g.Tenant]; c != nil {
+					if cls < 0 {
+						used = c.total()
+					} else {
+						used = c[cls]
+					}
+				}
+			}
+			if used < sh.Amount {
+				if out == nil {
+					out = make(map[string][]wire.GrantPool)
+				}
+				out[id] = append(out[id], wire.GrantPool{Tenant: g.Tenant, Class: g.Class})
+			}
+		}
+	}
+	return out
+}
