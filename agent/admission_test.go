@@ -24,8 +24,11 @@ func TestAdmissionRules(t *testing.T) {
 		{"soft local opens count", &wire.TenantInfo{Mode: "soft", Ceiling: 10, Concurrency: 8}, 2, false, ReasonCeiling},
 		{"burst 20%", &wire.TenantInfo{Mode: "soft", Ceiling: 10, BurstPct: 20, Concurrency: 11}, 0, true, ""},
 		{"burst 20% full", &wire.TenantInfo{Mode: "soft", Ceiling: 10, BurstPct: 20, Concurrency: 11}, 1, false, ReasonCeiling},
-		{"strict treated as soft", &wire.TenantInfo{Mode: "strict", Ceiling: 5, Concurrency: 4}, 0, true, ""},
+		{"strict without a share nor a stream", &wire.TenantInfo{Mode: "strict", Ceiling: 5, Concurrency: 4}, 0, false, ReasonClusterUnreachable},
 		{"strict full", &wire.TenantInfo{Mode: "strict", Ceiling: 5, Concurrency: 5}, 0, false, ReasonCeiling},
+		{"soft class ceiling", &wire.TenantInfo{Mode: "soft", Ceiling: 10, ClassLimits: []wire.ClassLimit{{Class: "audio", Ceiling: 2, Concurrency: 2}}}, 0, false, ReasonClassCeiling},
+		{"soft class ceiling with burst", &wire.TenantInfo{Mode: "soft", Ceiling: 10, BurstPct: 50, ClassLimits: []wire.ClassLimit{{Class: "audio", Ceiling: 2, Concurrency: 2}}}, 0, true, ""},
+		{"soft other class limited", &wire.TenantInfo{Mode: "soft", Ceiling: 10, ClassLimits: []wire.ClassLimit{{Class: "ai", Ceiling: 1, Concurrency: 1}}}, 0, true, ""},
 		{"soft ceiling 0", &wire.TenantInfo{Mode: "soft"}, 0, false, ReasonCeiling},
 	}
 	for _, tc := range tests {

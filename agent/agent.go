@@ -40,6 +40,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -73,6 +74,10 @@ type Config struct {
 	// Dial (optional, default a net.Dialer with a 5 s timeout) opens a
 	// stream to a server.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// TopUpWait (optional, default DefaultTopUpWait) is how long an
+	// admission of a strict tenant whose share is used up, while its
+	// ceiling has room, waits for a top-up before grant-timeout.
+	TopUpWait time.Duration
 
 	// clock replaces time.Now in tests (wall and agent time both follow it).
 	clock func() time.Time
@@ -94,6 +99,8 @@ type OpenResult struct {
 	Admitted bool
 	// Reason tells why a session was refused (ReasonUnknownTenant, ...).
 	Reason string
+	// RetryAfter is how long to wait before asking again after a refusal.
+	RetryAfter time.Duration
 	// Existing: the session was already open with the same tenant and class;
 	// nothing changed.
 	Existing bool
@@ -152,7 +159,6 @@ type Agent struct {
 	start     time.Time     // base of agent nanos (monotonic in production)
 	clock     func() int64  // agent nanos
 	statePth  string        // the state file
-	admit     admitter      // admission rules (soft; strict later)
 	flushNow  chan struct{} // cap 1: an early cut is due
 	ackWake   chan struct{} // cap 1: an Ack arrived
 	running   sync.Mutex    // held by Run
@@ -180,6 +186,11 @@ type Agent struct {
 	cutDrain bool              // a cut happened while draining
 	tsBuf    []wire.TenantInfo // frames of a Full TenantState with More
 	tsBufOn  bool
+	// grants (grants.go)
+	ask     *pendingAsk   // the GrantAsk in flight
+	askSeq  uint64        // ReqID of the last ask
+	lease   time.Duration // of shares, from the last Grant
+	grantCh chan struct{} // closed and replaced on every grant event
 }
 
 // knobs are timings the tests shorten.
@@ -227,6 +238,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = wire.DefaultMaxFrame
 	}
+	if cfg.TopUpWait <= 0 {
+		cfg.TopUpWait = DefaultTopUpWait
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -245,7 +259,8 @@ func New(cfg Config) (*Agent, error) {
 		log:      cfg.Logger,
 		dial:     cfg.Dial,
 		labels:   labels,
-		admit:    softAdmitter{},
+		lease:    defaultLease,
+		grantCh:  make(chan struct{}),
 		flushNow: make(chan struct{}, 1),
 		ackWake:  make(chan struct{}, 1),
 		knobs:    defaultKnobs,
@@ -324,8 +339,15 @@ func (a *Agent) Open(tenant, class, session string, ttl time.Duration) (OpenResu
 		return OpenResult{}, fmt.Errorf("%w: %s is open as %s", ErrConflict, session, other)
 	}
 	te := t.tenants[tenant]
-	ok, reason := a.admit.admit(te, cls)
-	if !ok {
+	v, reason, short := decide(te, cls, now, a.streamLive())
+	if v == wait {
+		v, reason, te = a.waitTopUpLocked(tenant, cls, session, short)
+		if v == 0 { // the session was opened meanwhile (the same id)
+			return a.openedMeanwhileLocked(tenant, cls, session)
+		}
+		now = a.now()
+	}
+	if v != admit {
 		if te == nil && len(t.tenants)-t.known < maxUnknownTenants {
 			te = t.tenant(tenant, true)
 		}
@@ -334,15 +356,93 @@ func (a *Agent) Open(tenant, class, session string, ttl time.Duration) (OpenResu
 			a.noteEventLocked()
 		}
 		a.mu.Unlock()
-		return OpenResult{Reason: reason}, nil
+		return OpenResult{Reason: reason, RetryAfter: retryAfter(reason)}, nil
 	}
-	if te == nil { // an admitter may admit a tenant without an entry
+	if te == nil { // defensive: decide admits only known tenants
 		te = t.tenant(tenant, true)
 	}
 	t.open(te, session, cls, ttl, now)
 	a.noteEventLocked()
+	if te.g != nil && a.stream != nil {
+		signal(a.stream.wake) // the writer checks whether the share runs low
+	}
 	a.mu.Unlock()
 	return OpenResult{Admitted: true}, nil
+}
+
+// streamLive reports whether a stream to the leader is up (Welcome done).
+func (a *Agent) streamLive() bool { return a.stream != nil && a.stream.live }
+
+// waitTopUpLocked waits, for at most TopUpWait, until an admission that
+// decide told to wait can be decided: it registers as a waiter of the
+// pools short of a share (so the next ask covers it), wakes the writer and
+// waits for grant events. It returns the final verdict (wait turned into a
+// grant-timeout refusal), or 0 when the session id was opened by another
+// call meanwhile. a.mu is held on entry and on return.
+func (a *Agent) waitTopUpLocked(tenant string, cls plans.Class, session string, short [2]int) (verdict, string, *tenantEntry) {
+	te := a.tab.tenants[tenant]
+	var waiting []*pool
+	for _, i := range short {
+		if i >= 0 && te != nil && te.g != nil {
+			p := &te.g.pools[i]
+			p.waiters++
+			waiting = append(waiting, p)
+		}
+	}
+	defer func() {
+		for _, p := range waiting {
+			p.waiters--
+		}
+	}()
+	if a.stream != nil {
+		signal(a.stream.wake)
+	}
+	timer := time.NewTimer(a.cfg.TopUpWait)
+	defer timer.Stop()
+	// While it waits, the pool may be asked again every dryWait: a short
+	// answer means other agents were asked to hand back meanwhile.
+	retry := time.NewTicker(dryWait)
+	defer retry.Stop()
+	for {
+		ch := a.grantCh
+		a.mu.Unlock()
+		expired := false
+		select {
+		case <-ch:
+		case <-retry.C:
+			a.mu.Lock()
+			if a.stream != nil {
+				signal(a.stream.wake)
+			}
+			continue // with a.mu held, as at the top of the loop
+		case <-timer.C:
+			expired = true
+		}
+		a.mu.Lock()
+		if a.tab.sessions[session] != nil {
+			return 0, "", nil
+		}
+		te = a.tab.tenants[tenant]
+		v, reason, _ := decide(te, cls, a.now(), a.streamLive())
+		if v != wait {
+			return v, reason, te
+		}
+		if expired {
+			return refuse, ReasonGrantTimeout, te
+		}
+	}
+}
+
+// openedMeanwhileLocked answers an Open whose session id another call
+// opened while it waited; it unlocks a.mu.
+func (a *Agent) openedMeanwhileLocked(tenant string, cls plans.Class, session string) (OpenResult, error) {
+	s := a.tab.sessions[session]
+	same, other := s.tenant.id == tenant && s.class == cls, s.tenant.id+"/"+className(s.class)
+	a.mu.Unlock()
+	if same {
+		return OpenResult{Admitted: true, Existing: true}, nil
+	}
+	return OpenResult{}, fmt.Errorf("%w: %s is open as %s", ErrConflict, session, other)
 }
 
 // expireLocked expires the sessions whose TTL lapsed at now.

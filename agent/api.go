@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
@@ -77,7 +78,7 @@ func (a *Agent) handleOpen(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
 	case !res.Admitted:
-		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(res.RetryAfter/time.Second))))
 		jsonhttp.Write(w, http.StatusTooManyRequests, openResponse{Reason: res.Reason})
 	case res.Existing:
 		jsonhttp.Write(w, http.StatusOK, openResponse{Admitted: true})

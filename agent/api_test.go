@@ -63,7 +63,7 @@ func (c *apiClient) expect(method, path, body string, code int) any {
 
 func TestHTTPOpen(t *testing.T) {
 	a, clk := newTestAgent(t, Config{})
-	pushTenants(t, a, true, meter("t1"), soft("full", 1, 1), wireSuspended("sus"))
+	pushTenants(t, a, true, meter("t1"), soft("full", 1, 1), wireSuspended("sus"), strict("strict", 10, 0))
 	c := newAPI(t, a)
 	open := `{"tenant":"t1","class":"audio","session":"s-1","ttl_seconds":30}`
 	if v := c.expect("POST", "/v1/sessions", open, 201); v.(map[string]any)["admitted"] != true {
@@ -73,14 +73,15 @@ func TestHTTPOpen(t *testing.T) {
 	c.expect("POST", "/v1/sessions", `{"tenant":"t1","class":"video-hd","session":"s-1"}`, 409)
 	c.expect("POST", "/v1/sessions", `{"tenant":"t1","class":"audio","session":"s-2"}`, 201)
 
-	for _, tc := range []struct{ body, reason string }{
-		{`{"tenant":"nobody","class":"audio","session":"r1"}`, ReasonUnknownTenant},
-		{`{"tenant":"sus","class":"audio","session":"r2"}`, ReasonSuspended},
-		{`{"tenant":"full","class":"audio","session":"r3"}`, ReasonCeiling},
+	for _, tc := range []struct{ body, reason, retry string }{
+		{`{"tenant":"nobody","class":"audio","session":"r1"}`, ReasonUnknownTenant, "30"},
+		{`{"tenant":"sus","class":"audio","session":"r2"}`, ReasonSuspended, "30"},
+		{`{"tenant":"full","class":"audio","session":"r3"}`, ReasonCeiling, "5"},
+		{`{"tenant":"strict","class":"audio","session":"r4"}`, ReasonClusterUnreachable, "1"},
 	} {
 		code, h, v := c.do("POST", "/v1/sessions", tc.body)
 		m := v.(map[string]any)
-		if code != 429 || m["admitted"] != false || m["reason"] != tc.reason || h.Get("Retry-After") != "1" {
+		if code != 429 || m["admitted"] != false || m["reason"] != tc.reason || h.Get("Retry-After") != tc.retry {
 			t.Fatalf("%s: %d %v retry-after %q", tc.body, code, v, h.Get("Retry-After"))
 		}
 	}

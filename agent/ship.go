@@ -370,6 +370,8 @@ func (a *Agent) runStream(ctx context.Context, conn net.Conn, addr string) (end 
 		}
 		s.live = false
 		a.tsBuf, a.tsBufOn = nil, false
+		a.ask = nil // its answer, if any, is lost with the stream
+		a.grantEventLocked()
 		a.mu.Unlock()
 	}()
 
@@ -534,6 +536,10 @@ func (a *Agent) readLoop(s *stream, rd *wire.Reader) (redirect string, err error
 			if err := a.onTenantState(m); err != nil {
 				return "", err
 			}
+		case *wire.Grant:
+			a.onGrant(m)
+		case *wire.Recall:
+			a.onRecall(m)
 		case *wire.Ping:
 			select {
 			case s.ctrl <- &wire.Pong{Nonce: m.Nonce}:
@@ -594,6 +600,7 @@ func (a *Agent) onTenantState(m *wire.TenantState) error {
 		a.log.Warn("tenant state: skipped tenants with invalid ids", "count", skipped)
 	}
 	a.dirty = true
+	a.grantEventLocked() // waiting admissions decide again; shares may need asking
 	return nil
 }
 
@@ -633,14 +640,20 @@ func (a *Agent) onError(s *stream, e *wire.Error) error {
 func (a *Agent) writer(s *stream) error {
 	ping := time.NewTicker(a.knobs.pingInterval)
 	defer ping.Stop()
+	renew := time.NewTicker(renewCheck)
+	defer renew.Stop()
 	var nonce uint64
 	for {
+		if err := a.sendAsk(s); err != nil {
+			return err
+		}
 		if err := a.sendBatches(s); err != nil {
 			return err
 		}
 		select {
 		case <-s.done:
 			return nil
+		case <-renew.C:
 		case <-s.wake:
 		case m := <-s.ctrl:
 			if err := a.write(s, m); err != nil {
@@ -654,6 +667,9 @@ func (a *Agent) writer(s *stream) error {
 		}
 	}
 }
+
+// renewCheck is how often the writer looks for shares to renew.
+const renewCheck = 250 * time.Millisecond
 
 // maxWriteChunk bounds how many bytes of batches one write gathers.
 const maxWriteChunk = 256 << 10

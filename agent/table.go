@@ -118,7 +118,9 @@ type tenantEntry struct {
 	// admission (admission.go)
 	known bool
 	info  wire.TenantInfo
-	base  int64 // open when info was received
+	base  int64             // open when info was received
+	cbase [numClasses]int64 // each class's open count then
+	g     *grants           // strict plans: the shares held (grants.go)
 }
 
 // table is the session table plus the integrator state.

@@ -31,6 +31,7 @@ func agentCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "label", Usage: "extra label key=value (repeatable)"},
 			&cli.StringFlag{Name: "token", Usage: "token presented to the aggregators", EnvVars: []string{"HEADROOM_AGENT_TOKEN"}},
 			&cli.DurationFlag{Name: "flush-interval", Value: 100 * time.Millisecond, Usage: "how often deltas are cut, persisted and shipped"},
+			&cli.DurationFlag{Name: "top-up-wait", Value: agent.DefaultTopUpWait, Usage: "how long an admission of a strict tenant waits for a top-up of this agent's share before grant-timeout"},
 		}, logFlags()...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
@@ -49,7 +50,7 @@ func agentCommand() *cli.Command {
 			return runAgent(ctx, agent.Config{
 				DataDir: c.String("data-dir"), Servers: splitList(c.StringSlice("server")),
 				AgentID: c.String("id"), Labels: labels, Token: c.String("token"),
-				FlushInterval: c.Duration("flush-interval"), Logger: log,
+				FlushInterval: c.Duration("flush-interval"), TopUpWait: c.Duration("top-up-wait"), Logger: log,
 			}, c.String("api-addr"), log, nil)
 		},
 	}

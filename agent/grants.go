@@ -1,0 +1,323 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/headroom-rtc/headroom/plans"
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+// Grants: the agent's side of strict ceilings (see wire/PROTOCOL.md,
+// "Grants"). A strict tenant's ceiling is split into pools: the total and
+// each class with a ceiling of its own. The agent may have open at most
+// the share it holds of each pool, while the share's lease runs. It holds
+// the lease from the moment it sent the GrantAsk that the Grant answered,
+// on its own monotonic clock, so it always ends before the leader's view
+// of it.
+//
+// Everything here runs with Agent.mu held. One GrantAsk is in flight at a
+// time; the stream's writer sends it (askLocked), the reader applies the
+// answer (onGrant).
+
+// totalPool is the index of the tenant's total pool; pool i > 0 is class i.
+const totalPool = 0
+
+// pool is the agent's share of one pool.
+type pool struct {
+	on       bool   // the pool exists under the tenant's plan
+	ceiling  uint64 // the pool's ceiling, from the latest TenantState
+	grant    uint64 // the share held
+	leaseEnd int64  // agent nanos; the share is usable before it
+	waiters  int    // admissions waiting for a top-up
+	recall   bool   // hand back what is unused with the next ask
+	dryUntil int64  // the last answer left nothing free: no top-up before this
+}
+
+// grants is what a strict tenant's entry holds of its pools.
+type grants struct {
+	pools [numClasses + 1]pool
+}
+
+// pendingAsk is the GrantAsk in flight.
+type pendingAsk struct {
+	id    uint64
+	sent  int64 // agent nanos when it was built, just before it was written
+	wants []wire.GrantWant
+}
+
+// Timings of grants.
+const (
+	// DefaultTopUpWait is how long an admission that found its share used
+	// up while the ceiling has room waits for a top-up before it is
+	// refused with grant-timeout.
+	DefaultTopUpWait = 50 * time.Millisecond
+	// defaultLease is assumed for renewals until a Grant tells the lease.
+	defaultLease = 10 * time.Second
+	// dryWait spaces asks for a pool the leader had nothing free of, while
+	// admissions wait (other agents are asked to hand back meanwhile);
+	// dryIdle does when none waits.
+	dryWait = 5 * time.Millisecond
+	dryIdle = 250 * time.Millisecond
+	// maxAskWants bounds the wants of one GrantAsk (the rest go next time).
+	maxAskWants = 50_000
+)
+
+// poolOpen is the open count a pool's share covers.
+func poolOpen(te *tenantEntry, i int) int64 {
+	if i == totalPool {
+		return te.open
+	}
+	return te.cells[i-1].count
+}
+
+// step is how much a top-up asks beyond what is used: a sixteenth of the
+// ceiling, at least one.
+func (p *pool) step() uint64 { return max(1, min(p.ceiling/16, 1024)) }
+
+// setPools updates a tenant's pools from its TenantInfo: strict plans
+// have a total pool and one per class limit. A ceiling lowered below the
+// share held hands the unused part back at the next ask.
+func (te *tenantEntry) setPools(info *wire.TenantInfo) {
+	if plans.Mode(info.Mode) != plans.Strict {
+		if te.g != nil {
+			for i := range te.g.pools {
+				p := &te.g.pools[i]
+				p.on, p.ceiling, p.recall = false, 0, p.grant > 0
+			}
+		}
+		return
+	}
+	if te.g == nil {
+		te.g = &grants{}
+	}
+	var on [numClasses + 1]bool
+	var ceil [numClasses + 1]uint64
+	on[totalPool], ceil[totalPool] = true, info.Ceiling
+	for _, cl := range info.ClassLimits {
+		if c, err := plans.ParseClass(cl.Class); err == nil {
+			on[c], ceil[c] = true, cl.Ceiling
+		}
+	}
+	for i := range te.g.pools {
+		p := &te.g.pools[i]
+		p.on, p.ceiling = on[i], ceil[i]
+		if p.grant > p.ceiling {
+			p.recall = true
+		}
+	}
+}
+
+// strictVerdict decides an admission of class cls for a strict tenant at
+// now: admit, refuse with a reason, or wait for a top-up (short names the
+// pools to top up). live tells whether a stream to the leader is up.
+func strictVerdict(te *tenantEntry, cls plans.Class, now int64, live bool) (v verdict, reason string, short [2]int) {
+	short = [2]int{-1, -1}
+	g := te.g
+	if g == nil {
+		return wait, ReasonGrantTimeout, short
+	}
+	n := 0
+	for _, i := range [2]int{totalPool, int(cls)} {
+		p := &g.pools[i]
+		if !p.on {
+			continue
+		}
+		open := poolOpen(te, i)
+		if now < p.leaseEnd && open < int64(p.grant) {
+			continue
+		}
+		if at := poolEstimate(te, i); at >= p.ceiling {
+			if i == totalPool {
+				return refuse, ReasonCeiling, short
+			}
+			return refuse, ReasonClassCeiling, short
+		}
+		short[n] = i
+		n++
+	}
+	if n == 0 {
+		return admit, "", short
+	}
+	if !live {
+		for _, i := range short[:n] {
+			if now >= g.pools[i].leaseEnd {
+				return refuse, ReasonClusterUnreachable, short
+			}
+		}
+		return refuse, ReasonGrantTimeout, short
+	}
+	return wait, ReasonGrantTimeout, short
+}
+
+// poolEstimate is the agent's estimate of a pool's global open count.
+func poolEstimate(te *tenantEntry, i int) uint64 {
+	if i == totalPool {
+		return estimate(te)
+	}
+	for _, cl := range te.info.ClassLimits {
+		if c, _ := plans.ParseClass(cl.Class); int(c) == i {
+			return addDelta(cl.Concurrency, te.cells[i-1].count-te.cbase[i-1])
+		}
+	}
+	return 0
+}
+
+// askLocked builds the next GrantAsk, or returns nil when nothing needs
+// asking. It lowers the shares it hands back before the ask is sent.
+func (a *Agent) askLocked(now int64) *wire.GrantAsk {
+	if a.ask != nil {
+		return nil
+	}
+	lease := a.lease
+	var wants []wire.GrantWant
+	for _, te := range a.tab.tenants {
+		g := te.g
+		if g == nil {
+			continue
+		}
+		for i := range g.pools {
+			p := &g.pools[i]
+			if len(wants) >= maxAskWants {
+				break
+			}
+			open := uint64(max(0, poolOpen(te, i)))
+			var want uint64
+			switch {
+			case !p.on:
+				if p.grant == 0 {
+					continue
+				}
+				want = 0 // the plan has no such pool any more
+			case p.recall:
+				want = open + uint64(p.waiters)
+			case p.waiters > 0 && now >= p.dryUntil:
+				want = open + uint64(p.waiters) + p.step()
+			case open+p.step()/2 >= p.grant && now >= p.dryUntil && (p.grant > 0 || open > 0):
+				want = open + p.step() // running low
+			case p.grant > 0 && now >= p.leaseEnd-2*int64(lease)/3:
+				want = max(open, min(p.grant, open+p.step())) // renew, handing back the unused beyond a step
+			default:
+				continue
+			}
+			if p.on {
+				want = max(want, open) // never below what is open
+			}
+			if want < p.grant {
+				p.grant = want
+			}
+			p.recall = false
+			wants = append(wants, wire.GrantWant{Tenant: te.id, Class: poolClass(i), Want: want})
+		}
+		if !g.any() {
+			te.g = nil
+		}
+	}
+	if len(wants) == 0 {
+		return nil
+	}
+	a.askSeq++
+	a.ask = &pendingAsk{id: a.askSeq, sent: now, wants: wants}
+	return &wire.GrantAsk{AgentID: a.id, ReqID: a.askSeq, Wants: wants}
+}
+
+// any reports whether g holds or is about anything: a share, a pool of a
+// strict plan, a waiter.
+func (g *grants) any() bool {
+	for i := range g.pools {
+		if p := &g.pools[i]; p.on || p.grant > 0 || p.waiters > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func poolClass(i int) string {
+	if i == totalPool {
+		return ""
+	}
+	return className(plans.Class(i))
+}
+
+func poolIndex(class string) int {
+	if class == "" {
+		return totalPool
+	}
+	c, err := plans.ParseClass(class)
+	if err != nil {
+		return -1
+	}
+	return int(c)
+}
+
+// onGrant applies the answer to the ask in flight.
+func (a *Agent) onGrant(m *wire.Grant) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ask := a.ask
+	if ask == nil || m.ReqID != ask.id {
+		return // the answer to an ask given up with its stream
+	}
+	a.ask = nil
+	if m.LeaseMillis > 0 {
+		a.lease = time.Duration(m.LeaseMillis) * time.Millisecond
+	}
+	now := a.now()
+	for k := range m.Shares {
+		sh := &m.Shares[k]
+		i := poolIndex(sh.Class)
+		te := a.tab.tenants[sh.Tenant]
+		if i < 0 || te == nil || te.g == nil {
+			continue
+		}
+		p := &te.g.pools[i]
+		p.grant, p.leaseEnd = sh.Grant, ask.sent+int64(a.lease)
+		if k < len(ask.wants) && sh.Grant < ask.wants[k].Want && sh.Free == 0 {
+			if p.waiters > 0 {
+				p.dryUntil = now + int64(dryWait)
+			} else {
+				p.dryUntil = now + int64(dryIdle)
+			}
+		} else {
+			p.dryUntil = 0
+		}
+	}
+	a.grantEventLocked()
+}
+
+// onRecall marks pools whose unused share another agent waits for.
+func (a *Agent) onRecall(m *wire.Recall) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, pl := range m.Pools {
+		te := a.tab.tenants[pl.Tenant]
+		if i := poolIndex(pl.Class); i >= 0 && te != nil && te.g != nil {
+			te.g.pools[i].recall = true
+		}
+	}
+	a.grantEventLocked()
+}
+
+// grantEventLocked wakes the admissions waiting for a top-up and the
+// stream's writer (which may have an ask to send).
+func (a *Agent) grantEventLocked() {
+	close(a.grantCh)
+	a.grantCh = make(chan struct{})
+	if a.stream != nil {
+		signal(a.stream.wake)
+	}
+}
+
+// sendAsk writes the next GrantAsk, if any is due.
+func (a *Agent) sendAsk(s *stream) error {
+	a.mu.Lock()
+	if !s.live || a.stream != s {
+		a.mu.Unlock()
+		return nil
+	}
+	m := a.askLocked(a.now())
+	a.mu.Unlock()
+	if m == nil {
+		return nil
+	}
+	return a.write(s, m)
+}

@@ -1,0 +1,152 @@
+package agent
+
+import (
+	"testing"
+	"time"
+
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+func strict(tenant string, ceiling, conc uint64, limits ...wire.ClassLimit) wire.TenantInfo {
+	return wire.TenantInfo{Tenant: tenant, Plan: "p", Ceiling: ceiling, Mode: "strict", Concurrency: conc, ClassLimits: limits}
+}
+
+// grantLocally answers an ask as the leader would, without a stream.
+func grantLocally(t *testing.T, a *Agent, tenant, class string, share uint64, sent time.Duration) {
+	t.Helper()
+	a.mu.Lock()
+	te := a.tab.tenants[tenant]
+	p := &te.g.pools[poolIndex(class)]
+	p.grant, p.leaseEnd = share, int64(sent)+int64(a.lease)
+	a.mu.Unlock()
+}
+
+// TestStrictAdmission: within a live share sessions are admitted; at the
+// share, a fleet at its ceiling refuses with ceiling; once the lease ends
+// with no stream, cluster-unreachable; per-class pools refuse with
+// class-ceiling.
+func TestStrictAdmission(t *testing.T) {
+	a, clk := newTestAgent(t, Config{})
+	pushTenants(t, a, true, strict("t", 10, 0, wire.ClassLimit{Class: "ai", Ceiling: 1}))
+	grantLocally(t, a, "t", "", 3, 0)
+	grantLocally(t, a, "t", "ai", 1, 0)
+	for i := 0; i < 3; i++ {
+		if res, _ := a.Open("t", "audio", "s"+itoa(i), 0); !res.Admitted {
+			t.Fatalf("open %d within the share: %+v", i, res)
+		}
+	}
+	// The share is used up; the fleet is at 3 of 10: no stream, lease live.
+	if res, _ := a.Open("t", "audio", "s3", 0); res.Reason != ReasonGrantTimeout || res.RetryAfter != time.Second {
+		t.Fatalf("beyond the share, no stream: %+v", res)
+	}
+	// The fleet reports the ceiling reached: ceiling, fleet-wide.
+	pushTenants(t, a, false, strict("t", 10, 10, wire.ClassLimit{Class: "ai", Ceiling: 1}))
+	if res, _ := a.Open("t", "audio", "s3", 0); res.Reason != ReasonCeiling {
+		t.Fatalf("at the fleet's ceiling: %+v", res)
+	}
+	if _, err := a.Close("s0"); err != nil {
+		t.Fatal(err)
+	}
+	// One ai session fits the class pool; a second meets the class ceiling.
+	if res, _ := a.Open("t", "ai", "ai1", 0); !res.Admitted {
+		t.Fatalf("ai within its class share: %+v", res)
+	}
+	pushTenants(t, a, false, strict("t", 10, 3, wire.ClassLimit{Class: "ai", Ceiling: 1, Concurrency: 1}))
+	if _, err := a.Close("s1"); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := a.Open("t", "ai", "ai2", 0); res.Reason != ReasonClassCeiling {
+		t.Fatalf("second ai: %+v", res)
+	}
+	// The lease ends: nothing is admitted, even within the share.
+	clk.advance(a.lease)
+	if res, _ := a.Open("t", "audio", "late", 0); res.Reason != ReasonClusterUnreachable {
+		t.Fatalf("after the lease: %+v", res)
+	}
+	a.mu.Lock()
+	es, _ := a.tab.cut(a.now())
+	a.mu.Unlock()
+	if e, _ := entryOf(es, "t", "audio"); e.Refused != 3 {
+		t.Errorf("audio refusals counted: %+v", e)
+	}
+}
+
+// recvAsk reads messages until a GrantAsk.
+func (fc *fakeConn) recvAsk() *wire.GrantAsk {
+	fc.t.Helper()
+	for {
+		if g, ok := fc.recv().(*wire.GrantAsk); ok {
+			return g
+		}
+	}
+}
+
+// TestGrantStream: over a stream, an admission beyond the share waits for
+// the top-up it asks for; a Grant answers it; a short answer ends in
+// grant-timeout; a Recall hands the unused part back; an upgrade lets a
+// waiting admission through.
+func TestGrantStream(t *testing.T) {
+	srv := newFakeServer(t)
+	a := shipAgent(t, Config{Servers: []string{srv.addr()}, TopUpWait: 5 * time.Second})
+	startAgent(t, a)
+	fc := srv.accept()
+	fc.send(&wire.Welcome{NeedFullState: false})
+	fc.send(&wire.TenantState{Full: true, Tenants: []wire.TenantInfo{strict("t", 32, 0)}})
+	waitFor(t, "tenant state", func() bool { return a.Status().TenantsKnown == 1 })
+
+	opened := make(chan OpenResult, 1)
+	go func() { res, _ := a.Open("t", "audio", "s0", 0); opened <- res }()
+	ask := fc.recvAsk()
+	if ask.AgentID != a.ID() || len(ask.Wants) != 1 || ask.Wants[0].Tenant != "t" || ask.Wants[0].Class != "" || ask.Wants[0].Want < 1 {
+		t.Fatalf("first ask %+v", ask)
+	}
+	fc.send(&wire.Grant{ReqID: ask.ReqID, LeaseMillis: 10_000, Shares: []wire.GrantShare{{Tenant: "t", Grant: 1, Free: 31}}})
+	if res := <-opened; !res.Admitted {
+		t.Fatalf("admission waiting for its share: %+v", res)
+	}
+	// The share is used up: the next admission asks again; a short
+	// answer (nothing free) leaves it waiting until TopUpWait.
+	go func() { res, _ := a.Open("t", "audio", "s1", 0); opened <- res }()
+	ask = fc.recvAsk()
+	if w := ask.Wants[0].Want; w < 2 {
+		t.Fatalf("top-up asks for %d, want at least 2 (1 open + 1 waiting)", w)
+	}
+	fc.send(&wire.Grant{ReqID: ask.ReqID, LeaseMillis: 10_000, Shares: []wire.GrantShare{{Tenant: "t", Grant: 1}}})
+	// An upgrade arrives: the waiting admission asks again and gets it.
+	ask = fc.recvAsk()
+	fc.send(&wire.TenantState{Tenants: []wire.TenantInfo{strict("t", 64, 1)}})
+	fc.send(&wire.Grant{ReqID: ask.ReqID, LeaseMillis: 10_000, Shares: []wire.GrantShare{{Tenant: "t", Grant: 6, Free: 58}}})
+	if res := <-opened; !res.Admitted {
+		t.Fatalf("admission after the top-up: %+v", res)
+	}
+	// A Recall hands back all but what is open.
+	fc.send(&wire.Recall{Pools: []wire.GrantPool{{Tenant: "t"}}})
+	for {
+		ask = fc.recvAsk()
+		if ask.Wants[0].Want == 2 {
+			break
+		}
+		fc.send(&wire.Grant{ReqID: ask.ReqID, LeaseMillis: 10_000, Shares: []wire.GrantShare{{Tenant: "t", Grant: ask.Wants[0].Want}}})
+	}
+	a.mu.Lock()
+	held := a.tab.tenants["t"].g.pools[totalPool].grant
+	a.mu.Unlock()
+	if held != 2 {
+		t.Fatalf("after a recall the agent holds %d before the answer, want the 2 it uses", held)
+	}
+}
+
+// TestGrantTimeout: no answer within TopUpWait refuses with grant-timeout.
+func TestGrantTimeout(t *testing.T) {
+	srv := newFakeServer(t)
+	a := shipAgent(t, Config{Servers: []string{srv.addr()}, TopUpWait: 20 * time.Millisecond})
+	startAgent(t, a)
+	fc := srv.accept()
+	fc.send(&wire.Welcome{})
+	fc.send(&wire.TenantState{Full: true, Tenants: []wire.TenantInfo{strict("t", 32, 0)}})
+	waitFor(t, "tenant state", func() bool { return a.Status().TenantsKnown == 1 })
+	res, _ := a.Open("t", "audio", "s0", 0)
+	if res.Admitted || res.Reason != ReasonGrantTimeout || res.RetryAfter != time.Second {
+		t.Fatalf("no answer: %+v", res)
+	}
+}
