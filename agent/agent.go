@@ -132,14 +132,28 @@ type AckInfo struct {
 
 // Status is a snapshot of the agent's state.
 type Status struct {
-	ID             string  `json:"id"`
-	Epoch          uint64  `json:"epoch"`
-	Server         string  `json:"server"`
-	Connected      bool    `json:"connected"`
-	UnackedBatches int     `json:"unacked_batches"`
-	LastAck        AckInfo `json:"last_ack"`
-	OpenSessions   int     `json:"open_sessions"`
-	TenantsKnown   int     `json:"tenants_known"`
+	ID             string      `json:"id"`
+	Epoch          uint64      `json:"epoch"`
+	Server         string      `json:"server"`
+	Connected      bool        `json:"connected"`
+	UnackedBatches int         `json:"unacked_batches"`
+	LastAck        AckInfo     `json:"last_ack"`
+	OpenSessions   int         `json:"open_sessions"`
+	TenantsKnown   int         `json:"tenants_known"`
+	Grants         GrantStatus `json:"grants"`
+}
+
+// GrantStatus tells how the agent's asks for shares of strict ceilings
+// fare: the round trip is from sending a GrantAsk to reading its Grant
+// (the leader commits the shares in between).
+type GrantStatus struct {
+	Asks     uint64 `json:"asks"`
+	Answered uint64 `json:"answered"`
+	Pending  bool   `json:"pending"`
+	// Over the last answered asks (up to 1024):
+	RoundTripP50Ms float64 `json:"round_trip_p50_ms"`
+	RoundTripP99Ms float64 `json:"round_trip_p99_ms"`
+	RoundTripMaxMs float64 `json:"round_trip_max_ms"`
 }
 
 // batch is a cut DeltaBatch awaiting its Ack. It is immutable once cut, so
@@ -191,6 +205,7 @@ type Agent struct {
 	askSeq  uint64        // ReqID of the last ask
 	lease   time.Duration // of shares, from the last Grant
 	grantCh chan struct{} // closed and replaced on every grant event
+	rtts    rttRing       // round trips of answered asks
 }
 
 // knobs are timings the tests shorten.
@@ -595,6 +610,7 @@ func (a *Agent) Status() Status {
 	if s := a.stream; s != nil && s.live {
 		st.Server, st.Connected = s.addr, true
 	}
+	st.Grants = a.grantStatusLocked()
 	return st
 }
 

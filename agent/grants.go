@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"slices"
 	"time"
 
 	"github.com/headroom-rtc/headroom/plans"
@@ -30,7 +31,11 @@ type pool struct {
 	leaseEnd int64  // agent nanos; the share is usable before it
 	waiters  int    // admissions waiting for a top-up
 	recall   bool   // hand back what is unused with the next ask
-	dryUntil int64  // the last answer left nothing free: no top-up before this
+	// tight: the pool's ceiling was lowered, so the shares of the fleet may
+	// sum to more than it; until the leader reports room again (Free > 0),
+	// a share unused is handed back rather than used.
+	tight    bool
+	dryUntil int64 // the last answer left nothing free: no top-up before this
 }
 
 // grants is what a strict tenant's entry holds of its pools.
@@ -75,8 +80,10 @@ func poolOpen(te *tenantEntry, i int) int64 {
 func (p *pool) step() uint64 { return max(1, min(p.ceiling/16, 1024)) }
 
 // setPools updates a tenant's pools from its TenantInfo: strict plans
-// have a total pool and one per class limit. A ceiling lowered below the
-// share held hands the unused part back at the next ask.
+// have a total pool and one per class limit. When a pool's ceiling is
+// lowered, the agent stops using the unused part of its share at once and
+// hands it back with the next ask: the shares of other agents may sum to
+// more than the new ceiling, and only shares handed back make room.
 func (te *tenantEntry) setPools(info *wire.TenantInfo) {
 	if plans.Mode(info.Mode) != plans.Strict {
 		if te.g != nil {
@@ -100,6 +107,13 @@ func (te *tenantEntry) setPools(info *wire.TenantInfo) {
 	}
 	for i := range te.g.pools {
 		p := &te.g.pools[i]
+		if on[i] && p.on && ceil[i] < p.ceiling {
+			// A lowered ceiling: stop using what is not in use at once
+			// (the leader may hold more shares than the new ceiling), and
+			// hand it back with the next ask.
+			p.grant = min(p.grant, uint64(max(0, poolOpen(te, i))))
+			p.recall, p.tight = true, true
+		}
 		p.on, p.ceiling = on[i], ceil[i]
 		if p.grant > p.ceiling {
 			p.recall = true
@@ -123,6 +137,11 @@ func strictVerdict(te *tenantEntry, cls plans.Class, now int64, live bool) (v ve
 			continue
 		}
 		open := poolOpen(te, i)
+		if p.tight && open < int64(p.grant) {
+			// Sessions closed since the ceiling was lowered: their share
+			// goes back instead of being used again.
+			p.grant, p.recall = uint64(max(0, open)), true
+		}
 		if now < p.leaseEnd && open < int64(p.grant) {
 			continue
 		}
@@ -190,9 +209,11 @@ func (a *Agent) askLocked(now int64) *wire.GrantAsk {
 				want = 0 // the plan has no such pool any more
 			case p.recall:
 				want = open + uint64(p.waiters)
+			case p.waiters > 0 && now >= p.dryUntil && p.tight:
+				want = open + uint64(p.waiters)
 			case p.waiters > 0 && now >= p.dryUntil:
 				want = open + uint64(p.waiters) + p.step()
-			case open+p.step()/2 >= p.grant && now >= p.dryUntil && (p.grant > 0 || open > 0):
+			case !p.tight && open+p.step()/2 >= p.grant && now >= p.dryUntil && (p.grant > 0 || open > 0):
 				want = open + p.step() // running low
 			case p.grant > 0 && now >= p.leaseEnd-2*int64(lease)/3:
 				want = max(open, min(p.grant, open+p.step())) // renew, handing back the unused beyond a step
@@ -216,6 +237,7 @@ func (a *Agent) askLocked(now int64) *wire.GrantAsk {
 		return nil
 	}
 	a.askSeq++
+	a.rtts.asks++
 	a.ask = &pendingAsk{id: a.askSeq, sent: now, wants: wants}
 	return &wire.GrantAsk{AgentID: a.id, ReqID: a.askSeq, Wants: wants}
 }
@@ -258,10 +280,11 @@ func (a *Agent) onGrant(m *wire.Grant) {
 		return // the answer to an ask given up with its stream
 	}
 	a.ask = nil
+	now := a.now()
+	a.rtts.add(time.Duration(now - ask.sent))
 	if m.LeaseMillis > 0 {
 		a.lease = time.Duration(m.LeaseMillis) * time.Millisecond
 	}
-	now := a.now()
 	for k := range m.Shares {
 		sh := &m.Shares[k]
 		i := poolIndex(sh.Class)
@@ -271,6 +294,9 @@ func (a *Agent) onGrant(m *wire.Grant) {
 		}
 		p := &te.g.pools[i]
 		p.grant, p.leaseEnd = sh.Grant, ask.sent+int64(a.lease)
+		if sh.Free > 0 {
+			p.tight = false // the shares are within the ceiling again
+		}
 		if k < len(ask.wants) && sh.Grant < ask.wants[k].Want && sh.Free == 0 {
 			if p.waiters > 0 {
 				p.dryUntil = now + int64(dryWait)
@@ -320,4 +346,29 @@ func (a *Agent) sendAsk(s *stream) error {
 		return nil
 	}
 	return a.write(s, m)
+}
+
+// rttRing keeps the round trips of the last answered asks.
+type rttRing struct {
+	asks, answered uint64
+	d              [1024]time.Duration
+}
+
+func (r *rttRing) add(d time.Duration) {
+	r.d[r.answered%uint64(len(r.d))] = d
+	r.answered++
+}
+
+func (a *Agent) grantStatusLocked() GrantStatus {
+	r := &a.rtts
+	st := GrantStatus{Asks: r.asks, Answered: r.answered, Pending: a.ask != nil}
+	n := int(min(r.answered, uint64(len(r.d))))
+	if n == 0 {
+		return st
+	}
+	ds := slices.Clone(r.d[:n])
+	slices.Sort(ds)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	st.RoundTripP50Ms, st.RoundTripP99Ms, st.RoundTripMaxMs = ms(ds[n/2]), ms(ds[(n*99)/100]), ms(ds[n-1])
+	return st
 }

@@ -11,8 +11,9 @@ func strict(tenant string, ceiling, conc uint64, limits ...wire.ClassLimit) wire
 	return wire.TenantInfo{Tenant: tenant, Plan: "p", Ceiling: ceiling, Mode: "strict", Concurrency: conc, ClassLimits: limits}
 }
 
-// grantLocally answers an ask as the leader would, without a stream.
-func grantLocally(t *testing.T, a *Agent, tenant, class string, share uint64, sent time.Duration) {
+// grantLocally answers an ask sent at agent time sent as the leader would,
+// without a stream.
+func grantLocally(t testing.TB, a *Agent, tenant, class string, share uint64, sent time.Duration) {
 	t.Helper()
 	a.mu.Lock()
 	te := a.tab.tenants[tenant]
@@ -134,6 +135,9 @@ func TestGrantStream(t *testing.T) {
 	if held != 2 {
 		t.Fatalf("after a recall the agent holds %d before the answer, want the 2 it uses", held)
 	}
+	if st := a.Status().Grants; st.Answered < 3 || st.Asks != st.Answered+1 || !st.Pending || st.RoundTripMaxMs <= 0 {
+		t.Errorf("grant status %+v: want 3 or more answered, the last ask pending, round trips measured", st)
+	}
 }
 
 // TestGrantTimeout: no answer within TopUpWait refuses with grant-timeout.
@@ -148,5 +152,46 @@ func TestGrantTimeout(t *testing.T) {
 	res, _ := a.Open("t", "audio", "s0", 0)
 	if res.Admitted || res.Reason != ReasonGrantTimeout || res.RetryAfter != time.Second {
 		t.Fatalf("no answer: %+v", res)
+	}
+}
+
+// TestLoweredCeilingHandsBack: a lowered ceiling stops the unused part of
+// the share at once, so a downgrade is enforced without waiting for a
+// renewal.
+func TestLoweredCeilingHandsBack(t *testing.T) {
+	a, _ := newTestAgent(t, Config{})
+	pushTenants(t, a, true, strict("t", 1000, 0))
+	grantLocally(t, a, "t", "", 300, 0)
+	for i := 0; i < 5; i++ {
+		if res, _ := a.Open("t", "audio", "s"+itoa(i), 0); !res.Admitted {
+			t.Fatalf("open %d: %+v", i, res)
+		}
+	}
+	pushTenants(t, a, false, strict("t", 100, 5))
+	if res, _ := a.Open("t", "audio", "over", 0); res.Admitted {
+		t.Fatalf("admitted within a share kept from the higher ceiling: %+v", res)
+	}
+	a.mu.Lock()
+	ask := a.askLocked(a.now())
+	a.mu.Unlock()
+	if ask == nil || len(ask.Wants) != 1 || ask.Wants[0].Want != 5 {
+		t.Fatalf("hand-back ask %+v, want the 5 in use", ask)
+	}
+	// The leader keeps the 5 (nothing free: the fleet is over the new
+	// ceiling). A session closes: its share is not used again.
+	a.onGrant(&wire.Grant{ReqID: ask.ReqID, LeaseMillis: 10_000, Shares: []wire.GrantShare{{Tenant: "t", Grant: 5}}})
+	if _, err := a.Close("s0"); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := a.Open("t", "audio", "again", 0); res.Admitted {
+		t.Fatalf("a closed session's share used again while the fleet may be over the lowered ceiling: %+v", res)
+	}
+	// Once the leader reports room, the pool is normal again.
+	a.mu.Lock()
+	ask = a.askLocked(a.now())
+	a.mu.Unlock()
+	a.onGrant(&wire.Grant{ReqID: ask.ReqID, LeaseMillis: 10_000, Shares: []wire.GrantShare{{Tenant: "t", Grant: 10, Free: 3}}})
+	if res, _ := a.Open("t", "audio", "again", 0); !res.Admitted {
+		t.Fatalf("with room again: %+v", res)
 	}
 }

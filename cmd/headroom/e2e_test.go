@@ -20,13 +20,13 @@ import (
 // share with the cluster tests are in harness_test.go.
 
 type stack struct {
-	t                     *testing.T
+	t                     testing.TB
 	dir                   string
 	http, wire, raft, api string
 	agg, agent            *proc
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
 	s := &stack{t: t, dir: t.TempDir(), http: freeAddr(t), wire: freeAddr(t), raft: freeAddr(t), api: freeAddr(t)}
 	return s
 }

@@ -39,7 +39,7 @@ func (s *stack) startFleet(n int) []*fleetAgent {
 }
 
 // ownSessions is what an agent itself says it holds open of a tenant.
-func ownSessions(t *testing.T, api, tenant string) int {
+func ownSessions(t testing.TB, api, tenant string) int {
 	t.Helper()
 	code, body, err := call("GET", "http://"+api+"/v1/sessions?tenant="+tenant, nil)
 	if err != nil || code != 200 {
