@@ -88,6 +88,7 @@ func sumEntries(batches []*wire.DeltaBatch) map[usageKey]wire.DeltaEntry {
 			s.Opened += e.Opened
 			s.Closed += e.Closed
 			s.SessionMicros += e.SessionMicros
+			s.ClosedMinutes += e.ClosedMinutes
 			s.Refused += e.Refused
 			s.Peak = max(s.Peak, e.Peak)
 			out[k] = s

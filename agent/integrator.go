@@ -3,6 +3,7 @@ package agent
 import (
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
@@ -44,8 +45,11 @@ type cell struct {
 	opened  uint64
 	closed  uint64
 	refused uint64
-	listed  bool // in table.active
-	evented bool // counted in table.eventful
+	// closedMin sums, over the sessions closed this interval, each one's
+	// duration rounded up to a whole minute (wire ClosedMinutes).
+	closedMin uint64
+	listed    bool // in table.active
+	evented   bool // counted in table.eventful
 }
 
 // cellRef names a cell of the pending accumulator.
@@ -102,13 +106,20 @@ func (t *table) addOpen(s *session, now int64) *cell {
 }
 
 // countClose accounts for s having been closed at now; with expired, s is
-// closed at its last keepalive and its provisional time is taken back.
+// closed at its last keepalive and its provisional time is taken back. The
+// session's duration (to now, or to its last keepalive when expired) is
+// added to the interval's ClosedMinutes, rounded up to a whole minute.
 func (t *table) countClose(s *session, now int64, expired bool) {
 	te := s.tenant
 	c := s.cell()
 	c.accrue(now)
 	c.count--
 	c.closed++
+	end := now
+	if expired {
+		end = s.lastKA
+	}
+	c.closedMin += wholeMinutes(time.Duration(max(0, end-s.openedAt)))
 	te.open--
 	if s.ttl > 0 {
 		c.ttlN--
@@ -118,6 +129,11 @@ func (t *table) countClose(s *session, now int64, expired bool) {
 		}
 	}
 	t.touch(te, s.class)
+}
+
+// wholeMinutes is d rounded up to a whole minute.
+func wholeMinutes(d time.Duration) uint64 {
+	return uint64((d + time.Minute - 1) / time.Minute)
 }
 
 // confirm moves a TTL session's anchor to now (a keepalive at now).
@@ -171,10 +187,10 @@ func (t *table) cut(now int64) ([]wire.DeltaEntry, []wire.TenantPeak) {
 			entries = append(entries, wire.DeltaEntry{
 				Tenant: te.id, Class: className(r.cls),
 				Opened: c.opened, Closed: c.closed, SessionMicros: micros,
-				Peak: uint64(c.peak), Refused: c.refused,
+				Peak: uint64(c.peak), Refused: c.refused, ClosedMinutes: c.closedMin,
 			})
 		}
-		c.opened, c.closed, c.refused = 0, 0, 0
+		c.opened, c.closed, c.refused, c.closedMin = 0, 0, 0, 0
 		c.peak = c.count
 		c.evented = false
 		if c.count != 0 {
@@ -205,7 +221,7 @@ func (t *table) cut(now int64) ([]wire.DeltaEntry, []wire.TenantPeak) {
 // maybeForget deletes the entry of a tenant the agent does not know, once
 // nothing refers to it and it holds nothing.
 func (t *table) maybeForget(te *tenantEntry) {
-	if te.known || te.open != 0 || t.tenants[te.id] != te {
+	if te.known || te.open != 0 || te.g != nil || t.tenants[te.id] != te {
 		return
 	}
 	for i := range te.cells {

@@ -478,8 +478,8 @@ func (a *Agent) onWelcome(s *stream, w *wire.Welcome) error {
 }
 
 // fullStateLocked builds the FullState for the last cut seq: the absolute
-// open counts and the coalesced usage (session time, peaks, refusals) of
-// every unacknowledged batch.
+// open counts and the coalesced usage (session time, rounded minutes of
+// ended sessions, peaks, refusals) of every unacknowledged batch.
 func (a *Agent) fullStateLocked() *wire.FullState {
 	fs := &wire.FullState{AgentID: a.id, Epoch: a.epoch, Seq: a.nextSeq - 1, Counts: a.tab.counts()}
 	type key struct{ tenant, class string }
@@ -494,6 +494,7 @@ func (a *Agent) fullStateLocked() *wire.FullState {
 				usage[k] = u
 			}
 			u.SessionMicros += e.SessionMicros
+			u.ClosedMinutes += e.ClosedMinutes
 			u.Refused += e.Refused
 			u.Peak = max(u.Peak, e.Peak)
 		}

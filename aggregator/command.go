@@ -29,6 +29,8 @@ const (
 	cmdTenantOp   cmdKind = 7 // an operator suspended, resumed or deleted a tenant
 	cmdPutPlan    cmdKind = 8 // an operator created or updated a plan
 	cmdDeletePlan cmdKind = 9 // an operator deleted a plan
+	// The leader set the grace for late batches (metering.go).
+	cmdUsageGrace cmdKind = 10
 	// Add new kinds above this line.
 )
 
@@ -61,6 +63,8 @@ func newCommand(kind cmdKind) command {
 		return &putPlanCmd{}
 	case cmdDeletePlan:
 		return &deletePlanCmd{}
+	case cmdUsageGrace:
+		return &usageGraceCmd{}
 	}
 	return nil
 }

@@ -76,6 +76,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	} else {
 		a := f.s.newApplier(l.Index, c.when())
 		res = c.apply(a)
+		a.settle()
 		changed = a.changed
 	}
 	f.mu.Unlock()
@@ -163,6 +164,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			a.Counts = map[string]*classCounts{}
 		}
 	}
+	s.rebuildRegionOpen()
 	f.mu.Lock()
 	f.s = s
 	f.mu.Unlock()

@@ -130,6 +130,7 @@ type UsageJSON struct {
 	PCU            uint64             `json:"pcu"`
 	PCUByClass     map[string]uint64  `json:"pcu_by_class"`
 	RefusedByClass map[string]uint64  `json:"refused_by_class"`
+	MeteringJSON
 }
 
 func byClass(c *classCounts) map[string]uint64 {
@@ -158,14 +159,22 @@ func usageJSON(t *Tenant, period string) *UsageJSON {
 	}
 	j := &UsageJSON{Period: period, SecondsByClass: make(map[string]float64, numClasses), PCU: u.PCU,
 		PCUByClass: byClass(&u.PCUByClass), RefusedByClass: byClass(&u.Refused)}
+	for i, m := range u.Micros {
+		j.SecondsByClass[plans.Class(i+1).String()] = float64(m) / 1e6
+	}
+	j.UnitMinutes = unitMinutes(u)
+	return j
+}
+
+// unitMinutes is a period's usage in unit-minutes: session minutes times
+// class weight, summed over the classes (the usage report's figure, which
+// alerts compare with a plan's included unit-minutes).
+func unitMinutes(u *Usage) float64 {
 	var unitMicros float64
 	for i, m := range u.Micros {
-		c := plans.Class(i + 1)
-		j.SecondsByClass[c.String()] = float64(m) / 1e6
-		unitMicros += float64(m) * float64(c.Weight(plans.DefaultAIWeight))
+		unitMicros += float64(m) * float64(plans.Class(i+1).Weight(plans.DefaultAIWeight))
 	}
-	j.UnitMinutes = unitMicros / 60e6
-	return j
+	return unitMicros / 60e6
 }
 
 func (s *Server) handleTenants(w http.ResponseWriter, r *http.Request) {
@@ -200,7 +209,7 @@ func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
 		}
 		found = true
 		out = tenantJSON(st, t)
-		out.Usage = usageJSON(t, period)
+		out.Usage = tenantUsageJSON(st, t, period)
 	})
 	if !found {
 		jsonhttp.Error(w, http.StatusNotFound, fmt.Sprintf("no tenant %q", id))

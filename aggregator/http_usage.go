@@ -3,6 +3,7 @@ package aggregator
 import (
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"time"
 
@@ -12,10 +13,88 @@ import (
 
 // DayJSON is one day of a tenant's usage.
 type DayJSON struct {
-	Date           string             `json:"date"`
-	Peak           uint64             `json:"peak"`
+	Date string `json:"date"`
+	Peak uint64 `json:"peak"`
+	// RegionalPeak is the sum of each region's own peak that day.
+	RegionalPeak   uint64             `json:"regional_peak"`
 	SecondsByClass map[string]float64 `json:"seconds_by_class"`
 	Refused        uint64             `json:"refused"`
+}
+
+// MeteringJSON is the part of a period's usage about its closing, the
+// ceiling, rounding and regions.
+type MeteringJSON struct {
+	// Closed: the period ended more than the grace for late batches ago;
+	// its figures never change again. ClosesAt is its end plus the grace
+	// in effect.
+	Closed   bool   `json:"closed"`
+	ClosesAt string `json:"closes_at"`
+	// LateBatches were cut in a period already closed and booked to this
+	// one instead (counted once per tenant they carry); LateSeconds is
+	// their session time.
+	LateBatches uint64  `json:"late_batches"`
+	LateSeconds float64 `json:"late_seconds"`
+	// SecondsOverCeiling is the time the global open count stood at or
+	// over the plan's ceiling, from entry to entry.
+	SecondsOverCeiling float64 `json:"seconds_over_ceiling"`
+	// SessionMinutesByClass are the sessions that ended, each rounded up
+	// to a whole minute (what a plan rounding per session bills).
+	SessionMinutesByClass map[string]uint64 `json:"session_minutes_by_class"`
+	// PeakBasis is the plan's: PlanPCU is PCU when it is global, else
+	// RegionalPCU, the sum of each region's own peak in the period.
+	PeakBasis   string       `json:"peak_basis"`
+	RegionalPCU uint64       `json:"regional_pcu"`
+	PlanPCU     uint64       `json:"plan_pcu"`
+	Regions     []RegionJSON `json:"regions"`
+}
+
+// RegionJSON is a period's usage through one region's agents.
+type RegionJSON struct {
+	// Region is the agents' region label ("" for agents without one).
+	Region         string             `json:"region"`
+	SecondsByClass map[string]float64 `json:"seconds_by_class"`
+	UnitMinutes    float64            `json:"unit_minutes"`
+	PCU            uint64             `json:"pcu"`
+}
+
+// tenantUsageJSON is a tenant's usage of a period with its metering.
+func tenantUsageJSON(st *State, t *Tenant, period string) *UsageJSON {
+	j := usageJSON(t, period)
+	j.MeteringJSON = meteringJSON(st, t, period)
+	return j
+}
+
+func meteringJSON(st *State, t *Tenant, period string) MeteringJSON {
+	u := t.Usage[period]
+	if u == nil {
+		u = &Usage{}
+	}
+	j := MeteringJSON{
+		Closed: st.periodClosed(period), LateBatches: u.Late, LateSeconds: float64(u.LateMicros) / 1e6,
+		SecondsOverCeiling: float64(u.OverNanos) / 1e9, SessionMinutesByClass: byClass(&u.ClosedMinutes),
+		PeakBasis: string(plans.PeakGlobal), Regions: []RegionJSON{},
+	}
+	if p, err := plans.ParsePeriod(period); err == nil {
+		j.ClosesAt = p.End().Add(time.Duration(st.grace())).Format(time.RFC3339)
+	}
+	for name, r := range u.Regions {
+		rj := RegionJSON{Region: name, SecondsByClass: make(map[string]float64, numClasses), PCU: r.PCU}
+		var unitMicros float64
+		for i, m := range r.Micros {
+			c := plans.Class(i + 1)
+			rj.SecondsByClass[c.String()] = float64(m) / 1e6
+			unitMicros += float64(m) * float64(c.Weight(plans.DefaultAIWeight))
+		}
+		rj.UnitMinutes = unitMicros / 60e6
+		j.Regions = append(j.Regions, rj)
+		j.RegionalPCU += r.PCU
+	}
+	sort.Slice(j.Regions, func(a, b int) bool { return j.Regions[a].Region < j.Regions[b].Region })
+	j.PlanPCU = u.PCU
+	if p, ok := st.Plans[t.Plan]; ok && p.PeakBasis == plans.PeakRegional {
+		j.PeakBasis, j.PlanPCU = string(plans.PeakRegional), j.RegionalPCU
+	}
+	return j
 }
 
 // UsageReportJSON is the body of GET /v1/tenants/{id}/usage.
@@ -63,33 +142,44 @@ func (s *Server) gatherUsage(id string, p plans.Period) tenantUsage {
 		}
 		tu.found = true
 		tu.current = st.Plans[t.Plan]
-		tu.report = UsageReportJSON{Tenant: id, UsageJSON: *usageJSON(t, p.String()), Days: []DayJSON{}}
+		tu.report = UsageReportJSON{Tenant: id, UsageJSON: *tenantUsageJSON(st, t, p.String()), Days: []DayJSON{}}
 		tu.held, tu.heldErr = holdings(st, t, p)
 		u := t.Usage[p.String()]
 		if u == nil {
 			return
 		}
-		var micros []classCounts // per day
+		var micros []classCounts            // per day
+		var regionPeaks []map[string]uint64 // per day
 		for _, b := range u.Buckets {
 			at := time.Unix(0, b.From).UTC()
 			day := int(at.Sub(p.Start()) / (24 * time.Hour))
 			for len(tu.days) <= day {
 				tu.days = append(tu.days, plans.DayUsage{})
 				micros = append(micros, classCounts{})
+				regionPeaks = append(regionPeaks, nil)
 			}
 			d := &tu.days[day]
 			d.Peak = max(d.Peak, b.Peak)
 			d.Refused += b.Refused
+			for r, peak := range b.RegionPeaks {
+				if regionPeaks[day] == nil {
+					regionPeaks[day] = make(map[string]uint64)
+				}
+				regionPeaks[day][r] = max(regionPeaks[day][r], peak)
+			}
 			for c, m := range b.Micros {
 				micros[day][c] += m
-				if m > 0 {
-					tu.slices = append(tu.slices, plans.UsageSlice{At: at, Class: plans.Class(c + 1), Micros: m})
+				if m > 0 || b.Minutes[c] > 0 {
+					tu.slices = append(tu.slices, plans.UsageSlice{At: at, Class: plans.Class(c + 1), Micros: m, Minutes: b.Minutes[c]})
 				}
 			}
 		}
 		for i := range tu.days {
 			d := &tu.days[i]
-			dj := DayJSON{Date: p.Start().AddDate(0, 0, i).Format("2006-01-02"), Peak: d.Peak, Refused: d.Refused, SecondsByClass: map[string]float64{}}
+			for _, peak := range regionPeaks[i] {
+				d.RegionalPeak += peak
+			}
+			dj := DayJSON{Date: p.Start().AddDate(0, 0, i).Format("2006-01-02"), Peak: d.Peak, RegionalPeak: d.RegionalPeak, Refused: d.Refused, SecondsByClass: map[string]float64{}}
 			for c, m := range micros[i] {
 				d.Minutes[c] = m / 60_000_000
 				dj.SecondsByClass[plans.Class(c+1).String()] = float64(m) / 1e6

@@ -71,6 +71,11 @@ type Config struct {
 	// AgentForget is how long an expired agent is remembered (with its
 	// dedup state). (Optional, default 24h)
 	AgentForget time.Duration
+	// UsageGrace is how long after its end a billing period still takes
+	// the batches cut in it; later ones go to the open period, flagged
+	// late. The leader writes it into the log. (Optional, default
+	// DefaultUsageGrace, at most MaxUsageGrace)
+	UsageGrace time.Duration
 	// GrantLease is how long a share of a strict ceiling leased to an agent
 	// lasts without renewal; GrantMargin is how much longer the leader waits
 	// before it gives an expired share to another agent (covering the
@@ -82,6 +87,13 @@ type Config struct {
 	Plans []plans.Plan
 	// MaxFrame limits one wire frame. (Optional, default wire.DefaultMaxFrame)
 	MaxFrame int
+	// AlertWebhook receives a JSON POST for each alert (see alerts.go);
+	// without it alerts are only logged. (Optional)
+	AlertWebhook string
+	// AlertThresholds are the utilization percentages (of the ceiling and
+	// of the included unit-minutes) alerts fire at: 1 to 1000, ascending.
+	// (Optional, default DefaultAlertThresholds)
+	AlertThresholds []uint32
 	// Logger is the parent logger. (Optional)
 	Logger hclog.Logger
 	// Now is the clock the leader stamps entries with and reads use for
@@ -100,6 +112,7 @@ type Server struct {
 
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
+	alerts         *alerter
 	hold           time.Duration
 	bar            barrier
 	advertised     cluster.Meta
@@ -116,6 +129,14 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" || cfg.HTTPAddr == "" || cfg.WireAddr == "" || cfg.RaftAddr == "" {
 		return nil, errors.New("aggregator: data dir, HTTP, wire and Raft addresses are required")
+	}
+	if err := validateAlertThresholds(cfg.AlertThresholds); err != nil {
+		return nil, fmt.Errorf("aggregator: alert thresholds: %w", err)
+	}
+	if cfg.AlertWebhook != "" {
+		if err := validateWebhook(cfg.AlertWebhook); err != nil {
+			return nil, fmt.Errorf("aggregator: %w", err)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -137,6 +158,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.AgentForget <= 0 {
 		cfg.AgentForget = 24 * time.Hour
+	}
+	if err := checkUsageGrace(cfg.UsageGrace); err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	} else if cfg.UsageGrace == 0 {
+		cfg.UsageGrace = DefaultUsageGrace
 	}
 	catalogue := plans.Defaults()
 	for _, p := range cfg.Plans {
@@ -214,7 +240,9 @@ func New(cfg Config) (*Server, error) {
 		ready: func() bool { ok, _ := s.Ready(); return ok },
 		conns: make(map[*agentConn]struct{}), byAgent: make(map[string]*agentConn),
 	}
-	s.fsm.onChange = s.st.tenantsChanged
+	s.alerts = newAlerter(s.fsm, s.log.Named("alerts"), cfg.AlertThresholds, cfg.AlertWebhook, alertQueueSize,
+		func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader }, cfg.Now)
+	s.fsm.onChange = func(tenants []string) { s.st.tenantsChanged(tenants); s.alerts.changed(tenants) }
 	s.httpSrv = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -223,7 +251,8 @@ func New(cfg Config) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	s.wg.Add(5)
+	s.wg.Add(6)
+	go func() { defer s.wg.Done(); s.alerts.run(ctx) }()
 	go func() { defer s.wg.Done(); every(ctx, 50*time.Millisecond, s.leaderBarrier) }()
 	go func() { defer s.wg.Done(); prop.run(ctx) }()
 	go func() { defer s.wg.Done(); live.run(ctx) }()
@@ -341,6 +370,7 @@ func (s *Server) leaderBarrier() {
 		s.bar.set(term)
 		s.seedPlans()
 	}
+	s.syncUsageGrace()
 }
 
 // seedPlans creates the configured plans the catalogue lacks.

@@ -49,6 +49,12 @@ type State struct {
 	// Audit lists every change of plans, tenants' plans and tenants'
 	// standing, oldest first.
 	Audit []AuditEntry
+	// UsageGrace is how long after its end a period still takes the
+	// batches cut in it, ns (0: DefaultUsageGrace); set by the leader.
+	UsageGrace int64 `msgpack:",omitempty"`
+	// ClosedThrough is the latest closed period ("2006-01"): nothing is
+	// booked to it or to any before it any more. See metering.go.
+	ClosedThrough string `msgpack:",omitempty"`
 }
 
 // Tenant is one customer app.
@@ -68,6 +74,13 @@ type Tenant struct {
 	Changed uint64
 	// Usage per billing period ("2006-01", UTC).
 	Usage map[string]*Usage
+	// RegionOpen is the open count per agent region, all classes: the sum
+	// of the counts of the region's agents.
+	RegionOpen map[string]uint64 `msgpack:",omitempty"`
+	// OverSince is the entry time from which the tenant's global open count
+	// has stood at or over its plan's ceiling, not yet booked to
+	// Usage.OverNanos; 0 while it is below.
+	OverSince int64 `msgpack:",omitempty"`
 	// Grants are the shares of a strict plan's pools leased to agents:
 	// pool ("" for the total ceiling, or a class name) → agent id → share.
 	// See grants.go.
@@ -84,6 +97,18 @@ type Usage struct {
 	// time order: what bills consume allowances in and daily peaks come
 	// from. Kept for the current and the previous period.
 	Buckets []Bucket
+	// ClosedMinutes are, per class, the sessions that ended, each rounded
+	// up to a whole minute (what plans rounding per session bill).
+	ClosedMinutes classCounts `msgpack:",omitempty"`
+	// OverNanos is the time the tenant's global open count stood at or over
+	// its plan's ceiling.
+	OverNanos uint64 `msgpack:",omitempty"`
+	// Late counts batches cut in a period already closed and booked here
+	// instead (once per tenant they carry); LateMicros is their session time.
+	Late       uint64 `msgpack:",omitempty"`
+	LateMicros uint64 `msgpack:",omitempty"`
+	// Regions is the usage through each agent region's agents.
+	Regions map[string]*RegionUsage `msgpack:",omitempty"`
 }
 
 // Bucket is a tenant's usage from From until the next bucket: within one
@@ -94,6 +119,10 @@ type Bucket struct {
 	Micros  classCounts
 	Refused uint64
 	Peak    uint64 // highest global open count seen
+	// Minutes are the sessions that ended, each rounded up to a minute.
+	Minutes classCounts `msgpack:",omitempty"`
+	// RegionPeaks is the highest open count seen per agent region.
+	RegionPeaks map[string]uint64 `msgpack:",omitempty"`
 }
 
 // AgentRec is what the cluster remembers of one agent.
@@ -158,14 +187,18 @@ func (s *State) newApplier(index uint64, t int64) *applier {
 		t = s.Time // entry time never moves backwards
 	}
 	s.Time, s.Index = t, index
+	s.closePeriods(t)
 	day := time.Unix(0, t).UTC().Truncate(24 * time.Hour).UnixNano()
 	return &applier{s: s, now: t, period: plans.PeriodOf(time.Unix(0, t)).String(), dayStart: day, index: index}
 }
 
+// touch marks t changed by the entry; the first time, it books the time t
+// stood at or over its ceiling up to the entry (see accountOver).
 func (a *applier) touch(t *Tenant) {
 	if t.Changed != a.index {
 		t.Changed = a.index
 		a.changed = append(a.changed, t.Name)
+		a.accountOver(t)
 	}
 }
 
@@ -208,9 +241,8 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		return itemResult{Status: statusGap, LastSeq: rec.LastSeq}
 	}
 	rec.LastSeq, rec.LastSeen = b.Seq, a.now
-	if region != "" {
-		rec.Region = region
-	}
+	a.setRegion(rec, region)
+	bk := a.batchBooking(b.AgentTime, rec.Region)
 	if a.changed == nil {
 		a.changed = make([]string, 0, len(b.Entries))
 	}
@@ -238,34 +270,17 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		}
 		counts[c] = next
 		t.Open[c] = t.Open[c] - old + next
-		a.bookUsage(t, c, e, next)
+		t.addRegionOpen(rec.Region, old, next)
+		a.bookUsage(t, c, e, next, bk)
 		if counts.isZero() {
 			delete(rec.Counts, e.Tenant)
 		}
 	}
-	a.bookTenantPeaks(rec, b.Peaks)
+	a.bookTenantPeaks(rec, b.Peaks, bk)
+	if bk.late {
+		a.countLate(b.Entries)
+	}
 	return itemResult{Status: statusApplied, LastSeq: rec.LastSeq}
-}
-
-// bookUsage adds an entry's session time and refusals to the open period
-// and raises the class peak: the global figure with this agent at the peak
-// it reported for the interval instead of where it ended.
-func (a *applier) bookUsage(t *Tenant, c int, e *wire.DeltaEntry, agentNow uint64) {
-	u := a.usage(t)
-	u.Micros[c] += e.SessionMicros
-	u.Refused[c] += e.Refused
-	b := a.bucket(t, u)
-	b.Micros[c] += e.SessionMicros
-	b.Refused += e.Refused
-	peak := t.Open[c]
-	if e.Peak > agentNow {
-		peak += e.Peak - agentNow
-	}
-	if peak > u.PCUByClass[c] {
-		u.PCUByClass[c] = peak
-	}
-	a.raisePeak(u, b, t.Open.total())
-	a.touch(t)
 }
 
 // raisePeak raises the period's and the bucket's peak to peak.
@@ -308,29 +323,6 @@ func (a *applier) bucket(t *Tenant, u *Usage) *Bucket {
 	return &u.Buckets[len(u.Buckets)-1]
 }
 
-// bookTenantPeaks raises each tenant's total PCU with the agent's reported
-// interval peak over all classes.
-func (a *applier) bookTenantPeaks(rec *AgentRec, peaks []wire.TenantPeak) {
-	for _, p := range peaks {
-		t := a.s.Tenants[p.Tenant]
-		if t == nil {
-			continue
-		}
-		var mine uint64
-		if c := rec.Counts[p.Tenant]; c != nil {
-			mine = c.total()
-		}
-		peak := t.Open.total()
-		if p.Peak > mine {
-			peak += p.Peak - mine
-		}
-		if u := a.usage(t); peak > u.PCU || peak > a.bucket(t, u).Peak {
-			a.raisePeak(u, a.bucket(t, u), peak)
-			a.touch(t)
-		}
-	}
-}
-
 // applyFull replaces an agent's contribution with absolute counts and adds
 // the usage it carries. A newer epoch replaces the agent's record.
 func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemResult {
@@ -350,9 +342,7 @@ func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemR
 	}
 	rec.Counts = make(map[string]*classCounts, len(f.Counts))
 	rec.LastSeq, rec.LastSeen, rec.Expired = f.Seq, a.now, false
-	if region != "" {
-		rec.Region = region
-	}
+	a.setRegion(rec, region)
 	for _, e := range f.Counts {
 		c := classIndex(e.Class)
 		if c < 0 || e.Tenant == "" || e.Open == 0 {
@@ -366,8 +356,12 @@ func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemR
 		}
 		counts[c] += e.Open
 		t.Open[c] += e.Open
+		t.addRegionOpen(rec.Region, 0, e.Open)
 		a.touch(t)
 	}
+	// FullState carries no time of its own: its usage goes to the entry's
+	// period.
+	bk := booking{period: a.period, at: a.now, region: rec.Region}
 	for i := range f.Usage {
 		e := &f.Usage[i]
 		c := classIndex(e.Class)
@@ -378,9 +372,9 @@ func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemR
 		if counts := rec.Counts[e.Tenant]; counts != nil {
 			mine = counts[c]
 		}
-		a.bookUsage(a.tenant(e.Tenant, defaultPlan), c, e, mine)
+		a.bookUsage(a.tenant(e.Tenant, defaultPlan), c, e, mine, bk)
 	}
-	a.bookTenantPeaks(rec, f.Peaks)
+	a.bookTenantPeaks(rec, f.Peaks, bk)
 	return itemResult{Status: statusApplied, LastSeq: rec.LastSeq}
 }
 
@@ -394,6 +388,7 @@ func (a *applier) dropContribution(rec *AgentRec) {
 		for c, v := range counts {
 			t.Open[c] -= v
 		}
+		t.addRegionOpen(rec.Region, counts.total(), 0)
 		a.touch(t)
 	}
 	rec.Counts = nil

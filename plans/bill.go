@@ -17,11 +17,12 @@ type Holding struct {
 type UsageSlice struct {
 	At    time.Time
 	Class Class
-	// Micros is session-time in microseconds (session-seconds × 10⁶);
-	// used by plans with rounding "period".
+	// Micros is session-time in microseconds (session-seconds × 10⁶): all
+	// the time accrued, by sessions that ended and by sessions still open.
 	Micros uint64
-	// Minutes is the same usage in whole minutes with every session rounded
-	// up; required (when Micros > 0) by plans with rounding "session".
+	// Minutes is, over the sessions that ended in the slice, the sum of each
+	// one's whole duration rounded up to a whole minute (what agents report
+	// as ClosedMinutes); used by plans with rounding "session" only.
 	Minutes uint64
 }
 
@@ -97,9 +98,18 @@ const microsPerMinute = 60_000_000
 //     a holding rounded up to a whole minute; a minute is counted in the
 //     slice during which it begins (slice minutes = ⌈cum/60 s⌉ − ⌈prev/60 s⌉
 //     over the class's running total), so the slices' whole minutes add up
-//     to the rounded total and can be consumed in time order. A plan with
-//     rounding "session" bills UsageSlice.Minutes, each session already
-//     rounded up by the caller.
+//     to the rounded total and can be consumed in time order.
+//   - A plan with rounding "session" bills each class within a holding the
+//     greater of S, the running sum of UsageSlice.Minutes (every session
+//     that ended, billed whole and rounded up in the holding it ends in),
+//     and ⌈T/60 s⌉, T the running total of Micros (the exact time rounded
+//     once); a minute is counted in the slice during which it begins (slice
+//     minutes = max(S, ⌈T/60 s⌉) − the same before the slice). When every
+//     session ends within the holding S ≥ ⌈T/60 s⌉ and S is billed: each
+//     session rounded up. The exact time binds only when sessions still
+//     open at the holding's end (or whose end was never reported) hold more
+//     time than the rounding of those that ended: they are then billed by
+//     their exact time, rounded once, so no metered time goes unbilled.
 //   - The allowance is consumed in time order, slice by slice.
 //   - Package: a minute of class c is Weight(c) unit-minutes; the allowance
 //     covers unit-minutes exactly (a slice may be covered in part) and the
@@ -172,27 +182,26 @@ func Bill(period Period, held []Holding, usage []UsageSlice) (Invoice, error) {
 		}
 		var acc account
 		acc.init(p, allowance)
-		var cum [NumClasses]uint64
+		var cum, cumMin [NumClasses]uint64
 		for ; ui < len(usage) && usage[ui].At.Before(h.To); ui++ {
 			u := &usage[ui]
 			i := u.Class - 1
+			next, ok := add64(cum[i], u.Micros)
+			if !ok {
+				return Invoice{}, fmt.Errorf("bill: usage[%d]: %s micros overflow", ui, u.Class)
+			}
 			var m uint64
 			if p.Rounding == RoundSession {
-				if u.Micros > 0 && u.Minutes == 0 {
-					return Invoice{}, fmt.Errorf("bill: usage[%d]: plan %s rounds per session: minutes missing for %d µs", ui, p.Name, u.Micros)
-				}
-				if u.Minutes < ceilDiv(u.Micros, microsPerMinute) {
-					return Invoice{}, fmt.Errorf("bill: usage[%d]: %d minutes cannot hold %d µs of sessions rounded up", ui, u.Minutes, u.Micros)
-				}
-				m = u.Minutes
-			} else {
-				next, ok := add64(cum[i], u.Micros)
+				nextMin, ok := add64(cumMin[i], u.Minutes)
 				if !ok {
-					return Invoice{}, fmt.Errorf("bill: usage[%d]: %s micros overflow", ui, u.Class)
+					return Invoice{}, fmt.Errorf("bill: usage[%d]: %s minutes overflow", ui, u.Class)
 				}
+				m = max(nextMin, ceilDiv(next, microsPerMinute)) - max(cumMin[i], ceilDiv(cum[i], microsPerMinute))
+				cumMin[i] = nextMin
+			} else {
 				m = ceilDiv(next, microsPerMinute) - ceilDiv(cum[i], microsPerMinute)
-				cum[i] = next
 			}
+			cum[i] = next
 			acc.add(u.Class, m)
 		}
 		if acc.overflow {

@@ -290,6 +290,46 @@ func TestBill(t *testing.T) {
 			},
 			total: 7_000,
 		},
+		{
+			name:   "session rounding: a session still open at the end is billed by its exact time rounded once",
+			period: nov, held: whole(perSession, nov),
+			usage: []UsageSlice{
+				{At: utc(2026, 11, 30, 0, 0, 0), Class: Audio, Micros: 90_000_000}, // 90 s, no session ended
+			},
+			lines: []wantLine{
+				{LineOverage, "persession", "audio", 2, 2_000}, // ⌈90/60⌉ = 2
+			},
+			total: 2_000,
+		},
+		{
+			name:   "session rounding: the greater of the ended sessions' minutes and the exact time, running",
+			period: nov, held: whole(perSession, nov),
+			usage: []UsageSlice{
+				{At: utc(2026, 11, 1, 0, 0, 0), Class: Audio, Micros: 20_000_000, Minutes: 2},   // 2 sessions of 10 s ended: S 2, ⌈20 s⌉ 1 → 2
+				{At: utc(2026, 11, 2, 0, 0, 0), Class: VideoHD, Micros: 30_000_000, Minutes: 3}, // a 150 s session, 120 s of it in an earlier holding: billed whole, 3
+				{At: utc(2026, 11, 3, 0, 0, 0), Class: Audio, Micros: 100_000_000},              // one open for 100 s: S 2, ⌈120 s⌉ 2 → 2, no more
+				{At: utc(2026, 11, 4, 0, 0, 0), Class: Audio, Micros: 230_000_000},              // still open, 330 s: S 2, ⌈350 s⌉ 6 → 6, 4 more
+				{At: utc(2026, 11, 5, 0, 0, 0), Class: Audio, Micros: 5_000_000, Minutes: 6},    // it ended after 335 s, 6 minutes: S 8, ⌈355 s⌉ 6 → 8, 2 more
+			},
+			lines: []wantLine{
+				{LineOverage, "persession", "audio", 8, 8_000},      // 1 + 1 + 6: each session rounded up
+				{LineOverage, "persession", "video-hd", 12, 12_000}, // 3 minutes × 4
+			},
+			total: 20_000,
+		},
+		{
+			name:   "session rounding restarts with each holding",
+			period: nov, held: []Holding{{Plan: perSession, From: nov.Start(), To: utc(2026, 11, 16, 0, 0, 0)}, {Plan: perSession, From: utc(2026, 11, 16, 0, 0, 0), To: nov.End()}},
+			usage: []UsageSlice{
+				{At: utc(2026, 11, 15, 0, 0, 0), Class: Audio, Micros: 30_000_000},             // open at the change: ⌈30 s⌉ = 1 in the first holding
+				{At: utc(2026, 11, 16, 0, 0, 0), Class: Audio, Micros: 20_000_000, Minutes: 1}, // it ended after 50 s: 1 in the second
+			},
+			lines: []wantLine{
+				{LineOverage, "persession", "audio", 1, 1_000},
+				{LineOverage, "persession", "audio", 1, 1_000},
+			},
+			total: 2_000,
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -375,8 +415,7 @@ func TestBillRefuses(t *testing.T) {
 		{"usage before the holdings", nov, []Holding{{Plan: tStarter, From: mid, To: nov.End()}}, []UsageSlice{slice(nov.Start(), Audio, 1)}, "usage[0]: at 2026-11-01T00:00:00Z is outside the held time"},
 		{"usage at the end", nov, whole(tStarter, nov), []UsageSlice{slice(nov.End(), Audio, 1)}, "outside the held time"},
 		{"unknown class", nov, whole(tStarter, nov), []UsageSlice{{At: mid, Class: 9, Micros: 1}}, "usage[0]: unknown class(9)"},
-		{"session minutes missing", nov, whole(session, nov), []UsageSlice{{At: mid, Class: Audio, Micros: 1}}, "minutes missing"},
-		{"session minutes too few", nov, whole(session, nov), []UsageSlice{{At: mid, Class: Audio, Micros: mins(2) + 1, Minutes: 2}}, "2 minutes cannot hold"},
+		{"session minutes overflow", nov, whole(session, nov), []UsageSlice{{At: mid, Class: Audio, Minutes: math.MaxUint64}, {At: mid, Class: Audio, Minutes: 1}}, "usage[1]: audio minutes overflow"},
 		{"total overflows", nov, whole(overflow, nov), []UsageSlice{slice(mid, Audio, 1)}, "overflows"},
 	}
 	for _, tc := range cases {

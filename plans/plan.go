@@ -44,8 +44,10 @@ const (
 	// RoundPeriod rounds each class's total over a holding (the whole period
 	// when the plan is held all period) up to a whole minute.
 	RoundPeriod Rounding = "period"
-	// RoundSession rounds every session up to a whole minute; the caller
-	// supplies the rounded minutes (UsageSlice.Minutes).
+	// RoundSession rounds every session up to a whole minute, billed in the
+	// holding it ends in; the caller supplies the rounded minutes of the
+	// sessions that ended (UsageSlice.Minutes). Time of sessions still open
+	// is billed exactly, rounded once, where it exceeds them (see Bill).
 	RoundSession Rounding = "session"
 )
 

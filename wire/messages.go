@@ -184,7 +184,9 @@ type DeltaBatch struct {
 	Epoch   uint64
 	Seq     uint64
 	// AgentTime is the agent's wall clock when the batch was cut, in unix
-	// milliseconds; informational only.
+	// milliseconds. The aggregator books the batch's usage to the billing
+	// period of this time while that period is open, else to the open one
+	// (counted late); see PROTOCOL.md.
 	AgentTime int64
 	Entries   []DeltaEntry
 	Peaks     []TenantPeak

@@ -30,11 +30,16 @@ func aggregatorCommand() *cli.Command {
 			&cli.BoolFlag{Name: "bootstrap", Usage: "form a single-server cluster on an empty data directory (a no-op on one that holds a cluster)"},
 			&cli.StringFlag{Name: "plans", Usage: "JSON or YAML file {\"plans\":[...]} of plans the leader creates when the catalogue lacks them (never overwriting)"},
 			&cli.StringFlag{Name: "default-plan", Usage: "put tenants first seen in agent batches on this plan (default: refuse them as unknown)"},
+			&cli.DurationFlag{Name: "grant-lease", Value: aggregator.DefaultGrantLease, Usage: "how long a share of a strict ceiling leased to an agent lasts without renewal"},
+			&cli.DurationFlag{Name: "grant-margin", Value: aggregator.DefaultGrantMargin, Usage: "how much longer than its lease the leader waits before it gives a silent agent's share to another (covers clock skew between servers)"},
 			&cli.DurationFlag{Name: "agent-grace", Value: 15 * time.Second, Usage: "an agent silent this long has its sessions expired from the global figures"},
 			&cli.DurationFlag{Name: "agent-forget", Value: 24 * time.Hour, Usage: "an expired agent gone this long has its record and dedup state dropped"},
+			&cli.DurationFlag{Name: "usage-grace", Value: aggregator.DefaultUsageGrace, Usage: "a billing period closes this long after its end; batches cut in it that arrive later go to the open period, flagged late"},
 			&cli.DurationFlag{Name: "dead-server-reap", Value: 5 * time.Minute, Usage: "a failed server stays a Raft voter this long before the leader removes it"},
 			&cli.Uint64Flag{Name: "raft-snapshot-threshold", Usage: "log entries between snapshots (default 16384)"},
 			&cli.Uint64Flag{Name: "raft-trailing-logs", Usage: "log entries kept behind a snapshot for slow followers (default 10240)"},
+			&cli.StringFlag{Name: "alert-webhook", Usage: "URL the leader POSTs each alert to as JSON, retried with backoff (default: alerts are only logged)"},
+			&cli.StringFlag{Name: "alert-thresholds", Value: "70,90,100", Usage: "utilization percentages of the ceiling and of the included unit-minutes that alert, ascending, 1 to 1000"},
 		}, logFlags()...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
@@ -56,9 +61,14 @@ func aggregatorCommand() *cli.Command {
 					return fmt.Errorf("--plans %s: %w", path, err)
 				}
 			}
+			thresholds, err := aggregator.ParseAlertThresholds(c.String("alert-thresholds"))
+			if err != nil {
+				return fmt.Errorf("--alert-thresholds %s: %w", c.String("alert-thresholds"), err)
+			}
 			ctx, stop := signalContext(log)
 			defer stop()
 			srv, err := aggregator.New(aggregator.Config{
+				AlertWebhook: c.String("alert-webhook"), AlertThresholds: thresholds,
 				Plans:   seed,
 				DataDir: c.String("data-dir"), NodeID: c.String("node-id"),
 				HTTPAddr: c.String("http-addr"), WireAddr: c.String("wire-addr"), RaftAddr: c.String("raft-addr"),
@@ -66,6 +76,8 @@ func aggregatorCommand() *cli.Command {
 				BootstrapExpect: c.Int("bootstrap-expect"), AdvertiseAddr: c.String("advertise-addr"),
 				Bootstrap: c.Bool("bootstrap"), DefaultPlan: c.String("default-plan"), Logger: log,
 				AgentGrace: c.Duration("agent-grace"), AgentForget: c.Duration("agent-forget"),
+				UsageGrace: c.Duration("usage-grace"),
+				GrantLease: c.Duration("grant-lease"), GrantMargin: c.Duration("grant-margin"),
 				DeadServerReap:        c.Duration("dead-server-reap"),
 				RaftSnapshotThreshold: c.Uint64("raft-snapshot-threshold"), RaftTrailingLogs: c.Uint64("raft-trailing-logs"),
 			})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -29,14 +30,31 @@ func usageCommand() *cli.Command {
 			return err
 		}
 		return cl.print(u, func(w io.Writer) {
-			fmt.Fprintf(w, "%s, %s: %.1f unit-minutes, peak %d\n\n", u.Tenant, u.Period, u.UnitMinutes, u.PCU)
-			fmt.Fprintln(w, "DAY\tPEAK\tMINUTES\tREFUSED")
-			for _, d := range u.Days {
-				var secs float64
-				for _, v := range d.SecondsByClass {
-					secs += v
+			fmt.Fprintf(w, "%s, %s: %.1f unit-minutes, peak %d\n", u.Tenant, u.Period, u.UnitMinutes, u.PCU)
+			state := "open, closes " + u.ClosesAt
+			if u.Closed {
+				state = "closed: final"
+			}
+			fmt.Fprintf(w, "period\t%s\n", state)
+			fmt.Fprintf(w, "peak basis\t%s: %d (global %d, sum of regional peaks %d)\n", u.PeakBasis, u.PlanPCU, u.PCU, u.RegionalPCU)
+			fmt.Fprintf(w, "at or over the ceiling\t%s\n", (time.Duration(u.SecondsOverCeiling * float64(time.Second))).Round(time.Second))
+			fmt.Fprintf(w, "late batches\t%d (%.1f session-minutes cut in a closed period)\n", u.LateBatches, u.LateSeconds/60)
+			if m := classList(u.SessionMinutesByClass); m != "" {
+				fmt.Fprintf(w, "ended sessions, minutes rounded up each\t%s\n", m)
+			}
+			if len(u.Regions) > 0 {
+				fmt.Fprintln(w, "\nREGION\tPEAK\tMINUTES\tUNIT-MINUTES")
+				for _, r := range u.Regions {
+					name := r.Region
+					if name == "" {
+						name = "(none)"
+					}
+					fmt.Fprintf(w, "%s\t%d\t%.1f\t%.1f\n", name, r.PCU, sumSeconds(r.SecondsByClass)/60, r.UnitMinutes)
 				}
-				fmt.Fprintf(w, "%s\t%d\t%.1f\t%d\n", d.Date, d.Peak, secs/60, d.Refused)
+			}
+			fmt.Fprintln(w, "\nDAY\tPEAK\tREGIONAL PEAKS\tMINUTES\tREFUSED")
+			for _, d := range u.Days {
+				fmt.Fprintf(w, "%s\t%d\t%d\t%.1f\t%d\n", d.Date, d.Peak, d.RegionalPeak, sumSeconds(d.SecondsByClass)/60, d.Refused)
 			}
 			fmt.Fprintln(w)
 			if u.Invoice == nil {
@@ -50,6 +68,14 @@ func usageCommand() *cli.Command {
 			fmt.Fprintf(w, "total\t\t\t\t%s\t\n", plans.FormatMicro(u.Invoice.Total))
 		})
 	}, 1, periodFlag())
+}
+
+func sumSeconds(m map[string]float64) float64 {
+	var s float64
+	for _, v := range m {
+		s += v
+	}
+	return s
 }
 
 func adviseCommand() *cli.Command {

@@ -1,0 +1,482 @@
+package aggregator
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http/httptest"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/headroom-rtc/headroom/plans"
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+var nov1 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+func dec1(h, m, s int) time.Time { return time.Date(2026, 12, 1, h, m, s, 0, time.UTC) }
+
+// cutAt stamps a batch with the agent's time of its cut.
+func cutAt(b *wire.DeltaBatch, at time.Time) *wire.DeltaBatch {
+	b.AgentTime = at.UnixMilli()
+	return b
+}
+
+// usageOf copies a tenant's usage of a period (nil if none), deep enough to
+// compare before and after.
+func usageOf(t *testing.T, h *fsmHarness, tenant, period string) *Usage {
+	t.Helper()
+	var b []byte
+	h.f.read(func(s *State) {
+		if tn := s.Tenants[tenant]; tn != nil && tn.Usage[period] != nil {
+			var err error
+			if b, err = msgpack.Marshal(tn.Usage[period]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if b == nil {
+		return nil
+	}
+	var u Usage
+	if err := msgpack.Unmarshal(b, &u); err != nil {
+		t.Fatal(err)
+	}
+	return &u
+}
+
+func (h *fsmHarness) ok(kind cmdKind, body any) {
+	h.t.Helper()
+	if res := h.apply(kind, body); res.Err != nil {
+		h.t.Fatal(res.Err)
+	}
+}
+
+// TestBatchBookedToItsPeriodUntilItCloses: a batch goes to the period it was
+// cut in while that period is open (until its end plus the grace), else to
+// the entry's period, counted late; a closed period never changes again.
+func TestBatchBookedToItsPeriodUntilItCloses(t *testing.T) {
+	cut := time.Date(2026, 11, 30, 23, 59, 50, 0, time.UTC)
+	cases := []struct {
+		name    string
+		grace   time.Duration // 0: the default, 1 h
+		cut     time.Time     // zero: no agent time
+		applied time.Time
+		want    string // period booked to
+		late    bool
+	}{
+		{"in its period", 0, cut, cut.Add(5 * time.Second), "2026-11", false},
+		{"after its end, within the grace", 0, cut, dec1(0, 0, 5), "2026-11", false},
+		{"the last second of the grace", 0, cut, dec1(0, 59, 59), "2026-11", false},
+		{"at its end plus the grace: closed", 0, cut, dec1(1, 0, 0), "2026-12", true},
+		{"hours after", 0, cut, dec1(5, 0, 0), "2026-12", true},
+		{"a longer grace", 2 * time.Hour, cut, dec1(1, 30, 0), "2026-11", false},
+		{"a shorter grace", 10 * time.Minute, cut, dec1(0, 10, 0), "2026-12", true},
+		{"no agent time: the entry's period", 0, time.Time{}, dec1(0, 0, 5), "2026-12", false},
+		{"agent clock ahead: the entry's period", 0, dec1(0, 0, 30), cut.Add(5 * time.Second), "2026-11", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			if tc.grace != 0 {
+				h.ok(cmdUsageGrace, &usageGraceCmd{Time: nov1.UnixNano(), Grace: int64(tc.grace)})
+			}
+			h.ok(cmdSetPlan, &setPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "starter"})
+			early := time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC)
+			h.items(early, "", full("a1", 1, 0), cutAt(batch("a1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 1, Peak: 1, SessionMicros: 1_000_000}), early))
+			before := usageOf(t, h, "t1", "2026-11")
+
+			b := batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", Closed: 1, SessionMicros: 7_000_000, ClosedMinutes: 1, Refused: 2, Peak: 1})
+			if !tc.cut.IsZero() {
+				cutAt(b, tc.cut)
+			}
+			if r := h.items(tc.applied, "", b); r[0].Status != statusApplied {
+				t.Fatalf("batch: %+v", r[0])
+			}
+			nov, dec := usageOf(t, h, "t1", "2026-11"), usageOf(t, h, "t1", "2026-12")
+			if dec == nil {
+				dec = &Usage{}
+			}
+			a := classIndex("audio")
+			booked, wantMicros := dec, uint64(7_000_000)
+			if tc.want == "2026-11" {
+				booked, wantMicros = nov, 8_000_000 // with the earlier batch's second
+			}
+			if booked.Micros[a] != wantMicros || booked.Refused[a] != 2 || booked.ClosedMinutes[a] != 1 {
+				t.Errorf("%s: %d µs, %d refused, %d minutes; want %d, 2, 1", tc.want, booked.Micros[a], booked.Refused[a], booked.ClosedMinutes[a], wantMicros)
+			}
+			if tc.want == "2026-12" && !reflect.DeepEqual(nov, before) {
+				t.Errorf("2026-11 changed:\n%+v\nwas\n%+v", nov, before)
+			}
+			if tc.want == "2026-11" && dec.Micros[a] != 0 {
+				t.Errorf("2026-12 took %d µs", dec.Micros[a])
+			}
+			wantLate, wantLateMicros := uint64(0), uint64(0)
+			if tc.late {
+				wantLate, wantLateMicros = 1, 7_000_000
+			}
+			if dec.Late != wantLate || dec.LateMicros != wantLateMicros || nov.Late != 0 {
+				t.Errorf("late: 2026-12 %d batches %d µs, 2026-11 %d; want %d, %d, 0", dec.Late, dec.LateMicros, nov.Late, wantLate, wantLateMicros)
+			}
+			// A batch booked to November in its grace lands in its day's bucket.
+			if tc.want == "2026-11" {
+				last := nov.Buckets[len(nov.Buckets)-1]
+				if day := time.Unix(0, last.From).UTC().Day(); day != 30 || last.Micros[a] == 0 {
+					t.Errorf("november buckets %+v: want the batch on the 30th", nov.Buckets)
+				}
+			}
+			grace := tc.grace
+			if grace == 0 {
+				grace = DefaultUsageGrace
+			}
+			closed := !tc.applied.Before(dec1(0, 0, 0).Add(grace))
+			h.f.read(func(s *State) {
+				if got := s.periodClosed("2026-11"); got != closed {
+					t.Errorf("2026-11 closed %v, want %v", got, closed)
+				}
+				if j := meteringJSON(s, s.Tenants["t1"], "2026-11"); j.Closed != closed {
+					t.Errorf("usage report closed %v, want %v", j.Closed, closed)
+				}
+			})
+		})
+	}
+}
+
+// TestClosedPeriodStaysClosed: raising the grace after a period closed
+// does not reopen it; its usage never changes again.
+func TestClosedPeriodStaysClosed(t *testing.T) {
+	h := newHarness(t)
+	h.ok(cmdSetPlan, &setPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "starter"})
+	cut := time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
+	h.items(cut, "", full("a1", 1, 0), cutAt(batch("a1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1_000_000}), cut))
+	// An entry at 01:00 closes November (grace 1 h)...
+	h.items(dec1(1, 0, 0), "", cutAt(batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 2_000_000}), cut))
+	before := usageOf(t, h, "t1", "2026-11")
+	// ...and a grace of 3 h set afterwards does not reopen it.
+	h.ok(cmdUsageGrace, &usageGraceCmd{Time: dec1(1, 0, 1).UnixNano(), Grace: int64(3 * time.Hour)})
+	h.items(dec1(1, 30, 0), "", cutAt(batch("a1", 1, 3, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 4_000_000}), cut))
+	if nov := usageOf(t, h, "t1", "2026-11"); !reflect.DeepEqual(nov, before) || nov.Micros[classIndex("audio")] != 1_000_000 {
+		t.Errorf("2026-11 changed after it closed: %+v", nov)
+	}
+	if dec := usageOf(t, h, "t1", "2026-12"); dec.Late != 2 || dec.LateMicros != 6_000_000 {
+		t.Errorf("2026-12: %d late batches, %d µs; want 2 and 6000000", dec.Late, dec.LateMicros)
+	}
+	for _, g := range []time.Duration{-1, MaxUsageGrace + 1} {
+		if res := h.apply(cmdUsageGrace, &usageGraceCmd{Time: dec1(2, 0, 0).UnixNano(), Grace: int64(g)}); !errors.Is(res.Err, errRefused) {
+			t.Errorf("grace %v: %v, want refused", g, res.Err)
+		}
+	}
+}
+
+// TestSecondsOverCeiling: the time a tenant's global open count stands at
+// or over its plan's ceiling, accounted from entry to entry with the
+// entries' times.
+func TestSecondsOverCeiling(t *testing.T) {
+	base := time.Date(2026, 11, 10, 10, 0, 0, 0, time.UTC)
+	s := time.Second
+	touch := func() wire.DeltaEntry { return wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1} }
+	seq := uint64(0)
+	next := func(e wire.DeltaEntry) *wire.DeltaBatch { seq++; return batch("a1", 1, seq, e) }
+	h := newHarness(t)
+	steps := []struct {
+		at   time.Duration
+		do   func(at time.Time)
+		want time.Duration // November's time at or over the ceiling after the step
+	}{
+		{0, func(at time.Time) {
+			h.ok(cmdSetPlan, &setPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: "starter"}) // strict, ceiling 100
+			h.items(at, "", full("a1", 1, 0), next(open("t1", "audio", 100)))
+		}, 0},
+		{10 * s, func(at time.Time) { h.items(at, "", next(touch())) }, 10 * s},                  // at the ceiling counts
+		{30 * s, func(at time.Time) { h.items(at, "", next(closed("t1", "audio", 1))) }, 30 * s}, // 99: stops
+		{60 * s, func(at time.Time) { h.items(at, "", next(touch())) }, 30 * s},
+		{90 * s, func(at time.Time) { h.items(at, "", next(open("t1", "video-hd", 5))) }, 30 * s}, // 104, all classes: from 90 s
+		{100 * s, func(at time.Time) {
+			h.ok(cmdSetPlan, &setPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: "growth"}) // ceiling 1,000: stops
+		}, 40 * s},
+		{200 * s, func(at time.Time) { h.items(at, "", next(touch())) }, 40 * s},
+		{300 * s, func(at time.Time) { h.ok(cmdSetPlan, &setPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: "starter"}) }, 40 * s},
+		{330 * s, func(at time.Time) {
+			h.ok(cmdExpire, &agentsCmd{Time: at.UnixNano(), Agents: []agentRef{{ID: "a1", Epoch: 1}}})
+		}, 70 * s}, // counts gone: stops
+		{400 * s, func(at time.Time) {
+			h.items(at, "", full("a1", 1, seq, wire.CountEntry{Tenant: "t1", Class: "audio", Open: 150}))
+		}, 70 * s}, // 150 from 400 s
+		{460 * s, func(at time.Time) { h.items(at, "", next(touch())) }, 130 * s},
+	}
+	for i, st := range steps {
+		at := base.Add(st.at)
+		st.do(at)
+		u := usageOf(t, h, "t1", "2026-11")
+		if got := time.Duration(u.OverNanos); got != st.want {
+			t.Fatalf("step %d (%v): %v at or over the ceiling, want %v", i, st.at, got, st.want)
+		}
+	}
+}
+
+// TestSecondsOverCeilingAcrossPeriods: time over the ceiling is split at the
+// period's end; a part in a period already closed goes to the open one.
+func TestSecondsOverCeilingAcrossPeriods(t *testing.T) {
+	cases := []struct {
+		name      string
+		touch     time.Time
+		nov, dec  time.Duration
+		novClosed bool
+	}{
+		{"split at the end", dec1(0, 1, 0), 2 * time.Minute, time.Minute, false},
+		{"the closed period's part goes to the open one", dec1(1, 30, 0), 0, 92 * time.Minute, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			from := time.Date(2026, 11, 30, 23, 58, 0, 0, time.UTC)
+			h.ok(cmdSetPlan, &setPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "starter"})
+			h.items(from, "", full("a1", 1, 0), batch("a1", 1, 1, open("t1", "audio", 100)))
+			h.items(tc.touch, "", batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1}))
+			nov, dec := usageOf(t, h, "t1", "2026-11"), usageOf(t, h, "t1", "2026-12")
+			if time.Duration(nov.OverNanos) != tc.nov || time.Duration(dec.OverNanos) != tc.dec {
+				t.Errorf("over the ceiling: 2026-11 %v, 2026-12 %v; want %v and %v", time.Duration(nov.OverNanos), time.Duration(dec.OverNanos), tc.nov, tc.dec)
+			}
+		})
+	}
+}
+
+// TestOverCeilingByPlan: which plans have a ceiling to stand at.
+func TestOverCeilingByPlan(t *testing.T) {
+	meterPlan := plans.Plan{Name: "m", Billing: plans.PayAsYouGo, Mode: plans.Meter}
+	cases := []struct {
+		name string
+		plan string // "" for none
+		open uint64
+		want time.Duration
+	}{
+		{"strict at its ceiling", "starter", 100, time.Minute},
+		{"strict below", "starter", 99, 0},
+		{"soft above its ceiling, within the burst", "payg", 1001, time.Minute},
+		{"meter: no ceiling", "m", 5000, 0},
+		{"no plan", "", 5000, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.ok(cmdPutPlan, &putPlanCmd{Time: nov1.UnixNano(), Plan: meterPlan, Create: true})
+			at := time.Date(2026, 11, 10, 10, 0, 0, 0, time.UTC)
+			if tc.plan != "" {
+				h.ok(cmdSetPlan, &setPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: tc.plan})
+			}
+			h.items(at, "", full("a1", 1, 0), batch("a1", 1, 1, open("t1", "ai", tc.open)))
+			h.items(at.Add(time.Minute), "", batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "ai", SessionMicros: 1}))
+			if got := time.Duration(usageOf(t, h, "t1", "2026-11").OverNanos); got != tc.want {
+				t.Errorf("%v over the ceiling, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// region applies agent messages, each from an agent of the given region,
+// as one entry; every one must apply.
+func (h *fsmHarness) region(at time.Time, region string, msgs ...wire.Message) {
+	h.t.Helper()
+	cmd := itemsCmd(at.UnixNano(), "", msgs...)
+	for i := range cmd.Items {
+		cmd.Items[i].Region = region
+	}
+	res := h.apply(cmdAgentItems, cmd)
+	for i, r := range res.Items {
+		if res.Err != nil || r.Status != statusApplied {
+			h.t.Fatalf("item %d: %+v %v", i, r, res.Err)
+		}
+	}
+}
+
+// TestRegionalUsageAndPeaks: usage and peaks per agent region; the sum of
+// regional peaks against the global peak; an agent that comes back in
+// another region takes its counts there.
+func TestRegionalUsageAndPeaks(t *testing.T) {
+	h := newHarness(t)
+	regional := plans.Plan{Name: "regional", Billing: plans.Package, FeeMonthly: 1, Ceiling: 1000, Mode: plans.Soft, PeakBasis: plans.PeakRegional}
+	h.ok(cmdPutPlan, &putPlanCmd{Time: nov1.UnixNano(), Plan: regional, Create: true})
+	h.ok(cmdSetPlan, &setPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "growth"})
+	day := time.Date(2026, 11, 10, 10, 0, 0, 0, time.UTC)
+	h.region(day, "eu", full("a1", 1, 0))
+	h.region(day, "us", full("a2", 1, 0))
+	// eu peaks at 30 at 10:00 while us has none.
+	h.region(day, "eu", batch("a1", 1, 1, open("t1", "audio", 30)))
+	// At 11:00 eu is down to 5; us went up to 25 within the interval and
+	// ended at 20: the global peak stays 30 (5 + 25), the regions' add up to 55.
+	h.region(day.Add(time.Hour), "eu", batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", Closed: 25, SessionMicros: 3_000_000, Peak: 30}))
+	b := batch("a2", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "video-hd", Opened: 20, Peak: 25, SessionMicros: 2_000_000})
+	b.Peaks = []wire.TenantPeak{{Tenant: "t1", Peak: 25}}
+	h.region(day.Add(time.Hour), "us", b)
+	// Next day a1 comes back from "ap" with its 5 sessions.
+	h.region(day.Add(24*time.Hour), "ap", batch("a1", 1, 3, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 4_000_000, Peak: 5}))
+
+	tn := h.tenant("t1")
+	if want := map[string]uint64{"ap": 5, "us": 20}; !reflect.DeepEqual(tn.RegionOpen, want) {
+		t.Errorf("regional open %v, want %v", tn.RegionOpen, want)
+	}
+	u := usageOf(t, h, "t1", "2026-11")
+	micros := func(class string, v uint64) (c classCounts) { c[classIndex(class)] = v; return c }
+	want := map[string]RegionUsage{
+		"eu": {PCU: 30, Micros: micros("audio", 3_000_000)},
+		"us": {PCU: 25, Micros: micros("video-hd", 2_000_000)},
+		"ap": {PCU: 5, Micros: micros("audio", 4_000_000)},
+	}
+	for r, w := range want {
+		if got := u.Regions[r]; got == nil || *got != w {
+			t.Errorf("region %s: %+v, want %+v", r, got, w)
+		}
+	}
+	if len(u.Regions) != len(want) || u.PCU != 30 {
+		t.Errorf("regions %v, global PCU %d: want 3 regions and 30", u.Regions, u.PCU)
+	}
+	for _, tc := range []struct {
+		plan  string
+		basis plans.PeakBasis
+		pcu   uint64
+	}{{"growth", plans.PeakGlobal, 30}, {"regional", plans.PeakRegional, 60}} {
+		h.ok(cmdSetPlan, &setPlanCmd{Time: day.Add(25 * time.Hour).UnixNano(), Tenant: "t1", Plan: tc.plan})
+		h.f.read(func(s *State) {
+			j := meteringJSON(s, s.Tenants["t1"], "2026-11")
+			if j.PeakBasis != string(tc.basis) || j.PlanPCU != tc.pcu || j.RegionalPCU != 60 || len(j.Regions) != 3 || j.Regions[0].Region != "ap" {
+				t.Errorf("on %s: %+v; want basis %s, plan PCU %d, regional 60", tc.plan, j, tc.basis, tc.pcu)
+			}
+		})
+	}
+	// Daily peaks: the 10th has eu 30 + us 25, the 11th ap 5 + us 20.
+	tu := (&Server{fsm: h.f}).gatherUsage("t1", plans.Period{Year: 2026, Month: time.November})
+	if len(tu.days) != 11 || tu.days[9].RegionalPeak != 55 || tu.days[9].Peak != 30 || tu.days[10].RegionalPeak != 25 {
+		t.Errorf("days %+v: want the 10th at 55 regional (30 global), the 11th at 25", tu.days)
+	}
+}
+
+// TestUsageReportMetering: GET /v1/tenants/{id}/usage shows the period's
+// closing, late batches, time over the ceiling, regions and session
+// minutes, and bills a per-session plan from the agents' rounded minutes.
+func TestUsageReportMetering(t *testing.T) {
+	perMin := plans.Plan{Name: "permin", Billing: plans.Package, Ceiling: 10, Mode: plans.Strict, OveragePer1000: 1_000_000} // 1,000 µ a unit-minute
+	perSession := perMin
+	perSession.Name, perSession.Rounding = "persession", plans.RoundSession
+	cases := []struct {
+		plan    plans.Plan
+		minutes uint64 // audio minutes billed
+	}{
+		// 5 sessions of 10 s ended (5 minutes rounded each) and one of 70 s
+		// is still open: 120 s in all.
+		{perMin, 2},     // ⌈120 s⌉
+		{perSession, 5}, // max(5, ⌈120 s⌉)
+	}
+	for _, tc := range cases {
+		t.Run(tc.plan.Name, func(t *testing.T) {
+			clock := &fakeClock{t: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)}
+			s := newTestServer(t, clock, func(c *Config) { c.UsageGrace = 2 * time.Hour })
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				var g int64
+				s.fsm.read(func(st *State) { g = st.UsageGrace })
+				if g == int64(2*time.Hour) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the leader did not write its grace into the log (state has %v)", time.Duration(g))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			data, err := encodeCmd(cmdPutPlan, &putPlanCmd{Time: s.clock.stamp(), Plan: tc.plan, Create: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.node.Raft.Apply(data, 5*time.Second).Error(); err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			s.routes().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app1/plan", jsonBody(`{"plan":"`+tc.plan.Name+`"}`)))
+			if rec.Code != 200 {
+				t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
+			}
+			clock.Set(time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC))
+			b := batch("a1", 1, 1, wire.DeltaEntry{Tenant: "app1", Class: "audio", Opened: 6, Closed: 5, Peak: 6, SessionMicros: 50_000_000 + 10_000_000, ClosedMinutes: 5})
+			b.Peaks = []wire.TenantPeak{{Tenant: "app1", Peak: 6}}
+			commitItems(t, s, full("a1", 1, 0), b)
+			clock.Set(time.Date(2026, 11, 2, 10, 1, 0, 0, time.UTC))
+			// The open session's next minute, and a batch cut in October
+			// (closed since 2026-11-01 02:00): booked here, late.
+			commitItems(t, s, cutAt(batch("a1", 1, 2, wire.DeltaEntry{Tenant: "app1", Class: "audio", SessionMicros: 60_000_000, Peak: 1}),
+				time.Date(2026, 10, 31, 23, 0, 0, 0, time.UTC)))
+
+			var got UsageReportJSON
+			if code := get(t, s, "/v1/tenants/app1/usage?period=2026-11", &got); code != 200 {
+				t.Fatalf("usage: %d", code)
+			}
+			if got.Closed || got.ClosesAt != "2026-12-01T02:00:00Z" || got.LateBatches != 1 || got.LateSeconds != 60 {
+				t.Errorf("closed %v closes %s, late %d (%v s); want open until 02:00, 1 late batch of 60 s", got.Closed, got.ClosesAt, got.LateBatches, got.LateSeconds)
+			}
+			if got.SessionMinutesByClass["audio"] != 5 || got.SecondsByClass["audio"] != 120 {
+				t.Errorf("session minutes %v, seconds %v", got.SessionMinutesByClass, got.SecondsByClass)
+			}
+			if len(got.Regions) != 1 || got.Regions[0].Region != "eu" || got.Regions[0].PCU != 6 || got.Regions[0].SecondsByClass["audio"] != 120 {
+				t.Errorf("regions %+v", got.Regions)
+			}
+			if got.SecondsOverCeiling != 0 || got.PeakBasis != "global" || got.PlanPCU != 6 || got.RegionalPCU != 6 {
+				t.Errorf("over %v s, basis %s %d, regional %d", got.SecondsOverCeiling, got.PeakBasis, got.PlanPCU, got.RegionalPCU)
+			}
+			if got.Invoice == nil {
+				t.Fatalf("no invoice: %s", got.InvoiceError)
+			}
+			if l := got.Invoice.Lines; len(l) != 1 || l[0].Kind != plans.LineOverage || l[0].Class != "audio" || l[0].Quantity != tc.minutes || int64(l[0].Amount) != int64(tc.minutes)*1000 {
+				t.Errorf("lines %+v: want one audio overage line of %d unit-minutes", l, tc.minutes)
+			}
+			var october UsageReportJSON
+			if code := get(t, s, "/v1/tenants/app1/usage?period=2026-10", &october); code != 200 || !october.Closed || october.SecondsByClass["audio"] != 0 {
+				t.Errorf("october: %d %+v; want closed and empty", code, october.MeteringJSON)
+			}
+		})
+	}
+}
+
+// TestUsageGraceConfig: the grace is checked when the server is made.
+func TestUsageGraceConfig(t *testing.T) {
+	for _, g := range []time.Duration{-time.Second, MaxUsageGrace + time.Second} {
+		_, err := New(Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", WireAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", UsageGrace: g})
+		if err == nil {
+			t.Errorf("grace %v accepted", g)
+		}
+	}
+}
+
+// TestRestoreRebuildsRegionalCounts: a snapshot without regional open
+// counts (written before they existed) restores them from the agents'.
+func TestRestoreRebuildsRegionalCounts(t *testing.T) {
+	h := newHarness(t)
+	at := time.Date(2026, 11, 10, 10, 0, 0, 0, time.UTC)
+	h.region(at, "eu", full("a1", 1, 0), batch("a1", 1, 1, open("t1", "audio", 3), open("t2", "ai", 1)))
+	h.region(at, "us", full("a2", 1, 0), batch("a2", 1, 1, open("t1", "video-hd", 4)))
+	h.f.mu.Lock()
+	for _, tn := range h.f.s.Tenants {
+		tn.RegionOpen = nil
+	}
+	h.f.mu.Unlock()
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM(nil, nil)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	g.read(func(s *State) {
+		if got, want := s.Tenants["t1"].RegionOpen, map[string]uint64{"eu": 3, "us": 4}; !reflect.DeepEqual(got, want) {
+			t.Errorf("t1 regional open %v, want %v", got, want)
+		}
+		if got, want := s.Tenants["t2"].RegionOpen, map[string]uint64{"eu": 1}; !reflect.DeepEqual(got, want) {
+			t.Errorf("t2 regional open %v, want %v", got, want)
+		}
+	})
+}
