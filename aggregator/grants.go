@@ -127,18 +127,35 @@ func (a *applier) grant(agent string, w *wire.GrantWant, lease, margin int64) wi
 	return out
 }
 
-// leased returns the live shares of a tenant's pool at time now, by agent.
-func leased(t *Tenant, class string, now, margin int64) (total uint64, shares map[string]uint64) {
-	for id, s := range t.Grants[class] {
-		if s.live(now, margin) {
-			if shares == nil {
-				shares = make(map[string]uint64)
-			}
-			shares[id] = s.Amount
-			total += s.Amount
-		}
+// grantsJSON lists a strict tenant's pools with the shares live at now.
+func grantsJSON(s *State, t *Tenant, now, margin int64) []GrantPoolJSON {
+	p, ok := s.Plans[t.Plan]
+	if !ok || p.Mode != plans.Strict {
+		return nil
 	}
-	return total, shares
+	pools := []string{""}
+	for _, cl := range p.ClassCeilings {
+		pools = append(pools, cl.Class)
+	}
+	out := make([]GrantPoolJSON, 0, len(pools))
+	for _, class := range pools {
+		ceiling, _ := poolCeiling(p, class)
+		j := GrantPoolJSON{Pool: class, Ceiling: ceiling, Agents: map[string]uint64{}}
+		if class == "" {
+			j.Pool = "total"
+		}
+		for id, sh := range t.Grants[class] {
+			if sh.live(now, margin) {
+				j.Agents[id] = sh.Amount
+				j.Leased += sh.Amount
+			}
+		}
+		if j.Leased < ceiling {
+			j.Free = ceiling - j.Leased
+		}
+		out = append(out, j)
+	}
+	return out
 }
 
 // recallTargets returns, for the pools an ask of agent asker left short

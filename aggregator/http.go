@@ -120,6 +120,19 @@ type TenantJSON struct {
 	Concurrency ConcurrencyJSON `json:"concurrency"`
 	Scheduled   *ScheduledJSON  `json:"scheduled,omitempty"`
 	Usage       *UsageJSON      `json:"usage,omitempty"`
+	// Grants are the pools of a strict plan and the shares leased of them
+	// (single-tenant reads only).
+	Grants []GrantPoolJSON `json:"grants,omitempty"`
+}
+
+// GrantPoolJSON is one pool of a strict tenant's ceiling: the total or a
+// class with a ceiling of its own, and the live shares agents hold of it.
+type GrantPoolJSON struct {
+	Pool    string            `json:"pool"` // "total" or a class
+	Ceiling uint64            `json:"ceiling"`
+	Leased  uint64            `json:"leased"`
+	Free    uint64            `json:"free"`
+	Agents  map[string]uint64 `json:"agents"`
 }
 
 // UsageJSON is a tenant's usage in one period.
@@ -210,6 +223,7 @@ func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
 		found = true
 		out = tenantJSON(st, t)
 		out.Usage = tenantUsageJSON(st, t, period)
+		out.Grants = grantsJSON(st, t, s.cfg.Now().UnixNano(), int64(s.cfg.GrantMargin))
 	})
 	if !found {
 		jsonhttp.Error(w, http.StatusNotFound, fmt.Sprintf("no tenant %q", id))

@@ -203,6 +203,9 @@ func tenantCommand() *cli.Command {
 					fmt.Fprintf(w, "tenant\t%s\n", t.Tenant)
 					fmt.Fprintf(w, "plan\t%s (%s)\n", t.Plan, t.Mode)
 					fmt.Fprintf(w, "concurrency\t%d / %d\t%s\n", t.Concurrency.Total, t.Ceiling, classList(t.Concurrency.ByClass))
+					for _, g := range t.Grants {
+						fmt.Fprintf(w, "leased %s\t%d / %d to %d agents\t%d free\n", g.Pool, g.Leased, g.Ceiling, len(g.Agents), g.Free)
+					}
 					if u := t.Usage; u != nil {
 						fmt.Fprintf(w, "period\t%s\n", u.Period)
 						fmt.Fprintf(w, "unit-minutes\t%.1f\n", u.UnitMinutes)

@@ -140,6 +140,24 @@ func TestEndToEndStrictCeiling(t *testing.T) {
 	if refused != 400 {
 		t.Fatalf("%d refused with ceiling, want the other 400", refused)
 	}
+	// The leader's view: the shares leased cover the 100 open, no more.
+	out, err := runCLI("tenant", "show", "--addr", s.http, "-o", "json", "acme")
+	if err != nil {
+		t.Fatalf("tenant show: %v: %s", err, out)
+	}
+	var shown struct {
+		Grants []struct {
+			Pool            string
+			Ceiling, Leased uint64
+			Agents          map[string]uint64
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &shown); err != nil || len(shown.Grants) != 1 {
+		t.Fatalf("tenant show -o json: %v: %s", err, out)
+	}
+	if g := shown.Grants[0]; g.Pool != "total" || g.Ceiling != 100 || g.Leased != 100 || len(g.Agents) == 0 {
+		t.Fatalf("grants of acme: %+v; want the 100 of the total pool leased", g)
+	}
 
 	// Upgrade while the sessions run: every agent admits again.
 	if out, err := runCLI("tenant", "set-plan", "--addr", s.http, "acme", "growth"); err != nil {
