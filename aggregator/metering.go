@@ -179,8 +179,15 @@ func (a *applier) bookUsage(t *Tenant, c int, e *wire.DeltaEntry, agentNow uint6
 	}
 	a.raisePeak(u, b, t.Open.total())
 	u.region(bk.region).Micros[c] += e.SessionMicros
-	for r, n := range t.RegionOpen { // as the global peak: every region's count
-		raiseRegionPeak(u, b, r, n)
+	if b.RegionPeaks == nil {
+		// A bucket without regional peaks yet (a new day or plan): every
+		// region's count starts it, as the global peak does.
+		for r, n := range t.RegionOpen {
+			raiseRegionPeak(u, b, r, n)
+		}
+	} else {
+		// Only this agent's region changed since the bucket had them.
+		raiseRegionPeak(u, b, bk.region, t.RegionOpen[bk.region])
 	}
 	a.touch(t)
 }
