@@ -103,7 +103,7 @@ func addDelta(c uint64, d int64) uint64 {
 }
 
 // setTenant records info as tenant te's admission state, received now.
-func (t *table) setTenant(info wire.TenantInfo) {
+func (t *table) setTenant(info wire.TenantInfo, lastAsk uint64) {
 	te := t.tenant(info.Tenant, true)
 	if !te.known {
 		te.known = true
@@ -114,16 +114,16 @@ func (t *table) setTenant(info wire.TenantInfo) {
 	for i := range te.cbase {
 		te.cbase[i] = te.cells[i].count
 	}
-	te.setPools(&te.info)
+	te.setPools(&te.info, lastAsk)
 }
 
 // forgetTenant marks the tenant unknown (not in the latest full state); its
 // shares go back with the next ask.
-func (t *table) forgetTenant(te *tenantEntry) {
+func (t *table) forgetTenant(te *tenantEntry, lastAsk uint64) {
 	if te.known {
 		te.known = false
 		te.info = wire.TenantInfo{}
-		te.setPools(&te.info)
+		te.setPools(&te.info, lastAsk)
 		t.known--
 	}
 }
@@ -131,7 +131,7 @@ func (t *table) forgetTenant(te *tenantEntry) {
 // applyTenantState applies a complete update: with full, the tenants of
 // infos replace every tenant known before; without, they are merged in.
 // Invalid entries (bad tenant ids) are skipped and counted.
-func (t *table) applyTenantState(full bool, infos []wire.TenantInfo) (skipped int) {
+func (t *table) applyTenantState(full bool, infos []wire.TenantInfo, lastAsk uint64) (skipped int) {
 	if full {
 		keep := make(map[string]struct{}, len(infos))
 		for i := range infos {
@@ -139,7 +139,7 @@ func (t *table) applyTenantState(full bool, infos []wire.TenantInfo) (skipped in
 		}
 		for id, te := range t.tenants {
 			if _, ok := keep[id]; !ok && te.known {
-				t.forgetTenant(te)
+				t.forgetTenant(te, lastAsk)
 				t.maybeForget(te)
 			}
 		}
@@ -149,7 +149,7 @@ func (t *table) applyTenantState(full bool, infos []wire.TenantInfo) (skipped in
 			skipped++
 			continue
 		}
-		t.setTenant(infos[i])
+		t.setTenant(infos[i], lastAsk)
 	}
 	return skipped
 }

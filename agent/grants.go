@@ -34,7 +34,15 @@ type pool struct {
 	// tight: the pool's ceiling was lowered, so the shares of the fleet may
 	// sum to more than it; until the leader reports room again (Free > 0),
 	// a share unused is handed back rather than used.
-	tight    bool
+	tight bool
+	// lowered is the id of the last ask sent before the ceiling was last
+	// lowered: an answer to it or an earlier one may have been granted
+	// under the higher ceiling, so it may lower the share but not raise
+	// it, nor end tight.
+	lowered uint64
+	// under is the highest ceiling some part of the share was granted
+	// under, since the leader last reported room (Free > 0).
+	under    uint64
 	dryUntil int64 // the last answer left nothing free: no top-up before this
 }
 
@@ -84,7 +92,7 @@ func (p *pool) step() uint64 { return max(1, min(p.ceiling/16, 1024)) }
 // lowered, the agent stops using the unused part of its share at once and
 // hands it back with the next ask: the shares of other agents may sum to
 // more than the new ceiling, and only shares handed back make room.
-func (te *tenantEntry) setPools(info *wire.TenantInfo) {
+func (te *tenantEntry) setPools(info *wire.TenantInfo, lastAsk uint64) {
 	if plans.Mode(info.Mode) != plans.Strict {
 		if te.g != nil {
 			for i := range te.g.pools {
@@ -107,7 +115,8 @@ func (te *tenantEntry) setPools(info *wire.TenantInfo) {
 	}
 	for i := range te.g.pools {
 		p := &te.g.pools[i]
-		if on[i] && p.on && ceil[i] < p.ceiling {
+		if on[i] && p.on && (ceil[i] < p.ceiling || ceil[i] < p.under) {
+			p.lowered = lastAsk
 			// A lowered ceiling: stop using what is not in use at once
 			// (the leader may hold more shares than the new ceiling), and
 			// hand it back with the next ask.
@@ -227,7 +236,7 @@ func (a *Agent) askLocked(now int64) *wire.GrantAsk {
 				p.grant = want
 			}
 			p.recall = false
-			wants = append(wants, wire.GrantWant{Tenant: te.id, Class: poolClass(i), Want: want})
+			wants = append(wants, wire.GrantWant{Tenant: te.id, Class: poolClass(i), Want: want, Hold: p.grant})
 		}
 		if !g.any() {
 			te.g = nil
@@ -293,9 +302,30 @@ func (a *Agent) onGrant(m *wire.Grant) {
 			continue
 		}
 		p := &te.g.pools[i]
-		p.grant, p.leaseEnd = sh.Grant, ask.sent+int64(a.lease)
-		if sh.Free > 0 {
-			p.tight = false // the shares are within the ceiling again
+		p.leaseEnd = ask.sent + int64(a.lease)
+		switch {
+		case ask.id <= p.lowered || (sh.Ceiling > p.ceiling && p.on):
+			// Granted under a ceiling higher than the one this agent
+			// knows now (lowered since, or the leader moved on before its
+			// TenantState came): keep the lower share, hand the rest back,
+			// and do not trust Free.
+			p.grant = min(p.grant, sh.Grant)
+			p.recall = p.recall || sh.Grant > p.grant
+			p.tight = true
+			p.under = max(p.under, sh.Ceiling)
+		case sh.Free > 0:
+			// The shares are within the ceiling the agent knows.
+			p.grant, p.tight, p.under = sh.Grant, false, sh.Ceiling
+		default:
+			p.grant = sh.Grant
+			if sh.Ceiling < p.under {
+				// The leader lowered the ceiling before this agent heard:
+				// part of the share dates from the higher one.
+				p.tight, p.recall = true, true
+				p.grant = min(p.grant, uint64(max(0, poolOpen(te, i))))
+			} else {
+				p.under = max(p.under, sh.Ceiling)
+			}
 		}
 		if k < len(ask.wants) && sh.Grant < ask.wants[k].Want && sh.Free == 0 {
 			if p.waiters > 0 {

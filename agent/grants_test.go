@@ -195,3 +195,47 @@ func TestLoweredCeilingHandsBack(t *testing.T) {
 		t.Fatalf("with room again: %+v", res)
 	}
 }
+
+// TestShareGrantedUnderAnotherCeiling: the leader tells the ceiling it
+// granted under. A share granted under a ceiling higher than the agent
+// knows is not used beyond what is open; one granted under a lower ceiling
+// than an earlier part of the share makes the pool hand back as it closes.
+func TestShareGrantedUnderAnotherCeiling(t *testing.T) {
+	a, _ := newTestAgent(t, Config{})
+	pushTenants(t, a, true, strict("t", 100, 0))
+	ask := func() *wire.GrantAsk {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		p := &a.tab.tenants["t"].g.pools[totalPool]
+		p.dryUntil, p.recall = 0, true // ask now, whatever the pool's state
+		return a.askLocked(a.now())
+	}
+	// The leader granted under 1000 (it moved to growth; the push has not
+	// come): nothing beyond what is open.
+	g := ask()
+	a.onGrant(&wire.Grant{ReqID: g.ReqID, LeaseMillis: 10_000, Shares: []wire.GrantShare{{Tenant: "t", Grant: 60, Free: 900, Ceiling: 1000}}})
+	if res, _ := a.Open("t", "audio", "x", 0); res.Admitted {
+		t.Fatalf("used a share granted under a ceiling the agent does not know: %+v", res)
+	}
+	// Under the ceiling it knows, with room: normal.
+	g = ask()
+	a.onGrant(&wire.Grant{ReqID: g.ReqID, LeaseMillis: 10_000, Shares: []wire.GrantShare{{Tenant: "t", Grant: 10, Free: 90, Ceiling: 100}}})
+	for i := 0; i < 10; i++ {
+		if res, _ := a.Open("t", "audio", "s"+itoa(i), 0); !res.Admitted {
+			t.Fatalf("open %d within a share with room: %+v", i, res)
+		}
+	}
+	// Growth is pushed and the share grows under it; then the leader
+	// answers under 100 again before the agent hears of the downgrade.
+	pushTenants(t, a, false, strict("t", 1000, 10))
+	g = ask()
+	a.onGrant(&wire.Grant{ReqID: g.ReqID, LeaseMillis: 10_000, Shares: []wire.GrantShare{{Tenant: "t", Grant: 80, Free: 800, Ceiling: 1000}}})
+	g = ask()
+	a.onGrant(&wire.Grant{ReqID: g.ReqID, LeaseMillis: 10_000, Shares: []wire.GrantShare{{Tenant: "t", Grant: 80, Ceiling: 100}}})
+	if _, err := a.Close("s0"); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := a.Open("t", "audio", "y", 0); res.Admitted {
+		t.Fatalf("reused a share taken under a ceiling since lowered: %+v", res)
+	}
+}

@@ -136,7 +136,7 @@ func TestIntegratorForgetsIdleUnknownTenants(t *testing.T) {
 		t.Fatal("idle unknown tenant kept")
 	}
 	known := tab.tenant("k", true)
-	tab.setTenant(meter("k"))
+	tab.setTenant(meter("k"), 0)
 	tab.refuse(known, plans.AI)
 	tab.cut(2 * sec)
 	if tab.tenants["k"] == nil {

@@ -382,7 +382,7 @@ func (a *Agent) restore(st *stateFile) error {
 			return fmt.Errorf("corrupt: tenant %q", ti.Tenant)
 		}
 		t.setTenant(wire.TenantInfo{Tenant: ti.Tenant, Plan: ti.Plan, Ceiling: ti.Ceiling, Mode: ti.Mode,
-			BurstPct: ti.BurstPct, Concurrency: ti.Concurrency, Suspended: ti.Suspended})
+			BurstPct: ti.BurstPct, Concurrency: ti.Concurrency, Suspended: ti.Suspended}, 0)
 	}
 	for _, ss := range st.Sessions {
 		cls, err := plans.ParseClass(ss.Class)

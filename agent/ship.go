@@ -592,10 +592,10 @@ func (a *Agent) onTenantState(m *wire.TenantState) error {
 		if m.More {
 			return nil
 		}
-		skipped = a.tab.applyTenantState(true, a.tsBuf)
+		skipped = a.tab.applyTenantState(true, a.tsBuf, a.askSeq)
 		a.tsBuf, a.tsBufOn = nil, false
 	} else {
-		skipped = a.tab.applyTenantState(false, m.Tenants)
+		skipped = a.tab.applyTenantState(false, m.Tenants, a.askSeq)
 	}
 	if skipped > 0 {
 		a.log.Warn("tenant state: skipped tenants with invalid ids", "count", skipped)

@@ -14,14 +14,15 @@ import (
 // it may have that many sessions of open. The rules, applied here through
 // the log so every server agrees on them:
 //
-//   - an agent's ask for less than it holds is always granted: the agent
-//     stopped using the difference before it asked;
-//   - an ask for more is granted out of what no live share of the pool
-//     holds, never by lowering another live share, and never below what the
-//     asking agent already holds;
+//   - an agent keeps what it goes on using until it reads the answer (the
+//     ask's Hold, capped at its live share): its share never drops below
+//     what it may have open;
+//   - beyond that it gets what it wants out of the room under the ceiling
+//     that other agents' live shares leave, never by lowering another
+//     agent's share: max(Hold, min(Want, ceiling − others));
 //   - so the live shares of a pool never sum to more than its ceiling
-//     (a ceiling lowered below the sum grants nothing more until shares come
-//     back; it never takes a share away);
+//     (a ceiling lowered below the sum grants nothing beyond Hold until
+//     shares come back; it takes no share that is in use);
 //   - a share lives until Until (the entry's time plus the lease) plus the
 //     margin; after that it is reclaimed, whatever its agent does.
 //
@@ -97,14 +98,15 @@ func (a *applier) grant(agent string, w *wire.GrantWant, lease, margin int64) wi
 			others += s.Amount
 		}
 	}
-	next := w.Want
-	if next > mine {
-		var room uint64
-		if others < ceiling {
-			room = ceiling - others
-		}
-		next = max(mine, min(next, room))
+	var room uint64
+	if others < ceiling {
+		room = ceiling - others
 	}
+	// The agent goes on using up to Hold (never more than its live share)
+	// until it reads the answer: that much it keeps. Anything more comes
+	// out of room under the ceiling.
+	hold := min(w.Hold, mine)
+	next := max(hold, min(w.Want, room))
 	if next == 0 {
 		delete(pool, agent)
 	} else {
@@ -120,7 +122,7 @@ func (a *applier) grant(agent string, w *wire.GrantWant, lease, margin int64) wi
 	if len(pool) == 0 && t.Grants != nil {
 		delete(t.Grants, w.Class)
 	}
-	out.Grant = next
+	out.Grant, out.Ceiling = next, ceiling
 	if held := others + next; held < ceiling {
 		out.Free = ceiling - held
 	}

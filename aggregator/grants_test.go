@@ -38,8 +38,14 @@ func defaultPlan(t interface{ Fatalf(string, ...any) }, name string) plans.Plan 
 	return plans.Plan{}
 }
 
-func want(tenant, class string, n uint64) wire.GrantWant {
-	return wire.GrantWant{Tenant: tenant, Class: class, Want: n}
+// want asks for n of a pool, holding on to min(n, what the test says the
+// agent holds) until the answer: hold is the agent's share, lowered to n.
+func want(tenant, class string, n uint64, hold ...uint64) wire.GrantWant {
+	w := wire.GrantWant{Tenant: tenant, Class: class, Want: n}
+	if len(hold) > 0 {
+		w.Hold = min(n, hold[0])
+	}
+	return w
 }
 
 func (h *fsmHarness) setPlan(at time.Time, tenant, plan string) {
@@ -58,29 +64,27 @@ func TestGrantRules(t *testing.T) {
 		after time.Duration // since t0+1s
 		agent string
 		want  uint64
+		hold  uint64 // the agent's share, lowered to want
 		grant uint64
 		free  uint64
 	}
 	for _, s := range []step{
-		{"first ask is granted", 0, "a", 30, 30, 70},
-		{"second agent gets what is free", 0, "b", 60, 60, 10},
-		{"an ask beyond the free part gets the free part", 0, "c", 50, 10, 0},
-		{"nothing free: the holder keeps its share", 0, "c", 20, 20, 0}, // 20 ≤ 10? no: c holds 10, asks 20, nothing free
-		{"handing back is always granted", 0, "b", 20, 20, 40},
-		{"the freed part goes to the next ask", 0, "a", 100, 70, 0},
-		{"renewal with the same want keeps the share", 5 * time.Second, "b", 20, 20, 0},
-		{"a live share is never taken: a's lease runs to t+10s, c's too", 11 * time.Second, "b", 100, 20, 0},
+		{"first ask is granted", 0, "a", 30, 0, 30, 70},
+		{"second agent gets what is free", 0, "b", 60, 0, 60, 10},
+		{"an ask beyond the free part gets the free part", 0, "c", 50, 0, 10, 0},
+		{"nothing free: the holder keeps its share", 0, "c", 20, 10, 10, 0},
+		{"handing back is always granted", 0, "b", 20, 20, 20, 40},
+		{"the freed part goes to the next ask", 0, "a", 100, 30, 70, 0},
+		{"renewal with the same want keeps the share", 5 * time.Second, "b", 20, 20, 20, 0},
+		{"a live share is never taken: a's lease runs to t+10s, c's too", 11 * time.Second, "b", 100, 20, 20, 0},
 		// a and c asked at t+0; their leases end at t+10s, reclaimed
 		// after t+12s. b renewed at t+5s and t+11s.
-		{"expired shares are reclaimed only after the margin", 12*time.Second + time.Millisecond, "b", 100, 100, 0},
-		{"an agent asking for nothing drops its share", 13 * time.Second, "b", 0, 0, 100},
+		{"expired shares are reclaimed only after the margin", 12*time.Second + time.Millisecond, "b", 100, 20, 100, 0},
+		{"an agent asking for nothing drops its share", 13 * time.Second, "b", 0, 0, 0, 100},
 	} {
-		got := h.ask(at.Add(s.after), s.agent, want("t", "", s.want))
-		if s.name == "nothing free: the holder keeps its share" {
-			s.grant = 10
-		}
+		got := h.ask(at.Add(s.after), s.agent, want("t", "", s.want, s.hold))
 		if len(got) != 1 || got[0].Grant != s.grant || got[0].Free != s.free || got[0].Tenant != "t" {
-			t.Fatalf("%s: %s asks %d: got %+v, want grant %d free %d", s.name, s.agent, s.want, got, s.grant, s.free)
+			t.Fatalf("%s: %s asks %d holding %d: got %+v, want grant %d free %d", s.name, s.agent, s.want, s.hold, got, s.grant, s.free)
 		}
 	}
 	if g := h.tenant("t").Grants; len(g) != 0 {
@@ -105,14 +109,27 @@ func TestGrantLoweredCeilingTakesNothing(t *testing.T) {
 	h.ask(t0, "a", want("t", "", 600))
 	h.ask(t0, "b", want("t", "", 300))
 	h.setPlan(t0.Add(time.Second), "t", "starter") // 100: below the 900 leased
-	if g := h.ask(t0.Add(2*time.Second), "a", want("t", "", 700)); g[0].Grant != 600 || g[0].Free != 0 {
+	if g := h.ask(t0.Add(2*time.Second), "a", want("t", "", 700, 600)); g[0].Grant != 600 || g[0].Free != 0 {
 		t.Errorf("after a lowered ceiling, a asks more: %+v, want its 600 kept and nothing more", g)
 	}
-	if g := h.ask(t0.Add(2*time.Second), "a", want("t", "", 50)); g[0].Grant != 50 || g[0].Free != 0 {
+	if g := h.ask(t0.Add(2*time.Second), "a", want("t", "", 50, 600)); g[0].Grant != 50 || g[0].Free != 0 {
 		t.Errorf("a hands back to 50: %+v (b still holds 300 of 100)", g)
 	}
-	if g := h.ask(t0.Add(3*time.Second), "b", want("t", "", 40)); g[0].Grant != 40 || g[0].Free != 10 {
+	if g := h.ask(t0.Add(3*time.Second), "b", want("t", "", 40, 300)); g[0].Grant != 40 || g[0].Free != 10 {
 		t.Errorf("b hands back to 40: %+v, want 10 free", g)
+	}
+	// Over the lowered ceiling an agent asking for more than it holds
+	// keeps what it holds and gets only room: a holds 50, room is 60.
+	if g := h.ask(t0.Add(4*time.Second), "a", want("t", "", 80, 50)); g[0].Grant != 60 || g[0].Free != 0 {
+		t.Errorf("a asks 80 holding 50 with 60 of room: %+v", g)
+	}
+	// Holding less than its old share (it saw the lower ceiling and
+	// stopped using the rest) it cannot grow back into it.
+	h.setPlan(t0.Add(5*time.Second), "t", "growth")
+	h.ask(t0.Add(5*time.Second), "a", want("t", "", 900, 60))
+	h.setPlan(t0.Add(6*time.Second), "t", "starter")
+	if g := h.ask(t0.Add(6*time.Second), "a", want("t", "", 70, 65)); g[0].Grant != 65 {
+		t.Errorf("a (share 900 under growth, holding 65 at starter, b holds 40) asks 70: %+v, want 65", g)
 	}
 }
 
@@ -224,11 +241,11 @@ func TestGrantProperties(t *testing.T) {
 				rt.Fatalf("%d sessions open across the fleet, ceiling %d", open, ceiling)
 			}
 		}
-		leaderApply := func(i int, want uint64) uint64 {
+		leaderApply := func(i int, want, hold uint64) uint64 {
 			// The leader's clock, off by less than half the margin either
 			// way (so two leaders differ by less than the margin).
 			skew := rapid.SampledFrom([]int64{-margin/2 + 1, 0, margin/2 - 1}).Draw(rt, "skew")
-			cmd := itemsCmd(now+skew, "", &wire.GrantAsk{AgentID: id(i), Wants: []wire.GrantWant{{Tenant: "t", Want: want}}})
+			cmd := itemsCmd(now+skew, "", &wire.GrantAsk{AgentID: id(i), Wants: []wire.GrantWant{{Tenant: "t", Want: want, Hold: hold}}})
 			cmd.Lease, cmd.Margin = lease, margin
 			res := apply(cmdAgentItems, cmd)
 			return res.Items[0].Shares[0].Grant
@@ -261,7 +278,7 @@ func TestGrantProperties(t *testing.T) {
 				if a.cut {
 					return // lost on the way
 				}
-				g := leaderApply(i, w)
+				g := leaderApply(i, w, a.grant)
 				if rapid.IntRange(0, 9).Draw(rt, "answer lost") > 0 {
 					a.inbox = append(a.inbox, reply{sent: a.sent, share: g})
 				}
@@ -306,7 +323,7 @@ func TestGrantProperties(t *testing.T) {
 		// Liveness: everyone closes and goes; after the leases and the
 		// margin, one agent gets the whole ceiling.
 		now += lease + 2*margin
-		if g := leaderApply(0, ceiling); g != ceiling {
+		if g := leaderApply(0, ceiling, 0); g != ceiling {
 			rt.Fatalf("after every lease ended, an ask for the whole ceiling %d got %d", ceiling, g)
 		}
 	})

@@ -164,9 +164,9 @@ var (
 	pingFields        = []string{"Ping", "Nonce"}
 	pongFields        = []string{"Pong", "Nonce"}
 	grantPoolFields   = []string{"GrantPool", "Tenant", "Class"}
-	grantWantFields   = []string{"GrantWant", "Tenant", "Class", "Want"}
+	grantWantFields   = []string{"GrantWant", "Tenant", "Class", "Want", "Hold"}
 	grantAskFields    = []string{"GrantAsk", "AgentID", "ReqID", "Wants"}
-	grantShareFields  = []string{"GrantShare", "Tenant", "Class", "Grant", "Free"}
+	grantShareFields  = []string{"GrantShare", "Tenant", "Class", "Grant", "Free", "Ceiling"}
 	grantFields       = []string{"Grant", "ReqID", "LeaseMillis", "Shares"}
 	recallFields      = []string{"Recall", "Pools"}
 )
@@ -878,6 +878,7 @@ func appendGrantAsk(b []byte, m *GrantAsk) []byte {
 			b = strField(b, h, 1, w.Tenant)
 			b = strField(b, h, 2, w.Class)
 			b = uintField(b, h, 3, w.Want)
+			b = uintField(b, h, 4, w.Hold)
 		}
 	}
 	return b
@@ -899,6 +900,8 @@ func (d *decoder) grantAsk(m *GrantAsk, depth int) error {
 					w.Class, err = d.class()
 				case 3:
 					err = d.u64(&w.Want)
+				case 4:
+					err = d.u64(&w.Hold)
 				default:
 					err = d.skip(depth + 3)
 				}
@@ -926,6 +929,7 @@ func appendGrant(b []byte, m *Grant) []byte {
 			b = strField(b, h, 2, g.Class)
 			b = uintField(b, h, 3, g.Grant)
 			b = uintField(b, h, 4, g.Free)
+			b = uintField(b, h, 5, g.Ceiling)
 		}
 	}
 	return b
@@ -949,6 +953,8 @@ func (d *decoder) grant(m *Grant, depth int) error {
 					err = d.u64(&g.Grant)
 				case 4:
 					err = d.u64(&g.Free)
+				case 5:
+					err = d.u64(&g.Ceiling)
 				default:
 					err = d.skip(depth + 3)
 				}

@@ -90,12 +90,12 @@ func goldenExamples() []golden {
 		{"grant_ask.hex", &GrantAsk{
 			AgentID: "agent-eu-1",
 			ReqID:   7,
-			Wants:   []GrantWant{{Tenant: "tenant-0042", Class: "video-hd", Want: 12}, {Tenant: "tenant-0043", Class: "ai", Want: 40}},
+			Wants:   []GrantWant{{Tenant: "tenant-0042", Class: "video-hd", Want: 12, Hold: 10}, {Tenant: "tenant-0043", Class: "ai", Want: 40, Hold: 25}},
 		}},
 		{"grant.hex", &Grant{
 			ReqID:       7,
 			LeaseMillis: 10000,
-			Shares:      []GrantShare{{Tenant: "tenant-0042", Class: "video-hd", Grant: 12, Free: 30}, {Tenant: "tenant-0043", Class: "ai", Grant: 25, Free: 1}},
+			Shares:      []GrantShare{{Tenant: "tenant-0042", Class: "video-hd", Grant: 12, Free: 30, Ceiling: 50}, {Tenant: "tenant-0043", Class: "ai", Grant: 25, Free: 1, Ceiling: 100}},
 		}},
 		{"recall.hex", &Recall{Pools: []GrantPool{{Tenant: "tenant-0042", Class: "video-hd"}, {Tenant: "tenant-0043", Class: "ai"}}}},
 	}

@@ -289,6 +289,11 @@ type GrantWant struct {
 	// asks for a top-up, less hands the difference back (the agent stopped
 	// using it before it sent the ask).
 	Want uint64
+	// Hold is the share the agent goes on using until the answer comes:
+	// what it holds, after lowering it to Want if Want is less. The leader
+	// never grants less than Hold (nor more than it had granted, for that
+	// part); anything above Hold comes only out of room under the ceiling.
+	Hold uint64
 }
 
 // GrantAsk asks the leader for shares of strict tenants' ceilings, and
@@ -309,6 +314,8 @@ type GrantShare struct {
 	Grant uint64
 	// Free is what of the pool's ceiling no live share holds.
 	Free uint64
+	// Ceiling is the pool's ceiling the leader granted under.
+	Ceiling uint64
 }
 
 // Grant answers a GrantAsk once the shares are committed. The shares hold

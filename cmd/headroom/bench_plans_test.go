@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,6 +90,20 @@ func BenchmarkPlanChange(b *testing.B) {
 	var up, down []time.Duration
 	b.ResetTimer()
 	for round := 0; round < 20; round++ {
+		for ai, fa := range fleet { // still full at starter: nobody admits
+			if code, reason := open(fa, fmt.Sprintf("check-%d-%d", round, ai)); code == 201 {
+				for _, fa := range fleet {
+					_, body, _ := call("GET", "http://"+fa.api+"/v1/status", nil)
+					n := ownSessions(b, fa.api, "acme")
+					b.Logf("agent %s holds %d: %s", fa.api, n, body)
+				}
+				_, body, _ := call("GET", "http://"+s.http+"/v1/tenants/acme", nil)
+				if i := strings.Index(string(body), `"grants"`); i >= 0 {
+					b.Logf("leader: %s", body[i:])
+				}
+				b.Fatalf("round %d: agent %d answers %d %s at a full starter ceiling", round, ai, code, reason)
+			}
+		}
 		setPlan("growth")
 		up = append(up, enforced(round, "up", func(code int, _ string) bool { return code == 201 }))
 		setPlan("starter")
