@@ -30,7 +30,9 @@ const (
 	cmdPutPlan    cmdKind = 8 // an operator created or updated a plan
 	cmdDeletePlan cmdKind = 9 // an operator deleted a plan
 	// The leader set the grace for late batches (metering.go).
-	cmdUsageGrace cmdKind = 10
+	cmdUsageGrace  cmdKind = 10
+	cmdTokenCreate cmdKind = 11 // an operator (or the bootstrap) created an ACL token
+	cmdTokenRevoke cmdKind = 12 // an operator revoked an ACL token
 	// Add new kinds above this line.
 )
 
@@ -65,6 +67,10 @@ func newCommand(kind cmdKind) command {
 		return &deletePlanCmd{}
 	case cmdUsageGrace:
 		return &usageGraceCmd{}
+	case cmdTokenCreate:
+		return &tokenCreateCmd{}
+	case cmdTokenRevoke:
+		return &tokenRevokeCmd{}
 	}
 	return nil
 }

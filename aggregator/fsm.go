@@ -165,6 +165,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	s.rebuildRegionOpen()
+	s.tokenIndex()
 	f.mu.Lock()
 	f.s = s
 	f.mu.Unlock()

@@ -37,7 +37,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("DELETE /v1/plans/{name}", s.leaderOnly(s.handleDeletePlan))
 	mux.HandleFunc("GET /v1/agents", s.consistentRead(s.handleAgents))
 	s.opsRoutes(mux)
-	return jsonhttp.Errors(mux)
+	s.aclRoutes(mux)
+	return s.aclGate(mux, jsonhttp.Errors(mux))
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

@@ -13,7 +13,19 @@ import (
 
 // operator names who made a change, from the request.
 func operator(r *http.Request) string {
-	if o := r.Header.Get("X-Headroom-Operator"); o != "" && len(o) <= 256 {
+	o := r.Header.Get("X-Headroom-Operator")
+	if len(o) > 256 {
+		o = ""
+	}
+	if tk := requestToken(r); tk != nil {
+		// With ACLs the token's accessor is who did it (never the secret);
+		// the header, if any, is only a label beside it.
+		if o != "" {
+			return "token:" + tk.Accessor + " (" + o + ")"
+		}
+		return "token:" + tk.Accessor
+	}
+	if o != "" {
 		return o
 	}
 	return r.RemoteAddr

@@ -94,6 +94,10 @@ type Config struct {
 	// of the included unit-minutes) alerts fire at: 1 to 1000, ascending.
 	// (Optional, default DefaultAlertThresholds)
 	AlertThresholds []uint32
+	// ACL requires a token on every request but health, the one-time
+	// bootstrap and the dashboard's static files, and on every agent
+	// stream (see acl.go). (Optional, default off)
+	ACL bool
 	// Logger is the parent logger. (Optional)
 	Logger hclog.Logger
 	// Now is the clock the leader stamps entries with and reads use for
@@ -113,6 +117,7 @@ type Server struct {
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
 	alerts         *alerter
+	authFails      *failLimiter // failed authentications per address
 	hold           time.Duration
 	bar            barrier
 	advertised     cluster.Meta
@@ -226,6 +231,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.advertised.Raft = s.node.Addr() // the cluster resolves the Raft address itself
 	s.clock = &leaderClock{now: cfg.Now, fsm: s.fsm}
+	s.authFails = newFailLimiter(cfg.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	prop := newProposer(s.node.Raft, s.clock, cfg.DefaultPlan)
@@ -239,6 +245,7 @@ func New(cfg Config) (*Server, error) {
 		maxFrame: cfg.MaxFrame, selfAddr: s.advertised.Wire, selfID: s.node.ID(), live: live, servers: s.wireServers,
 		ready: func() bool { ok, _ := s.Ready(); return ok },
 		conns: make(map[*agentConn]struct{}), byAgent: make(map[string]*agentConn),
+		acl: cfg.ACL, authFails: s.authFails,
 	}
 	s.alerts = newAlerter(s.fsm, s.log.Named("alerts"), cfg.AlertThresholds, cfg.AlertWebhook, alertQueueSize,
 		func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader }, cfg.Now)

@@ -49,6 +49,11 @@ type State struct {
 	// Audit lists every change of plans, tenants' plans and tenants'
 	// standing, oldest first.
 	Audit []AuditEntry
+	// Tokens are the ACL tokens by accessor (tokens.go); ACLBootstrapped
+	// is set once the first operator token was bootstrapped.
+	Tokens          map[string]*Token `msgpack:",omitempty"`
+	ACLBootstrapped bool              `msgpack:",omitempty"`
+	byHash          map[string]string // secret hash → accessor, derived
 	// UsageGrace is how long after its end a period still takes the
 	// batches cut in it, ns (0: DefaultUsageGrace); set by the leader.
 	UsageGrace int64 `msgpack:",omitempty"`

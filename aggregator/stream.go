@@ -46,6 +46,10 @@ type streams struct {
 	// ready reports whether this server has applied all that was
 	// committed before it (see Server.Ready).
 	ready func() bool
+	// acl requires Hello to carry the secret of an agent or operator
+	// token; authFails slows down guessing.
+	acl       bool
+	authFails *failLimiter
 
 	mu      sync.Mutex
 	conns   map[*agentConn]struct{}
@@ -126,6 +130,7 @@ func (st *streams) serve(ctx context.Context, ln net.Listener) {
 // that can only fail (or reading tenant state that no longer moves).
 func (st *streams) dropWhenFollower() {
 	if st.raft.State() == raft.Leader {
+		st.dropRevoked()
 		return
 	}
 	st.mu.Lock()
@@ -139,6 +144,23 @@ func (st *streams) dropWhenFollower() {
 	}
 }
 
+// dropRevoked closes the streams whose token was revoked.
+func (st *streams) dropRevoked() {
+	if !st.acl {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.fsm.read(func(s *State) {
+		for c := range st.conns {
+			if c.token != "" && s.Tokens[c.token] == nil {
+				c.log.Info("token revoked: closing agent stream", "accessor", c.token)
+				c.close()
+			}
+		}
+	})
+}
+
 // agentConn is one agent's stream.
 type agentConn struct {
 	st     *streams
@@ -146,6 +168,7 @@ type agentConn struct {
 	log    hclog.Logger
 	hello  *wire.Hello
 	region string
+	token  string // accessor of the token the stream opened with (ACLs on)
 
 	out       chan wire.Message
 	closeOnce sync.Once
@@ -276,6 +299,11 @@ func (c *agentConn) greet(h *wire.Hello) (reply wire.Message, ok bool) {
 	if !validID(h.AgentID, maxIDLen) || h.Epoch == 0 {
 		return &wire.Error{Code: wire.CodeBadMessage, Message: "hello needs an agent id (1-128 printable characters) and a non-zero epoch"}, false
 	}
+	if c.st.acl {
+		if e := c.authenticate(h.Token); e != nil {
+			return e, false
+		}
+	}
 	leader, all := c.st.servers()
 	if c.st.raft.State() == raft.Leader && !c.st.ready() {
 		return &wire.Error{Code: wire.CodeNotLeader, Message: "new leader still applying what was committed before it; retry"}, false
@@ -309,6 +337,33 @@ func (c *agentConn) greet(h *wire.Hello) (reply wire.Message, ok bool) {
 		return old, false
 	}
 	return w, true
+}
+
+// authenticate checks a Hello's token: an agent or operator token's
+// secret, from an address not blocked for failing too often.
+func (c *agentConn) authenticate(secret string) *wire.Error {
+	host, _, err := net.SplitHostPort(c.nc.RemoteAddr().String())
+	if err != nil {
+		host = c.nc.RemoteAddr().String()
+	}
+	if c.st.authFails.blocked(host) {
+		return &wire.Error{Code: wire.CodeUnauthenticated, Message: "too many failed authentications from this address; retry later"}
+	}
+	var role, acc string
+	c.st.fsm.read(func(s *State) {
+		if tk := s.tokenBySecret(secret); tk != nil {
+			role, acc = tk.Role, tk.Accessor
+		}
+	})
+	switch role {
+	case RoleAgent, RoleOperator:
+		c.token = acc
+		return nil
+	case "":
+		c.st.authFails.fail(host)
+		return &wire.Error{Code: wire.CodeUnauthenticated, Message: "missing, unknown or revoked token"}
+	}
+	return &wire.Error{Code: wire.CodeUnauthenticated, Message: "a " + role + " token may not open an agent stream"}
 }
 
 // writeNow writes m directly; only before the writer goroutine starts.

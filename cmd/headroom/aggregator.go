@@ -32,6 +32,7 @@ func aggregatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "default-plan", Usage: "put tenants first seen in agent batches on this plan (default: refuse them as unknown)"},
 			&cli.DurationFlag{Name: "grant-lease", Value: aggregator.DefaultGrantLease, Usage: "how long a share of a strict ceiling leased to an agent lasts without renewal"},
 			&cli.DurationFlag{Name: "grant-margin", Value: aggregator.DefaultGrantMargin, Usage: "how much longer than its lease the leader waits before it gives a silent agent's share to another (covers clock skew between servers)"},
+			&cli.BoolFlag{Name: "acl", Usage: "require a token on every request and agent stream (bootstrap the first one with `headroom acl bootstrap`)"},
 			&cli.DurationFlag{Name: "agent-grace", Value: 15 * time.Second, Usage: "an agent silent this long has its sessions expired from the global figures"},
 			&cli.DurationFlag{Name: "agent-forget", Value: 24 * time.Hour, Usage: "an expired agent gone this long has its record and dedup state dropped"},
 			&cli.DurationFlag{Name: "usage-grace", Value: aggregator.DefaultUsageGrace, Usage: "a billing period closes this long after its end; batches cut in it that arrive later go to the open period, flagged late"},
@@ -78,6 +79,7 @@ func aggregatorCommand() *cli.Command {
 				AgentGrace: c.Duration("agent-grace"), AgentForget: c.Duration("agent-forget"),
 				UsageGrace: c.Duration("usage-grace"),
 				GrantLease: c.Duration("grant-lease"), GrantMargin: c.Duration("grant-margin"),
+				ACL:                   c.Bool("acl"),
 				DeadServerReap:        c.Duration("dead-server-reap"),
 				RaftSnapshotThreshold: c.Uint64("raft-snapshot-threshold"), RaftTrailingLogs: c.Uint64("raft-trailing-logs"),
 			})

@@ -38,6 +38,7 @@ func clientFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "addr", Value: "127.0.0.1:9370", Usage: "aggregator HTTP address", EnvVars: []string{"HEADROOM_ADDR"}},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "table or json"},
+		&cli.StringFlag{Name: "token", Usage: "secret of an ACL token, sent as a Bearer token", EnvVars: []string{"HEADROOM_TOKEN"}},
 	}
 }
 
@@ -60,6 +61,7 @@ func flagValue(c *cli.Context, name string) string {
 type client struct {
 	base   string
 	output string
+	token  string // Bearer secret, if any
 	http   *http.Client
 }
 
@@ -76,7 +78,7 @@ func newClient(c *cli.Context) (*client, error) {
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("--addr %q: want host:port or a URL", flagValue(c, "addr"))
 	}
-	return &client{base: strings.TrimRight(addr, "/"), output: out, http: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &client{token: flagValue(c, "token"), base: strings.TrimRight(addr, "/"), output: out, http: &http.Client{Timeout: 30 * time.Second}}, nil
 }
 
 // do sends a request and decodes a JSON answer into out (if not nil); a
@@ -111,6 +113,9 @@ func (cl *client) raw(method, path string, body io.Reader) (*http.Response, erro
 	req, err := http.NewRequest(method, cl.base+path, body)
 	if err != nil {
 		return nil, err
+	}
+	if cl.token != "" {
+		req.Header.Set("Authorization", "Bearer "+cl.token)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -1,0 +1,185 @@
+package aggregator
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+func withACL(c *Config) { c.ACL = true }
+
+// do sends a request with a bearer secret ("" for none) through the
+// server's handler.
+func do(t *testing.T, s *Server, method, path, secret, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	var req *http.Request
+	if body != "" {
+		req = httptest.NewRequest(method, path, strings.NewReader(body))
+	} else {
+		req = httptest.NewRequest(method, path, nil)
+	}
+	if secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
+	rec := httptest.NewRecorder()
+	s.routes().ServeHTTP(rec, req)
+	return rec
+}
+
+func createToken(t *testing.T, s *Server, operator, role, tenant string) TokenJSON {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"role": role, "tenant": tenant})
+	rec := do(t, s, "POST", "/v1/tokens", operator, string(body))
+	var tk TokenJSON
+	if rec.Code != http.StatusCreated || json.Unmarshal(rec.Body.Bytes(), &tk) != nil || tk.Secret == "" {
+		t.Fatalf("create %s token: %d %s", role, rec.Code, rec.Body)
+	}
+	return tk
+}
+
+// aclFixture is a server with ACLs on, bootstrapped, with a token of each
+// role and two tenants.
+type aclFixture struct {
+	s                            *Server
+	operator, reader, tenant, ag TokenJSON
+}
+
+func newACLFixture(t *testing.T) *aclFixture {
+	clock := &fakeClock{t: time.Date(2026, 11, 3, 8, 0, 0, 0, time.UTC)}
+	s := newTestServer(t, clock, withACL)
+	rec := do(t, s, "POST", "/v1/acl/bootstrap", "", "")
+	var op TokenJSON
+	if rec.Code != http.StatusCreated || json.Unmarshal(rec.Body.Bytes(), &op) != nil || op.Secret == "" || op.Role != RoleOperator {
+		t.Fatalf("bootstrap: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, s, "POST", "/v1/acl/bootstrap", "", ""); rec.Code != http.StatusForbidden {
+		t.Fatalf("second bootstrap: %d %s", rec.Code, rec.Body)
+	}
+	f := &aclFixture{s: s, operator: op}
+	f.reader = createToken(t, s, op.Secret, RoleReader, "")
+	f.tenant = createToken(t, s, op.Secret, RoleTenant, "acme")
+	f.ag = createToken(t, s, op.Secret, RoleAgent, "")
+	for _, tn := range []string{"acme", "globex"} {
+		if rec := do(t, s, "PUT", "/v1/tenants/"+tn+"/plan", op.Secret, `{"plan":"starter"}`); rec.Code != 200 {
+			t.Fatalf("set plan %s: %d %s", tn, rec.Code, rec.Body)
+		}
+	}
+	return f
+}
+
+func TestACLAuthentication(t *testing.T) {
+	f := newACLFixture(t)
+	s := f.s
+	if rec := do(t, s, "GET", "/healthz", "", ""); rec.Code != 200 {
+		t.Errorf("healthz without a token: %d", rec.Code)
+	}
+	if rec := do(t, s, "GET", "/v1/tenants/acme", "", ""); rec.Code != 401 || rec.Header().Get("WWW-Authenticate") == "" {
+		t.Errorf("no token: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, s, "GET", "/v1/tenants/acme", "not-a-secret", ""); rec.Code != 401 {
+		t.Errorf("bad token: %d %s", rec.Code, rec.Body)
+	}
+	// Tokens are listed without secrets; a revoked one stops working.
+	rec := do(t, s, "GET", "/v1/tokens", f.operator.Secret, "")
+	if rec.Code != 200 || strings.Contains(rec.Body.String(), f.reader.Secret) || !strings.Contains(rec.Body.String(), f.reader.Accessor) {
+		t.Fatalf("token list: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, s, "DELETE", "/v1/tokens/"+f.reader.Accessor, f.operator.Secret, ""); rec.Code != 200 {
+		t.Fatalf("revoke: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, s, "GET", "/v1/plans", f.reader.Secret, ""); rec.Code != 401 {
+		t.Errorf("revoked token: %d", rec.Code)
+	}
+	// The audit log names tokens by accessor, never by secret.
+	rec = do(t, s, "GET", "/v1/audit", f.operator.Secret, "")
+	if strings.Contains(rec.Body.String(), f.operator.Secret) || !strings.Contains(rec.Body.String(), "token:"+f.operator.Accessor) {
+		t.Errorf("audit: %s", rec.Body)
+	}
+	// Guessing is slowed down: after a burst of failures, 429.
+	for i := 0; i < 30; i++ {
+		do(t, s, "GET", "/v1/plans", "guess", "")
+	}
+	if rec := do(t, s, "GET", "/v1/plans", f.operator.Secret, ""); rec.Code != http.StatusTooManyRequests {
+		t.Errorf("after 30 failures from one address: %d", rec.Code)
+	}
+}
+
+func TestACLRoles(t *testing.T) {
+	f := newACLFixture(t)
+	for _, c := range []struct {
+		token        *TokenJSON
+		method, path string
+		body         string
+		want         int
+	}{
+		{&f.reader, "GET", "/v1/tenants/globex", "", 200},
+		{&f.reader, "GET", "/v1/status", "", 200},
+		{&f.reader, "PUT", "/v1/tenants/acme/plan", `{"plan":"growth"}`, 403},
+		{&f.reader, "GET", "/v1/tokens", "", 403},
+		{&f.reader, "GET", "/v1/snapshot", "", 403},
+		{&f.tenant, "GET", "/v1/tenants/acme", "", 200},
+		{&f.tenant, "GET", "/v1/tenants/acme/usage", "", 200},
+		{&f.tenant, "GET", "/v1/tenants/acme/advice", "", 200},
+		{&f.tenant, "GET", "/v1/tenants/globex", "", 404},
+		{&f.tenant, "GET", "/v1/tenants/globex/usage", "", 404},
+		{&f.tenant, "GET", "/v1/tenants/nobody", "", 404},
+		{&f.tenant, "GET", "/v1/audit", "", 403},
+		{&f.tenant, "GET", "/v1/agents", "", 403},
+		{&f.tenant, "PUT", "/v1/tenants/acme/plan", `{"plan":"growth"}`, 403},
+		{&f.ag, "GET", "/v1/tenants/acme", "", 403},
+		{&f.operator, "PUT", "/v1/tenants/acme/plan", `{"plan":"growth","at":"now"}`, 200},
+	} {
+		rec := do(t, f.s, c.method, c.path, c.token.Secret, c.body)
+		if rec.Code != c.want {
+			t.Errorf("%s token: %s %s: %d %s, want %d", c.token.Role, c.method, c.path, rec.Code, rec.Body, c.want)
+		}
+	}
+	// Another tenant is indistinguishable from one that does not exist.
+	a := do(t, f.s, "GET", "/v1/tenants/globex", f.tenant.Secret, "")
+	b := do(t, f.s, "GET", "/v1/tenants/nobody", f.operator.Secret, "")
+	if a.Code != b.Code || strings.ReplaceAll(a.Body.String(), "globex", "X") != strings.ReplaceAll(b.Body.String(), "nobody", "X") {
+		t.Errorf("other tenant %d %s vs missing tenant %d %s", a.Code, a.Body, b.Code, b.Body)
+	}
+}
+
+// TestACLAgentStream: with ACLs on, an agent stream needs the secret of an
+// agent (or operator) token in Hello.
+func TestACLAgentStream(t *testing.T) {
+	f := newACLFixture(t)
+	hello := func(token string) wire.Message {
+		t.Helper()
+		nc, err := net.Dial("tcp", f.s.WireAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if err := wire.WriteFrame(nc, &wire.Hello{AgentID: "a1", Epoch: uint64(time.Now().UnixNano()), Version: wire.ProtocolVersion, Token: token}); err != nil {
+			t.Fatal(err)
+		}
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		m, err := wire.NewReader(nc, 0).Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for _, c := range []struct {
+		name, token string
+		ok          bool
+	}{
+		{"no token", "", false}, {"bad token", "nope", false}, {"reader token", f.reader.Secret, false},
+		{"tenant token", f.tenant.Secret, false}, {"agent token", f.ag.Secret, true}, {"operator token", f.operator.Secret, true},
+	} {
+		m := hello(c.token)
+		_, welcomed := m.(*wire.Welcome)
+		if e, isErr := m.(*wire.Error); welcomed != c.ok || (!c.ok && (!isErr || e.Code != wire.CodeUnauthenticated)) {
+			t.Errorf("%s: %#v", c.name, m)
+		}
+	}
+}
