@@ -37,7 +37,7 @@ const (
 func routeAccess(pattern string) access {
 	method, path, _ := strings.Cut(pattern, " ")
 	switch pattern {
-	case "GET /healthz", "POST /v1/acl/bootstrap", "GET /", "GET /ui/":
+	case "GET /healthz", "POST /v1/acl/bootstrap", "GET /", "GET /{$}", "GET /ui/":
 		return accessPublic
 	case "GET /v1/tenants", "GET /v1/events", "GET /metrics":
 		return accessScoped

@@ -183,3 +183,44 @@ func TestACLAgentStream(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentLimits: an agent claiming more sessions than an agent may hold
+// is refused before anything reaches the log.
+func TestAgentLimits(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 11, 3, 8, 0, 0, 0, time.UTC)}
+	s := newTestServer(t, clock)
+	nc, err := net.Dial("tcp", s.WireAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rd := wire.NewReader(nc, 0)
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	epoch := uint64(time.Now().UnixNano())
+	if err := wire.WriteFrame(nc, &wire.Hello{AgentID: "big", Epoch: epoch, Version: wire.ProtocolVersion}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := rd.Read(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := m.(*wire.Welcome); !ok {
+		t.Fatalf("hello: %#v", m)
+	}
+	if err := wire.WriteFrame(nc, &wire.FullState{AgentID: "big", Epoch: epoch, Seq: 1, Counts: []wire.CountEntry{{Tenant: "t", Class: "audio", Open: maxAgentSessions + 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := rd.Read()
+		if err != nil {
+			t.Fatalf("no error before the stream ended: %v", err)
+		}
+		if e, ok := m.(*wire.Error); ok {
+			if e.Code != wire.CodeTooLarge {
+				t.Fatalf("error %v", e)
+			}
+			break
+		}
+	}
+	if code := get(t, s, "/v1/tenants/t", nil); code != http.StatusNotFound {
+		t.Errorf("the refused full state reached the state: GET tenant %d", code)
+	}
+}

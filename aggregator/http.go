@@ -37,6 +37,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("DELETE /v1/plans/{name}", s.leaderOnly(s.handleDeletePlan))
 	mux.HandleFunc("GET /v1/agents", s.consistentRead(s.handleAgents))
 	s.opsRoutes(mux)
+	webRoutes(mux)
 	s.aclRoutes(mux)
 	return s.aclGate(mux, jsonhttp.Errors(mux))
 }

@@ -17,14 +17,22 @@ import (
 )
 
 const (
-	helloTimeout   = 10 * time.Second
-	idleTimeout    = 30 * time.Second // agents ping every few seconds
-	writeTimeout   = 10 * time.Second
-	pushInterval   = 100 * time.Millisecond
-	outQueue       = 4096
-	maxFullCounts  = 1 << 20 // entries of one FullState, all frames together
-	maxIDLen       = plans.MaxIDLen
-	maxTenantIDLen = plans.MaxTenantIDLen
+	helloTimeout  = 10 * time.Second
+	idleTimeout   = 30 * time.Second // agents ping every few seconds
+	writeTimeout  = 10 * time.Second
+	pushInterval  = 100 * time.Millisecond
+	outQueue      = 4096
+	maxFullCounts = 1 << 20 // entries of one FullState, all frames together
+	maxIDLen      = plans.MaxIDLen
+	// maxStreams bounds the open connections on the wire port; more are
+	// closed at once.
+	maxStreams = 10_000
+	// An agent may hold sessions of at most maxAgentTenants tenants and at
+	// most maxAgentSessions sessions; a batch or full state beyond is
+	// refused (too-large) before it reaches the log.
+	maxAgentTenants  = 100_000
+	maxAgentSessions = 10_000_000
+	maxTenantIDLen   = plans.MaxTenantIDLen
 )
 
 // validID reports whether s is a usable agent, node or tenant id.
@@ -105,6 +113,12 @@ func (st *streams) serve(ctx context.Context, ln net.Listener) {
 			mu.Unlock()
 			nc.Close()
 			return
+		}
+		if len(open) >= maxStreams {
+			mu.Unlock()
+			st.log.Warn("too many open agent connections; refusing one", "limit", maxStreams, "remote", nc.RemoteAddr().String())
+			nc.Close()
+			continue
 		}
 		open[nc] = struct{}{}
 		mu.Unlock()
@@ -284,6 +298,12 @@ func (c *agentConn) run(ctx context.Context) error {
 		c.st.live.heard(h.AgentID)
 		if err := c.handle(ctx, m); err != nil {
 			c.writeErrorAndClose(err)
+			// The writer closes the stream once the Error is out (or
+			// fails); give it a moment so the agent learns why.
+			select {
+			case <-c.closed:
+			case <-time.After(writeTimeout):
+			}
 			return err
 		}
 	}
@@ -402,6 +422,9 @@ func (c *agentConn) handle(ctx context.Context, m wire.Message) error {
 		if err := checkEntries(m.Entries); err != nil {
 			return err
 		}
+		if err := c.checkAgentLimits(m.Entries, nil); err != nil {
+			return err
+		}
 		return c.propose(ctx, itemDelta, m, len(m.Entries), m.Seq)
 	case *wire.FullState:
 		return c.fullPart(ctx, m)
@@ -469,6 +492,51 @@ func (c *agentConn) grantAsk(ctx context.Context, g *wire.GrantAsk) error {
 	return st.prop.submit(ctx, pr)
 }
 
+// checkAgentLimits refuses a batch (entries added to what the cluster
+// holds of the agent) or a full state (counts replacing it) that would
+// leave the agent with sessions of more than maxAgentTenants tenants or
+// more than maxAgentSessions sessions.
+func (c *agentConn) checkAgentLimits(entries []wire.DeltaEntry, counts []wire.CountEntry) error {
+	tenants := make(map[string]struct{})
+	var sessions uint64
+	if counts != nil {
+		for _, e := range counts {
+			if e.Open > 0 {
+				tenants[e.Tenant] = struct{}{}
+			}
+			sessions += min(e.Open, maxAgentSessions+1)
+		}
+	} else {
+		held := 0
+		c.st.fsm.read(func(s *State) {
+			if rec := s.Agents[c.hello.AgentID]; rec != nil {
+				held = len(rec.Counts)
+				for _, cc := range rec.Counts {
+					sessions += cc.total()
+				}
+				for _, e := range entries {
+					if _, ok := rec.Counts[e.Tenant]; !ok && e.Opened > 0 {
+						tenants[e.Tenant] = struct{}{}
+					}
+				}
+			}
+		})
+		for _, e := range entries {
+			sessions += min(e.Opened, maxAgentSessions+1)
+		}
+		if held+len(tenants) > maxAgentTenants {
+			return &protocolError{code: wire.CodeTooLarge, msg: fmt.Sprintf("an agent may hold sessions of at most %d tenants", maxAgentTenants)}
+		}
+	}
+	if len(tenants) > maxAgentTenants {
+		return &protocolError{code: wire.CodeTooLarge, msg: fmt.Sprintf("an agent may hold sessions of at most %d tenants", maxAgentTenants)}
+	}
+	if sessions > maxAgentSessions {
+		return &protocolError{code: wire.CodeTooLarge, msg: fmt.Sprintf("an agent may hold at most %d sessions", maxAgentSessions)}
+	}
+	return nil
+}
+
 func checkEntries(es []wire.DeltaEntry) error {
 	for i := range es {
 		e := &es[i]
@@ -516,6 +584,9 @@ func (c *agentConn) fullPart(ctx context.Context, f *wire.FullState) error {
 		whole.Peaks = append(whole.Peaks, p.Peaks...)
 	}
 	c.parts, c.partLen = nil, 0
+	if err := c.checkAgentLimits(nil, whole.Counts); err != nil {
+		return err
+	}
 	return c.propose(ctx, itemFull, &whole, len(whole.Counts)+len(whole.Usage), whole.Seq)
 }
 
