@@ -304,6 +304,18 @@ function niceMax(v) {
   for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
+// scaleFor picks the top of a chart's y axis: the ceiling is drawn when it
+// is within reach of the figures (up to four times the peak), else the
+// chart follows the figures and says where the ceiling is.
+function scaleFor(peak, ceiling) {
+  if (ceiling > 0 && ceiling <= Math.max(peak, 1) * 4) return {ymax: niceMax(Math.max(peak, ceiling) * 1.1), off: false};
+  return {ymax: niceMax(Math.max(peak, 1) * 1.25), off: ceiling > 0};
+}
+
+function offNote(svg, W, box, ceiling) {
+  svg.append(s('text', {x: W - box.r, y: box.t + 10, 'text-anchor': 'end', class: 'off'}, `ceiling ${fmtInt(ceiling)} is above the chart`));
+}
+
 function axes(svg, box, ymax, W) {
   for (let i = 0; i <= 4; i++) {
     const y = box.b - (box.b - box.t) * i / 4;
@@ -326,9 +338,9 @@ function hourChart(id, points, now, boxEl) {
   const box = {l: 44, r: 10, t: 10, b: H - 22};
   const from = now - HOUR;
   const pts = points.filter((p) => p.t >= from - HOUR);
-  let ymax = 0;
-  for (const p of pts) ymax = Math.max(ymax, p.c, p.ceil || 0);
-  ymax = niceMax(ymax * 1.1);
+  let peak = 0, ceiling = 0;
+  for (const p of pts) { peak = Math.max(peak, p.c); ceiling = Math.max(ceiling, p.ceil || 0); }
+  const {ymax, off} = scaleFor(peak, ceiling);
   const x = (t) => box.l + (Math.max(t, from) - from) / HOUR * (W - box.l - box.r);
   const y = (v) => box.b - v / ymax * (box.b - box.t);
   const svg = s('svg', {id, class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'concurrency against ceiling, last hour', 'data-points': String(pts.length)});
@@ -352,8 +364,9 @@ function hourChart(id, points, now, boxEl) {
     if (prev !== null) d += `H${x(now).toFixed(1)}`;
     return d;
   };
-  const ceil = step((p) => (p.ceil > 0 ? p.ceil : null));
-  if (ceil) svg.append(s('path', {class: 'ceil', d: ceil}));
+  const ceil = step((p) => (p.ceil > 0 ? Math.min(p.ceil, ymax) : null));
+  if (ceil && !off) svg.append(s('path', {class: 'ceil', d: ceil}));
+  if (off) offNote(svg, W, box, pts[pts.length - 1].ceil);
   const conc = step((p) => p.c);
   if (conc) svg.append(s('path', {class: 'conc', d: conc}));
   if (!pts.length) svg.append(s('text', {x: W / 2, y: H / 2, 'text-anchor': 'middle'}, 'collecting figures…'));
@@ -365,9 +378,9 @@ function hourChart(id, points, now, boxEl) {
 function dayChart(id, days, ceiling, boxEl) {
   const [W, H] = chartSize(boxEl);
   const box = {l: 44, r: 10, t: 10, b: H - 22};
-  let ymax = ceiling || 0;
-  for (const d of days) ymax = Math.max(ymax, d.peak);
-  ymax = niceMax(ymax * 1.1);
+  let peak = 0;
+  for (const d of days) peak = Math.max(peak, d.peak);
+  const {ymax, off} = scaleFor(peak, ceiling || 0);
   const n = Math.max(days.length, 1);
   const bw = (W - box.l - box.r) / n;
   const y = (v) => box.b - v / ymax * (box.b - box.t);
@@ -384,7 +397,8 @@ function dayChart(id, days, ceiling, boxEl) {
       svg.append(s('text', {x: bx + bw / 2, y: H - 6, 'text-anchor': 'middle'}, String(Number(d.date.slice(8)))));
     }
   });
-  if (ceiling) svg.append(s('line', {class: 'ceil', x1: box.l, x2: W - box.r, y1: y(ceiling), y2: y(ceiling)}));
+  if (ceiling && !off) svg.append(s('line', {class: 'ceil', x1: box.l, x2: W - box.r, y1: y(ceiling), y2: y(ceiling)}));
+  if (off) offNote(svg, W, box, ceiling);
   return svg;
 }
 
@@ -770,7 +784,7 @@ function tenantPage(name) {
       const shown = $('tenant-plan').dataset.value;
       if (shown !== undefined && shown !== x.plan) p.refreshTenant(true); // a change whose plan event was missed
     } else if (ename === 'plan') {
-      if (!ev.tenant || ev.tenant === name) p.refreshTenant(true);
+      if (!ev.tenant || ev.tenant === name) p.refresh(); // the ceiling, the schedule, the history, the invoice may change
     } else if (ename === 'alert') {
       if (ev.tenant === name) drawAlerts($('tp-alerts-list'), name);
     }
