@@ -3,6 +3,7 @@ BIN     := bin/headroom
 # Counted runs: a -fuzztime given in seconds can end in a spurious
 # "context deadline exceeded" from the Go 1.26 fuzz coordinator.
 FUZZTIME ?= 50000x
+FUZZHTTPTIME ?= 2000x
 
 .PHONY: build run test bench fuzz lint clean
 
@@ -22,6 +23,7 @@ bench:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzHTTPBodies$$' -fuzztime $(FUZZHTTPTIME) ./aggregator/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

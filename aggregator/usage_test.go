@@ -26,7 +26,7 @@ func (c *fakeClock) Set(t time.Time) {
 	c.mu.Unlock()
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +37,7 @@ func freePort(t *testing.T) string {
 
 // newTestServer starts a single-server aggregator on a controllable clock;
 // opts adjust its configuration.
-func newTestServer(t *testing.T, clock *fakeClock, opts ...func(*Config)) *Server {
+func newTestServer(t testing.TB, clock *fakeClock, opts ...func(*Config)) *Server {
 	t.Helper()
 	cfg := Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", WireAddr: "127.0.0.1:0", RaftAddr: freePort(t), Bootstrap: true, Now: clock.Now}
 	for _, o := range opts {
