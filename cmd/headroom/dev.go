@@ -81,7 +81,8 @@ func runDev(ctx context.Context, c *cli.Context, log hclog.Logger) error {
 		return err
 	}
 	fmt.Printf(`
-  dashboard API   http://%[1]s/v1/tenants
+  dashboard       http://%[1]s/
+  API             http://%[1]s/v1/tenants
   agent API       http://%[2]s/v1/status
   CLI             headroom tenant list --addr %[1]s
   data            %[3]s
