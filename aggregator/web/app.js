@@ -466,7 +466,10 @@ function refusedOf(usage) {
 
 function overviewPage() {
   const p = base('overview');
-  let list = [], truncated = false, refused = new Map(), loaded = false;
+  // list: every tenant read; with more than LIST_MAX_PAGES pages of them
+  // (truncated), the busiest and those near their ceiling come from the
+  // server's sorted and filtered lists instead (busy, nearby).
+  let list = [], truncated = false, busy = [], nearby = [], nearMore = false, refused = new Map(), loaded = false, lastFull = 0;
   p.render = (view) => {
     fill(view,
       h('h1', {text: 'Fleet overview'}),
@@ -484,15 +487,30 @@ function overviewPage() {
         panel('Alerts', 'ov-alerts-panel', h('ul', {class: 'plain events', id: 'ov-alerts'}))),
       h('p', {class: 'muted', id: 'ov-note'}));
     p.refresh();
-    every(p, 15000, () => p.refresh());
+    every(p, 15000, () => p.refresh(false));
   };
-  p.refresh = async () => {
+  // refresh reads every tenant again: each time while they fit in one
+  // page, else every two minutes (events keep the figures of those read
+  // right in between), or when asked (full).
+  p.refresh = async (full) => {
     const fresh = p.seq();
     try {
-      const [all, st] = await Promise.all([readAllTenants(), getJSON('/v1/status')]);
+      const again = full !== false || list.length <= LIST_PAGE || Date.now() - lastFull > 120000;
+      const [all, st] = await Promise.all([again ? readAllTenants() : null, getJSON('/v1/status')]);
       if (current !== p || !fresh()) return;
-      list = all.tenants.map((t) => t.tenant);
-      truncated = all.truncated;
+      if (all) {
+        list = all.tenants.map((t) => t.tenant);
+        truncated = all.truncated;
+        lastFull = Date.now();
+      }
+      if (truncated) {
+        const sentAt = Date.now();
+        const [b, n] = await Promise.all([getJSON('/v1/tenants?sort=concurrency&limit=10'), getJSON('/v1/tenants?sort=utilization&min_utilization=0.8&limit=50')]);
+        if (current !== p || !fresh()) return;
+        busy = b.data.map((j) => noteTenant(j, sentAt).tenant);
+        nearby = n.data.map((j) => noteTenant(j, sentAt).tenant);
+        nearMore = !!n.headers.get('X-Next-Cursor');
+      }
       setFig('ov-leader', st.data.leader_id || '', st.data.leader_id || 'none');
       draw();
       // Refused admissions are per tenant usage: read every tenant's when
@@ -510,17 +528,18 @@ function overviewPage() {
       if (current === p) fill($('ov-busiest-box'), errorBox(e));
     }
   };
-  const tenants = () => list.map((n) => store.tenants.get(n)).filter(Boolean);
-  const busiest = (n) => tenants().sort((a, b) => b.total - a.total || (a.tenant < b.tenant ? -1 : 1)).slice(0, n);
-  const near = (n) => tenants().filter((t) => t.ceiling > 0 && util(t) >= 0.8).sort((a, b) => util(b) - util(a)).slice(0, n);
+  const of = (names) => names.map((n) => store.tenants.get(n)).filter(Boolean);
+  const tenants = () => of(list);
+  const busiest = (n) => of(truncated ? busy : list).sort((a, b) => b.total - a.total || (a.tenant < b.tenant ? -1 : 1)).slice(0, n);
+  const near = (n) => of(truncated ? nearby : list).filter((t) => t.ceiling > 0 && util(t) >= 0.8).sort((a, b) => util(b) - util(a)).slice(0, n);
   function draw() {
     const ts = tenants();
     let total = 0;
     for (const t of ts) total += t.total;
     setFig('ov-total', total, (truncated ? '≥ ' : '') + fmtInt(total));
     setFig('ov-tenants', ts.length, (truncated ? '≥ ' : '') + fmtInt(ts.length));
-    const nr = tenants().filter((t) => t.ceiling > 0 && util(t) >= 0.8);
-    setFig('ov-near', nr.length);
+    const nr = near(Infinity);
+    setFig('ov-near', nr.length, (truncated && nearMore ? '≥ ' : '') + fmtInt(nr.length));
     const row = (t) => h('tr', {data: {tenant: t.tenant}}, td(tenantLink(t.tenant)), td(t.plan), num(t.total, 'concurrency'),
       num(t.ceiling, 'ceiling', t.ceiling ? fmtInt(t.ceiling) : '—'), td(utilBar(t)));
     fill($('ov-busiest-box'), table('ov-busiest', ['tenant', 'plan', '#open', '#ceiling', 'utilization'], busiest(10).map(row), 'no tenants yet'));
@@ -547,7 +566,7 @@ function overviewPage() {
       draw();
     } else if (name === 'alert') drawAlerts($('ov-alerts'), null);
     else if (name === 'leader') setFig('ov-leader', ev.leader || '', ev.leader || 'none');
-    else if (name === 'plan') p.refresh();
+    else if (name === 'plan') p.refresh(false);
   };
   return p;
 }
