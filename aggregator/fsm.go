@@ -165,7 +165,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	s.rebuildRegionOpen()
-	s.tokenIndex()
+	if len(s.Tokens) > 0 {
+		s.tokenIndex() // built before the state is published to readers
+	}
 	f.mu.Lock()
 	f.s = s
 	f.mu.Unlock()

@@ -339,12 +339,18 @@ func (a *applier) accountOver(t *Tenant) {
 // count now stands at or over its plan's ceiling. Called once the entry's
 // command is applied.
 func (a *applier) settle() {
-	for _, name := range a.changed {
-		t := a.s.Tenants[name]
-		if t == nil {
-			continue
+	var (
+		lastPlan string
+		ceiling  uint64 // of lastPlan; 0: none (no such plan, or meter)
+	)
+	for _, t := range a.touched {
+		if t.Plan != lastPlan || lastPlan == "" {
+			lastPlan, ceiling = t.Plan, 0
+			if p, ok := a.s.Plans[t.Plan]; ok && p.Mode != plans.Meter {
+				ceiling = p.Ceiling
+			}
 		}
-		if p, ok := a.s.Plans[t.Plan]; ok && p.Mode != plans.Meter && p.Ceiling > 0 && t.Open.total() >= p.Ceiling {
+		if ceiling > 0 && t.Open.total() >= ceiling {
 			if t.OverSince == 0 {
 				t.OverSince = a.now
 			}

@@ -184,7 +184,8 @@ type applier struct {
 	period   string
 	dayStart int64 // start of the entry's UTC day, unix ns
 	index    uint64
-	changed  []string // tenants changed by this entry, each once
+	changed  []string  // tenants changed by this entry, each once
+	touched  []*Tenant // the same tenants (those still in the state)
 }
 
 func (s *State) newApplier(index uint64, t int64) *applier {
@@ -203,6 +204,7 @@ func (a *applier) touch(t *Tenant) {
 	if t.Changed != a.index {
 		t.Changed = a.index
 		a.changed = append(a.changed, t.Name)
+		a.touched = append(a.touched, t)
 		a.accountOver(t)
 	}
 }
@@ -250,6 +252,7 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 	bk := a.batchBooking(b.AgentTime, rec.Region)
 	if a.changed == nil {
 		a.changed = make([]string, 0, len(b.Entries))
+		a.touched = make([]*Tenant, 0, len(b.Entries))
 	}
 	if rec.Counts == nil {
 		rec.Counts = make(map[string]*classCounts)
