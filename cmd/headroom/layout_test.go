@@ -15,6 +15,7 @@ func TestDependencyDirection(t *testing.T) {
 		"wire":              {},
 		"plans":             {},
 		"internal/jsonhttp": {},
+		"internal/tlsconf":  {},
 		"cluster":           {"wire"},
 		"aggregator":        {"wire", "plans", "cluster", "internal/jsonhttp"},
 		"agent":             {"wire", "plans", "internal/jsonhttp"},
