@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -157,7 +158,12 @@ func (h *harness) start(id, dir, raftAddr, gossipAddr string, tweak func(*Config
 	mux := http.NewServeMux()
 	mux.Handle(StatsPath, n.StatsHandler())
 	mux.Handle(RemovePeerPath, n.RemovePeerHandler())
+	mux.Handle(KeyringPath, n.KeyringHandler())
+	mux.Handle(KeyringLocalPath, n.KeyringLocalHandler())
 	s := &server{h: h, id: id, dir: dir, cfg: cfg, fsm: fsm, node: n, srv: &http.Server{Handler: mux}}
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS.Server)
+	}
 	go s.srv.Serve(ln)
 	t.Cleanup(s.stop)
 	return s
@@ -720,6 +726,9 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 		"unreachable adv":     func(c *Config) { c.AdvertiseAddr = "0.0.0.0:9" },
 		"bad gossip address":  func(c *Config) { c.GossipAddr = "nowhere" },
 		"advertise with port": func(c *Config) { c.AdvertiseHost = "10.0.0.1:80" },
+		"short gossip key":    func(c *Config) { c.GossipKey = make([]byte, 15) },
+		"key w/o gossip":      func(c *Config) { c.GossipAddr, c.GossipKey = "", make([]byte, 32) },
+		"TLS w/o client":      func(c *Config) { c.TLS = &TLS{Server: &tls.Config{}} },
 	} {
 		c := base()
 		tweak(&c)

@@ -33,6 +33,41 @@
 // checks its peers hold no Raft state, and Leave asks the leader to remove
 // the leaving server.
 //
+// # TLS
+//
+// With Config.TLS, Raft runs over a TLS stream layer (tls_transport.go) and
+// this server calls the others' HTTP APIs over HTTPS. Clients verify that
+// a server's certificate names TLS.Client.ServerName, whatever address
+// they dialled. Under mutual TLS (the server configuration requires client
+// certificates) the Raft listener, StatsHandler, RemovePeerHandler and
+// KeyringLocalHandler further require the peer's certificate to name that
+// server name: an agent's or operator's certificate from the same CA can
+// neither replicate nor steer membership.
+//
+// # Gossip encryption
+//
+// Gossip is encrypted when a server starts with Config.GossipKey or finds a
+// keyring in its data directory (KeyringFile, mode 0600: the keys in
+// base64, the primary first). Memberlist decrypts with any key of the
+// keyring and encrypts with the primary. The file is written on first
+// start from GossipKey and after every change, and read at every start, so
+// it wins over GossipKey from then on (a GossipKey it lacks is only warned
+// about).
+//
+// Memberlist keeps the keyring in each process's memory only, so a change
+// is carried to every server over HTTP: KeyringHandler (mounted at
+// KeyringPath, for the operator) lists or changes the keyring of every
+// server this node knows — alive in gossip, or in the Raft configuration
+// even when gossip sees it failed (a server whose keys fell behind is
+// reached that way) — by calling each one's KeyringLocalHandler
+// (KeyringLocalPath; servers only under mutual TLS). A rotation without
+// downtime is install (every server can decrypt the new key), use (every
+// server encrypts with it), remove (the old key goes). Use is refused,
+// changing nothing, unless every server answers and holds the key; remove
+// is refused while any server uses the key as its primary. A server that
+// was down during a rotation is brought up to date by running the same
+// commands again once it is back (install and use are idempotent).
+//
 // # Tuning for a LAN
 //
 // Raft (Tuned): the servers of one cluster sit on one LAN, with round trips

@@ -64,7 +64,7 @@ type removePeerRequest struct {
 // otherwise. The aggregator mounts it at RemovePeerPath; Leave calls it on
 // the leader.
 func (n *Node) RemovePeerHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return n.serversOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
 			writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "method not allowed"})
@@ -86,7 +86,7 @@ func (n *Node) RemovePeerHandler() http.Handler {
 		default:
 			writeJSON(w, http.StatusInternalServerError, errorBody{Error: err.Error()})
 		}
-	})
+	}))
 }
 
 // Leave removes this server from the cluster for good, then shuts it down:
@@ -198,12 +198,12 @@ func (n *Node) askRemove(ctx context.Context, httpAddr string) error {
 	body, _ := json.Marshal(removePeerRequest{ID: string(n.id)})
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, "http://"+httpAddr+RemovePeerPath, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, n.scheme+"://"+httpAddr+RemovePeerPath, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{}).Do(req)
+	resp, err := (&http.Client{Transport: n.transport}).Do(req)
 	if err != nil {
 		return err
 	}

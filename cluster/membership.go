@@ -482,6 +482,11 @@ func (n *Node) startGossip() error {
 	if n.cfg.Gossip != nil {
 		n.cfg.Gossip(mc)
 	}
+	kr, err := n.openKeyring()
+	if err != nil {
+		return err
+	}
+	mc.Keyring, mc.SecretKey, n.mlKeyring = kr, nil, kr
 	mc.Name = string(n.id)
 	n.gossipMeta = &gossipDelegate{meta: metaBytes}
 	mc.Delegate = n.gossipMeta
@@ -493,6 +498,7 @@ func (n *Node) startGossip() error {
 		return fmt.Errorf("cluster: gossip on %s: %w", n.cfg.GossipAddr, err)
 	}
 	n.ml = ml
+	n.gossipBind = net.JoinHostPort(bindIP, strconv.Itoa(int(ml.LocalNode().Port)))
 	n.members.mu.Lock()
 	self := n.members.recs[string(n.id)]
 	self.gossip = ml.LocalNode().Address()

@@ -88,9 +88,19 @@ type Config struct {
 	Meta Meta
 	// Gossip adjusts memberlist's configuration (derived from
 	// memberlist.DefaultLANConfig) after the addresses are set; Name,
-	// Delegate, Events and Ping are always ours. Tests use it to shorten
-	// ProbeInterval, SuspicionMult or GossipToTheDeadTime. (Optional)
+	// Delegate, Events, Ping and Keyring are always ours. Tests use it to
+	// shorten ProbeInterval, SuspicionMult or GossipToTheDeadTime.
+	// (Optional)
 	Gossip func(*memberlist.Config)
+	// GossipKey encrypts gossip (16, 24 or 32 bytes: AES-128, -192 or
+	// -256) when the data directory holds no keyring yet; the keyring file
+	// there (see keyring.go) wins once it exists. (Optional, default: no
+	// encryption unless the data directory holds a keyring)
+	GossipKey []byte
+	// TLS carries Raft, and this server's calls to the other servers' HTTP
+	// APIs, over TLS; every server of a cluster must have it or none.
+	// (Optional, default plaintext)
+	TLS *TLS
 }
 
 // logCacheSize is how many recent log entries are kept in memory in front
@@ -114,6 +124,9 @@ type Node struct {
 	meta Meta // our own, with Raft set
 
 	ml         *memberlist.Memberlist // nil without gossip
+	mlKeyring  *memberlist.Keyring    // nil: gossip unencrypted
+	gossipBind string                 // host:port memberlist bound
+	raftBind   string                 // host:port Raft listens on
 	gossipMeta *gossipDelegate
 	probeEvery time.Duration // memberlist's probe interval plus timeout
 	// membersWritten is what members.json was last written with.
@@ -122,7 +135,10 @@ type Node struct {
 	mlLeft         bool       // memberlist.Leave was called (under mlMu)
 	members        *memberTable
 	ap             *autopilot.Autopilot
-	client         *http.Client
+	client         *http.Client    // calls to other servers (stats)
+	transport      *http.Transport // client's, shared by the other calls
+	scheme         string          // of other servers' HTTP APIs: http or https
+	keyMu          sync.Mutex      // orders keyring changes and their file writes
 
 	ctx      context.Context // cancelled when the managers stop
 	cancel   context.CancelFunc
@@ -172,6 +188,18 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		return nil, errors.New("cluster: BootstrapExpect and Join need a gossip address")
 	case cfg.DeadServerReap < 0:
 		return nil, errors.New("cluster: DeadServerReap must not be negative")
+	case cfg.GossipKey != nil && cfg.GossipAddr == "":
+		return nil, errors.New("cluster: GossipKey needs a gossip address")
+	}
+	if cfg.GossipKey != nil {
+		if err := memberlist.ValidateKey(cfg.GossipKey); err != nil {
+			return nil, fmt.Errorf("cluster: gossip key of %d bytes: want 16, 24 or 32", len(cfg.GossipKey))
+		}
+	}
+	if cfg.TLS != nil {
+		if err := cfg.TLS.check(); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.DeadServerReap == 0 {
 		cfg.DeadServerReap = DefaultDeadServerReap
@@ -202,7 +230,7 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		db.Close()
 		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
 	}
-	trans, err := newTransport(cfg, rlog.Named("transport"))
+	trans, raftBind, err := newTransport(cfg, rlog.Named("transport"))
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -214,9 +242,9 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 	}
 	n := &Node{
 		Transport: trans, db: db, id: rc.LocalID, addr: trans.LocalAddr(),
-		cfg: cfg, log: log,
-		client: &http.Client{Timeout: 2 * time.Second},
+		cfg: cfg, log: log, raftBind: raftBind,
 	}
+	n.transport, n.client, n.scheme = newHTTPClient(cfg.TLS)
 	n.meta = cfg.Meta
 	n.meta.Raft = string(n.addr)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -278,36 +306,39 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 // be derived from the real port (0 picks one) and the machine's address
 // (when bound to all interfaces), then wraps the listener in raft's network
 // transport.
-func newTransport(cfg Config, log hclog.Logger) (*raft.NetworkTransport, error) {
+func newTransport(cfg Config, log hclog.Logger) (*raft.NetworkTransport, string, error) {
 	adv := cfg.AdvertiseAddr
 	if adv != "" {
 		a, err := net.ResolveTCPAddr("tcp", adv)
 		if err != nil {
-			return nil, fmt.Errorf("cluster: advertise address %q: %w", adv, err)
+			return nil, "", fmt.Errorf("cluster: advertise address %q: %w", adv, err)
 		}
 		if a.IP == nil || a.IP.IsUnspecified() || a.Port == 0 {
-			return nil, fmt.Errorf("cluster: advertise address %q is not one others can reach", adv)
+			return nil, "", fmt.Errorf("cluster: advertise address %q is not one others can reach", adv)
 		}
 	}
 	ln, err := net.Listen("tcp", cfg.BindAddr)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: raft listen on %s: %w", cfg.BindAddr, err)
+		return nil, "", fmt.Errorf("cluster: raft listen on %s: %w", cfg.BindAddr, err)
 	}
 	if adv == "" {
 		if adv, err = AdvertiseAddr(ln.Addr().String(), cfg.AdvertiseHost); err != nil {
 			ln.Close()
-			return nil, err
+			return nil, "", err
 		}
 	}
 	advAddr, err := net.ResolveTCPAddr("tcp", adv)
 	if err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("cluster: advertise address %q: %w", adv, err)
+		return nil, "", fmt.Errorf("cluster: advertise address %q: %w", adv, err)
 	}
-	stream := &tcpStream{Listener: ln, adv: advAddr}
+	var stream raft.StreamLayer = &tcpStream{Listener: ln, adv: advAddr}
+	if cfg.TLS != nil {
+		stream = newTLSStream(ln, advAddr, cfg.TLS, log)
+	}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 4, Timeout: 10 * time.Second, Logger: log,
-	}), nil
+	}), ln.Addr().String(), nil
 }
 
 // tcpStream is raft's StreamLayer over plain TCP, advertising adv.
@@ -373,6 +404,7 @@ func (n *Node) Shutdown() error {
 			n.persistMembers()
 		}
 		n.closeStores()
+		n.transport.CloseIdleConnections()
 	})
 	return n.shutdownErr
 }

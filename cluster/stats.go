@@ -74,21 +74,21 @@ func (s RaftStats) autopilot() *autopilot.ServerStats {
 // every server to judge their health, and a server about to bootstrap a
 // new cluster reads it to check that none of its peers is in one already.
 func (n *Node) StatsHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return n.serversOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "method not allowed"})
 			return
 		}
 		writeJSON(w, http.StatusOK, n.Stats())
-	})
+	}))
 }
 
 // fetchStats reads the RaftStats of the server whose HTTP API is at
 // httpAddr.
 func (n *Node) fetchStats(ctx context.Context, httpAddr string) (RaftStats, error) {
 	var st RaftStats
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+StatsPath, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.scheme+"://"+httpAddr+StatsPath, nil)
 	if err != nil {
 		return st, err
 	}
