@@ -51,6 +51,8 @@ func routeAccess(pattern string) access {
 		return accessTenant
 	case path == "/v1/tokens" || path == "/v1/snapshot":
 		return accessOperator // secrets' metadata; the whole state
+	case strings.HasPrefix(path, "/v1/keyring"):
+		return accessOperator // the gossip keys
 	}
 	return accessRead
 }

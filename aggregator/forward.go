@@ -133,8 +133,9 @@ func (s *Server) confirmLeadership() error {
 }
 
 func (s *Server) proxyTo(leaderHTTP string, w http.ResponseWriter, r *http.Request) {
-	target := &url.URL{Scheme: "http", Host: leaderHTTP}
+	target := &url.URL{Scheme: s.sec.scheme, Host: leaderHTTP}
 	p := &httputil.ReverseProxy{
+		Transport: s.sec.proxy,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set(forwardedHeader, s.node.ID())

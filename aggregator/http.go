@@ -67,6 +67,9 @@ type StatusJSON struct {
 	WireAddr          string   `json:"wire_addr"`
 	RaftAddr          string   `json:"raft_addr"`
 	Agents            int      `json:"agents_connected"`
+	// Insecure lists what the server exposes unprotected beyond its own
+	// machine, e.g. "http plaintext on 0.0.0.0:9370" (empty when nothing).
+	Insecure []string `json:"insecure"`
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -76,6 +79,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		ID: s.node.ID(), State: raftState(rf.State()), Leader: string(leader), LeaderID: string(leaderID),
 		AppliedIndex: s.fsm.appliedIndex(), CommitIndex: rf.CommitIndex(), LastIndex: rf.LastIndex(),
 		HTTPAddr: s.HTTPAddr(), WireAddr: s.WireAddr(), RaftAddr: s.RaftAddr(), Voters: []string{},
+		Insecure: s.Insecure(),
 	}
 	stats := rf.Stats()
 	st.Term, _ = strconv.ParseUint(stats["term"], 10, 64)

@@ -98,6 +98,13 @@ type Config struct {
 	// bootstrap and the dashboard's static files, and on every agent
 	// stream (see acl.go). (Optional, default off)
 	ACL bool
+	// TLS serves the HTTP API and the agent streams over TLS (TLS.Server)
+	// and carries Raft and the calls between servers over it (see
+	// cluster.TLS). (Optional, default plaintext)
+	TLS *cluster.TLS
+	// GossipKey encrypts gossip until the data directory holds a keyring
+	// (see cluster.Config.GossipKey). (Optional)
+	GossipKey []byte
 	// Logger is the parent logger. (Optional)
 	Logger hclog.Logger
 	// Now is the clock the leader stamps entries with and reads use for
@@ -121,6 +128,7 @@ type Server struct {
 	hold           time.Duration
 	bar            barrier
 	advertised     cluster.Meta
+	sec            security // TLS, and what is exposed unprotected (security.go)
 
 	left     chan struct{}
 	leftOnce sync.Once
@@ -215,7 +223,7 @@ func New(cfg Config) (*Server, error) {
 		Bootstrap: cfg.Bootstrap, Logger: s.log,
 		GossipAddr: cfg.GossipAddr, AdvertiseHost: cfg.AdvertiseAddr, Join: cfg.Join,
 		BootstrapExpect: cfg.BootstrapExpect, DeadServerReap: cfg.DeadServerReap, Meta: s.advertised,
-		Applied: s.fsm.appliedIndex,
+		Applied: s.fsm.appliedIndex, TLS: cfg.TLS, GossipKey: cfg.GossipKey,
 		Tuning: func(rc *raft.Config) {
 			if cfg.RaftSnapshotThreshold > 0 {
 				rc.SnapshotThreshold = cfg.RaftSnapshotThreshold
@@ -230,6 +238,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.advertised.Raft = s.node.Addr() // the cluster resolves the Raft address itself
+	s.initSecurity()
 	s.clock = &leaderClock{now: cfg.Now, fsm: s.fsm}
 	s.authFails = newFailLimiter(cfg.Now)
 	ctx, cancel := context.WithCancel(context.Background())
