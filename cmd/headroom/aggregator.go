@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/cluster"
 	"github.com/headroom-rtc/headroom/plans"
 )
 
@@ -41,7 +42,8 @@ func aggregatorCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "raft-trailing-logs", Usage: "log entries kept behind a snapshot for slow followers (default 10240)"},
 			&cli.StringFlag{Name: "alert-webhook", Usage: "URL the leader POSTs each alert to as JSON, retried with backoff (default: alerts are only logged)"},
 			&cli.StringFlag{Name: "alert-thresholds", Value: "70,90,100", Usage: "utilization percentages of the ceiling and of the included unit-minutes that alert, ascending, 1 to 1000"},
-		}, logFlags()...),
+			&cli.StringFlag{Name: "gossip-key", Usage: "encrypt gossip with this key (base64 of 16, 24 or 32 bytes; `headroom keyring generate`) until the data directory holds a keyring", EnvVars: []string{"HEADROOM_GOSSIP_KEY"}},
+		}, append(tlsFlags(true), logFlags()...)...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
 				return err
@@ -66,6 +68,16 @@ func aggregatorCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("--alert-thresholds %s: %w", c.String("alert-thresholds"), err)
 			}
+			tlsCfg, err := serverTLS(c)
+			if err != nil {
+				return err
+			}
+			var gossipKey []byte
+			if k := c.String("gossip-key"); k != "" {
+				if gossipKey, err = cluster.ParseGossipKey(k); err != nil {
+					return fmt.Errorf("--gossip-key: %w", err)
+				}
+			}
 			ctx, stop := signalContext(log)
 			defer stop()
 			srv, err := aggregator.New(aggregator.Config{
@@ -79,6 +91,7 @@ func aggregatorCommand() *cli.Command {
 				AgentGrace: c.Duration("agent-grace"), AgentForget: c.Duration("agent-forget"),
 				UsageGrace: c.Duration("usage-grace"),
 				GrantLease: c.Duration("grant-lease"), GrantMargin: c.Duration("grant-margin"),
+				TLS: tlsCfg, GossipKey: gossipKey,
 				ACL:                   c.Bool("acl"),
 				DeadServerReap:        c.Duration("dead-server-reap"),
 				RaftSnapshotThreshold: c.Uint64("raft-snapshot-threshold"), RaftTrailingLogs: c.Uint64("raft-trailing-logs"),

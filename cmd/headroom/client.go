@@ -35,11 +35,11 @@ func operatorName() string {
 // clientFlags are accepted both before the subcommand and on each leaf
 // command; a fresh set each time, so each command owns its flag values.
 func clientFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "addr", Value: "127.0.0.1:9370", Usage: "aggregator HTTP address", EnvVars: []string{"HEADROOM_ADDR"}},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "table or json"},
 		&cli.StringFlag{Name: "token", Usage: "secret of an ACL token, sent as a Bearer token", EnvVars: []string{"HEADROOM_TOKEN"}},
-	}
+	}, clientTLSFlags()...)
 }
 
 // flagValue returns a client flag from the nearest command that set it
@@ -70,15 +70,22 @@ func newClient(c *cli.Context) (*client, error) {
 	if out != "table" && out != "json" {
 		return nil, fmt.Errorf("-o %q: want table or json", out)
 	}
+	tr, https, err := clientTransport(c)
+	if err != nil {
+		return nil, fmt.Errorf("TLS: %w", err)
+	}
 	addr := flagValue(c, "addr")
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
+		if https {
+			addr = "https://" + flagValue(c, "addr")
+		}
 	}
 	u, err := url.Parse(addr)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("--addr %q: want host:port or a URL", flagValue(c, "addr"))
 	}
-	return &client{token: flagValue(c, "token"), base: strings.TrimRight(addr, "/"), output: out, http: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &client{token: flagValue(c, "token"), base: strings.TrimRight(addr, "/"), output: out, http: &http.Client{Timeout: 30 * time.Second, Transport: tr}}, nil
 }
 
 // do sends a request and decodes a JSON answer into out (if not nil); a
@@ -135,6 +142,9 @@ func (cl *client) raw(method, path string, body io.Reader) (*http.Response, erro
 	}
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
 		return nil, fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+	}
+	if resp.StatusCode == http.StatusBadRequest && bytes.Contains(data, []byte("HTTP request to an HTTPS server")) {
+		return nil, fmt.Errorf("the aggregator at %s speaks HTTPS: give --tls-ca (env HEADROOM_CACERT), and a client certificate if it asks for one", cl.base)
 	}
 	return nil, fmt.Errorf("HTTP %d from %s %s", resp.StatusCode, method, path)
 }

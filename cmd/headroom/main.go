@@ -43,6 +43,8 @@ func newApp() *cli.App {
 			raftCommand(),
 			snapshotCommand(),
 			leaveCommand(),
+			tlsCommand(),
+			keyringCommand(),
 			aclCommand(),
 			tokenCommand(),
 		},
