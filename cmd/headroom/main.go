@@ -47,6 +47,7 @@ func newApp() *cli.App {
 			keyringCommand(),
 			aclCommand(),
 			tokenCommand(),
+			healthCommand(),
 		},
 	}
 }
