@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -82,28 +83,38 @@ func simFlags() []cli.Flag {
 
 func simCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "sim",
-		Usage:     "simulate a media server's sessions against an agent's local API (the demo tenants of `headroom dev`)",
-		UsageText: "headroom sim --agent A [--aggregator A] [--scale F] [--day D]",
+		Name:  "sim",
+		Usage: "stand in for a media server: open and close the demo tenants' sessions on an agent's local API",
+		UsageText: "headroom sim --agent A [--aggregator A [--setup-plans]] [--status-addr A] [--scale F] [--day D]\n\n" +
+			"The simulator is the agent's media server: it starts with POST /v1/reset, waits for the agent\n" +
+			"(and, with --setup-plans, for the aggregator) as long as it takes, and keeps its own count of\n" +
+			"the sessions it holds open. --status-addr serves that count (GET /v1/status), GET /healthz,\n" +
+			"and POST /v1/pause and /v1/resume, which stop and restart its traffic with every session kept.",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "agent", Value: "127.0.0.1:9380", Usage: "agent API address"},
 			&cli.StringFlag{Name: "aggregator", Usage: "aggregator HTTP address, to report the global figures and set up the demo plans"},
 			&cli.BoolFlag{Name: "setup-plans", Usage: "put the demo tenants on their plans first (needs --aggregator)"},
+			&cli.StringFlag{Name: "status-addr", Usage: "serve the simulator's own counts and pause/resume on this address, e.g. 0.0.0.0:9390 (default: none)"},
 		}, simFlags()...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
 				return err
 			}
+			if c.Bool("setup-plans") && c.String("aggregator") == "" {
+				return fmt.Errorf("--setup-plans needs --aggregator")
+			}
 			ctx, stop := signalContext(nullLogger())
 			defer stop()
 			sim := newSim(c, c.String("agent"), c.String("aggregator"))
-			if c.Bool("setup-plans") {
-				if sim.agg == "" {
-					return fmt.Errorf("--setup-plans needs --aggregator")
-				}
-				if err := sim.setupPlans(ctx); err != nil {
+			if addr := c.String("status-addr"); addr != "" {
+				_, closeStatus, err := sim.serveStatus(addr)
+				if err != nil {
 					return err
 				}
+				defer closeStatus()
+			}
+			if c.Bool("setup-plans") {
+				sim.untilDone(ctx, "setting up the demo plans at "+sim.agg, sim.setupPlans)
 			}
 			return sim.run(ctx)
 		},
@@ -113,6 +124,7 @@ func simCommand() *cli.Command {
 type simSession struct {
 	id     string
 	tenant int
+	class  string
 	end    time.Time
 }
 
@@ -139,11 +151,25 @@ type simulator struct {
 	rng        *rand.Rand
 	out        io.Writer
 
-	runID   int64 // in session ids, so runs never reuse an id
-	open    sessionHeap
-	counts  []int
-	refused []int
-	next    int
+	runID int64 // in session ids, so runs never reuse an id
+	open  sessionHeap
+	// doubtful are opens whose answer was lost (the agent restarting, say):
+	// each is asked again with the same id, which the agent answers for
+	// the session it already holds, until the answer says whether it is
+	// open. They are not counted until then.
+	doubtful []simSession
+	next     int
+
+	// mu guards what the status API reads and sets; the run loop is the
+	// only writer of the counts.
+	mu          sync.Mutex
+	counts      []int
+	classCounts []map[string]int
+	refused     []int
+	failed      int  // calls that got no answer
+	inDoubt     int  // len(doubtful)
+	wantPause   bool // asked by POST /v1/pause
+	paused      bool // the run loop stopped, with no open in doubt
 }
 
 func newSim(c *cli.Context, agentAddr, aggAddr string) *simulator {
@@ -163,7 +189,38 @@ func newSim(c *cli.Context, agentAddr, aggAddr string) *simulator {
 	}
 	s.counts = make([]int, len(s.scen))
 	s.refused = make([]int, len(s.scen))
+	s.classCounts = make([]map[string]int, len(s.scen))
+	for i := range s.classCounts {
+		s.classCounts[i] = map[string]int{}
+	}
 	return s
+}
+
+// untilDone calls f until it succeeds or ctx ends, backing off from 200 ms
+// to 2 s and saying what it waits for on the first failure and every tenth.
+func (s *simulator) untilDone(ctx context.Context, what string, f func(context.Context) error) {
+	wait := 200 * time.Millisecond
+	for n := 0; ; n++ {
+		err := f(ctx)
+		if err == nil {
+			if n > 0 {
+				fmt.Fprintf(s.out, "sim: %s: done\n", what)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if n%10 == 0 {
+			fmt.Fprintf(s.out, "sim: %s: %v; retrying\n", what, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 func (s *simulator) setupPlans(ctx context.Context) error {
@@ -204,13 +261,16 @@ func (s *simulator) call(ctx context.Context, method, url string, body any, code
 
 // run drives the scenarios until ctx ends. The simulator is the agent's
 // media server: it starts with POST /v1/reset, as a media server that
-// restarted would, so sessions of an earlier run do not linger.
+// restarted would, so sessions of an earlier run do not linger. It waits
+// for the agent as long as it takes (an agent and its media server start
+// together). Sessions open when ctx ends stay open on the agent.
 func (s *simulator) run(ctx context.Context) error {
-	if err := s.call(ctx, "POST", s.agent+"/v1/reset", nil, nil); err != nil {
-		return fmt.Errorf("agent at %s: %w", s.agent, err)
+	reset := func(ctx context.Context) error { return s.call(ctx, "POST", s.agent+"/v1/reset", nil, nil) }
+	if s.untilDone(ctx, "resetting the agent at "+s.agent, reset); ctx.Err() != nil {
+		return nil
 	}
 	start := time.Now()
-	s.runID = start.Unix()
+	s.runID = start.UnixNano()
 	s.waitKnown(ctx)
 	s.warmUp(ctx, start, float64(start.Hour()))
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -222,6 +282,9 @@ func (s *simulator) run(ctx context.Context) error {
 			return nil
 		case now := <-tick.C:
 			hour := math.Mod(float64(now.Sub(start))/float64(s.day)*24+float64(start.Hour()), 24)
+			if s.pausing(ctx) {
+				continue
+			}
 			s.step(ctx, now, hour)
 			if s.report > 0 && now.Sub(lastReport) >= s.report {
 				lastReport = now
@@ -235,12 +298,23 @@ func (s *simulator) run(ctx context.Context) error {
 // Poisson with rate target/mean length, so the open count hovers around the
 // target of the hour.
 func (s *simulator) step(ctx context.Context, now time.Time, hour float64) {
+	s.settleDoubtful(ctx, now)
+	var retry []simSession
 	for s.open.Len() > 0 && !s.open[0].end.After(now) {
 		ss := heap.Pop(&s.open).(simSession)
 		var code int
-		if s.call(ctx, "DELETE", s.agent+"/v1/sessions/"+ss.id, nil, &code) == nil {
-			s.counts[ss.tenant]--
+		err := s.call(ctx, "DELETE", s.agent+"/v1/sessions/"+ss.id, nil, &code)
+		switch {
+		case err == nil && (code == http.StatusOK || code == http.StatusNotFound):
+			s.count(ss, -1)
+		default: // no answer or a server error: close it again shortly
+			s.failed1()
+			ss.end = now.Add(time.Second)
+			retry = append(retry, ss)
 		}
+	}
+	for _, ss := range retry {
+		heap.Push(&s.open, ss)
 	}
 	for i := range s.scen {
 		sc := &s.scen[i]
@@ -269,31 +343,78 @@ func (s *simulator) openOne(ctx context.Context, i int, now time.Time) {
 	sc := &s.scen[i]
 	s.next++
 	id := fmt.Sprintf("sim-%s-%d-%d", sc.Tenant, s.runID, s.next)
+	life := time.Duration(s.rng.ExpFloat64() * float64(sc.MeanLen))
+	s.tryOpen(ctx, simSession{id: id, tenant: i, class: sc.pickClass(s.rng), end: now.Add(life)})
+}
+
+// tryOpen asks the agent to open ss and reports whether it was admitted. A
+// session admitted is counted and closed at ss.end; one whose answer was
+// lost is kept in doubt and asked again.
+func (s *simulator) tryOpen(ctx context.Context, ss simSession) bool {
 	var code int
-	err := s.call(ctx, "POST", s.agent+"/v1/sessions", map[string]string{"tenant": sc.Tenant, "class": sc.pickClass(s.rng), "session": id}, &code)
+	err := s.call(ctx, "POST", s.agent+"/v1/sessions", map[string]string{"tenant": s.scen[ss.tenant].Tenant, "class": ss.class, "session": ss.id}, &code)
 	switch {
+	case err != nil && ctx.Err() == nil, err == nil && code >= 500:
+		s.failed1()
+		s.doubtful = append(s.doubtful, ss)
+		s.mu.Lock()
+		s.inDoubt = len(s.doubtful)
+		s.mu.Unlock()
 	case err != nil:
-	case code == http.StatusCreated:
-		s.counts[i]++
-		life := time.Duration(s.rng.ExpFloat64() * float64(sc.MeanLen))
-		heap.Push(&s.open, simSession{id: id, tenant: i, end: now.Add(life)})
+	case code == http.StatusCreated || code == http.StatusOK:
+		s.count(ss, +1)
+		heap.Push(&s.open, ss)
+		return true
 	case code == http.StatusTooManyRequests:
-		s.refused[i]++
+		s.mu.Lock()
+		s.refused[ss.tenant]++
+		s.mu.Unlock()
 	}
+	return false
+}
+
+// settleDoubtful asks again for every open in doubt: the agent answers 200
+// for a session it already holds, 201 for one it admits now, 429 for one
+// it refuses, so each ends counted or not, exactly as the agent has it.
+func (s *simulator) settleDoubtful(ctx context.Context, now time.Time) {
+	d := s.doubtful
+	s.doubtful = nil
+	for _, ss := range d {
+		if ss.end.Before(now) {
+			ss.end = now
+		}
+		s.tryOpen(ctx, ss)
+	}
+	s.mu.Lock()
+	s.inDoubt = len(s.doubtful)
+	s.mu.Unlock()
+}
+
+func (s *simulator) count(ss simSession, n int) {
+	s.mu.Lock()
+	s.counts[ss.tenant] += n
+	s.classCounts[ss.tenant][ss.class] += n
+	if s.classCounts[ss.tenant][ss.class] == 0 {
+		delete(s.classCounts[ss.tenant], ss.class)
+	}
+	s.mu.Unlock()
+}
+
+func (s *simulator) failed1() {
+	s.mu.Lock()
+	s.failed++
+	s.mu.Unlock()
 }
 
 // waitKnown waits (up to 10 s) until the agent admits every scenario's
-// tenant, i.e. it has been told their plans; each probe session is closed
-// again at once.
+// tenant, i.e. it has been told their plans. Each probe is a session like
+// any other, closed at the first step.
 func (s *simulator) waitKnown(ctx context.Context) {
 	deadline := time.Now().Add(10 * time.Second)
-	for _, sc := range s.scen {
-		probe := fmt.Sprintf("sim-probe-%s-%d", sc.Tenant, s.runID)
+	for i, sc := range s.scen {
+		probe := simSession{id: fmt.Sprintf("sim-probe-%s-%d", sc.Tenant, s.runID), tenant: i, class: sc.Mix[0].Class}
 		for time.Now().Before(deadline) && ctx.Err() == nil {
-			var code int
-			err := s.call(ctx, "POST", s.agent+"/v1/sessions", map[string]string{"tenant": sc.Tenant, "class": sc.Mix[0].Class, "session": probe}, &code)
-			if err == nil && code/100 == 2 {
-				s.call(ctx, "DELETE", s.agent+"/v1/sessions/"+probe, nil, &code)
+			if s.tryOpen(ctx, probe) || len(s.doubtful) > 0 {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -319,7 +440,10 @@ func (s *simulator) print(ctx context.Context, hour float64) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "-- simulated %02d:%02d\n", int(hour), int(math.Mod(hour*60, 60)))
 	for i, sc := range s.scen {
-		line := fmt.Sprintf("%-10s %-8s local %5d open  refused %d", sc.Tenant, sc.Plan, s.counts[i], s.refused[i])
+		s.mu.Lock()
+		open, refused := s.counts[i], s.refused[i]
+		s.mu.Unlock()
+		line := fmt.Sprintf("%-10s %-8s local %5d open  refused %d", sc.Tenant, sc.Plan, open, refused)
 		if s.agg != "" {
 			var t aggregator.TenantJSON
 			if err := s.getJSON(ctx, s.agg+"/v1/tenants/"+sc.Tenant, &t); err == nil {
@@ -327,7 +451,7 @@ func (s *simulator) print(ctx context.Context, hour float64) {
 				if t.Usage != nil {
 					um = t.Usage.UnitMinutes
 				}
-				line = fmt.Sprintf("%-10s %-8s %5d / %-6d unit-min %10.1f  refused %d", sc.Tenant, t.Plan, t.Concurrency.Total, t.Ceiling, um, s.refused[i])
+				line = fmt.Sprintf("%-10s %-8s %5d / %-6d unit-min %10.1f  local %5d  refused %d", sc.Tenant, t.Plan, t.Concurrency.Total, t.Ceiling, um, open, refused)
 			}
 		}
 		b.WriteString(line + "\n")
