@@ -764,7 +764,7 @@ function tenantPage(name) {
         h('dt', {text: 'period closes'}), h('dd', {text: fmtTime(u.closes_at)})));
     if (u.invoice) {
       setFig('tenant-cost', u.invoice.total_micros, fmtMoney(u.invoice.total_micros));
-      const lines = u.invoice.lines.map((l, i) => h('tr', {data: {line: String(i), kind: l.kind}},
+      const lines = (u.invoice.lines || []).map((l, i) => h('tr', {data: {line: String(i), kind: l.kind}},
         td(l.kind), td(l.plan + (l.class ? ' · ' + l.class : '')), td(l.detail || fmtInt(l.quantity) + ' ' + l.unit, 'hide-narrow wrap'),
         num(l.amount_micros, 'amount', fmtMoney(l.amount_micros))));
       lines.push(h('tr', null, h('th', {text: 'total'}), td(''), td('', 'hide-narrow'), h('th', {class: 'num', id: 'tp-cost-total', data: {value: String(u.invoice.total_micros)}, text: fmtMoney(u.invoice.total_micros)})));
@@ -782,7 +782,7 @@ function tenantPage(name) {
       num(o.projected_micros, 'projected', fmtMoney(o.projected_micros))));
     fill($('tp-advice-box'),
       h('p', null, h('strong', {id: 'tp-advice-move', data: {value: a.move, recommended: a.recommended}},
-        a.move === 'stay' ? 'Stay on ' + a.current : `${a.move[0].toUpperCase() + a.move.slice(1)} to ${a.recommended}` + (a.effective ? ` (${a.effective})` : ''))),
+        !a.move || a.move === 'stay' ? 'Stay on ' + a.current : `${a.move[0].toUpperCase() + a.move.slice(1)} to ${a.recommended}` + (a.effective ? ` (${a.effective})` : ''))),
       h('ul', {class: 'plain', id: 'tp-advice-reasons'}, (a.reasons || []).map((r) => h('li', {text: r}))),
       table('tp-advice-options', ['plan', '#ceiling', 'fits', '#projected cost'], opts));
   }
