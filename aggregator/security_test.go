@@ -311,3 +311,21 @@ func TestInsecureStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyringNeedsOperator: the gossip keys are an operator's business.
+func TestKeyringNeedsOperator(t *testing.T) {
+	t.Parallel()
+	f := newACLFixture(t)
+	for _, path := range []string{cluster.KeyringPath, cluster.KeyringLocalPath} {
+		if rec := do(t, f.s, "GET", path, f.reader.Secret, ""); rec.Code != http.StatusForbidden {
+			t.Errorf("reader GET %s: %d %s", path, rec.Code, rec.Body)
+		}
+		if rec := do(t, f.s, "POST", path, f.ag.Secret, `{"op":"install","key":"AAAAAAAAAAAAAAAAAAAAAA=="}`); rec.Code != http.StatusForbidden {
+			t.Errorf("agent POST %s: %d %s", path, rec.Code, rec.Body)
+		}
+		// Allowed; this server's gossip is off, which it says.
+		if rec := do(t, f.s, "GET", path, f.operator.Secret, ""); rec.Code == http.StatusForbidden || !strings.Contains(rec.Body.String(), "gossip encryption is off") {
+			t.Errorf("operator GET %s: %d %s", path, rec.Code, rec.Body)
+		}
+	}
+}

@@ -315,6 +315,13 @@ func (n *Node) keyringTargets() []keyringTarget {
 // otherwise says which servers failed; the result lists every server
 // either way.
 func (n *Node) KeyringAll(ctx context.Context, op KeyringOp, key []byte) (KeyringResult, error) {
+	return n.keyringAll(ctx, op, key, "")
+}
+
+// keyringAll is KeyringAll, sending auth (when not "") as the Authorization
+// header of the calls to the other servers: the operator's credentials
+// reach every server.
+func (n *Node) keyringAll(ctx context.Context, op KeyringOp, key []byte, auth string) (KeyringResult, error) {
 	switch op {
 	case KeyringList, KeyringInstall, KeyringUse, KeyringRemove:
 	default:
@@ -322,7 +329,7 @@ func (n *Node) KeyringAll(ctx context.Context, op KeyringOp, key []byte) (Keyrin
 	}
 	targets := n.keyringTargets()
 	if op == KeyringUse || op == KeyringRemove {
-		pre := n.keyringEach(ctx, targets, KeyringList, nil)
+		pre := n.keyringEach(ctx, targets, KeyringList, nil, auth)
 		pre.Op = op
 		k := encodeKey(key)
 		var why []string
@@ -340,7 +347,7 @@ func (n *Node) KeyringAll(ctx context.Context, op KeyringOp, key []byte) (Keyrin
 			return pre, fmt.Errorf("%w: %s", ErrKeyringRefused, strings.Join(why, "; "))
 		}
 	}
-	res := n.keyringEach(ctx, targets, op, key)
+	res := n.keyringEach(ctx, targets, op, key, auth)
 	if res.Failed > 0 {
 		return res, fmt.Errorf("keyring %s failed on %d of %d servers: %s", op, res.Failed, len(res.Servers), res.failures())
 	}
@@ -348,7 +355,7 @@ func (n *Node) KeyringAll(ctx context.Context, op KeyringOp, key []byte) (Keyrin
 }
 
 // keyringEach runs op on every target at once.
-func (n *Node) keyringEach(ctx context.Context, targets []keyringTarget, op KeyringOp, key []byte) KeyringResult {
+func (n *Node) keyringEach(ctx context.Context, targets []keyringTarget, op KeyringOp, key []byte, auth string) KeyringResult {
 	res := KeyringResult{Op: op, Servers: make([]KeyringStatus, len(targets))}
 	var wg sync.WaitGroup
 	for i, t := range targets {
@@ -367,7 +374,7 @@ func (n *Node) keyringEach(ctx context.Context, targets []keyringTarget, op Keyr
 			case t.http == "":
 				err = errors.New("no HTTP address known")
 			default:
-				st, err = n.callKeyring(ctx, t.http, op, key)
+				st, err = n.callKeyring(ctx, t.http, op, key, auth)
 			}
 			st.ID = t.id
 			if err != nil {
@@ -393,7 +400,7 @@ type keyringRequest struct {
 }
 
 // callKeyring runs op on the server whose HTTP API is at httpAddr.
-func (n *Node) callKeyring(ctx context.Context, httpAddr string, op KeyringOp, key []byte) (KeyringStatus, error) {
+func (n *Node) callKeyring(ctx context.Context, httpAddr string, op KeyringOp, key []byte, auth string) (KeyringStatus, error) {
 	var st KeyringStatus
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -407,6 +414,9 @@ func (n *Node) callKeyring(ctx context.Context, httpAddr string, op KeyringOp, k
 		return st, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
 	resp, err := (&http.Client{Transport: n.transport}).Do(req)
 	if err != nil {
 		return st, err
@@ -495,7 +505,8 @@ type keyringAnswer struct {
 // Answers: 200 {"op","servers":[KeyringStatus...],"failed":0}; 400 a bad
 // body; 409 with the same body plus "error" when a use or remove is
 // refused (nothing changed); 502 plus "error" when some servers failed.
-// The aggregator mounts it at KeyringPath.
+// The request's Authorization header goes with the calls to the other
+// servers. The aggregator mounts it at KeyringPath.
 func (n *Node) KeyringHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		op, key := KeyringList, []byte(nil)
@@ -512,7 +523,7 @@ func (n *Node) KeyringHandler() http.Handler {
 			writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "method not allowed"})
 			return
 		}
-		res, err := n.KeyringAll(r.Context(), op, key)
+		res, err := n.keyringAll(r.Context(), op, key, r.Header.Get("Authorization"))
 		switch {
 		case errors.Is(err, ErrKeyringRefused):
 			writeJSON(w, http.StatusConflict, keyringAnswer{Error: err.Error(), KeyringResult: res})

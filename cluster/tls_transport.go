@@ -77,13 +77,15 @@ type tlsStream struct {
 	conns chan net.Conn
 	slots chan struct{}
 
+	mu        sync.Mutex
+	shaking   map[net.Conn]struct{} // handshakes in flight, closed by Close
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
 func newTLSStream(ln net.Listener, adv net.Addr, t *TLS, log hclog.Logger) *tlsStream {
 	s := &tlsStream{ln: ln, adv: adv, tls: t, log: log, conns: make(chan net.Conn),
-		slots: make(chan struct{}, maxHandshakes), done: make(chan struct{})}
+		slots: make(chan struct{}, maxHandshakes), shaking: make(map[net.Conn]struct{}), done: make(chan struct{})}
 	go s.acceptLoop()
 	return s
 }
@@ -120,12 +122,31 @@ func (s *tlsStream) acceptLoop() {
 
 func (s *tlsStream) handshake(nc net.Conn) {
 	defer func() { <-s.slots }()
+	s.mu.Lock()
+	select {
+	case <-s.done:
+		s.mu.Unlock()
+		nc.Close()
+		return
+	default:
+	}
+	s.shaking[nc] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.shaking, nc)
+		s.mu.Unlock()
+	}()
 	tc := tls.Server(nc, s.tls.Server)
 	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
-		s.log.Warn("raft connection refused: TLS handshake failed", "remote", nc.RemoteAddr().String(), "error", err)
+		select {
+		case <-s.done: // closed under its feet by Close
+		default:
+			s.log.Warn("raft connection refused: TLS handshake failed", "remote", nc.RemoteAddr().String(), "error", err)
+		}
 		tc.Close()
 		return
 	}
@@ -157,7 +178,12 @@ func (s *tlsStream) Accept() (net.Conn, error) {
 func (s *tlsStream) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
 		close(s.done)
+		for nc := range s.shaking {
+			nc.Close()
+		}
+		s.mu.Unlock()
 		err = s.ln.Close()
 	})
 	return err
