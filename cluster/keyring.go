@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -228,6 +229,9 @@ func (n *Node) ChangeLocalKeyring(op KeyringOp, key []byte) (KeyringStatus, erro
 		next = append(append([][]byte(nil), keys[:i]...), keys[i+1:]...)
 	default:
 		return st, fmt.Errorf("keyring operation %q: want install, use or remove", op)
+	}
+	if slices.EqualFunc(next, keys, bytes.Equal) {
+		return n.status(keys), nil // already so
 	}
 	if err := writeKeyring(n.cfg.DataDir, next); err != nil {
 		return st, fmt.Errorf("recording the keyring: %w", err)

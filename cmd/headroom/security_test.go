@@ -34,7 +34,7 @@ func makePKI(t *testing.T) pkiFiles {
 		{"tls", "ca", "create", "--dir", dir},
 		{"tls", "cert", "create", "--server", "--dir", dir, "--ca", filepath.Join(dir, "headroom-ca.pem"), "--ca-key", filepath.Join(dir, "headroom-ca-key.pem"), "--dns", "agg.example", "--ip", "127.0.0.2"},
 		{"tls", "cert", "create", "--agent", "--dir", dir, "--ca", filepath.Join(dir, "headroom-ca.pem"), "--ca-key", filepath.Join(dir, "headroom-ca-key.pem")},
-		{"tls", "cert", "create", "--cli", "--dir", dir, "--ca", filepath.Join(dir, "headroom-ca.pem"), "--ca-key", filepath.Join(dir, "headroom-ca-key.pem")},
+		{"tls", "cert", "create", "--cli", "--dir", dir}, // the CA's files in --dir by default
 	} {
 		if out, err := runCLI(args...); err != nil {
 			t.Fatalf("headroom %s: %v\n%s", strings.Join(args, " "), err, out)

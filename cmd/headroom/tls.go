@@ -150,8 +150,8 @@ func tlsCommand() *cli.Command {
 						&cli.StringSliceFlag{Name: "dns", Usage: "more DNS names (repeatable or comma-separated)"},
 						&cli.StringSliceFlag{Name: "ip", Usage: "IP addresses (repeatable or comma-separated)"},
 						&cli.IntFlag{Name: "days", Value: 365, Usage: "validity in days"},
-						&cli.StringFlag{Name: "ca", Value: "headroom-ca.pem", Usage: "the CA's certificate"},
-						&cli.StringFlag{Name: "ca-key", Value: "headroom-ca-key.pem", Usage: "the CA's private key"},
+						&cli.StringFlag{Name: "ca", Usage: "the CA's certificate (default: headroom-ca.pem in --dir)"},
+						&cli.StringFlag{Name: "ca-key", Usage: "the CA's private key (default: headroom-ca-key.pem in --dir)"},
 					},
 					Action: certCreate,
 				}},
@@ -186,18 +186,25 @@ func certCreate(c *cli.Context) error {
 	if opts.NotBefore, opts.NotAfter, err = validity(c.Int("days")); err != nil {
 		return err
 	}
+	dir := c.String("dir")
+	caFile, caKeyFile := c.String("ca"), c.String("ca-key")
+	if caFile == "" {
+		caFile = filepath.Join(dir, "headroom-ca.pem")
+	}
+	if caKeyFile == "" {
+		caKeyFile = filepath.Join(dir, "headroom-ca-key.pem")
+	}
 	var ca tlsconf.PEM
-	if ca.Cert, err = os.ReadFile(c.String("ca")); err != nil {
+	if ca.Cert, err = os.ReadFile(caFile); err != nil {
 		return fmt.Errorf("--ca: %w (make one with `headroom tls ca create`)", err)
 	}
-	if ca.Key, err = os.ReadFile(c.String("ca-key")); err != nil {
+	if ca.Key, err = os.ReadFile(caKeyFile); err != nil {
 		return fmt.Errorf("--ca-key: %w", err)
 	}
 	p, err := tlsconf.NewCert(ca, opts)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", caFile, err)
 	}
-	dir := c.String("dir")
 	for i := 0; ; i++ {
 		base := filepath.Join(dir, fmt.Sprintf("headroom-%s-%d", kind, i))
 		cert, key := base+".pem", base+"-key.pem"
