@@ -528,6 +528,8 @@ func (c *composeCluster) planChange() {
 	// Fill the ceiling, a session on each agent in turn; an agent waiting
 	// for its share (grant-timeout) or for the plan (unknown-tenant) is asked
 	// again.
+	refusals := map[string]int{}
+	fillStart := time.Now()
 	c.waitFor(opLimit, "100 sessions admitted on starter", func() error {
 		for total() < 100 {
 			a := agents[total()%len(agents)]
@@ -536,11 +538,13 @@ func (c *composeCluster) planChange() {
 				return err
 			}
 			if !ok {
+				refusals[a+" "+reason]++
 				return fmt.Errorf("%s refused (%s) at %d open", a, reason, total())
 			}
 		}
 		return nil
 	})
+	c.mark("100 starter sessions admitted in %.2f s; refusals on the way: %v", time.Since(fillStart).Seconds(), refusals)
 	for _, a := range agents {
 		if ok, reason, err := openOne(a); err != nil || ok {
 			c.t.Fatalf("%s admitted session 101 of a starter tenant (ceiling 100): %v %s", a, err, reason)
