@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/cluster"
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
 )
 
@@ -39,6 +40,10 @@ func routeAccess(pattern string) access {
 	switch pattern {
 	case "GET /healthz", "POST /v1/acl/bootstrap", "GET /", "GET /{$}", "GET /ui/":
 		return accessPublic
+	case "GET " + cluster.StatsPath:
+		// Raft indexes and term, which every server's autopilot reads
+		// from the others: nothing a tenant or a guess could use.
+		return accessPublic
 	case "GET /v1/tenants", "GET /v1/events", "GET /metrics":
 		return accessScoped
 	}
@@ -55,6 +60,15 @@ func routeAccess(pattern string) access {
 		return accessOperator // the gossip keys
 	}
 	return accessRead
+}
+
+// serverPath reports whether servers call the route on each other: with
+// mutual TLS their certificates let them through; otherwise an operator
+// token is needed (a server leaving on SIGTERM without mutual TLS cannot
+// remove itself, and is reaped after --dead-server-reap).
+func serverPath(pattern string) bool {
+	_, path, _ := strings.Cut(pattern, " ")
+	return path == cluster.RemovePeerPath || path == cluster.KeyringLocalPath
 }
 
 type tokenKey struct{}
@@ -94,6 +108,10 @@ func (s *Server) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
 		need := routeAccess(pattern)
 		if pattern == "" || need == accessPublic {
 			next.ServeHTTP(w, r) // public, or the mux's own 404/405
+			return
+		}
+		if serverPath(pattern) && s.cfg.TLS != nil && s.cfg.TLS.PeerIsServer(r.TLS) {
+			next.ServeHTTP(w, r) // another server, by its verified certificate
 			return
 		}
 		host := remoteHost(r)

@@ -39,6 +39,9 @@ func (s *Server) initSecurity() {
 		}
 	}
 	notes = append(notes, s.node.Insecure()...)
+	if !s.cfg.ACL && !cluster.IsLoopback(s.HTTPAddr()) {
+		notes = append(notes, fmt.Sprintf("ACLs off on %s: anyone who reaches it can change plans and read every tenant (--acl)", s.HTTPAddr()))
+	}
 	for _, n := range notes {
 		s.log.Warn("INSECURE: " + n + ": anyone who can reach it can read or forge this traffic (see the README, Security)")
 	}

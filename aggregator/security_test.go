@@ -270,10 +270,11 @@ func wireHello(addr string, cfg *tls.Config) (wire.Message, error) {
 func TestInsecureStatus(t *testing.T) {
 	t.Parallel()
 	ca := newPKI(t)
-	wide := func(tls *cluster.TLS) func(*Config) {
+	wide := func(tls *cluster.TLS, acl ...bool) func(*Config) {
 		return func(c *Config) {
 			c.HTTPAddr, c.WireAddr, c.RaftAddr, c.AdvertiseAddr = "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0", "127.0.0.1"
 			c.TLS = tls
+			c.ACL = len(acl) > 0 && acl[0]
 		}
 	}
 	for _, c := range []struct {
@@ -282,9 +283,10 @@ func TestInsecureStatus(t *testing.T) {
 		want  []string
 	}{
 		{"loopback", nil, nil},
-		{"plaintext", wide(nil), []string{"http plaintext on ", "wire plaintext on ", "raft plaintext on "}},
-		{"TLS", wide(ca.serverTLS(false)), []string{"raft accepts peers without client certificates"}},
-		{"mutual TLS", wide(ca.serverTLS(true)), nil},
+		{"plaintext", wide(nil), []string{"http plaintext on ", "wire plaintext on ", "raft plaintext on ", "ACLs off on "}},
+		{"TLS", wide(ca.serverTLS(false)), []string{"raft accepts peers without client certificates", "ACLs off on "}},
+		{"mutual TLS", wide(ca.serverTLS(true)), []string{"ACLs off on "}},
+		{"mutual TLS and ACLs", wide(ca.serverTLS(true), true), nil},
 	} {
 		s := startSecure(t, c.tweak)
 		got := s.Insecure()
