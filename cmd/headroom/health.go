@@ -24,18 +24,26 @@ func healthCommand() *cli.Command {
 		Usage: "check that a local server is ready (GET /healthz); exits 1 when it is not",
 		UsageText: "headroom health [--addr HOST:PORT] [--timeout D]\n" +
 			"   headroom health --addr 127.0.0.1:9380   # an agent",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:9370", Usage: "HTTP address of the server: an aggregator's --http-addr, an agent's --api-addr or a simulator's --status-addr", EnvVars: []string{"HEADROOM_HEALTH_ADDR"}},
 			&cli.DurationFlag{Name: "timeout", Value: 3 * time.Second, Usage: "give up after this long"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing when the server is ready"},
-		},
+		}, clientTLSFlags()...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 			defer cancel()
-			msg, err := checkHealth(ctx, c.String("addr"))
+			tr, https, err := clientTransport(c)
+			if err != nil {
+				return fmt.Errorf("TLS: %w", err)
+			}
+			addr := c.String("addr")
+			if https && !strings.Contains(addr, "://") {
+				addr = "https://" + addr
+			}
+			msg, err := checkHealth(ctx, addr, tr)
 			if err != nil {
 				return fmt.Errorf("not ready: %w", err)
 			}
@@ -51,7 +59,7 @@ func healthCommand() *cli.Command {
 // GET /healthz. It returns a line saying the server is ready, or an error
 // saying why not in an operator's words: nothing listening, a timeout, or
 // the server's own reason.
-func checkHealth(ctx context.Context, addr string) (string, error) {
+func checkHealth(ctx context.Context, addr string, tr http.RoundTripper) (string, error) {
 	base := strings.TrimRight(addr, "/")
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
@@ -60,7 +68,7 @@ func checkHealth(ctx context.Context, addr string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("--addr %q: %w", addr, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):

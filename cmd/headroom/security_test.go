@@ -127,6 +127,9 @@ func TestSecureCluster(t *testing.T) {
 	if out, err := runCLI("tenant", "list", "--addr", s1.http, "--tls-ca", pki.ca); err == nil || !strings.Contains(out, "certificate required") {
 		t.Errorf("CLI without a certificate: %v %s", err, out)
 	}
+	if out, err := runCLI(append([]string{"health", "--addr", s1.http}, pki.cliFlags()...)...); err != nil || !strings.Contains(out, "ready") {
+		t.Errorf("headroom health over mutual TLS: %v %s", err, out)
+	}
 	env := []string{"HEADROOM_ADDR=" + s1.http, "HEADROOM_CACERT=" + pki.ca, "HEADROOM_CLIENT_CERT=" + pki.cli, "HEADROOM_CLIENT_KEY=" + pki.cliKey}
 	cmd := exec.Command(binPath, "tenant", "list")
 	cmd.Env = append(os.Environ(), env...)
