@@ -33,11 +33,13 @@ fuzz:
 
 # FROM scratch around the static binary: the build context is bin/image, holding only the
 # binary and an empty data/ directory (nothing can be pulled, so there is no build stage).
+# The images an earlier build left untagged are removed.
 image:
 	rm -rf bin/image && mkdir -p bin/image/data
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '-s -w' -o bin/image/headroom ./cmd/headroom
 	docker build -q -f deploy/docker/Dockerfile -t $(IMAGE) \
 	  --build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) bin/image
+	@docker image prune -f --filter label=org.opencontainers.image.title=headroom >/dev/null
 	@docker image inspect -f '$(IMAGE): {{.Size}} bytes' $(IMAGE)
 
 # Three aggregators, three agents, three media-server stand-ins; see deploy/compose.yaml.
