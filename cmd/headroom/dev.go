@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -27,6 +32,7 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:9372", Usage: "aggregator Raft address"},
 			&cli.StringFlag{Name: "api-addr", Value: "127.0.0.1:9380", Usage: "agent API address"},
 			&cli.BoolFlag{Name: "no-sim", Usage: "run the stack without the simulator"},
+			&cli.BoolFlag{Name: "acl", Usage: "turn ACLs on: bootstrap an operator token (kept in the data directory) and print it"},
 		}, simFlags()...), logFlags()...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
@@ -51,7 +57,7 @@ func runDev(ctx context.Context, c *cli.Context, log hclog.Logger) error {
 	srv, err := aggregator.New(aggregator.Config{
 		DataDir: filepath.Join(dir, "aggregator"), HTTPAddr: c.String("http-addr"),
 		WireAddr: c.String("wire-addr"), RaftAddr: c.String("raft-addr"),
-		Bootstrap: true, Logger: log.Named("aggregator"),
+		Bootstrap: true, Logger: log.Named("aggregator"), ACL: c.Bool("acl"),
 	})
 	if err != nil {
 		return err
@@ -63,6 +69,13 @@ func runDev(ctx context.Context, c *cli.Context, log hclog.Logger) error {
 		return err
 	}
 	fmt.Println(" ok")
+	var toks devTokens
+	if c.Bool("acl") {
+		if toks, err = devACL(ctx, srv.HTTPAddr(), dir); err != nil {
+			return err
+		}
+		fmt.Printf("\n  operator token  %s\n  (export HEADROOM_TOKEN=%s; the dashboard asks for it)\n", toks.Operator, toks.Operator)
+	}
 
 	agentCtx, cancelAgent := context.WithCancel(ctx)
 	defer cancelAgent()
@@ -71,7 +84,7 @@ func runDev(ctx context.Context, c *cli.Context, log hclog.Logger) error {
 	go func() {
 		agentDone <- runAgent(agentCtx, agent.Config{
 			DataDir: filepath.Join(dir, "agent"), Servers: []string{srv.WireAddr()},
-			Logger: log.Named("agent"),
+			Logger: log.Named("agent"), Token: toks.Agent,
 		}, c.String("api-addr"), log.Named("agent"), ready)
 	}()
 	var apiAddr string
@@ -91,6 +104,9 @@ func runDev(ctx context.Context, c *cli.Context, log hclog.Logger) error {
 
 	if !c.Bool("no-sim") {
 		sim := newSim(c, apiAddr, srv.HTTPAddr())
+		if toks.Operator != "" {
+			sim.token = toks.Operator
+		}
 		if err := sim.setupPlans(ctx); err != nil {
 			return err
 		}
@@ -133,4 +149,59 @@ func waitReady(ctx context.Context, ready func() (bool, string), limit time.Dura
 		case <-tick.C:
 		}
 	}
+}
+
+// devTokens are the secrets headroom dev --acl uses: the operator's (for
+// the simulator and the person at the keyboard) and its agent's.
+type devTokens struct {
+	Operator string `json:"operator"`
+	Agent    string `json:"agent"`
+}
+
+// devACL bootstraps the ACLs of a dev aggregator at addr on its first run
+// and keeps the secrets in dir/acl.json (mode 0600) for the next ones.
+func devACL(ctx context.Context, addr, dir string) (devTokens, error) {
+	var toks devTokens
+	path := filepath.Join(dir, "acl.json")
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &toks); err != nil || toks.Operator == "" || toks.Agent == "" {
+			return toks, fmt.Errorf("%s: not the tokens headroom dev keeps; remove it together with the data directory", path)
+		}
+		return toks, nil
+	}
+	post := func(path, secret string, body any) (aggregator.TokenJSON, error) {
+		var out aggregator.TokenJSON
+		b, _ := json.Marshal(body)
+		req, err := http.NewRequestWithContext(ctx, "POST", "http://"+addr+path, bytes.NewReader(b))
+		if err != nil {
+			return out, err
+		}
+		if secret != "" {
+			req.Header.Set("Authorization", "Bearer "+secret)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return out, err
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if resp.StatusCode != http.StatusCreated {
+			return out, fmt.Errorf("POST %s: %s: %s (an ACL bootstrapped earlier without headroom dev? remove the data directory)", path, resp.Status, data)
+		}
+		return out, json.Unmarshal(data, &out)
+	}
+	op, err := post("/v1/acl/bootstrap", "", nil)
+	if err != nil {
+		return toks, err
+	}
+	ag, err := post("/v1/tokens", op.Secret, map[string]string{"role": "agent", "description": "headroom dev's agent"})
+	if err != nil {
+		return toks, err
+	}
+	toks = devTokens{Operator: op.Secret, Agent: ag.Secret}
+	b, _ := json.Marshal(toks)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return toks, err
+	}
+	return toks, os.WriteFile(path, b, 0o600)
 }

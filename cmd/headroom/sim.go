@@ -75,6 +75,7 @@ func (s *scenario) pickClass(r *rand.Rand) string {
 func simFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.Float64Flag{Name: "scale", Value: 1, Usage: "multiply every scenario's peak concurrency"},
+		&cli.StringFlag{Name: "token", Usage: "secret of an operator token for the aggregator (when it runs with --acl)", EnvVars: []string{"HEADROOM_TOKEN"}},
 		&cli.DurationFlag{Name: "day", Value: 24 * time.Minute, Usage: "wall time of one simulated day"},
 		&cli.DurationFlag{Name: "report", Value: 5 * time.Second, Usage: "how often to print a line per tenant (0: never)"},
 		&cli.DurationFlag{Name: "session-scale", Value: 0, Usage: "mean session length override for every scenario (0: each scenario's own)"},
@@ -148,6 +149,7 @@ type simulator struct {
 	day        time.Duration
 	report     time.Duration
 	http       *http.Client
+	token      string // Bearer secret for the aggregator's API, if any
 	rng        *rand.Rand
 	out        io.Writer
 
@@ -177,7 +179,7 @@ func newSim(c *cli.Context, agentAddr, aggAddr string) *simulator {
 		agent: "http://" + agentAddr, scen: append([]scenario(nil), demoScenarios...),
 		scale: c.Float64("scale"), day: c.Duration("day"), report: c.Duration("report"),
 		http: &http.Client{Timeout: 10 * time.Second}, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
-		out: os.Stdout,
+		out: os.Stdout, token: c.String("token"),
 	}
 	if aggAddr != "" {
 		s.agg = "http://" + aggAddr
@@ -194,6 +196,13 @@ func newSim(c *cli.Context, agentAddr, aggAddr string) *simulator {
 		s.classCounts[i] = map[string]int{}
 	}
 	return s
+}
+
+// authorize adds the token to a request for the aggregator.
+func (s *simulator) authorize(req *http.Request) {
+	if s.token != "" && s.agg != "" && strings.HasPrefix(req.URL.String(), s.agg) {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
 }
 
 // untilDone calls f until it succeeds or ctx ends, backing off from 200 ms
@@ -243,6 +252,7 @@ func (s *simulator) call(ctx context.Context, method, url string, body any, code
 	if err != nil {
 		return err
 	}
+	s.authorize(req)
 	resp, err := s.http.Do(req)
 	if err != nil {
 		return err
@@ -464,6 +474,7 @@ func (s *simulator) getJSON(ctx context.Context, url string, v any) error {
 	if err != nil {
 		return err
 	}
+	s.authorize(req)
 	resp, err := s.http.Do(req)
 	if err != nil {
 		return err
