@@ -71,7 +71,7 @@ type Config struct {
 	MaxFrame int
 	// Logger (optional, default hclog.NewNullLogger()).
 	Logger hclog.Logger
-	// Dial (optional, default a net.Dialer with a 5 s timeout) opens a
+	// Dial (optional, default a net.Dialer with a 1 s timeout) opens a
 	// stream to a server.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// TopUpWait (optional, default DefaultTopUpWait) is how long an
@@ -91,6 +91,10 @@ const (
 	// share of tenant peaks, used to keep batches under MaxFrame.
 	entryBudget = 256
 	maxServers  = 64
+	// DefaultDialTimeout bounds a connection attempt: a server whose host
+	// vanished (no RST) must not hold the agent for long, since it tries
+	// the others in turn.
+	DefaultDialTimeout = time.Second
 )
 
 // OpenResult is the answer to an Open.
@@ -291,7 +295,7 @@ func New(cfg Config) (*Agent, error) {
 		a.clock = func() int64 { return int64(time.Since(a.start)) }
 	}
 	if a.dial == nil {
-		d := &net.Dialer{Timeout: 5 * time.Second}
+		d := &net.Dialer{Timeout: DefaultDialTimeout}
 		a.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
 	for _, s := range cfg.Servers {

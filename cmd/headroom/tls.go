@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/headroom-rtc/headroom/agent"
 	"github.com/headroom-rtc/headroom/cluster"
 	"github.com/headroom-rtc/headroom/internal/tlsconf"
 )
@@ -65,7 +66,8 @@ func agentDialer(c *cli.Context) (func(ctx context.Context, addr string) (net.Co
 	if err != nil {
 		return nil, fmt.Errorf("TLS: %w", err)
 	}
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: b.Client()}
+	// The dial and the handshake, twice the plain dial's bound.
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * agent.DefaultDialTimeout}, Config: b.Client()}
 	return func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }, nil
 }
 
