@@ -621,9 +621,15 @@ func (n *Node) joinLoop(addrs []string, recorded int) {
 		delay := joinBackoffMin
 		for attempt := 1; ; attempt++ {
 			k, err := n.ml.Join(addrs)
-			if k > 0 {
-				n.log.Info("joined the cluster", "contacted", k, "attempts", attempt)
+			// Reaching only itself (its own address among those to join,
+			// as when every pod of a StatefulSet is given the same list)
+			// is not joining: go on until another server is a member.
+			if k > 0 && n.ml.NumMembers() > 1 {
+				n.log.Info("joined the cluster", "contacted", k, "members", n.ml.NumMembers(), "attempts", attempt)
 				break
+			}
+			if k > 0 && err == nil {
+				err = errors.New("only this server answered")
 			}
 			wait := delay/2 + rand.N(delay/2+1)
 			n.log.Warn("could not join the cluster yet; retrying", "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "error", err)
