@@ -164,7 +164,7 @@ func newBrowser(tb testing.TB, execPath string) *browser {
 			b.mu.Lock()
 			defer b.mu.Unlock()
 			for _, m := range b.messages {
-				tb.Logf("browser console: %s", m)
+				tb.Logf("browser console: %s (%s)", m, m.URL)
 			}
 		}
 	})
