@@ -140,6 +140,15 @@ func TestACLRoles(t *testing.T) {
 			t.Errorf("%s token: %s %s: %d %s, want %d", c.token.Role, c.method, c.path, rec.Code, rec.Body, c.want)
 		}
 	}
+	// Lists show a tenant token its tenant only.
+	rec := do(t, f.s, "GET", "/v1/tenants", f.tenant.Secret, "")
+	var list []TenantJSON
+	if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &list) != nil || len(list) != 1 || list[0].Tenant != "acme" || strings.Contains(rec.Body.String(), "globex") {
+		t.Errorf("tenant list with a tenant token: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, f.s, "GET", "/v1/tenants", f.reader.Secret, ""); !strings.Contains(rec.Body.String(), "globex") {
+		t.Errorf("tenant list with a reader token: %d %s", rec.Code, rec.Body)
+	}
 	// Another tenant is indistinguishable from one that does not exist.
 	a := do(t, f.s, "GET", "/v1/tenants/globex", f.tenant.Secret, "")
 	b := do(t, f.s, "GET", "/v1/tenants/nobody", f.operator.Secret, "")

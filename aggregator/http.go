@@ -198,7 +198,15 @@ func unitMinutes(u *Usage) float64 {
 
 func (s *Server) handleTenants(w http.ResponseWriter, r *http.Request) {
 	var out []TenantJSON
+	scope := tenantScope(r)
 	s.fsm.read(func(st *State) {
+		if scope != "" { // a tenant token: its tenant only
+			out = []TenantJSON{}
+			if t := st.Tenants[scope]; t != nil {
+				out = append(out, tenantJSON(st, t))
+			}
+			return
+		}
 		out = make([]TenantJSON, 0, len(st.Tenants))
 		for _, t := range st.Tenants {
 			out = append(out, tenantJSON(st, t))
