@@ -43,7 +43,9 @@ type pool struct {
 	// under is the highest ceiling some part of the share was granted
 	// under, since the leader last reported room (Free > 0).
 	under    uint64
-	dryUntil int64 // the last answer left nothing free: no top-up before this
+	dryUntil int64  // the last answer left nothing free: no top-up before this
+	free     uint64 // Free of the last answer
+	answered bool   // an answer set free
 }
 
 // grants is what a strict tenant's entry holds of its pools.
@@ -84,8 +86,16 @@ func poolOpen(te *tenantEntry, i int) int64 {
 }
 
 // step is how much a top-up asks beyond what is used: a sixteenth of the
-// ceiling, at least one.
-func (p *pool) step() uint64 { return max(1, min(p.ceiling/16, 1024)) }
+// ceiling (at most 1024), but no more than half of what the leader last
+// reported free. Near the ceiling agents then hold no unused shares to
+// hand back and forth: each admission asks for exactly what it needs.
+func (p *pool) step() uint64 {
+	s := max(1, min(p.ceiling/16, 1024))
+	if p.answered && p.free < 2*s {
+		s = p.free / 2
+	}
+	return s
+}
 
 // setPools updates a tenant's pools from its TenantInfo: strict plans
 // have a total pool and one per class limit. When a pool's ceiling is
@@ -222,7 +232,7 @@ func (a *Agent) askLocked(now int64) *wire.GrantAsk {
 				want = open + uint64(p.waiters)
 			case p.waiters > 0 && now >= p.dryUntil:
 				want = open + uint64(p.waiters) + p.step()
-			case !p.tight && open+p.step()/2 >= p.grant && now >= p.dryUntil && (p.grant > 0 || open > 0):
+			case !p.tight && p.step() > 0 && open+p.step()/2 >= p.grant && now >= p.dryUntil && (p.grant > 0 || open > 0):
 				want = open + p.step() // running low
 			case p.grant > 0 && now >= p.leaseEnd-2*int64(lease)/3:
 				want = max(open, min(p.grant, open+p.step())) // renew, handing back the unused beyond a step
@@ -335,6 +345,9 @@ func (a *Agent) onGrant(m *wire.Grant) {
 			}
 		} else {
 			p.dryUntil = 0
+		}
+		if p.on {
+			p.free, p.answered = sh.Free, true
 		}
 	}
 	a.grantEventLocked()

@@ -239,3 +239,22 @@ func TestShareGrantedUnderAnotherCeiling(t *testing.T) {
 		t.Fatalf("reused a share taken under a ceiling since lowered: %+v", res)
 	}
 }
+
+// TestStepShrinksNearTheCeiling: with little free in the pool an agent
+// asks for what it needs, not a sixteenth of the ceiling, so agents near
+// the ceiling hold no unused shares to pass back and forth.
+func TestStepShrinksNearTheCeiling(t *testing.T) {
+	a, _ := newTestAgent(t, Config{})
+	pushTenants(t, a, true, strict("t", 160, 0))
+	a.mu.Lock()
+	p := &a.tab.tenants["t"].g.pools[totalPool]
+	full := p.step()
+	p.free, p.answered = 4, true
+	near := p.step()
+	p.free = 0
+	none := p.step()
+	a.mu.Unlock()
+	if full != 10 || near != 2 || none != 0 {
+		t.Fatalf("steps: %d with the pool unknown, %d with 4 free, %d with none; want 10, 2, 0", full, near, none)
+	}
+}
