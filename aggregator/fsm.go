@@ -30,6 +30,9 @@ type FSM struct {
 	// onChange, if set, is called after each entry with the tenants it
 	// changed. It is called with no lock held and must not block.
 	onChange func(tenants []string)
+	// index is the tenant list's compact copy of the tenants' figures,
+	// told of every change under the write lock (tenant_index.go).
+	index tenantIndex
 }
 
 // NewFSM returns a state machine holding the given plan catalogue.
@@ -78,6 +81,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 		res = c.apply(a)
 		a.settle()
 		changed = a.changed
+		f.index.note(changed)
 	}
 	f.mu.Unlock()
 	if res.Err != nil {

@@ -124,8 +124,11 @@ type TenantJSON struct {
 	Mode        string          `json:"mode"`
 	Suspended   bool            `json:"suspended"`
 	Concurrency ConcurrencyJSON `json:"concurrency"`
-	Scheduled   *ScheduledJSON  `json:"scheduled,omitempty"`
-	Usage       *UsageJSON      `json:"usage,omitempty"`
+	// Utilization is concurrency / ceiling (0.8 is 80%); 0 for a tenant
+	// without a ceiling (no plan, or a meter plan).
+	Utilization float64        `json:"utilization"`
+	Scheduled   *ScheduledJSON `json:"scheduled,omitempty"`
+	Usage       *UsageJSON     `json:"usage,omitempty"`
 	// Grants are the pools of a strict plan and the shares leased of them
 	// (single-tenant reads only).
 	Grants []GrantPoolJSON `json:"grants,omitempty"`
@@ -165,6 +168,7 @@ func tenantJSON(s *State, t *Tenant) TenantJSON {
 	if p, ok := s.Plans[t.Plan]; ok {
 		j.Ceiling, j.Mode = p.Ceiling, string(p.Mode)
 	}
+	j.Utilization = utilization(j.Concurrency.Total, ceilingOf(s, t.Plan))
 	if sc := s.Scheduled[t.Name]; sc != nil {
 		j.Scheduled = scheduledJSON(sc)
 	}
@@ -194,26 +198,6 @@ func unitMinutes(u *Usage) float64 {
 		unitMicros += float64(m) * float64(plans.Class(i+1).Weight(plans.DefaultAIWeight))
 	}
 	return unitMicros / 60e6
-}
-
-func (s *Server) handleTenants(w http.ResponseWriter, r *http.Request) {
-	var out []TenantJSON
-	scope := tenantScope(r)
-	s.fsm.read(func(st *State) {
-		if scope != "" { // a tenant token: its tenant only
-			out = []TenantJSON{}
-			if t := st.Tenants[scope]; t != nil {
-				out = append(out, tenantJSON(st, t))
-			}
-			return
-		}
-		out = make([]TenantJSON, 0, len(st.Tenants))
-		for _, t := range st.Tenants {
-			out = append(out, tenantJSON(st, t))
-		}
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Tenant < out[j].Tenant })
-	jsonhttp.Write(w, http.StatusOK, out)
 }
 
 func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,105 @@
+package aggregator
+
+import "sync"
+
+// tenantIndex keeps, beside the state, one compact row per tenant with the
+// figures the tenant list sorts and filters by, in a slice: a scan of
+// 100,000 rows reads a few megabytes in order instead of chasing 100,000
+// pointers to tenants spread over the heap (the difference between about
+// 2 ms and about 20 ms).
+//
+// Apply only notes the tenants an entry changed (note, under the state's
+// write lock: an append); a reader brings the rows up to date under the
+// read lock before it scans them (refresh), so the rows always agree with
+// the state the reader sees. Readers of the rows serialise on the index's
+// own lock.
+type tenantIndex struct {
+	mu      sync.Mutex
+	state   *State // the state the rows are of; another one means a restore
+	rows    []tenantRow
+	slot    map[string]int // tenant → its row
+	pending []string       // tenants changed since the last refresh
+	stale   bool           // too many pending: rebuild at the next refresh
+}
+
+// tenantRow is one tenant's figures in the index.
+type tenantRow struct {
+	name    string
+	plan    string
+	conc    uint64 // open sessions, all classes
+	ceiling uint64 // the ceiling utilization is measured against; 0: none
+	t       *Tenant
+}
+
+func (r *tenantRow) key() tenantKey {
+	return tenantKey{name: r.name, conc: r.conc, util: utilization(r.conc, r.ceiling), t: r.t}
+}
+
+// note records tenants an entry changed; the state's write lock is held.
+func (x *tenantIndex) note(names []string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.stale {
+		return
+	}
+	if len(x.pending)+len(names) > 2*len(x.rows)+4096 {
+		x.stale, x.pending = true, nil // cheaper to rebuild than to replay
+		return
+	}
+	x.pending = append(x.pending, names...)
+}
+
+// refreshLocked brings the rows up to date with st; under st's read lock
+// and x.mu.
+func (x *tenantIndex) refreshLocked(st *State) {
+	if st != x.state || x.stale {
+		x.rebuildLocked(st)
+		return
+	}
+	ceil := planCeilings{st: st}
+	for _, name := range x.pending {
+		i, had := x.slot[name]
+		t := st.Tenants[name]
+		switch {
+		case t == nil && had: // deleted: the last row takes its place
+			last := len(x.rows) - 1
+			x.rows[i] = x.rows[last]
+			x.slot[x.rows[i].name] = i
+			x.rows[last] = tenantRow{}
+			x.rows = x.rows[:last]
+			delete(x.slot, name)
+		case t == nil:
+		case had:
+			x.rows[i] = rowOf(t, &ceil)
+		default:
+			x.slot[name] = len(x.rows)
+			x.rows = append(x.rows, rowOf(t, &ceil))
+		}
+	}
+	clear(x.pending)
+	x.pending = x.pending[:0]
+}
+
+func (x *tenantIndex) rebuildLocked(st *State) {
+	ceil := planCeilings{st: st}
+	x.state, x.stale, x.pending = st, false, nil
+	x.rows = make([]tenantRow, 0, len(st.Tenants))
+	x.slot = make(map[string]int, len(st.Tenants))
+	for name, t := range st.Tenants {
+		x.slot[name] = len(x.rows)
+		x.rows = append(x.rows, rowOf(t, &ceil))
+	}
+}
+
+func rowOf(t *Tenant, ceil *planCeilings) tenantRow {
+	return tenantRow{name: t.Name, plan: t.Plan, conc: t.Open.total(), ceiling: ceil.of(t.Plan), t: t}
+}
+
+// scan runs fn with rows up to date with st; under st's read lock. fn must
+// not keep the rows.
+func (x *tenantIndex) scan(st *State, fn func(rows []tenantRow)) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.refreshLocked(st)
+	fn(x.rows)
+}
