@@ -212,6 +212,9 @@ type alerter struct {
 	backoff, maxBackoff time.Duration
 	attempts            int
 	wake                chan struct{}
+	// onAlert, if set, is told of each crossing as it is detected, under
+	// the alerter's lock and the state's read lock: it must not block.
+	onAlert func(Alert)
 
 	mu sync.Mutex
 	// state is the state the marks were computed from; another pointer
@@ -446,6 +449,9 @@ func (a *alerter) push(p *alertPass, t *Tenant, kind AlertKind, th uint32, l ale
 	a.last++
 	a.stats.Detected++
 	a.ring[(a.last-1)%uint64(len(a.ring))] = alertRec{seq: a.last, at: st.Time, alert: al}
+	if a.onAlert != nil {
+		a.onAlert(al)
+	}
 }
 
 // alertID is the id of one crossing: the same on every server.

@@ -30,6 +30,10 @@ type FSM struct {
 	// onChange, if set, is called after each entry with the tenants it
 	// changed. It is called with no lock held and must not block.
 	onChange func(tenants []string)
+	// onAudit, if set, is called after each entry that appended to the
+	// audit log, with the entries it appended (the callee's to keep). It is
+	// called with no lock held, after onChange, and must not block.
+	onAudit func(entries []AuditEntry)
 	// index is the tenant list's compact copy of the tenants' figures,
 	// told of every change under the write lock (tenant_index.go).
 	index tenantIndex
@@ -73,6 +77,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	var res *applyResult
 	var changed []string
+	var audited []AuditEntry
 	f.mu.Lock()
 	if err := msgpack.Unmarshal(body, c); err != nil {
 		res = &applyResult{Err: err}
@@ -80,7 +85,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 		a := f.s.newApplier(l.Index, c.when())
 		res = c.apply(a)
 		a.settle()
-		changed = a.changed
+		changed, audited = a.changed, a.audited
 		f.index.note(changed)
 	}
 	f.mu.Unlock()
@@ -89,6 +94,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	if len(changed) > 0 && f.onChange != nil {
 		f.onChange(changed)
+	}
+	if len(audited) > 0 && f.onAudit != nil {
+		f.onAudit(audited)
 	}
 	return res
 }

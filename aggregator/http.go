@@ -36,6 +36,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("PUT /v1/plans/{name}", s.leaderOnly(s.handlePutPlan(false)))
 	mux.HandleFunc("DELETE /v1/plans/{name}", s.leaderOnly(s.handleDeletePlan))
 	mux.HandleFunc("GET /v1/agents", s.consistentRead(s.handleAgents))
+	mux.Handle("GET /v1/events", s.events)
 	s.opsRoutes(mux)
 	webRoutes(mux)
 	s.aclRoutes(mux)

@@ -125,6 +125,7 @@ type Server struct {
 	httpSrv        *http.Server
 	alerts         *alerter
 	authFails      *failLimiter // failed authentications per address
+	events         *eventHub
 	hold           time.Duration
 	bar            barrier
 	advertised     cluster.Meta
@@ -198,6 +199,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, hold: cfg.HoldTime, left: make(chan struct{})}
 	s.fsm = NewFSM(catalogue, s.log.Named("fsm"))
+	s.events = newEventHub(s.fsm, s.log.Named("events"), cfg.Now, s.leaderEvent)
+	s.fsm.onAudit = s.events.audit
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("aggregator: HTTP listen: %w", err)
@@ -258,7 +261,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.alerts = newAlerter(s.fsm, s.log.Named("alerts"), cfg.AlertThresholds, cfg.AlertWebhook, alertQueueSize,
 		func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader }, cfg.Now)
-	s.fsm.onChange = func(tenants []string) { s.st.tenantsChanged(tenants); s.alerts.changed(tenants) }
+	s.alerts.onAlert = s.events.alert
+	s.fsm.onChange = func(tenants []string) {
+		s.st.tenantsChanged(tenants)
+		s.alerts.changed(tenants)
+		s.events.tenantsChanged(tenants)
+	}
 	s.httpSrv = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -267,8 +275,10 @@ func New(cfg Config) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	s.wg.Add(6)
+	s.httpSrv.RegisterOnShutdown(s.events.close) // streams never go idle by themselves
+	s.wg.Add(7)
 	go func() { defer s.wg.Done(); s.alerts.run(ctx) }()
+	go func() { defer s.wg.Done(); s.events.runTickers(ctx) }()
 	go func() { defer s.wg.Done(); every(ctx, 50*time.Millisecond, s.leaderBarrier) }()
 	go func() { defer s.wg.Done(); prop.run(ctx) }()
 	go func() { defer s.wg.Done(); live.run(ctx) }()
@@ -319,6 +329,21 @@ func nodeID(dir, want string) (string, error) {
 		return "", fmt.Errorf("aggregator: %w", err)
 	}
 	return want, nil
+}
+
+// leaderEvent is the leader as this server sees it, for leader events.
+func (s *Server) leaderEvent() LeaderEventJSON {
+	_, id := s.node.Raft.LeaderWithID()
+	l := LeaderEventJSON{Leader: string(id), Term: s.node.Raft.CurrentTerm()}
+	if id == "" {
+		return l
+	}
+	if s.node.Raft.State() == raft.Leader {
+		l.Address = s.advertised.HTTP
+	} else if m, ok := s.node.LeaderMeta(); ok {
+		l.Address = m.HTTP
+	}
+	return l
 }
 
 // wireServers returns the leader's wire address and every live server's.

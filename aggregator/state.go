@@ -184,8 +184,9 @@ type applier struct {
 	period   string
 	dayStart int64 // start of the entry's UTC day, unix ns
 	index    uint64
-	changed  []string  // tenants changed by this entry, each once
-	touched  []*Tenant // the same tenants (those still in the state)
+	changed  []string     // tenants changed by this entry, each once
+	touched  []*Tenant    // the same tenants (those still in the state)
+	audited  []AuditEntry // audit entries appended by this entry
 }
 
 func (s *State) newApplier(index uint64, t int64) *applier {

@@ -58,6 +58,7 @@ func (a *applier) audit(e AuditEntry) {
 		a.s.Audit = append(a.s.Audit[:0:0], a.s.Audit[len(a.s.Audit)-maxAudit+1:]...)
 	}
 	a.s.Audit = append(a.s.Audit, e)
+	a.audited = append(a.audited, e)
 }
 
 // putOnPlan moves a tenant to a plan from time at.
