@@ -210,6 +210,9 @@ type Agent struct {
 	lease   time.Duration // of shares, from the last Grant
 	grantCh chan struct{} // closed and replaced on every grant event
 	rtts    rttRing       // round trips of answered asks
+	// counters for metrics (metrics.go)
+	stats    counters
+	sentHigh uint64 // highest seq of this epoch written on any stream
 }
 
 // knobs are timings the tests shorten.
@@ -367,6 +370,7 @@ func (a *Agent) Open(tenant, class, session string, ttl time.Duration) (OpenResu
 		now = a.now()
 	}
 	if v != admit {
+		a.stats.refused[reasonIndex(reason)]++
 		if te == nil && len(t.tenants)-t.known < maxUnknownTenants {
 			te = t.tenant(tenant, true)
 		}
@@ -381,6 +385,7 @@ func (a *Agent) Open(tenant, class, session string, ttl time.Duration) (OpenResu
 		te = t.tenant(tenant, true)
 	}
 	t.open(te, session, cls, ttl, now)
+	a.stats.admitted++
 	a.noteEventLocked()
 	if te.g != nil && a.stream != nil {
 		signal(a.stream.wake) // the writer checks whether the share runs low

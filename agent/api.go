@@ -22,6 +22,7 @@ import (
 //	POST   /v1/reset                        close every session
 //	GET    /v1/status                       the agent's status
 //	GET    /healthz                         200 once the state is loaded
+//	GET    /metrics                         Prometheus metrics (metrics.go)
 
 // Body limits.
 const (
@@ -42,6 +43,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Write(w, http.StatusOK, map[string]bool{"ok": true})
 	})
+	mux.Handle("GET /metrics", a.metricsHandler())
 	return jsonhttp.Errors(mux)
 }
 

@@ -216,6 +216,7 @@ func (a *Agent) cutLocked(now int64) bool {
 		}
 		peaks = peaks[np:]
 		a.nextSeq++
+		a.stats.batchesCut++
 		a.unacked = append(a.unacked, batch{msg: b, body: wire.Append(make([]byte, 0, batchSizeHint(b)), b)})
 	}
 	if a.draining {
@@ -265,7 +266,7 @@ func (a *Agent) newEpochLocked(reason string) {
 	}
 	a.log.Error("STARTING A NEW EPOCH: this agent's memory is older than the cluster's; unacknowledged batches of the old epoch are dropped",
 		"reason", reason, "old_epoch", old, "new_epoch", ep, "dropped_batches", len(a.unacked))
-	a.epoch, a.nextSeq, a.persSeq = ep, 1, 0
+	a.epoch, a.nextSeq, a.persSeq, a.sentHigh = ep, 1, 0, 0
 	a.unacked = nil
 	a.dirty = true
 }
@@ -284,9 +285,12 @@ var errNewEpoch = errors.New("new epoch started")
 func (a *Agent) connLoop(ctx context.Context) {
 	backoff := a.knobs.backoffMin
 	redirects := 0 // followed in a row without a Welcome
-	for ctx.Err() == nil {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
 		a.mu.Lock()
 		addr := a.servers.pick()
+		if attempt > 0 {
+			a.stats.reconnects++
+		}
 		a.mu.Unlock()
 		var end streamEnd
 		conn, err := a.dial(ctx, addr)
@@ -388,6 +392,9 @@ func (a *Agent) runStream(ctx context.Context, conn net.Conn, addr string) (end 
 	switch m := m.(type) {
 	case *wire.Welcome:
 		end.welcomed = true
+		a.mu.Lock()
+		a.stats.connects++
+		a.mu.Unlock()
 		a.log.Info("connected to server", "server", addr, "server_id", m.ServerID, "last_seq", m.LastSeq, "need_full_state", m.NeedFullState)
 		if err := a.onWelcome(s, m); err != nil {
 			end.err = err
@@ -689,7 +696,7 @@ func (a *Agent) sendBatches(s *stream) error {
 			i = int(s.sentUpTo - first + 1)
 		}
 		buf := s.wbuf[:0]
-		var last uint64
+		var last, sent, resent uint64
 		for ; i < len(a.unacked) && len(buf) < maxWriteChunk; i++ {
 			b := a.unacked[i]
 			if b.msg.Seq > a.persSeq {
@@ -698,6 +705,10 @@ func (a *Agent) sendBatches(s *stream) error {
 			buf = binary.BigEndian.AppendUint32(buf, uint32(len(b.body)))
 			buf = append(buf, b.body...)
 			last = b.msg.Seq
+			sent++
+			if b.msg.Seq <= a.sentHigh {
+				resent++
+			}
 		}
 		a.mu.Unlock()
 		if last == 0 {
@@ -714,6 +725,9 @@ func (a *Agent) sendBatches(s *stream) error {
 		if s.gen == gen && last > s.sentUpTo {
 			s.sentUpTo = last
 		}
+		a.stats.batchesSent += sent
+		a.stats.batchesResent += resent
+		a.sentHigh = max(a.sentHigh, last)
 		a.mu.Unlock()
 	}
 }

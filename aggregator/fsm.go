@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -34,6 +35,9 @@ type FSM struct {
 	// audit log, with the entries it appended (the callee's to keep). It is
 	// called with no lock held, after onChange, and must not block.
 	onAudit func(entries []AuditEntry)
+	// observeApply, if set, is told how long each command took to apply
+	// (for metrics only: the state never sees this clock).
+	observeApply func(time.Duration)
 	// index is the tenant list's compact copy of the tenants' figures,
 	// told of every change under the write lock (tenant_index.go).
 	index tenantIndex
@@ -78,6 +82,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	var res *applyResult
 	var changed []string
 	var audited []AuditEntry
+	start := time.Now()
 	f.mu.Lock()
 	if err := msgpack.Unmarshal(body, c); err != nil {
 		res = &applyResult{Err: err}
@@ -89,6 +94,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.index.note(changed)
 	}
 	f.mu.Unlock()
+	if f.observeApply != nil {
+		f.observeApply(time.Since(start))
+	}
 	if res.Err != nil {
 		f.log.Debug("command refused", "index", l.Index, "error", res.Err)
 	}

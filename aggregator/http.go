@@ -37,10 +37,11 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("DELETE /v1/plans/{name}", s.leaderOnly(s.handleDeletePlan))
 	mux.HandleFunc("GET /v1/agents", s.consistentRead(s.handleAgents))
 	mux.Handle("GET /v1/events", s.events)
+	mux.Handle("GET /metrics", s.metrics.handler())
 	s.opsRoutes(mux)
 	webRoutes(mux)
 	s.aclRoutes(mux)
-	return s.aclGate(mux, jsonhttp.Errors(mux))
+	return s.instrument(mux, s.aclGate(mux, jsonhttp.Errors(mux)))
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

@@ -40,6 +40,7 @@ type proposal struct {
 type flight struct {
 	f     raft.ApplyFuture
 	batch []*proposal
+	start time.Time
 }
 
 // proposer groups many agents' messages into one log entry. Entries are
@@ -53,8 +54,11 @@ type proposer struct {
 	maxEntries  int
 	// lease and margin are stamped into every entry for its grants.
 	lease, margin time.Duration
-	in            chan *proposal
-	inflight      chan flight
+	// observe, if set, is told how long each entry took from proposal to
+	// result.
+	observe  func(time.Duration)
+	in       chan *proposal
+	inflight chan flight
 }
 
 func newProposer(r *raft.Raft, clock *leaderClock, defaultPlan string) *proposer {
@@ -120,12 +124,17 @@ func (p *proposer) run(ctx context.Context) {
 			}
 			continue
 		}
-		p.inflight <- flight{f: p.raft.Apply(data, 10*time.Second), batch: batch}
+		start := time.Now()
+		p.inflight <- flight{f: p.raft.Apply(data, 10*time.Second), batch: batch, start: start}
 	}
 }
 
 func (p *proposer) complete(fl flight) {
-	if err := fl.f.Error(); err != nil {
+	err := fl.f.Error()
+	if p.observe != nil && err == nil {
+		p.observe(time.Since(fl.start))
+	}
+	if err != nil {
 		for _, pr := range fl.batch {
 			pr.done(itemResult{}, 0, err)
 		}

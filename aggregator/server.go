@@ -105,6 +105,11 @@ type Config struct {
 	// GossipKey encrypts gossip until the data directory holds a keyring
 	// (see cluster.Config.GossipKey). (Optional)
 	GossipKey []byte
+	// MetricsMaxTenants is how many tenants /metrics labels one by one, the
+	// busiest by open sessions; the others are summed under
+	// tenant="_other". (Optional, default DefaultMetricsMaxTenants, at
+	// most MaxMetricsMaxTenants)
+	MetricsMaxTenants int
 	// Logger is the parent logger. (Optional)
 	Logger hclog.Logger
 	// Now is the clock the leader stamps entries with and reads use for
@@ -126,6 +131,7 @@ type Server struct {
 	alerts         *alerter
 	authFails      *failLimiter // failed authentications per address
 	events         *eventHub
+	metrics        *serverMetrics
 	hold           time.Duration
 	bar            barrier
 	advertised     cluster.Meta
@@ -197,10 +203,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.HoldTime <= 0 {
 		cfg.HoldTime = DefaultHoldTime
 	}
+	switch {
+	case cfg.MetricsMaxTenants < 0 || cfg.MetricsMaxTenants > MaxMetricsMaxTenants:
+		return nil, fmt.Errorf("aggregator: metrics max tenants %d: want 1 to %d", cfg.MetricsMaxTenants, MaxMetricsMaxTenants)
+	case cfg.MetricsMaxTenants == 0:
+		cfg.MetricsMaxTenants = DefaultMetricsMaxTenants
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, hold: cfg.HoldTime, left: make(chan struct{})}
 	s.fsm = NewFSM(catalogue, s.log.Named("fsm"))
+	s.metrics = newServerMetrics(s, cfg.MetricsMaxTenants)
 	s.events = newEventHub(s.fsm, s.log.Named("events"), cfg.Now, s.leaderEvent)
 	s.fsm.onAudit = s.events.audit
+	s.fsm.observeApply = func(d time.Duration) { s.metrics.fsmApply.Observe(d.Seconds()) }
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("aggregator: HTTP listen: %w", err)
@@ -248,6 +262,7 @@ func New(cfg Config) (*Server, error) {
 	s.cancel = cancel
 	prop := newProposer(s.node.Raft, s.clock, cfg.DefaultPlan)
 	prop.lease, prop.margin = cfg.GrantLease, cfg.GrantMargin
+	prop.observe = func(d time.Duration) { s.metrics.commit.Observe(d.Seconds()) }
 	live := &liveness{
 		log: s.log.Named("liveness"), raft: s.node.Raft, fsm: s.fsm, clock: s.clock, now: cfg.Now,
 		grace: cfg.AgentGrace, forget: cfg.AgentForget, seen: make(map[string]time.Time),

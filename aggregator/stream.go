@@ -58,6 +58,7 @@ type streams struct {
 	// token; authFails slows down guessing.
 	acl       bool
 	authFails *failLimiter
+	stats     streamStats // for metrics
 
 	mu      sync.Mutex
 	conns   map[*agentConn]struct{}
@@ -272,6 +273,7 @@ func (c *agentConn) run(ctx context.Context) error {
 	c.st.conns[c] = struct{}{}
 	c.st.byAgent[h.AgentID] = c
 	c.st.mu.Unlock()
+	c.st.stats.accepted.Add(1)
 	defer func() {
 		c.st.mu.Lock()
 		delete(c.st.conns, c)
@@ -595,6 +597,7 @@ func (c *agentConn) propose(ctx context.Context, kind itemKind, m wire.Message, 
 		item:    agentItem{Kind: kind, Region: c.region, Body: wire.Append(nil, m)},
 		entries: entries,
 		done: func(res itemResult, index uint64, err error) {
+			c.st.stats.result(kind, res, err)
 			c.send(resultMessage(res, index, err, seq))
 		},
 	}

@@ -42,6 +42,7 @@ func aggregatorCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "raft-trailing-logs", Usage: "log entries kept behind a snapshot for slow followers (default 10240)"},
 			&cli.StringFlag{Name: "alert-webhook", Usage: "URL the leader POSTs each alert to as JSON, retried with backoff (default: alerts are only logged)"},
 			&cli.StringFlag{Name: "alert-thresholds", Value: "70,90,100", Usage: "utilization percentages of the ceiling and of the included unit-minutes that alert, ascending, 1 to 1000"},
+			&cli.IntFlag{Name: "metrics-max-tenants", Value: aggregator.DefaultMetricsMaxTenants, Usage: "tenants /metrics labels one by one, the busiest by open sessions; the others are summed under tenant=\"_other\""},
 			&cli.StringFlag{Name: "gossip-key", Usage: "encrypt gossip with this key (base64 of 16, 24 or 32 bytes; `headroom keyring generate`) until the data directory holds a keyring", EnvVars: []string{"HEADROOM_GOSSIP_KEY"}},
 		}, append(tlsFlags(true), logFlags()...)...),
 		Action: func(c *cli.Context) error {
@@ -68,6 +69,9 @@ func aggregatorCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("--alert-thresholds %s: %w", c.String("alert-thresholds"), err)
 			}
+			if n := c.Int("metrics-max-tenants"); n < 1 || n > aggregator.MaxMetricsMaxTenants {
+				return fmt.Errorf("--metrics-max-tenants %d: want 1 to %d", n, aggregator.MaxMetricsMaxTenants)
+			}
 			tlsCfg, err := serverTLS(c)
 			if err != nil {
 				return err
@@ -81,7 +85,7 @@ func aggregatorCommand() *cli.Command {
 			ctx, stop := signalContext(log)
 			defer stop()
 			srv, err := aggregator.New(aggregator.Config{
-				AlertWebhook: c.String("alert-webhook"), AlertThresholds: thresholds,
+				AlertWebhook: c.String("alert-webhook"), AlertThresholds: thresholds, MetricsMaxTenants: c.Int("metrics-max-tenants"),
 				Plans:   seed,
 				DataDir: c.String("data-dir"), NodeID: c.String("node-id"),
 				HTTPAddr: c.String("http-addr"), WireAddr: c.String("wire-addr"), RaftAddr: c.String("raft-addr"),
