@@ -124,6 +124,11 @@ function applyConcurrency(ev) {
   const now = Date.now();
   const t = Number.isFinite(at) ? Math.min(at, now) : now;
   for (const x of ev.tenants || []) {
+    if (x.deleted) {
+      store.tenants.delete(x.tenant);
+      store.series.delete(x.tenant);
+      continue;
+    }
     const prev = store.tenants.get(x.tenant) || {tenant: x.tenant, mode: '', suspended: false};
     prev.plan = x.plan; prev.ceiling = x.ceiling; prev.total = x.concurrency; prev.by_class = x.by_class || {};
     prev.seenAt = now;
@@ -160,7 +165,9 @@ async function runEvents() {
       live.connects++;
       live.set('live');
       wait = 1000;
-      if (live.connects > 1) current.refresh();
+      // Read the figures again once the stream is open, so that no change
+      // falls between what the page read and the first event.
+      current.refresh();
       await readEvents(r.body, dispatch);
       live.set('down', 'the event stream ended');
     } catch (e) {
@@ -435,20 +442,22 @@ function base(name) {
 }
 
 // readAllTenants reads the tenant list page by page; truncated says it
-// stopped at LIST_MAX_PAGES.
+// stopped at LIST_MAX_PAGES, count is how many tenants there are in all
+// (X-Total-Count).
 async function readAllTenants() {
   const sentAt = Date.now();
   const out = [];
-  let cursor = '';
+  let cursor = '', count = 0;
   for (let i = 0; i < LIST_MAX_PAGES; i++) {
     const q = new URLSearchParams({limit: String(LIST_PAGE), sort: 'tenant'});
     if (cursor) q.set('cursor', cursor);
     const {data, headers} = await getJSON('/v1/tenants?' + q);
     for (const j of data) out.push(noteTenant(j, sentAt));
+    count = Number(headers.get('X-Total-Count')) || out.length;
     cursor = headers.get('X-Next-Cursor') || '';
-    if (!cursor) return {tenants: out, truncated: false};
+    if (!cursor) return {tenants: out, truncated: false, count: out.length};
   }
-  return {tenants: out, truncated: true};
+  return {tenants: out, truncated: true, count};
 }
 
 // inBatches runs fn over items, a few at a time.
@@ -469,7 +478,7 @@ function overviewPage() {
   // list: every tenant read; with more than LIST_MAX_PAGES pages of them
   // (truncated), the busiest and those near their ceiling come from the
   // server's sorted and filtered lists instead (busy, nearby).
-  let list = [], truncated = false, busy = [], nearby = [], nearMore = false, refused = new Map(), loaded = false, lastFull = 0;
+  let list = [], truncated = false, count = 0, busy = [], nearby = [], nearMore = false, refused = new Map(), loaded = false, lastFull = 0;
   p.render = (view) => {
     fill(view,
       h('h1', {text: 'Fleet overview'}),
@@ -501,6 +510,7 @@ function overviewPage() {
       if (all) {
         list = all.tenants.map((t) => t.tenant);
         truncated = all.truncated;
+        count = all.count;
         lastFull = Date.now();
       }
       if (truncated) {
@@ -537,7 +547,7 @@ function overviewPage() {
     let total = 0;
     for (const t of ts) total += t.total;
     setFig('ov-total', total, (truncated ? '≥ ' : '') + fmtInt(total));
-    setFig('ov-tenants', ts.length, (truncated ? '≥ ' : '') + fmtInt(ts.length));
+    setFig('ov-tenants', truncated ? count : ts.length);
     const nr = near(Infinity);
     setFig('ov-near', nr.length, (truncated && nearMore ? '≥ ' : '') + fmtInt(nr.length));
     const row = (t) => h('tr', {data: {tenant: t.tenant}}, td(tenantLink(t.tenant)), td(t.plan), num(t.total, 'concurrency'),
@@ -561,7 +571,10 @@ function overviewPage() {
   p.event = (name, ev) => {
     if (name === 'concurrency') {
       let fresh = false;
-      for (const x of ev.tenants || []) if (!list.includes(x.tenant) && !truncated) { list.push(x.tenant); fresh = true; }
+      for (const x of ev.tenants || []) {
+        if (x.deleted) { list = list.filter((n) => n !== x.tenant); busy = busy.filter((n) => n !== x.tenant); nearby = nearby.filter((n) => n !== x.tenant); }
+        else if (!truncated && !list.includes(x.tenant)) { list.push(x.tenant); fresh = true; }
+      }
       if (fresh) list.sort();
       draw();
     } else if (name === 'alert') drawAlerts($('ov-alerts'), null);
@@ -587,7 +600,7 @@ function tenantListPage(params) {
     min: params.get('min') || '', limit: params.get('limit') || '50',
   };
   let cursors = [''];  // cursors[i] reads page i
-  let page = 0, next = '', rows = [];
+  let page = 0, next = '', rows = [], total = null;
   const setHash = () => {
     const q = new URLSearchParams();
     for (const k of ['sort', 'q', 'plan', 'min']) if (opt[k]) q.set(k, opt[k]);
@@ -633,6 +646,7 @@ function tenantListPage(params) {
       if (current !== p || !fresh()) return;
       rows = data.map((j) => noteTenant(j, sentAt).tenant);
       next = headers.get('X-Next-Cursor') || '';
+      total = headers.get('X-Total-Count');
       draw();
     } catch (e) {
       if (current === p) fill($('tl-box'), errorBox(e));
@@ -647,11 +661,13 @@ function tenantListPage(params) {
     $('tl-next').disabled = !next;
     const pg = $('tl-page');
     pg.dataset.page = String(page + 1);
-    pg.textContent = 'page ' + (page + 1);
+    pg.textContent = 'page ' + (page + 1) + (total !== null ? ` of ${fmtInt(Math.max(1, Math.ceil(Number(total) / Number(opt.limit))))} · ${fmtInt(total)} tenants` : '');
+    if (total !== null) pg.dataset.total = total;
     $('view').dataset.ready = 'true';
   }
   p.event = (name, ev) => {
-    if (name === 'concurrency' && (ev.tenants || []).some((x) => rows.includes(x.tenant))) draw();
+    if (name === 'concurrency' && (ev.tenants || []).some((x) => x.deleted && rows.includes(x.tenant))) p.refresh();
+    else if (name === 'concurrency' && (ev.tenants || []).some((x) => rows.includes(x.tenant))) draw();
     else if (name === 'plan') p.refresh();
   };
   return p;
@@ -799,6 +815,7 @@ function tenantPage(name) {
     if (ename === 'concurrency') {
       const x = (ev.tenants || []).find((y) => y.tenant === name);
       if (!x) return;
+      if (x.deleted) { p.refreshTenant(true); return; } // shows that it is gone
       drawLive();
       const shown = $('tenant-plan').dataset.value;
       if (shown !== undefined && shown !== x.plan) p.refreshTenant(true); // a change whose plan event was missed

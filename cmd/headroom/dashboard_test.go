@@ -347,6 +347,37 @@ func TestDashboardInBrowser(t *testing.T) {
 	})
 	b.screenshot(shots, "tenants.png")
 
+	// Paged by the server: two a page, by name; then searched.
+	b.open("#/tenants?sort=tenant&limit=2", "tenants")
+	firstRow := func(page, want string) func() error {
+		return func() error {
+			p, err := b.attr("#tl-page", "data-page")
+			if err != nil {
+				return err
+			}
+			first, err := b.attr("#tl-table tbody tr", "data-tenant")
+			if err == nil && (p != page || first != want) {
+				err = fmt.Errorf("page %q starts with %q, want page %s starting with %q", p, first, page, want)
+			}
+			return err
+		}
+	}
+	waitFor(t, 30*time.Second, "first page of two", firstRow("1", "dash-probe"))
+	b.do(10*time.Second, "next page", chromedp.Click(chromedp.ID("tl-next")))
+	waitFor(t, 30*time.Second, "second page of two", firstRow("2", "lovetalk"))
+	b.do(10*time.Second, "searching", chromedp.SendKeys(chromedp.ID("tl-search"), "voice"))
+	waitFor(t, 30*time.Second, "search for voice", func() error {
+		n, err := b.attr("#tl-table", "data-rows")
+		if err != nil {
+			return err
+		}
+		first, err := b.attr("#tl-table tbody tr", "data-tenant")
+		if err == nil && (n != "1" || first != "voiceroom") {
+			err = fmt.Errorf("%q rows, first %q", n, first)
+		}
+		return err
+	})
+
 	// The cluster: this server as leader, the dev agent reporting.
 	b.open("#/cluster", "cluster")
 	for _, sel := range []string{`#cl-servers tr[data-role="leader"][data-status="alive"]`, `#cl-agents tr[data-expired="false"]`} {
