@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -231,5 +232,101 @@ func TestAgentLimits(t *testing.T) {
 	}
 	if code := get(t, s, "/v1/tenants/t", nil); code != http.StatusNotFound {
 		t.Errorf("the refused full state reached the state: GET tenant %d", code)
+	}
+}
+
+// TestACLEveryRoute checks every operation the OpenAPI document lists
+// against every role, through the real routes and the gate, with the
+// handlers replaced by a stub (so that no request changes anything): the
+// policy below is the issue's, written out independently of acl.go.
+func TestACLEveryRoute(t *testing.T) {
+	f := newACLFixture(t)
+	public := map[string]bool{"GET /healthz": true, "POST /v1/acl/bootstrap": true, "GET /": true, "GET /ui/": true,
+		"GET /v1/raft/stats": true}
+	scoped := map[string]bool{"GET /v1/tenants": true, "GET /v1/events": true, "GET /metrics": true}
+	ownTenant := map[string]bool{"GET /v1/tenants/{id}": true, "GET /v1/tenants/{id}/usage": true,
+		"GET /v1/tenants/{id}/advice": true, "GET /v1/tenants/{id}/schedule": true}
+	operatorReads := map[string]bool{"GET /v1/tokens": true, "GET /v1/snapshot": true, "GET /v1/keyring": true,
+		"GET /v1/keyring/local": true}
+	const passed = 299
+	gate := f.s.aclGate(f.s.mux(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(passed) }))
+	roles := []struct {
+		name   string
+		secret string
+	}{{"none", ""}, {"bad", "not-a-secret"}, {"agent", f.ag.Secret}, {"tenant", f.tenant.Secret}, {"reader", f.reader.Secret}, {"operator", f.operator.Secret}}
+	checked := 0
+	for _, op := range apiOps {
+		key := op.method + " " + op.path
+		for _, id := range []string{"acme", "globex"} {
+			if id == "globex" && !strings.Contains(op.path, "{id}") {
+				continue
+			}
+			path := examplePath(strings.ReplaceAll(op.path, "{id}", id))
+			for _, role := range roles {
+				want := http.StatusForbidden
+				switch {
+				case public[key]:
+					want = passed
+				case role.name == "none" || role.name == "bad":
+					want = http.StatusUnauthorized
+				case role.name == "operator":
+					want = passed
+				case role.name == "reader" && op.method == "GET" && !operatorReads[key]:
+					want = passed
+				case role.name == "tenant" && scoped[key]:
+					want = passed
+				case role.name == "tenant" && ownTenant[key] && id == "acme":
+					want = passed
+				case role.name == "tenant" && ownTenant[key]:
+					want = http.StatusNotFound // as a tenant that does not exist
+				}
+				req := httptest.NewRequest(op.method, path, nil)
+				req.RemoteAddr = fmt.Sprintf("198.51.100.%d:1234", checked%250) // spread: wrong secrets are rate-limited per address
+				if role.secret != "" {
+					req.Header.Set("Authorization", "Bearer "+role.secret)
+				}
+				rec := httptest.NewRecorder()
+				gate.ServeHTTP(rec, req)
+				if rec.Code != want {
+					t.Errorf("%s token: %s %s: %d, want %d (%s)", role.name, op.method, path, rec.Code, want, rec.Body)
+				}
+				checked++
+			}
+		}
+	}
+	if checked < 6*25 {
+		t.Fatalf("checked only %d (route, role) pairs", checked)
+	}
+}
+
+// TestACLWireMessages: with ACLs on, the first message of a stream must be
+// a Hello with an agent or operator token; any other message type first is
+// refused without effect.
+func TestACLWireMessages(t *testing.T) {
+	f := newACLFixture(t)
+	for _, m := range []wire.Message{
+		&wire.DeltaBatch{AgentID: "a1", Epoch: 1, Seq: 1, Entries: []wire.DeltaEntry{{Tenant: "acme", Class: "audio", Opened: 5}}},
+		&wire.FullState{AgentID: "a1", Epoch: 1, Seq: 1, Counts: []wire.CountEntry{{Tenant: "acme", Class: "audio", Open: 5}}},
+		&wire.GrantAsk{AgentID: "a1", ReqID: 1, Wants: []wire.GrantWant{{Tenant: "acme", Want: 5}}},
+		&wire.Ping{Nonce: 1}, &wire.Pong{Nonce: 1},
+	} {
+		nc, err := net.Dial("tcp", f.s.WireAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := wire.WriteFrame(nc, m); err != nil {
+			t.Fatal(err)
+		}
+		got, err := wire.NewReader(nc, 0).Read()
+		nc.Close()
+		if e, ok := got.(*wire.Error); err == nil && (!ok || e.Code != wire.CodeBadMessage) {
+			t.Errorf("%T first: answered %#v", m, got)
+		}
+	}
+	var total uint64
+	f.s.fsm.read(func(s *State) { total = s.Tenants["acme"].Open.total() })
+	if total != 0 {
+		t.Errorf("acme counts %d sessions from streams that never said Hello", total)
 	}
 }

@@ -16,6 +16,12 @@ import (
 const maxBody = 64 << 10
 
 func (s *Server) routes() http.Handler {
+	mux := s.mux()
+	return s.instrument(mux, s.aclGate(mux, jsonhttp.Errors(mux)))
+}
+
+// mux registers every route of the API.
+func (s *Server) mux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
@@ -42,7 +48,7 @@ func (s *Server) routes() http.Handler {
 	s.opsRoutes(mux)
 	webRoutes(mux)
 	s.aclRoutes(mux)
-	return s.instrument(mux, s.aclGate(mux, jsonhttp.Errors(mux)))
+	return mux
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
