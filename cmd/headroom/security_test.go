@@ -279,10 +279,10 @@ func TestSecureStartErrors(t *testing.T) {
 		_, err := getJSON(httpc, "http://127.0.0.1:"+httpPort+"/v1/status", &st)
 		return err
 	})
-	if len(st.Insecure) != 3 || !strings.HasPrefix(st.Insecure[0], "http plaintext on ") {
+	if len(st.Insecure) != 4 || !strings.HasPrefix(st.Insecure[0], "http plaintext on ") || !strings.HasPrefix(st.Insecure[3], "ACLs off on ") {
 		t.Errorf("insecure %q", st.Insecure)
 	}
-	if log := p.logText(); strings.Count(log, "[WARN]  aggregator: INSECURE: ") != 3 {
-		t.Errorf("want three INSECURE warnings in the log:\n%s", log)
+	if log := p.logText(); strings.Count(log, "[WARN]  aggregator: INSECURE: ") != 4 {
+		t.Errorf("want four INSECURE warnings in the log (http, wire, raft plaintext; ACLs off):\n%s", log)
 	}
 }
