@@ -264,6 +264,10 @@ type AgentJSON struct {
 	Tenants  int    `json:"tenants"`
 	Sessions uint64 `json:"sessions"`
 	Expired  bool   `json:"expired"`
+	// UnackedBatches is, for an agent streaming to this server (the
+	// leader), the batches it sent that the cluster has not acknowledged
+	// yet; absent for the others.
+	UnackedBatches *uint64 `json:"unacked_batches,omitempty"`
 }
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
@@ -279,6 +283,11 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 			out = append(out, j)
 		}
 	})
+	for i := range out {
+		if n, ok := s.st.unacked(out[i].ID); ok {
+			out[i].UnackedBatches = &n
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	jsonhttp.Write(w, http.StatusOK, out)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -184,6 +185,10 @@ type agentConn struct {
 	hello  *wire.Hello
 	region string
 	token  string // accessor of the token the stream opened with (ACLs on)
+	// recvSeq is the highest batch sequence number received on the stream,
+	// ackSeq the highest acknowledged: the difference is what the agent
+	// sent that the cluster has not yet acknowledged.
+	recvSeq, ackSeq atomic.Uint64
 
 	out       chan wire.Message
 	closeOnce sync.Once
@@ -593,15 +598,45 @@ func (c *agentConn) fullPart(ctx context.Context, f *wire.FullState) error {
 }
 
 func (c *agentConn) propose(ctx context.Context, kind itemKind, m wire.Message, entries int, seq uint64) error {
+	raise(&c.recvSeq, seq)
 	pr := &proposal{
 		item:    agentItem{Kind: kind, Region: c.region, Body: wire.Append(nil, m)},
 		entries: entries,
 		done: func(res itemResult, index uint64, err error) {
 			c.st.stats.result(kind, res, err)
+			if err == nil && (res.Status == statusApplied || res.Status == statusDuplicate) {
+				raise(&c.ackSeq, res.LastSeq)
+			}
 			c.send(resultMessage(res, index, err, seq))
 		},
 	}
 	return c.st.prop.submit(ctx, pr)
+}
+
+// raise sets v to max(v, n).
+func raise(v *atomic.Uint64, n uint64) {
+	for {
+		old := v.Load()
+		if n <= old || v.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// unacked returns, for an agent with a stream to this server, the batches
+// it sent that the cluster has not acknowledged yet.
+func (st *streams) unacked(agentID string) (uint64, bool) {
+	st.mu.Lock()
+	c := st.byAgent[agentID]
+	st.mu.Unlock()
+	if c == nil {
+		return 0, false
+	}
+	recv, ack := c.recvSeq.Load(), c.ackSeq.Load()
+	if recv <= ack {
+		return 0, true
+	}
+	return recv - ack, true
 }
 
 // resultMessage is what the agent is told about one of its messages.
