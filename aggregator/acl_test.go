@@ -1,8 +1,11 @@
 package aggregator
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -329,4 +332,49 @@ func TestACLWireMessages(t *testing.T) {
 	if total != 0 {
 		t.Errorf("acme counts %d sessions from streams that never said Hello", total)
 	}
+}
+
+// TestACLTenantIsolationStreams: a tenant token's event stream and metrics
+// carry its own tenant and never another's name or figures.
+func TestACLTenantIsolationStreams(t *testing.T) {
+	f := newACLFixture(t)
+	base := "http://" + f.s.HTTPAddr()
+	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+f.tenant.Secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `tenant="acme"`) || strings.Contains(string(body), "globex") {
+		t.Errorf("tenant token's metrics: %d, acme %v, globex %v", resp.StatusCode, strings.Contains(string(body), `tenant="acme"`), strings.Contains(string(body), "globex"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ = http.NewRequestWithContext(ctx, "GET", base+"/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+f.tenant.Secret)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// globex changes first, then acme: the stream must show acme's change
+	// and nothing of globex before it.
+	for _, tn := range []string{"globex", "acme"} {
+		if rec := do(t, f.s, "PUT", "/v1/tenants/"+tn+"/plan", f.operator.Secret, `{"plan":"growth","at":"now"}`); rec.Code != 200 {
+			t.Fatalf("plan %s: %d %s", tn, rec.Code, rec.Body)
+		}
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.Contains(line, "globex") {
+			t.Fatalf("a tenant token's event stream shows another tenant: %s", line)
+		}
+		if strings.HasPrefix(line, "data:") && strings.Contains(line, `"acme"`) && strings.Contains(line, "growth") {
+			return
+		}
+	}
+	t.Fatalf("the stream ended without acme's plan change: %v", sc.Err())
 }

@@ -20,11 +20,15 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"golang.org/x/net/netutil"
 
 	"github.com/headroom-rtc/headroom/cluster"
 	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
 )
+
+// maxHTTPConns bounds the HTTP connections served at once.
+const maxHTTPConns = 4096
 
 // Config configures an aggregator server.
 type Config struct {
@@ -300,7 +304,9 @@ func New(cfg Config) (*Server, error) {
 	go func() { defer s.wg.Done(); s.st.serve(ctx, s.wireLn) }()
 	go func() {
 		defer s.wg.Done()
-		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// At most maxHTTPConns connections at once (event streams
+		// included); more wait in the listen backlog.
+		if err := s.httpSrv.Serve(netutil.LimitListener(s.httpLn, maxHTTPConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("HTTP server stopped", "error", err)
 		}
 	}()
