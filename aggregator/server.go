@@ -223,6 +223,9 @@ func New(cfg Config) (*Server, error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("aggregator: HTTP listen: %w", err)
 	}
+	// At most maxHTTPConns connections at once (event streams included);
+	// more wait in the listen backlog. Under TLS, which wraps it.
+	s.httpLn = netutil.LimitListener(s.httpLn, maxHTTPConns)
 	if s.wireLn, err = net.Listen("tcp", cfg.WireAddr); err != nil {
 		s.httpLn.Close()
 		return nil, fmt.Errorf("aggregator: wire listen: %w", err)
@@ -304,9 +307,7 @@ func New(cfg Config) (*Server, error) {
 	go func() { defer s.wg.Done(); s.st.serve(ctx, s.wireLn) }()
 	go func() {
 		defer s.wg.Done()
-		// At most maxHTTPConns connections at once (event streams
-		// included); more wait in the listen backlog.
-		if err := s.httpSrv.Serve(netutil.LimitListener(s.httpLn, maxHTTPConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("HTTP server stopped", "error", err)
 		}
 	}()
