@@ -506,14 +506,7 @@ func (d *decoder) deltaField(e *DeltaEntry, seen *uint64, depth int) error {
 }
 
 func appendTenantPeaks(b []byte, h int, key byte, s []TenantPeak) []byte {
-	if len(s) == 0 {
-		return b
-	}
-	b = arrayField(b, h, key, len(s))
-	for i := range s {
-		b = appendTenantPeak(b, &s[i])
-	}
-	return b
+	return appendArray(b, h, key, s, appendTenantPeak)
 }
 
 func appendTenantPeak(b []byte, p *TenantPeak) []byte {
@@ -588,14 +581,7 @@ func (d *decoder) fullState(m *FullState, depth int) error {
 }
 
 func appendCountEntries(b []byte, h int, key byte, s []CountEntry) []byte {
-	if len(s) == 0 {
-		return b
-	}
-	b = arrayField(b, h, key, len(s))
-	for i := range s {
-		b = appendCountEntry(b, &s[i])
-	}
-	return b
+	return appendArray(b, h, key, s, appendCountEntry)
 }
 
 func appendCountEntry(b []byte, c *CountEntry) []byte {
@@ -681,18 +667,13 @@ func appendTenantInfo(b []byte, t *TenantInfo) []byte {
 	b = uintField(b, h, 5, uint64(t.BurstPct))
 	b = uintField(b, h, 6, t.Concurrency)
 	b = boolField(b, h, 7, t.Suspended)
-	if len(t.ClassLimits) > 0 {
-		b = arrayField(b, h, 8, len(t.ClassLimits))
-		for i := range t.ClassLimits {
-			c := &t.ClassLimits[i]
-			h := len(b)
-			b = append(b, mpFixmap)
-			b = strField(b, h, 1, c.Class)
-			b = uintField(b, h, 2, c.Ceiling)
-			b = uintField(b, h, 3, c.Concurrency)
-		}
-	}
-	return b
+	return appendArray(b, h, 8, t.ClassLimits, func(b []byte, c *ClassLimit) []byte {
+		h := len(b)
+		b = append(b, mpFixmap)
+		b = strField(b, h, 1, c.Class)
+		b = uintField(b, h, 2, c.Ceiling)
+		return uintField(b, h, 3, c.Concurrency)
+	})
 }
 
 func (d *decoder) tenantState(m *TenantState, depth int) error {
@@ -869,19 +850,14 @@ func appendGrantAsk(b []byte, m *GrantAsk) []byte {
 	b = append(b, mpFixmap)
 	b = strField(b, h, 1, m.AgentID)
 	b = uintField(b, h, 2, m.ReqID)
-	if len(m.Wants) > 0 {
-		b = arrayField(b, h, 3, len(m.Wants))
-		for i := range m.Wants {
-			w := &m.Wants[i]
-			h := len(b)
-			b = append(b, mpFixmap)
-			b = strField(b, h, 1, w.Tenant)
-			b = strField(b, h, 2, w.Class)
-			b = uintField(b, h, 3, w.Want)
-			b = uintField(b, h, 4, w.Hold)
-		}
-	}
-	return b
+	return appendArray(b, h, 3, m.Wants, func(b []byte, w *GrantWant) []byte {
+		h := len(b)
+		b = append(b, mpFixmap)
+		b = strField(b, h, 1, w.Tenant)
+		b = strField(b, h, 2, w.Class)
+		b = uintField(b, h, 3, w.Want)
+		return uintField(b, h, 4, w.Hold)
+	})
 }
 
 func (d *decoder) grantAsk(m *GrantAsk, depth int) error {
@@ -919,20 +895,15 @@ func appendGrant(b []byte, m *Grant) []byte {
 	b = append(b, mpFixmap)
 	b = uintField(b, h, 1, m.ReqID)
 	b = uintField(b, h, 2, m.LeaseMillis)
-	if len(m.Shares) > 0 {
-		b = arrayField(b, h, 3, len(m.Shares))
-		for i := range m.Shares {
-			g := &m.Shares[i]
-			h := len(b)
-			b = append(b, mpFixmap)
-			b = strField(b, h, 1, g.Tenant)
-			b = strField(b, h, 2, g.Class)
-			b = uintField(b, h, 3, g.Grant)
-			b = uintField(b, h, 4, g.Free)
-			b = uintField(b, h, 5, g.Ceiling)
-		}
-	}
-	return b
+	return appendArray(b, h, 3, m.Shares, func(b []byte, g *GrantShare) []byte {
+		h := len(b)
+		b = append(b, mpFixmap)
+		b = strField(b, h, 1, g.Tenant)
+		b = strField(b, h, 2, g.Class)
+		b = uintField(b, h, 3, g.Grant)
+		b = uintField(b, h, 4, g.Free)
+		return uintField(b, h, 5, g.Ceiling)
+	})
 }
 
 func (d *decoder) grant(m *Grant, depth int) error {
@@ -970,17 +941,12 @@ func (d *decoder) grant(m *Grant, depth int) error {
 func appendRecall(b []byte, m *Recall) []byte {
 	h := len(b)
 	b = append(b, mpFixmap)
-	if len(m.Pools) > 0 {
-		b = arrayField(b, h, 1, len(m.Pools))
-		for i := range m.Pools {
-			p := &m.Pools[i]
-			h := len(b)
-			b = append(b, mpFixmap)
-			b = strField(b, h, 1, p.Tenant)
-			b = strField(b, h, 2, p.Class)
-		}
-	}
-	return b
+	return appendArray(b, h, 1, m.Pools, func(b []byte, p *GrantPool) []byte {
+		h := len(b)
+		b = append(b, mpFixmap)
+		b = strField(b, h, 1, p.Tenant)
+		return strField(b, h, 2, p.Class)
+	})
 }
 
 func (d *decoder) recall(m *Recall, depth int) error {
@@ -1020,4 +986,17 @@ func decodeSlice[T any](d *decoder, names []string, depth int, field func(v *T, 
 		}
 	}
 	return s, nil
+}
+
+// appendArray writes s under key of the map whose header is at h, each
+// element with elem; an empty s writes nothing (zero values are left out).
+func appendArray[T any](b []byte, h int, key byte, s []T, elem func([]byte, *T) []byte) []byte {
+	if len(s) == 0 {
+		return b
+	}
+	b = arrayField(b, h, key, len(s))
+	for i := range s {
+		b = elem(b, &s[i])
+	}
+	return b
 }
