@@ -50,10 +50,8 @@ func routeAccess(pattern string) access {
 	switch {
 	case method != "GET" && method != "HEAD":
 		return accessOperator
-	case strings.HasPrefix(path, "/v1/tenants/{id}") && path != "/v1/tenants/{id}/schedule":
-		return accessTenant
-	case path == "/v1/tenants/{id}/schedule":
-		return accessTenant
+	case strings.HasPrefix(path, "/v1/tenants/{id}"):
+		return accessTenant // reads of one tenant: its own token may
 	case path == "/v1/tokens" || path == "/v1/snapshot":
 		return accessOperator // secrets' metadata; the whole state
 	case strings.HasPrefix(path, "/v1/keyring"):
