@@ -86,33 +86,14 @@ func (p *pki) client(cert, key string) *tls.Config {
 	return b.Client()
 }
 
-// startSecure starts a single-server aggregator; tweak adjusts its
-// configuration.
+// startSecure starts a single-server aggregator on the real clock; tweak
+// adjusts its configuration.
 func startSecure(t *testing.T, tweak func(*Config)) *Server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if tweak == nil {
+		return newTestServer(t, nil)
 	}
-	raft := ln.Addr().String()
-	ln.Close()
-	cfg := Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", WireAddr: "127.0.0.1:0", RaftAddr: raft, Bootstrap: true}
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	deadline := time.Now().Add(30 * time.Second)
-	for ok, why := s.Ready(); !ok; ok, why = s.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %s", why)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return s
+	return newTestServer(t, nil, tweak)
 }
 
 func httpsClient(c *tls.Config) *http.Client {

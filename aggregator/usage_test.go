@@ -37,9 +37,14 @@ func freePort(t testing.TB) string {
 
 // newTestServer starts a single-server aggregator on a controllable clock;
 // opts adjust its configuration.
+// newTestServer starts a single-server aggregator on clock (nil: the real
+// one), adjusted by opts, and waits until it is ready.
 func newTestServer(t testing.TB, clock *fakeClock, opts ...func(*Config)) *Server {
 	t.Helper()
-	cfg := Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", WireAddr: "127.0.0.1:0", RaftAddr: freePort(t), Bootstrap: true, Now: clock.Now}
+	cfg := Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", WireAddr: "127.0.0.1:0", RaftAddr: freePort(t), Bootstrap: true}
+	if clock != nil {
+		cfg.Now = clock.Now
+	}
 	for _, o := range opts {
 		o(&cfg)
 	}
