@@ -151,22 +151,22 @@ var (
 	labelFields       = []string{"Label", "Key", "Value"}
 	welcomeFields     = []string{"Welcome", "ServerID", "Version", "LastSeq", "NeedFullState", "Servers"}
 	deltaBatchFields  = []string{"DeltaBatch", "AgentID", "Epoch", "Seq", "AgentTime", "Entries", "Peaks"}
-	deltaEntryFields  = []string{"DeltaEntry", "Tenant", "Class", "Opened", "Closed", "SessionMicros", "Peak", "Refused", "ClosedMinutes"}
+	deltaEntryFields  = []string{"DeltaEntry", "Tenant", "Class", "Opened", "Closed", "SessionMicros", "Peak", "Refused", "ClosedMinutes", "Reconciled"}
 	tenantPeakFields  = []string{"TenantPeak", "Tenant", "Peak"}
 	countEntryFields  = []string{"CountEntry", "Tenant", "Class", "Open"}
 	fullStateFields   = []string{"FullState", "AgentID", "Epoch", "Seq", "More", "Counts", "Usage", "Peaks"}
 	ackFields         = []string{"Ack", "Seq", "Index"}
-	tenantInfoFields  = []string{"TenantInfo", "Tenant", "Plan", "Ceiling", "Mode", "BurstPct", "Concurrency", "Suspended", "ClassLimits"}
-	classLimitFields  = []string{"ClassLimit", "Class", "Ceiling", "Concurrency"}
+	tenantInfoFields  = []string{"TenantInfo", "Tenant", "Plan", "Ceiling", "Mode", "BurstPct", "Concurrency", "Suspended", "ClassLimits", "Over"}
+	classLimitFields  = []string{"ClassLimit", "Class", "Ceiling", "Concurrency", "Over"}
 	tenantStateFields = []string{"TenantState", "Full", "More", "Tenants"}
 	redirectFields    = []string{"Redirect", "Leader", "Servers"}
 	errorFields       = []string{"Error", "Code", "Message", "LastSeq"}
 	pingFields        = []string{"Ping", "Nonce"}
 	pongFields        = []string{"Pong", "Nonce"}
 	grantPoolFields   = []string{"GrantPool", "Tenant", "Class"}
-	grantWantFields   = []string{"GrantWant", "Tenant", "Class", "Want", "Hold"}
+	grantWantFields   = []string{"GrantWant", "Tenant", "Class", "Want", "Hold", "Open"}
 	grantAskFields    = []string{"GrantAsk", "AgentID", "ReqID", "Wants"}
-	grantShareFields  = []string{"GrantShare", "Tenant", "Class", "Grant", "Free", "Ceiling"}
+	grantShareFields  = []string{"GrantShare", "Tenant", "Class", "Grant", "Free", "Ceiling", "Over"}
 	grantFields       = []string{"Grant", "ReqID", "LeaseMillis", "Shares"}
 	recallFields      = []string{"Recall", "Pools"}
 )
@@ -396,7 +396,8 @@ func appendDeltaEntry(b []byte, e *DeltaEntry) []byte {
 	b = uintField(b, h, 5, e.SessionMicros)
 	b = uintField(b, h, 6, e.Peak)
 	b = uintField(b, h, 7, e.Refused)
-	return uintField(b, h, 8, e.ClosedMinutes)
+	b = uintField(b, h, 8, e.ClosedMinutes)
+	return uintField(b, h, 9, e.Reconciled)
 }
 
 // deltaEntries decodes an array of DeltaEntry: the bulk of the traffic, so
@@ -495,6 +496,8 @@ func (d *decoder) deltaField(e *DeltaEntry, seen *uint64, depth int) error {
 			err = d.u64(&e.Refused)
 		case 8:
 			err = d.u64(&e.ClosedMinutes)
+		case 9:
+			err = d.u64(&e.Reconciled)
 		default:
 			err = d.skip(depth + 1)
 		}
@@ -667,13 +670,15 @@ func appendTenantInfo(b []byte, t *TenantInfo) []byte {
 	b = uintField(b, h, 5, uint64(t.BurstPct))
 	b = uintField(b, h, 6, t.Concurrency)
 	b = boolField(b, h, 7, t.Suspended)
-	return appendArray(b, h, 8, t.ClassLimits, func(b []byte, c *ClassLimit) []byte {
+	b = appendArray(b, h, 8, t.ClassLimits, func(b []byte, c *ClassLimit) []byte {
 		h := len(b)
 		b = append(b, mpFixmap)
 		b = strField(b, h, 1, c.Class)
 		b = uintField(b, h, 2, c.Ceiling)
-		return uintField(b, h, 3, c.Concurrency)
+		b = uintField(b, h, 3, c.Concurrency)
+		return uintField(b, h, 4, c.Over)
 	})
+	return uintField(b, h, 9, t.Over)
 }
 
 func (d *decoder) tenantState(m *TenantState, depth int) error {
@@ -718,6 +723,8 @@ func (d *decoder) tenantInfos(depth int) ([]TenantInfo, error) {
 				t.Suspended, err = d.bool()
 			case 8:
 				t.ClassLimits, err = d.classLimits(depth + 2)
+			case 9:
+				err = d.u64(&t.Over)
 			default:
 				err = d.skip(depth + 2)
 			}
@@ -746,6 +753,8 @@ func (d *decoder) classLimits(depth int) ([]ClassLimit, error) {
 				err = d.u64(&c.Ceiling)
 			case 3:
 				err = d.u64(&c.Concurrency)
+			case 4:
+				err = d.u64(&c.Over)
 			default:
 				err = d.skip(depth + 2)
 			}
@@ -856,7 +865,8 @@ func appendGrantAsk(b []byte, m *GrantAsk) []byte {
 		b = strField(b, h, 1, w.Tenant)
 		b = strField(b, h, 2, w.Class)
 		b = uintField(b, h, 3, w.Want)
-		return uintField(b, h, 4, w.Hold)
+		b = uintField(b, h, 4, w.Hold)
+		return uintField(b, h, 5, w.Open)
 	})
 }
 
@@ -878,6 +888,8 @@ func (d *decoder) grantAsk(m *GrantAsk, depth int) error {
 					err = d.u64(&w.Want)
 				case 4:
 					err = d.u64(&w.Hold)
+				case 5:
+					err = d.u64(&w.Open)
 				default:
 					err = d.skip(depth + 3)
 				}
@@ -902,7 +914,8 @@ func appendGrant(b []byte, m *Grant) []byte {
 		b = strField(b, h, 2, g.Class)
 		b = uintField(b, h, 3, g.Grant)
 		b = uintField(b, h, 4, g.Free)
-		return uintField(b, h, 5, g.Ceiling)
+		b = uintField(b, h, 5, g.Ceiling)
+		return uintField(b, h, 6, g.Over)
 	})
 }
 
@@ -926,6 +939,8 @@ func (d *decoder) grant(m *Grant, depth int) error {
 					err = d.u64(&g.Free)
 				case 5:
 					err = d.u64(&g.Ceiling)
+				case 6:
+					err = d.u64(&g.Over)
 				default:
 					err = d.skip(depth + 3)
 				}

@@ -283,11 +283,11 @@ func TestForwardCompatibility(t *testing.T) {
 		body string
 		want Message
 	}{
-		{"92 03 81 05 91 83 09 93 80 90 c0 01 a1 74 0a 81 01 a1 78", &DeltaBatch{Entries: []DeltaEntry{{Tenant: "t"}}}},
+		{"92 03 81 05 91 83 1f 93 80 90 c0 01 a1 74 1e 81 01 a1 78", &DeltaBatch{Entries: []DeltaEntry{{Tenant: "t"}}}},
 		{"92 03 81 06 91 82 02 07 08 d7 00 0000000000000000", &DeltaBatch{Peaks: []TenantPeak{{Peak: 7}}}},
 		{"92 01 81 04 91 82 03 a1 78 02 a1 76", &Hello{Labels: []Label{{Value: "v"}}}},
 		{"92 04 81 05 91 82 04 db00000001 7a 03 01", &FullState{Counts: []CountEntry{{Open: 1}}}},
-		{"92 06 81 03 91 82 09 c5 0002 ffff 07 c3", &TenantState{Tenants: []TenantInfo{{Suspended: true}}}},
+		{"92 06 81 03 91 82 1f c5 0002 ffff 07 c3", &TenantState{Tenants: []TenantInfo{{Suspended: true}}}},
 	} {
 		got, err := Decode(h(t, c.body))
 		if err != nil || !reflect.DeepEqual(got, c.want) {

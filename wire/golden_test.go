@@ -49,8 +49,8 @@ func goldenExamples() []golden {
 			Seq:       42,
 			AgentTime: 1767225612345,
 			Entries: []DeltaEntry{
-				{Tenant: "tenant-0042", Class: "video-hd", Opened: 3, Closed: 1, SessionMicros: 123456789, Peak: 300, Refused: 200, ClosedMinutes: 4},
-				{Tenant: "tenant-0042", Class: "audio", Opened: 12, Closed: 2, SessionMicros: 98765, Peak: 20, Refused: 1, ClosedMinutes: 3},
+				{Tenant: "tenant-0042", Class: "video-hd", Opened: 3, Closed: 1, SessionMicros: 123456789, Peak: 300, Refused: 200, ClosedMinutes: 4, Reconciled: 2},
+				{Tenant: "tenant-0042", Class: "audio", Opened: 12, Closed: 2, SessionMicros: 98765, Peak: 20, Refused: 1, ClosedMinutes: 3, Reconciled: 5},
 			},
 			Peaks: []TenantPeak{{Tenant: "tenant-0042", Peak: 310}, {Tenant: "tenant-0043", Peak: 7}},
 		}},
@@ -64,8 +64,8 @@ func goldenExamples() []golden {
 				{Tenant: "tenant-0043", Class: "ai", Open: 70000},
 			},
 			Usage: []DeltaEntry{
-				{Tenant: "tenant-0042", Class: "video-hd", Opened: 1, Closed: 1, SessionMicros: 5000000, Peak: 8, Refused: 2, ClosedMinutes: 1},
-				{Tenant: "tenant-0043", Class: "ai", Opened: 4, Closed: 3, SessionMicros: 1 << 33, Peak: 70001, Refused: 9, ClosedMinutes: 143166},
+				{Tenant: "tenant-0042", Class: "video-hd", Opened: 1, Closed: 1, SessionMicros: 5000000, Peak: 8, Refused: 2, ClosedMinutes: 1, Reconciled: 1},
+				{Tenant: "tenant-0043", Class: "ai", Opened: 4, Closed: 3, SessionMicros: 1 << 33, Peak: 70001, Refused: 9, ClosedMinutes: 143166, Reconciled: 3},
 			},
 			Peaks: []TenantPeak{{Tenant: "tenant-0042", Peak: 8}, {Tenant: "tenant-0043", Peak: 70001}},
 		}},
@@ -75,9 +75,9 @@ func goldenExamples() []golden {
 			More: true,
 			Tenants: []TenantInfo{
 				{Tenant: "tenant-0042", Plan: "pro", Ceiling: 500, Mode: "soft", BurstPct: 20, Concurrency: 123, Suspended: true,
-					ClassLimits: []ClassLimit{{Class: "video-hd", Ceiling: 50, Concurrency: 12}, {Class: "ai", Ceiling: 10, Concurrency: 10}}},
+					ClassLimits: []ClassLimit{{Class: "video-hd", Ceiling: 50, Concurrency: 12, Over: 2}, {Class: "ai", Ceiling: 10, Concurrency: 10, Over: 1}}, Over: 3},
 				{Tenant: "tenant-0043", Plan: "enterprise-eu", Ceiling: 100000, Mode: "strict", BurstPct: 5, Concurrency: 99999, Suspended: true,
-					ClassLimits: []ClassLimit{{Class: "audio", Ceiling: 90000, Concurrency: 1}, {Class: "video-2k+", Ceiling: 100, Concurrency: 99}}},
+					ClassLimits: []ClassLimit{{Class: "audio", Ceiling: 90000, Concurrency: 1, Over: 4}, {Class: "video-2k+", Ceiling: 100, Concurrency: 99, Over: 5}}, Over: 6},
 			},
 		}},
 		{"redirect.hex", &Redirect{
@@ -90,12 +90,12 @@ func goldenExamples() []golden {
 		{"grant_ask.hex", &GrantAsk{
 			AgentID: "agent-eu-1",
 			ReqID:   7,
-			Wants:   []GrantWant{{Tenant: "tenant-0042", Class: "video-hd", Want: 12, Hold: 10}, {Tenant: "tenant-0043", Class: "ai", Want: 40, Hold: 25}},
+			Wants:   []GrantWant{{Tenant: "tenant-0042", Class: "video-hd", Want: 12, Hold: 10, Open: 9}, {Tenant: "tenant-0043", Class: "ai", Want: 40, Hold: 25, Open: 31}},
 		}},
 		{"grant.hex", &Grant{
 			ReqID:       7,
 			LeaseMillis: 10000,
-			Shares:      []GrantShare{{Tenant: "tenant-0042", Class: "video-hd", Grant: 12, Free: 30, Ceiling: 50}, {Tenant: "tenant-0043", Class: "ai", Grant: 25, Free: 1, Ceiling: 100}},
+			Shares:      []GrantShare{{Tenant: "tenant-0042", Class: "video-hd", Grant: 12, Free: 30, Ceiling: 50, Over: 1}, {Tenant: "tenant-0043", Class: "ai", Grant: 25, Free: 1, Ceiling: 100, Over: 2}},
 		}},
 		{"recall.hex", &Recall{Pools: []GrantPool{{Tenant: "tenant-0042", Class: "video-hd"}, {Tenant: "tenant-0043", Class: "ai"}}}},
 	}

@@ -167,6 +167,10 @@ type DeltaEntry struct {
 	// the sum of each one's duration rounded up to a whole minute (what a
 	// plan that rounds each session bills).
 	ClosedMinutes uint64
+	// Reconciled is how many of Opened were opened without an admission:
+	// by a reconcile with the media server's list (the sessions existed
+	// already). The rest of Opened were admitted.
+	Reconciled uint64
 }
 
 // TenantPeak is the highest open count of a tenant, all classes together, on
@@ -239,6 +243,12 @@ type TenantInfo struct {
 	Suspended   bool
 	// ClassLimits lists the plan's per-class ceilings, in class order.
 	ClassLimits []ClassLimit
+	// Over (strict plans) is how far the sessions and shares booked against
+	// the tenant's total ceiling stand above it (a lowered ceiling, an
+	// agent restarted or back from a lapsed lease with sessions open): while
+	// it is above 0 no agent admits into the pool, and the share of every
+	// session that ends is handed back.
+	Over uint64
 }
 
 // ClassLimit is a plan's ceiling on one class of sessions, with the class's
@@ -247,6 +257,8 @@ type ClassLimit struct {
 	Class       string
 	Ceiling     uint64
 	Concurrency uint64
+	// Over is TenantInfo.Over for the class's own ceiling.
+	Over uint64
 }
 
 // TenantState pushes tenants' plans and global figures to an agent. With Full
@@ -294,6 +306,11 @@ type GrantWant struct {
 	// never grants less than Hold (nor more than it had granted, for that
 	// part); anything above Hold comes only out of room under the ceiling.
 	Hold uint64
+	// Open is the number of sessions of the pool the agent has open (its
+	// restored and reconciled sessions included, covered by a share or not).
+	// The leader books at least that much for the agent, even beyond room
+	// under the ceiling: the sessions exist.
+	Open uint64
 }
 
 // GrantAsk asks the leader for shares of strict tenants' ceilings, and
@@ -316,6 +333,11 @@ type GrantShare struct {
 	Free uint64
 	// Ceiling is the pool's ceiling the leader granted under.
 	Ceiling uint64
+	// Over is how far what the leader books against the pool (every
+	// agent's live share, or its open sessions when more) stands above the
+	// ceiling; 0 when it fits. While it is above 0 the agent admits nothing
+	// into the pool and hands back the share of every session that ends.
+	Over uint64
 }
 
 // Grant answers a GrantAsk once the shares are committed. The shares hold
