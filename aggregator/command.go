@@ -177,6 +177,9 @@ func (c *putPlanCmd) when() int64    { return c.Time }
 func (c *deletePlanCmd) when() int64 { return c.Time }
 
 func (c *agentItemsCmd) apply(a *applier) *applyResult {
+	if c.Lease > 0 {
+		a.s.GrantLease, a.s.GrantMargin = c.Lease, max(c.Margin, 0)
+	}
 	res := &applyResult{Items: make([]itemResult, len(c.Items))}
 	for i, it := range c.Items {
 		res.Items[i] = a.applyItem(it, c)

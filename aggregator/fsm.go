@@ -185,6 +185,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	s.rebuildRegionOpen()
+	s.rebuildCounted()
 	if len(s.Tokens) > 0 {
 		s.tokenIndex() // built before the state is published to readers
 	}

@@ -64,6 +64,143 @@ func poolCeiling(p plans.Plan, class string) (ceiling uint64, ok bool) {
 // live reports whether s is still leased at entry time now.
 func (s *Share) live(now, margin int64) bool { return now < s.Until+margin }
 
+// Over causes: why a strict pool's bookings stand above its ceiling.
+const (
+	// OverLowered: the ceiling was lowered below the shares and sessions
+	// already booked (a plan change).
+	OverLowered = "lowered"
+	// OverRestart: an agent booked sessions it had open beyond its share,
+	// restored after its restart or opened by a reconcile.
+	OverRestart = "restart"
+	// OverReturned: an agent silent past its lease and margin came back
+	// with sessions that others' shares had taken the room of meanwhile.
+	OverReturned = "returned"
+)
+
+// PoolOver records that a strict pool's bookings stand above its ceiling.
+type PoolOver struct {
+	Since  int64  // entry time it went over, unix ns
+	Cause  string // OverLowered, OverRestart or OverReturned
+	Amount uint64 // by how much, at the last entry that touched the pool
+}
+
+// Bookings. What the leader counts against a pool for one agent is the
+// larger of the agent's live share and the sessions of the pool it has open
+// as far as the cluster knows (its counts, from batches and full states),
+// the latter for as long as the agent was heard from within the lease and
+// the margin. So sessions that exist stay on the books whatever their
+// origin (restored after a restart, opened by a reconcile, running on while
+// an agent's share had lapsed), and room under the ceiling is what the
+// bookings leave. The one window: an agent silent past its lease and margin
+// books nothing, so its room may be granted to others while its media
+// server keeps its sessions; when it is heard from again its sessions are
+// booked once more, and a pool left over its ceiling is paid down like one
+// under a lowered ceiling (TenantInfo.Over, GrantShare.Over).
+
+// bookingLife is how long after an agent was last heard from its open
+// sessions stay booked.
+func (s *State) bookingLife() int64 {
+	lease, margin := s.GrantLease, s.GrantMargin
+	if lease <= 0 {
+		lease, margin = int64(DefaultGrantLease), int64(DefaultGrantMargin)
+	}
+	return lease + max(margin, 0)
+}
+
+// heard notes a message of rec's agent applied at the entry's time; one
+// after a silence past the lease and margin marks its return.
+func (a *applier) heard(rec *AgentRec) {
+	if rec.LastSeen != 0 && a.now >= rec.LastSeen+a.s.bookingLife() {
+		rec.Returned = a.now
+	}
+	rec.LastSeen = a.now
+}
+
+// count records that agent id holds counts of t (on) or no longer does.
+func (t *Tenant) count(id string, on bool) {
+	switch {
+	case on && t.counted == nil:
+		t.counted = map[string]struct{}{id: {}}
+	case on:
+		t.counted[id] = struct{}{}
+	default:
+		if delete(t.counted, id); len(t.counted) == 0 {
+			t.counted = nil
+		}
+	}
+}
+
+// rebuildCounted recomputes which agents hold counts of each tenant.
+func (s *State) rebuildCounted() {
+	for _, t := range s.Tenants {
+		t.counted = nil
+	}
+	for _, rec := range s.Agents {
+		for name := range rec.Counts {
+			if t := s.Tenants[name]; t != nil {
+				t.count(rec.ID, true)
+			}
+		}
+	}
+}
+
+// poolIdx is a pool's class index for classCounts, -1 for the total.
+func poolIdx(class string) int {
+	if class == "" {
+		return -1
+	}
+	return classIndex(class)
+}
+
+// sessionsBooked is what of agent id's open sessions of a pool is booked
+// at now: its counts while it was heard from recently, else nothing.
+func (s *State) sessionsBooked(t *Tenant, id string, cls int, now int64) uint64 {
+	rec := s.Agents[id]
+	if rec == nil || rec.Expired || now >= rec.LastSeen+s.bookingLife() {
+		return 0
+	}
+	c := rec.Counts[t.Name]
+	if c == nil {
+		return 0
+	}
+	if cls < 0 {
+		return c.total()
+	}
+	return c[cls]
+}
+
+// poolBooking is one agent's share and booking of a pool at now.
+type poolBooking struct {
+	share, sessions uint64
+}
+
+func (b poolBooking) booked() uint64 { return max(b.share, b.sessions) }
+
+// bookings calls fn for every agent booked against pool class of t at
+// now: those with a share (live or not) and those with counts.
+func (s *State) bookings(t *Tenant, class string, now, margin int64, fn func(id string, b poolBooking)) {
+	cls := poolIdx(class)
+	pool := t.Grants[class]
+	for id, sh := range pool {
+		b := poolBooking{sessions: s.sessionsBooked(t, id, cls, now)}
+		if sh.live(now, margin) {
+			b.share = sh.Amount
+		}
+		fn(id, b)
+	}
+	for id := range t.counted {
+		if _, ok := pool[id]; !ok {
+			fn(id, poolBooking{sessions: s.sessionsBooked(t, id, cls, now)})
+		}
+	}
+}
+
+// poolBooked is everything booked against a pool at now.
+func (s *State) poolBooked(t *Tenant, class string, now, margin int64) (total uint64) {
+	s.bookings(t, class, now, margin, func(_ string, b poolBooking) { total += b.booked() })
+	return total
+}
+
 // applyGrantAsk grants an agent's asks, in order.
 func (a *applier) applyGrantAsk(g *wire.GrantAsk, lease, margin int64) itemResult {
 	if lease <= 0 {
@@ -71,6 +208,9 @@ func (a *applier) applyGrantAsk(g *wire.GrantAsk, lease, margin int64) itemResul
 	}
 	if margin < 0 {
 		margin = 0
+	}
+	if rec := a.s.Agents[g.AgentID]; rec != nil && !rec.Expired {
+		a.heard(rec)
 	}
 	shares := make([]wire.GrantShare, len(g.Wants))
 	for i := range g.Wants {
@@ -85,28 +225,34 @@ func (a *applier) grant(agent string, w *wire.GrantWant, lease, margin int64) wi
 	if t == nil {
 		return out
 	}
-	ceiling, _ := poolCeiling(a.s.Plans[t.Plan], w.Class)
+	ceiling, strict := poolCeiling(a.s.Plans[t.Plan], w.Class)
 	pool := t.Grants[w.Class]
-	var others, mine uint64
 	for id, s := range pool {
-		switch {
-		case !s.live(a.now, margin):
+		if !s.live(a.now, margin) {
 			delete(pool, id) // reclaimed: its lease and the margin are over
-		case id == agent:
-			mine = s.Amount
-		default:
-			others += s.Amount
 		}
 	}
+	var others, mine, mySessions uint64
+	a.s.bookings(t, w.Class, a.now, margin, func(id string, b poolBooking) {
+		if id == agent {
+			mine, mySessions = b.share, b.sessions
+		} else {
+			others += b.booked()
+		}
+	})
 	var room uint64
 	if others < ceiling {
 		room = ceiling - others
 	}
 	// The agent goes on using up to Hold (never more than its live share)
 	// until it reads the answer: that much it keeps. Anything more comes
-	// out of room under the ceiling.
+	// out of room under the ceiling, save the sessions it has open: those
+	// exist, and are booked even beyond room.
 	hold := min(w.Hold, mine)
 	next := max(hold, min(w.Want, room))
+	if strict {
+		next = max(next, w.Open)
+	}
 	if next == 0 {
 		delete(pool, agent)
 	} else {
@@ -123,13 +269,96 @@ func (a *applier) grant(agent string, w *wire.GrantWant, lease, margin int64) wi
 		delete(t.Grants, w.Class)
 	}
 	out.Grant, out.Ceiling = next, ceiling
-	if held := others + next; held < ceiling {
+	held := others + max(next, mySessions)
+	switch {
+	case held < ceiling:
 		out.Free = ceiling - held
+	case held > ceiling && strict:
+		out.Over = held - ceiling
+	}
+	if strict {
+		a.notePoolOver(t, w.Class, held, ceiling)
 	}
 	return out
 }
 
-// grantsJSON lists a strict tenant's pools with the shares live at now.
+// notePoolOver records whether a strict pool's bookings, held in all,
+// stand above its ceiling; a pool that goes over or back under touches
+// its tenant, so that agents are told (TenantInfo.Over).
+func (a *applier) notePoolOver(t *Tenant, class string, held, ceiling uint64) {
+	rec := t.Over[class]
+	switch {
+	case held > ceiling && rec == nil:
+		if t.Over == nil {
+			t.Over = make(map[string]*PoolOver)
+		}
+		t.Over[class] = &PoolOver{Since: a.now, Cause: a.overCause(t, class), Amount: held - ceiling}
+		a.touch(t)
+	case held > ceiling:
+		rec.Amount = held - ceiling
+	case rec != nil:
+		if delete(t.Over, class); len(t.Over) == 0 {
+			t.Over = nil
+		}
+		a.touch(t)
+	}
+}
+
+// overCause tells why a pool has just gone over its ceiling: an agent
+// whose sessions are booked beyond its share has restarted (or
+// reconciled), or has returned from a silence (if it was heard from again
+// within the last lease); with no such agent, the ceiling was lowered.
+func (a *applier) overCause(t *Tenant, class string) string {
+	cause := OverLowered
+	a.s.bookings(t, class, a.now, a.s.GrantMargin, func(id string, b poolBooking) {
+		if b.sessions <= b.share {
+			return
+		}
+		if rec := a.s.Agents[id]; rec != nil && a.now-rec.Returned < a.s.bookingLife() {
+			cause = OverReturned
+		} else if cause != OverReturned {
+			cause = OverRestart
+		}
+	})
+	return cause
+}
+
+// settlePools re-checks whether the pools of t, on strict plan p, stand
+// over their ceilings.
+func (a *applier) settlePools(t *Tenant, p plans.Plan) {
+	a.notePoolOver(t, "", a.s.poolBooked(t, "", a.now, a.s.GrantMargin), p.Ceiling)
+	for _, cl := range p.ClassCeilings {
+		a.notePoolOver(t, cl.Class, a.s.poolBooked(t, cl.Class, a.now, a.s.GrantMargin), cl.Ceiling)
+	}
+	for class := range t.Over {
+		if _, ok := poolCeiling(p, class); !ok {
+			delete(t.Over, class) // the plan has no such pool any more
+		}
+	}
+	if len(t.Over) == 0 {
+		t.Over = nil
+	}
+}
+
+// overBy is how far a pool of t stood over its ceiling at the last entry
+// that touched it.
+func (t *Tenant) overBy(class string) uint64 {
+	if o := t.Over[class]; o != nil {
+		return o.Amount
+	}
+	return 0
+}
+
+// admittedOver counts the sessions of class c admitted into t's pools
+// while one of them stood over its ceiling.
+func (a *applier) admittedOver(t *Tenant, c int, n uint64) {
+	if t.Over[""] != nil || t.Over[plans.Class(c+1).String()] != nil {
+		t.AdmittedOver += n
+	}
+}
+
+// grantsJSON lists a strict tenant's pools with the shares live and the
+// bookings at now.
 func grantsJSON(s *State, t *Tenant, now, margin int64) []GrantPoolJSON {
 	p, ok := s.Plans[t.Plan]
 	if !ok || p.Mode != plans.Strict {
@@ -146,14 +375,22 @@ func grantsJSON(s *State, t *Tenant, now, margin int64) []GrantPoolJSON {
 		if class == "" {
 			j.Pool = "total"
 		}
-		for id, sh := range t.Grants[class] {
-			if sh.live(now, margin) {
-				j.Agents[id] = sh.Amount
-				j.Leased += sh.Amount
+		s.bookings(t, class, now, margin, func(id string, b poolBooking) {
+			if b.share > 0 {
+				j.Agents[id] = b.share
+				j.Leased += b.share
 			}
-		}
-		if j.Leased < ceiling {
-			j.Free = ceiling - j.Leased
+			j.Booked += b.booked()
+		})
+		switch {
+		case j.Booked < ceiling:
+			j.Free = ceiling - j.Booked
+		case j.Booked > ceiling:
+			j.Over = j.Booked - ceiling
+			j.OverCause = OverLowered
+			if o := t.Over[class]; o != nil {
+				j.OverCause, j.OverSince = o.Cause, time.Unix(0, o.Since).UTC().Format(time.RFC3339Nano)
+			}
 		}
 		out = append(out, j)
 	}

@@ -141,16 +141,30 @@ type TenantJSON struct {
 	// Grants are the pools of a strict plan and the shares leased of them
 	// (single-tenant reads only).
 	Grants []GrantPoolJSON `json:"grants,omitempty"`
+	// AdmittedOverCeiling counts the sessions admitted into a strict pool
+	// while it stood over its ceiling (single-tenant reads; it should stay 0).
+	AdmittedOverCeiling uint64 `json:"admitted_over_ceiling,omitempty"`
 }
 
 // GrantPoolJSON is one pool of a strict tenant's ceiling: the total or a
-// class with a ceiling of its own, and the live shares agents hold of it.
+// class with a ceiling of its own, the live shares agents hold of it, and
+// what the leader books against it: for each agent, its live share or the
+// sessions of the pool it has open, whichever is more.
 type GrantPoolJSON struct {
 	Pool    string            `json:"pool"` // "total" or a class
 	Ceiling uint64            `json:"ceiling"`
 	Leased  uint64            `json:"leased"`
 	Free    uint64            `json:"free"`
 	Agents  map[string]uint64 `json:"agents"`
+	// Booked is everything booked against the pool; Over how far it stands
+	// above the ceiling (nothing is admitted into the pool while it does),
+	// OverCause why: "lowered" (the ceiling was lowered), "restart" (an
+	// agent's restored or reconciled sessions), "returned" (an agent back
+	// from a lapsed lease with its sessions), and OverSince since when.
+	Booked    uint64 `json:"booked"`
+	Over      uint64 `json:"over"`
+	OverCause string `json:"over_cause,omitempty"`
+	OverSince string `json:"over_since,omitempty"`
 }
 
 // UsageJSON is a tenant's usage in one period.
@@ -231,6 +245,7 @@ func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
 		out = tenantJSON(st, t)
 		out.Usage = tenantUsageJSON(st, t, period)
 		out.Grants = grantsJSON(st, t, s.cfg.Now().UnixNano(), int64(s.cfg.GrantMargin))
+		out.AdmittedOverCeiling = t.AdmittedOver
 	})
 	if !found {
 		jsonhttp.Error(w, http.StatusNotFound, fmt.Sprintf("no tenant %q", id))

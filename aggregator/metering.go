@@ -336,18 +336,22 @@ func (a *applier) accountOver(t *Tenant) {
 }
 
 // settle notes, for every tenant the entry changed, whether its global open
-// count now stands at or over its plan's ceiling. Called once the entry's
-// command is applied.
+// count now stands at or over its plan's ceiling, and whether each pool of
+// a strict plan stands over its ceiling (grants.go). Called once the
+// entry's command is applied.
 func (a *applier) settle() {
 	var (
 		lastPlan string
+		plan     plans.Plan
+		known    bool
 		ceiling  uint64 // of lastPlan; 0: none (no such plan, or meter)
 	)
-	for _, t := range a.touched {
+	n := len(a.touched) // settling a pool touches only tenants already touched
+	for _, t := range a.touched[:n] {
 		if t.Plan != lastPlan || lastPlan == "" {
 			lastPlan, ceiling = t.Plan, 0
-			if p, ok := a.s.Plans[t.Plan]; ok && p.Mode != plans.Meter {
-				ceiling = p.Ceiling
+			if plan, known = a.s.Plans[t.Plan]; known && plan.Mode != plans.Meter {
+				ceiling = plan.Ceiling
 			}
 		}
 		if ceiling > 0 && t.Open.total() >= ceiling {
@@ -356,6 +360,11 @@ func (a *applier) settle() {
 			}
 		} else {
 			t.OverSince = 0
+		}
+		if known && plan.Mode == plans.Strict {
+			a.settlePools(t, plan)
+		} else {
+			t.Over = nil
 		}
 	}
 }

@@ -233,6 +233,8 @@ var (
 	descEventStreams       = desc("headroom_events_streams_total", "Event streams opened.")
 	descEventDropped       = desc("headroom_events_dropped_clients_total", "Event stream clients dropped for not reading fast enough.")
 	descEventPublished     = desc("headroom_events_published_total", "Events published, by event name.", "event")
+	descPoolsOver          = desc("headroom_strict_pools_over", "Pools of strict plans whose bookings (shares and the sessions agents have open) stand over their ceiling, by cause: lowered, restart, returned.", "cause")
+	descAdmittedOver       = desc("headroom_strict_admitted_over_ceiling_total", "Sessions agents admitted into a strict pool while it stood over its ceiling, over every tenant the state holds (should stay 0).")
 )
 
 var stateDescs = []*prometheus.Desc{
@@ -241,6 +243,7 @@ var stateDescs = []*prometheus.Desc{
 	descRaftState, descRaftTerm, descRaftCommit, descRaftApplied, descRaftLast, descRaftSnapshot, descRaftLastContact, descRaftVoters,
 	descMembers, descStreamAgents, descStreamAccepted, descStreamMessages, descAlerts,
 	descEventClients, descEventStreams, descEventDropped, descEventPublished,
+	descPoolsOver, descAdmittedOver,
 }
 
 // stateCollector reads the state machine, Raft and the server's counters
@@ -328,9 +331,15 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 
 	var open, micros, refused classCounts
 	var unitMins float64
+	var admittedOver uint64
+	poolsOver := map[string]int{OverLowered: 0, OverRestart: 0, OverReturned: 0}
 	for _, t := range st.Tenants {
 		for i, v := range t.Open {
 			open[i] += v
+		}
+		admittedOver += t.AdmittedOver
+		for _, o := range t.Over {
+			poolsOver[o.Cause]++
 		}
 		for _, u := range t.Usage {
 			for i := range numClasses {
@@ -346,6 +355,10 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 		counter(ch, descRefused, float64(refused[i]), name)
 	}
 	counter(ch, descUsageUnitMinutes, unitMins)
+	counter(ch, descAdmittedOver, float64(admittedOver))
+	for _, cause := range []string{OverLowered, OverRestart, OverReturned} {
+		gauge(ch, descPoolsOver, float64(poolsOver[cause]), cause)
+	}
 
 	// The busiest maxTenants tenants by their own label, the rest summed.
 	keys := make([]tenantKey, 0, min(len(st.Tenants), c.maxTenants))

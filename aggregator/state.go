@@ -60,6 +60,10 @@ type State struct {
 	// ClosedThrough is the latest closed period ("2006-01"): nothing is
 	// booked to it or to any before it any more. See metering.go.
 	ClosedThrough string `msgpack:",omitempty"`
+	// GrantLease and GrantMargin (ns) are those of the latest entry of agent
+	// messages: how long a booking lasts without news of its agent.
+	GrantLease  int64 `msgpack:",omitempty"`
+	GrantMargin int64 `msgpack:",omitempty"`
 }
 
 // Tenant is one customer app.
@@ -90,6 +94,15 @@ type Tenant struct {
 	// pool ("" for the total ceiling, or a class name) → agent id → share.
 	// See grants.go.
 	Grants map[string]map[string]*Share `msgpack:",omitempty"`
+	// Over lists the strict pools whose bookings stood above their ceiling
+	// at the last entry that touched them (pool → since when and why).
+	Over map[string]*PoolOver `msgpack:",omitempty"`
+	// AdmittedOver counts the sessions agents admitted (not reconciled)
+	// into a strict pool while it stood over its ceiling; it should stay 0.
+	AdmittedOver uint64 `msgpack:",omitempty"`
+	// counted holds the agents with counts of this tenant (derived from
+	// their records, rebuilt at restore): whom a strict pool books.
+	counted map[string]struct{}
 }
 
 // Usage is what a tenant used in one period.
@@ -143,6 +156,11 @@ type AgentRec struct {
 	Expired bool
 	// Counts is the agent's contribution to the tenants' open counts.
 	Counts map[string]*classCounts
+	// Returned is the entry time at which the agent was last heard from
+	// after a silence longer than the grant lease and margin (its bookings
+	// had lapsed): what a strict pool it leaves over its ceiling is put down
+	// to its return.
+	Returned int64 `msgpack:",omitempty"`
 }
 
 // NewState returns an empty state holding the given plan catalogue.
@@ -248,7 +266,8 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 	case b.Seq > rec.LastSeq+1:
 		return itemResult{Status: statusGap, LastSeq: rec.LastSeq}
 	}
-	rec.LastSeq, rec.LastSeen = b.Seq, a.now
+	a.heard(rec)
+	rec.LastSeq = b.Seq
 	a.setRegion(rec, region)
 	bk := a.batchBooking(b.AgentTime, rec.Region)
 	if a.changed == nil {
@@ -269,6 +288,10 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		if counts == nil {
 			counts = &classCounts{}
 			rec.Counts[e.Tenant] = counts
+			t.count(rec.ID, true)
+		}
+		if t.Over != nil && e.Opened > e.Reconciled {
+			a.admittedOver(t, c, e.Opened-e.Reconciled)
 		}
 		old := counts[c]
 		next := old + e.Opened
@@ -283,6 +306,7 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		a.bookUsage(t, c, e, next, bk)
 		if counts.isZero() {
 			delete(rec.Counts, e.Tenant)
+			t.count(rec.ID, false)
 		}
 	}
 	a.bookTenantPeaks(rec, b.Peaks, bk)
@@ -346,11 +370,19 @@ func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemR
 		a.dropContribution(rec)
 	}
 	if rec == nil || f.Epoch > rec.Epoch {
-		rec = &AgentRec{ID: f.AgentID, Epoch: f.Epoch}
+		next := &AgentRec{ID: f.AgentID, Epoch: f.Epoch}
+		if rec != nil {
+			next.LastSeen = rec.LastSeen // a new epoch of an agent heard before
+		}
+		rec = next
 		a.s.Agents[f.AgentID] = rec
 	}
+	if rec.Expired {
+		rec.Returned = a.now
+	}
+	a.heard(rec)
 	rec.Counts = make(map[string]*classCounts, len(f.Counts))
-	rec.LastSeq, rec.LastSeen, rec.Expired = f.Seq, a.now, false
+	rec.LastSeq, rec.Expired = f.Seq, false
 	a.setRegion(rec, region)
 	for _, e := range f.Counts {
 		c := classIndex(e.Class)
@@ -362,6 +394,7 @@ func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemR
 		if counts == nil {
 			counts = &classCounts{}
 			rec.Counts[e.Tenant] = counts
+			t.count(rec.ID, true)
 		}
 		counts[c] += e.Open
 		t.Open[c] += e.Open
@@ -398,6 +431,7 @@ func (a *applier) dropContribution(rec *AgentRec) {
 			t.Open[c] -= v
 		}
 		t.addRegionOpen(rec.Region, counts.total(), 0)
+		t.count(rec.ID, false)
 		a.touch(t)
 	}
 	rec.Counts = nil

@@ -750,10 +750,11 @@ func tenantInfo(s *State, t *Tenant) (wire.TenantInfo, bool) {
 	info := wire.TenantInfo{
 		Tenant: t.Name, Plan: p.Name, Ceiling: p.Ceiling, Mode: string(p.Mode),
 		BurstPct: p.BurstPct, Concurrency: t.Open.total(), Suspended: t.Suspended,
+		Over: t.overBy(""),
 	}
 	for _, cl := range p.ClassCeilings {
 		if i := classIndex(cl.Class); i >= 0 {
-			info.ClassLimits = append(info.ClassLimits, wire.ClassLimit{Class: cl.Class, Ceiling: cl.Ceiling, Concurrency: t.Open[i]})
+			info.ClassLimits = append(info.ClassLimits, wire.ClassLimit{Class: cl.Class, Ceiling: cl.Ceiling, Concurrency: t.Open[i], Over: t.overBy(cl.Class)})
 		}
 	}
 	return info, true
