@@ -473,6 +473,18 @@ func (a *Agent) openedMeanwhileLocked(tenant string, cls plans.Class, session st
 func (a *Agent) expireLocked(now int64) {
 	if a.tab.expireDue(now) > 0 {
 		a.dirty = true
+		a.askIfDueLocked()
+	}
+}
+
+// askIfDueLocked wakes the stream's writer when a close handed a share
+// back, so that the leader books it free at once.
+func (a *Agent) askIfDueLocked() {
+	if a.tab.askDue {
+		a.tab.askDue = false
+		if a.stream != nil {
+			signal(a.stream.wake)
+		}
 	}
 }
 
@@ -481,6 +493,7 @@ func (a *Agent) expireLocked(now int64) {
 // (While no stream is live nothing is cut, so nothing is asked.)
 func (a *Agent) noteEventLocked() {
 	a.dirty = true
+	a.askIfDueLocked()
 	if a.tab.eventful >= a.cfg.MaxBatchEntries && a.stream != nil && a.stream.live {
 		select {
 		case a.flushNow <- struct{}{}:
@@ -543,6 +556,17 @@ func (a *Agent) Reset() int {
 // MaxReconcile is the most sessions a reconcile list may hold.
 const MaxReconcile = 200_000
 
+// ReconcileResult is what a reconcile changed.
+type ReconcileResult struct {
+	// Opened and Closed are the ids opened and closed, sorted.
+	Opened, Closed []string
+	// OverCeiling counts the sessions opened into a tenant whose ceiling
+	// they took it over, by this agent's latest figures: they exist, so
+	// they are never refused, and the fleet admits nothing more of the
+	// tenant until closes bring it back under its ceiling.
+	OverCeiling int
+}
+
 // Reconcile makes the open sessions exactly those of list (the media
 // server's full list of live sessions): it opens what is missing, without
 // admission checks, closes what is not listed, and closes and reopens an id
@@ -551,24 +575,32 @@ const MaxReconcile = 200_000
 // classes) it returns an error wrapping ErrInvalid and changes nothing. It
 // returns the ids opened and closed, sorted.
 func (a *Agent) Reconcile(list []SessionSpec) (opened, closed []string, err error) {
+	res, err := a.ReconcileSessions(list)
+	return res.Opened, res.Closed, err
+}
+
+// ReconcileSessions is Reconcile, also telling how many of the sessions it
+// opened stand over their tenant's ceiling.
+func (a *Agent) ReconcileSessions(list []SessionSpec) (ReconcileResult, error) {
+	var res ReconcileResult
 	if len(list) > MaxReconcile {
-		return nil, nil, fmt.Errorf("%w: %d sessions listed (at most %d)", ErrInvalid, len(list), MaxReconcile)
+		return res, fmt.Errorf("%w: %d sessions listed (at most %d)", ErrInvalid, len(list), MaxReconcile)
 	}
 	want := make(map[string]reconItem, len(list))
 	for i, e := range list {
 		if err := validTenantID(e.Tenant); err != nil {
-			return nil, nil, fmt.Errorf("sessions[%d]: %w", i, err)
+			return res, fmt.Errorf("sessions[%d]: %w", i, err)
 		}
 		if err := validSessionID(e.Session); err != nil {
-			return nil, nil, fmt.Errorf("sessions[%d]: %w", i, err)
+			return res, fmt.Errorf("sessions[%d]: %w", i, err)
 		}
 		cls, err := parseClass(e.Class)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sessions[%d]: %w", i, err)
+			return res, fmt.Errorf("sessions[%d]: %w", i, err)
 		}
 		it := reconItem{tenant: e.Tenant, class: cls}
 		if prev, ok := want[e.Session]; ok && prev != it {
-			return nil, nil, fmt.Errorf("%w: sessions[%d]: session %s listed twice with different tenants or classes", ErrInvalid, i, e.Session)
+			return res, fmt.Errorf("%w: sessions[%d]: session %s listed twice with different tenants or classes", ErrInvalid, i, e.Session)
 		}
 		want[e.Session] = it
 	}
@@ -576,10 +608,36 @@ func (a *Agent) Reconcile(list []SessionSpec) (opened, closed []string, err erro
 	defer a.mu.Unlock()
 	now := a.now()
 	a.expireLocked(now)
-	opened, closed = a.tab.reconcile(want, now)
+	res.Opened, res.Closed = a.tab.reconcile(want, now)
+	res.OverCeiling = a.overCeilingLocked(res.Opened)
+	if len(res.Opened) > 0 {
+		a.tab.askDue = true // strict pools book the sessions now open
+	}
 	a.dirty = true
 	a.noteEventLocked()
-	return opened, closed, nil
+	return res, nil
+}
+
+// overCeilingLocked counts, of the sessions just opened (ids), those that
+// stand over their tenant's ceiling by this agent's estimate of the
+// tenant's global count: per tenant, at most what it opened.
+func (a *Agent) overCeilingLocked(ids []string) int {
+	opened := map[*tenantEntry]uint64{}
+	for _, id := range ids {
+		if s := a.tab.sessions[id]; s != nil {
+			opened[s.tenant]++
+		}
+	}
+	n := 0
+	for te, k := range opened {
+		if !te.known || plans.Mode(te.info.Mode) == plans.Meter {
+			continue
+		}
+		if est := estimate(te); est > te.info.Ceiling {
+			n += int(min(k, est-te.info.Ceiling))
+		}
+	}
+	return n
 }
 
 // Sessions lists the open sessions, of tenant only if tenant is not empty,

@@ -124,6 +124,9 @@ type reconcileRequest struct {
 type reconcileResponse struct {
 	Opened []string `json:"opened"`
 	Closed []string `json:"closed"`
+	// OpenedOverCeiling: of Opened, the sessions that stand over their
+	// tenant's ceiling (never refused: they exist).
+	OpenedOverCeiling int `json:"opened_over_ceiling"`
 }
 
 func (a *Agent) handleReconcile(w http.ResponseWriter, r *http.Request) {
@@ -135,12 +138,12 @@ func (a *Agent) handleReconcile(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, http.StatusBadRequest, `missing "sessions" (send [] to close every session)`)
 		return
 	}
-	opened, closed, err := a.Reconcile(req.Sessions)
+	res, err := a.ReconcileSessions(req.Sessions)
 	if err != nil {
 		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	jsonhttp.Write(w, http.StatusOK, reconcileResponse{opened, closed})
+	jsonhttp.Write(w, http.StatusOK, reconcileResponse{res.Opened, res.Closed, res.OverCeiling})
 }
 
 func (a *Agent) handleList(w http.ResponseWriter, r *http.Request) {

@@ -77,6 +77,20 @@ const (
 	maxAskWants = 50_000
 )
 
+// closed notes that a session of class cls of te ended: in a tight pool
+// (a lowered ceiling, or bookings over it) its share goes back at once
+// instead of being used again. It reports whether an ask is due.
+func (g *grants) closed(te *tenantEntry, cls plans.Class) bool {
+	due := false
+	for _, i := range [2]int{totalPool, int(cls)} {
+		p := &g.pools[i]
+		if open := uint64(max(0, poolOpen(te, i))); p.on && p.tight && p.grant > open {
+			p.grant, p.recall, due = open, true, true
+		}
+	}
+	return due
+}
+
 // poolOpen is the open count a pool's share covers.
 func poolOpen(te *tenantEntry, i int) int64 {
 	if i == totalPool {
@@ -116,20 +130,22 @@ func (te *tenantEntry) setPools(info *wire.TenantInfo, lastAsk uint64) {
 		te.g = &grants{}
 	}
 	var on [numClasses + 1]bool
-	var ceil [numClasses + 1]uint64
-	on[totalPool], ceil[totalPool] = true, info.Ceiling
+	var ceil, over [numClasses + 1]uint64
+	on[totalPool], ceil[totalPool], over[totalPool] = true, info.Ceiling, info.Over
 	for _, cl := range info.ClassLimits {
 		if c, err := plans.ParseClass(cl.Class); err == nil {
-			on[c], ceil[c] = true, cl.Ceiling
+			on[c], ceil[c], over[c] = true, cl.Ceiling, cl.Over
 		}
 	}
 	for i := range te.g.pools {
 		p := &te.g.pools[i]
-		if on[i] && p.on && (ceil[i] < p.ceiling || ceil[i] < p.under) {
+		if on[i] && (over[i] > 0 || p.on && (ceil[i] < p.ceiling || ceil[i] < p.under)) {
 			p.lowered = lastAsk
-			// A lowered ceiling: stop using what is not in use at once
-			// (the leader may hold more shares than the new ceiling), and
-			// hand it back with the next ask.
+			// A lowered ceiling, or a pool whose bookings stand over it
+			// (an agent restarted or back from a lapsed lease with its
+			// sessions): stop using what is not in use at once (the
+			// leader may book more than the ceiling), and hand it back
+			// with the next ask.
 			p.grant = min(p.grant, uint64(max(0, poolOpen(te, i))))
 			p.recall, p.tight = true, true
 		}
@@ -234,8 +250,11 @@ func (a *Agent) askLocked(now int64) *wire.GrantAsk {
 				want = open + uint64(p.waiters) + p.step()
 			case !p.tight && p.step() > 0 && open+p.step()/2 >= p.grant && now >= p.dryUntil && (p.grant > 0 || open > 0):
 				want = open + p.step() // running low
-			case p.grant > 0 && now >= p.leaseEnd-2*int64(lease)/3:
-				want = max(open, min(p.grant, open+p.step())) // renew, handing back the unused beyond a step
+			case (p.grant > 0 || open > 0) && now >= p.leaseEnd-2*int64(lease)/3:
+				// Renew, handing back the unused beyond a step; with
+				// sessions open and no share (after a restart, under a
+				// pool over its ceiling), renew their booking.
+				want = max(open, min(p.grant, open+p.step()))
 			default:
 				continue
 			}
@@ -246,7 +265,11 @@ func (a *Agent) askLocked(now int64) *wire.GrantAsk {
 				p.grant = want
 			}
 			p.recall = false
-			wants = append(wants, wire.GrantWant{Tenant: te.id, Class: poolClass(i), Want: want, Hold: p.grant})
+			w := wire.GrantWant{Tenant: te.id, Class: poolClass(i), Want: want, Hold: p.grant}
+			if p.on {
+				w.Open = open // booked by the leader even beyond room: these sessions exist
+			}
+			wants = append(wants, w)
 		}
 		if !g.any() {
 			te.g = nil
@@ -336,6 +359,16 @@ func (a *Agent) onGrant(m *wire.Grant) {
 			} else {
 				p.under = max(p.under, sh.Ceiling)
 			}
+		}
+		if sh.Over > 0 && p.on {
+			// The pool's bookings stand over its ceiling: as under a
+			// lowered ceiling, nothing unused is used, and the share of
+			// every session that ends goes back, until an answer reports
+			// room again.
+			if open := uint64(max(0, poolOpen(te, i))); p.grant > open {
+				p.grant, p.recall = open, true
+			}
+			p.tight = true
 		}
 		if k < len(ask.wants) && sh.Grant < ask.wants[k].Want && sh.Free == 0 {
 			if p.waiters > 0 {

@@ -45,6 +45,9 @@ type cell struct {
 	opened  uint64
 	closed  uint64
 	refused uint64
+	// reconciled counts the opens of the interval that were not admitted
+	// but taken from the media server's list (wire Reconciled).
+	reconciled uint64
 	// closedMin sums, over the sessions closed this interval, each one's
 	// duration rounded up to a whole minute (wire ClosedMinutes).
 	closedMin uint64
@@ -121,6 +124,9 @@ func (t *table) countClose(s *session, now int64, expired bool) {
 	}
 	c.closedMin += wholeMinutes(time.Duration(max(0, end-s.openedAt)))
 	te.open--
+	if te.g != nil && te.g.closed(te, s.class) {
+		t.askDue = true
+	}
 	if s.ttl > 0 {
 		c.ttlN--
 		c.anchors -= s.anchor
@@ -188,9 +194,10 @@ func (t *table) cut(now int64) ([]wire.DeltaEntry, []wire.TenantPeak) {
 				Tenant: te.id, Class: className(r.cls),
 				Opened: c.opened, Closed: c.closed, SessionMicros: micros,
 				Peak: uint64(c.peak), Refused: c.refused, ClosedMinutes: c.closedMin,
+				Reconciled: c.reconciled,
 			})
 		}
-		c.opened, c.closed, c.refused, c.closedMin = 0, 0, 0, 0
+		c.opened, c.closed, c.refused, c.closedMin, c.reconciled = 0, 0, 0, 0, 0
 		c.peak = c.count
 		c.evented = false
 		if c.count != 0 {

@@ -121,6 +121,8 @@ type stCell struct {
 	Opened  uint64 `msgpack:"op,omitempty"`
 	Closed  uint64 `msgpack:"cl,omitempty"`
 	Refused uint64 `msgpack:"rf,omitempty"`
+	// Reconciled: of Opened, those taken from a reconcile list.
+	Reconciled uint64 `msgpack:"rc,omitempty"`
 }
 
 type stPeak struct {
@@ -168,6 +170,7 @@ func (a *Agent) snapshotLocked(now int64) *stateFile {
 			st.Pending = append(st.Pending, stCell{
 				Tenant: te.id, Class: className(plans.Class(i + 1)), Acc: c.acc,
 				Peak: c.peak, Opened: c.opened, Closed: c.closed, Refused: c.refused,
+				Reconciled: c.reconciled,
 			})
 		}
 		if te.peak > 0 {
@@ -455,6 +458,7 @@ func (t *table) restoreCell(te *tenantEntry, cls plans.Class, pc stCell, now int
 	c.opened += pc.Opened
 	c.closed += pc.Closed
 	c.refused += pc.Refused
+	c.reconciled += min(pc.Reconciled, pc.Opened)
 	if pc.Peak > c.peak {
 		c.peak = pc.Peak
 	}

@@ -140,6 +140,9 @@ type table struct {
 	// jr records session changes for the persister (persist.go), so that
 	// persisting does not copy every session under the Agent's mutex.
 	jr journal
+	// askDue: a close handed a share back (grants.go); the stream's writer
+	// should send an ask.
+	askDue bool
 }
 
 // Journal operations.
@@ -332,7 +335,8 @@ func (t *table) reconcile(want map[string]reconItem, now int64) (opened, closed 
 		if t.sessions[id] != nil {
 			continue
 		}
-		t.open(t.tenant(w.tenant, true), id, w.class, 0, now)
+		s := t.open(t.tenant(w.tenant, true), id, w.class, 0, now)
+		s.cell().reconciled++
 		opened = append(opened, id)
 	}
 	slices.Sort(opened)
