@@ -154,6 +154,12 @@ type GrantStatus struct {
 	Asks     uint64 `json:"asks"`
 	Answered uint64 `json:"answered"`
 	Pending  bool   `json:"pending"`
+	// TightPools counts the strict pools in which this agent admits
+	// nothing beyond what it holds and hands back the share of every
+	// session that ends: under a ceiling lowered, or with the fleet's
+	// bookings over it (a restart, a return), until the leader reports
+	// room again.
+	TightPools int `json:"tight_pools"`
 	// Over the last answered asks (up to 1024):
 	RoundTripP50Ms float64 `json:"round_trip_p50_ms"`
 	RoundTripP99Ms float64 `json:"round_trip_p99_ms"`

@@ -438,6 +438,15 @@ func (r *rttRing) add(d time.Duration) {
 func (a *Agent) grantStatusLocked() GrantStatus {
 	r := &a.rtts
 	st := GrantStatus{Asks: r.asks, Answered: r.answered, Pending: a.ask != nil}
+	for _, te := range a.tab.tenants {
+		if te.g != nil {
+			for i := range te.g.pools {
+				if p := &te.g.pools[i]; p.on && p.tight {
+					st.TightPools++
+				}
+			}
+		}
+	}
 	n := int(min(r.answered, uint64(len(r.d))))
 	if n == 0 {
 		return st

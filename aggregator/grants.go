@@ -250,8 +250,10 @@ func (a *applier) grant(agent string, w *wire.GrantWant, lease, margin int64) wi
 	// exist, and are booked even beyond room.
 	hold := min(w.Hold, mine)
 	next := max(hold, min(w.Want, room))
-	if strict {
-		next = max(next, w.Open)
+	cause := "" // why the pool may go over: found by notePoolOver
+	if strict && w.Open > next {
+		next = w.Open
+		cause = a.agentCause(agent)
 	}
 	if next == 0 {
 		delete(pool, agent)
@@ -277,22 +279,26 @@ func (a *applier) grant(agent string, w *wire.GrantWant, lease, margin int64) wi
 		out.Over = held - ceiling
 	}
 	if strict {
-		a.notePoolOver(t, w.Class, held, ceiling)
+		a.notePoolOver(t, w.Class, held, ceiling, cause)
 	}
 	return out
 }
 
 // notePoolOver records whether a strict pool's bookings, held in all,
 // stand above its ceiling; a pool that goes over or back under touches
-// its tenant, so that agents are told (TenantInfo.Over).
-func (a *applier) notePoolOver(t *Tenant, class string, held, ceiling uint64) {
+// its tenant, so that agents are told (TenantInfo.Over). cause, if set,
+// is why it would go over; else it is found from the bookings.
+func (a *applier) notePoolOver(t *Tenant, class string, held, ceiling uint64, cause string) {
 	rec := t.Over[class]
 	switch {
 	case held > ceiling && rec == nil:
 		if t.Over == nil {
 			t.Over = make(map[string]*PoolOver)
 		}
-		t.Over[class] = &PoolOver{Since: a.now, Cause: a.overCause(t, class), Amount: held - ceiling}
+		if cause == "" {
+			cause = a.overCause(t, class)
+		}
+		t.Over[class] = &PoolOver{Since: a.now, Cause: cause, Amount: held - ceiling}
 		a.touch(t)
 	case held > ceiling:
 		rec.Amount = held - ceiling
@@ -306,29 +312,34 @@ func (a *applier) notePoolOver(t *Tenant, class string, held, ceiling uint64) {
 
 // overCause tells why a pool has just gone over its ceiling: an agent
 // whose sessions are booked beyond its share has restarted (or
-// reconciled), or has returned from a silence (if it was heard from again
-// within the last lease); with no such agent, the ceiling was lowered.
+// reconciled), or has returned from a silence; with no such agent, the
+// ceiling was lowered.
 func (a *applier) overCause(t *Tenant, class string) string {
 	cause := OverLowered
 	a.s.bookings(t, class, a.now, a.s.GrantMargin, func(id string, b poolBooking) {
-		if b.sessions <= b.share {
-			return
-		}
-		if rec := a.s.Agents[id]; rec != nil && a.now-rec.Returned < a.s.bookingLife() {
-			cause = OverReturned
-		} else if cause != OverReturned {
-			cause = OverRestart
+		if b.sessions > b.share && cause != OverReturned {
+			cause = a.agentCause(id)
 		}
 	})
 	return cause
 }
 
+// agentCause is why agent id's sessions, booked beyond room, put a pool
+// over: it returned from a silence (heard from again within the last
+// lease and margin), or else restarted or reconciled.
+func (a *applier) agentCause(id string) string {
+	if rec := a.s.Agents[id]; rec != nil && rec.Returned != 0 && a.now-rec.Returned < a.s.bookingLife() {
+		return OverReturned
+	}
+	return OverRestart
+}
+
 // settlePools re-checks whether the pools of t, on strict plan p, stand
 // over their ceilings.
 func (a *applier) settlePools(t *Tenant, p plans.Plan) {
-	a.notePoolOver(t, "", a.s.poolBooked(t, "", a.now, a.s.GrantMargin), p.Ceiling)
+	a.notePoolOver(t, "", a.s.poolBooked(t, "", a.now, a.s.GrantMargin), p.Ceiling, "")
 	for _, cl := range p.ClassCeilings {
-		a.notePoolOver(t, cl.Class, a.s.poolBooked(t, cl.Class, a.now, a.s.GrantMargin), cl.Ceiling)
+		a.notePoolOver(t, cl.Class, a.s.poolBooked(t, cl.Class, a.now, a.s.GrantMargin), cl.Ceiling, "")
 	}
 	for class := range t.Over {
 		if _, ok := poolCeiling(p, class); !ok {

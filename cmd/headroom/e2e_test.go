@@ -31,9 +31,9 @@ func newStack(t testing.TB) *stack {
 	return s
 }
 
-func (s *stack) startAggregator() {
-	s.agg = start(s.t, "aggregator", "aggregator", "--data-dir", filepath.Join(s.dir, "agg"),
-		"--http-addr", s.http, "--wire-addr", s.wire, "--raft-addr", s.raft, "--bootstrap", "--log-level", "debug")
+func (s *stack) startAggregator(extra ...string) {
+	s.agg = start(s.t, "aggregator", append([]string{"aggregator", "--data-dir", filepath.Join(s.dir, "agg"),
+		"--http-addr", s.http, "--wire-addr", s.wire, "--raft-addr", s.raft, "--bootstrap", "--log-level", "debug"}, extra...)...)
 	waitFor(s.t, 30*time.Second, "aggregator healthy", func() error {
 		code, body, err := call("GET", "http://"+s.http+"/healthz", nil)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 // fleetAgent is one of several agents beside one aggregator.
 type fleetAgent struct {
+	name string
 	api  string
 	proc *proc
 }
@@ -21,10 +22,7 @@ func (s *stack) startFleet(n int) []*fleetAgent {
 	s.t.Helper()
 	var out []*fleetAgent
 	for i := 0; i < n; i++ {
-		fa := &fleetAgent{api: freeAddr(s.t)}
-		fa.proc = start(s.t, fmt.Sprintf("agent-%d", i), "agent", "--data-dir", filepath.Join(s.dir, fmt.Sprintf("agent-%d", i)),
-			"--api-addr", fa.api, "--server", s.wire, "--id", fmt.Sprintf("agent-%d", i), "--log-level", "debug")
-		out = append(out, fa)
+		out = append(out, s.startFleetAgent(fmt.Sprintf("agent-%d", i)))
 	}
 	for _, fa := range out {
 		waitFor(s.t, 30*time.Second, "agent API up", func() error {
@@ -36,6 +34,15 @@ func (s *stack) startFleet(n int) []*fleetAgent {
 		})
 	}
 	return out
+}
+
+// startFleetAgent starts one agent named name (its id and data directory)
+// without waiting for it.
+func (s *stack) startFleetAgent(name string) *fleetAgent {
+	fa := &fleetAgent{name: name, api: freeAddr(s.t)}
+	fa.proc = start(s.t, name, "agent", "--data-dir", filepath.Join(s.dir, name),
+		"--api-addr", fa.api, "--server", s.wire, "--id", name, "--log-level", "debug")
+	return fa
 }
 
 // ownSessions is what an agent itself says it holds open of a tenant.
