@@ -1,6 +1,14 @@
 package agent
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,5 +85,96 @@ func BenchmarkCut(b *testing.B) {
 		}
 		clear(a.unacked)
 		a.unacked = a.unacked[:0]
+	}
+}
+
+// BenchmarkAdmitLatency measures the latency of admissions of a strict
+// tenant whose leased share suffices, with N clients at once each doing
+// admit + close: in process (the Go API) and over the local HTTP API
+// (keep-alive clients on loopback). It reports the admit latency's p50
+// and p99 and the pairs per second.
+func BenchmarkAdmitLatency(b *testing.B) {
+	for _, via := range []string{"inproc", "http"} {
+		for _, n := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s/N=%d", via, n), func(b *testing.B) {
+				a, err := New(Config{DataDir: b.TempDir(), Servers: []string{"127.0.0.1:1"}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				pushTenants(b, a, true, strict("t1", 1_000_000, 0))
+				grantLocally(b, a, "t1", "", 1_000_000, time.Hour)
+				open, closeS := func(id string) error {
+					res, err := a.Open("t1", "audio", id, 0)
+					if err == nil && !res.Admitted {
+						err = fmt.Errorf("refused: %+v", res)
+					}
+					return err
+				}, func(id string) error { _, err := a.Close(id); return err }
+				if via == "http" {
+					srv := httptest.NewServer(a.Handler())
+					defer srv.Close()
+					c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+					do := func(method, url, body string, want int) error {
+						req, _ := http.NewRequest(method, url, strings.NewReader(body))
+						resp, err := c.Do(req)
+						if err != nil {
+							return err
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != want {
+							return fmt.Errorf("%s %s: %d", method, url, resp.StatusCode)
+						}
+						return nil
+					}
+					open = func(id string) error {
+						return do("POST", srv.URL+"/v1/sessions", `{"tenant":"t1","class":"audio","session":"`+id+`"}`, 201)
+					}
+					closeS = func(id string) error { return do("DELETE", srv.URL+"/v1/sessions/"+id, "", 200) }
+				}
+				lat := make([][]time.Duration, n)
+				var wg sync.WaitGroup
+				var failed atomic.Value
+				b.ResetTimer()
+				start := time.Now()
+				for w := range n {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						ds := make([]time.Duration, 0, b.N/n+1)
+						for i := w; i < b.N; i += n {
+							id := "s-" + itoa(w) + "-" + itoa(i&1023)
+							t0 := time.Now()
+							if err := open(id); err != nil {
+								failed.Store(err)
+								return
+							}
+							ds = append(ds, time.Since(t0))
+							if err := closeS(id); err != nil {
+								failed.Store(err)
+								return
+							}
+						}
+						lat[w] = ds
+					}()
+				}
+				wg.Wait()
+				elapsed := time.Since(start)
+				b.StopTimer()
+				if err, _ := failed.Load().(error); err != nil {
+					b.Fatal(err)
+				}
+				var all []time.Duration
+				for _, ds := range lat {
+					all = append(all, ds...)
+				}
+				slices.Sort(all)
+				if len(all) > 0 {
+					b.ReportMetric(float64(all[len(all)/2].Nanoseconds()), "p50-ns")
+					b.ReportMetric(float64(all[len(all)*99/100].Nanoseconds()), "p99-ns")
+				}
+				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "pairs/s")
+			})
+		}
 	}
 }
