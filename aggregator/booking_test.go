@@ -255,3 +255,18 @@ func restoredCopy(t *testing.T, f *FSM) *FSM {
 	}
 	return g
 }
+
+// TestBookingOverOnMoveToStrict: sessions open when a tenant moves to a
+// strict plan whose ceiling is below them put its pool over, cause
+// lowered (not a restart: no agent did anything).
+func TestBookingOverOnMoveToStrict(t *testing.T) {
+	h := newHarness(t)
+	h.strictPlan(t0, "one", 1)
+	h.setPlan(t0, "t", "payg")
+	at := t0.Add(time.Second)
+	h.items(at, "", full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 3}))
+	h.setPlan(at.Add(time.Second), "t", "one")
+	if p := h.pool(at.Add(time.Second), "t", "total"); p.Over != 2 || p.OverCause != OverLowered {
+		t.Errorf("moved to a strict plan of 1 with 3 open: %+v, want 2 over, cause lowered", p)
+	}
+}

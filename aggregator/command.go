@@ -177,6 +177,7 @@ func (c *putPlanCmd) when() int64    { return c.Time }
 func (c *deletePlanCmd) when() int64 { return c.Time }
 
 func (c *agentItemsCmd) apply(a *applier) *applyResult {
+	a.agentEntry = true
 	if c.Lease > 0 {
 		a.s.GrantLease, a.s.GrantMargin = c.Lease, max(c.Margin, 0)
 	}

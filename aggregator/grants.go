@@ -310,12 +310,15 @@ func (a *applier) notePoolOver(t *Tenant, class string, held, ceiling uint64, ca
 	}
 }
 
-// overCause tells why a pool has just gone over its ceiling: an agent
-// whose sessions are booked beyond its share has restarted (or
-// reconciled), or has returned from a silence; with no such agent, the
-// ceiling was lowered.
+// overCause tells why a pool has just gone over its ceiling: in an entry
+// of agents' messages, an agent whose sessions are booked beyond its share
+// has restarted (or reconciled), or has returned from a silence; in any
+// other entry (a plan change, a plan moved to), the ceiling was lowered.
 func (a *applier) overCause(t *Tenant, class string) string {
 	cause := OverLowered
+	if !a.agentEntry {
+		return cause // a plan's change: agents' messages are in entries of their own
+	}
 	a.s.bookings(t, class, a.now, a.s.GrantMargin, func(id string, b poolBooking) {
 		if b.sessions > b.share && cause != OverReturned {
 			cause = a.agentCause(id)

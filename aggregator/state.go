@@ -197,14 +197,15 @@ type itemResult struct {
 
 // applier carries what one entry's application needs.
 type applier struct {
-	s        *State
-	now      int64
-	period   string
-	dayStart int64 // start of the entry's UTC day, unix ns
-	index    uint64
-	changed  []string     // tenants changed by this entry, each once
-	touched  []*Tenant    // the same tenants (those still in the state)
-	audited  []AuditEntry // audit entries appended by this entry
+	s          *State
+	now        int64
+	period     string
+	dayStart   int64 // start of the entry's UTC day, unix ns
+	index      uint64
+	agentEntry bool         // the entry holds agents' messages
+	changed    []string     // tenants changed by this entry, each once
+	touched    []*Tenant    // the same tenants (those still in the state)
+	audited    []AuditEntry // audit entries appended by this entry
 }
 
 func (s *State) newApplier(index uint64, t int64) *applier {

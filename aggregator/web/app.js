@@ -683,7 +683,8 @@ function tenantPage(name) {
       h('h1', {id: 'tp-name', data: {tenant: name}}, name, ' ', h('span', {id: 'tenant-suspended', class: 'pill bad', hidden: true, text: 'suspended'})),
       h('div', {class: 'cards'},
         h('div', {class: 'card'}, h('div', {class: 'label', text: 'Open sessions'}), h('div', {class: 'big', id: 'tenant-concurrency', text: '…'})),
-        h('div', {class: 'card'}, h('div', {class: 'label', text: 'Ceiling'}), h('div', {class: 'big', id: 'tenant-ceiling', text: '…'})),
+        h('div', {class: 'card'}, h('div', {class: 'label', text: 'Ceiling'}), h('div', {class: 'big', id: 'tenant-ceiling', text: '…'}),
+          h('div', {class: 'label bad', id: 'tenant-over', hidden: true})),
         h('div', {class: 'card'}, h('div', {class: 'label', text: 'Plan'}), h('div', {class: 'big name', id: 'tenant-plan', text: '…'}), h('div', {class: 'label', id: 'tenant-mode'})),
         h('div', {class: 'card'}, h('div', {class: 'label', text: 'Cost so far'}), h('div', {class: 'big', id: 'tenant-cost', text: '…'}), h('div', {class: 'label', id: 'tenant-period'})),
         h('div', {class: 'card'}, h('div', {class: 'label', text: 'Peak this period (PCU)'}), h('div', {class: 'big', id: 'tenant-pcu', text: '…'}))),
@@ -751,7 +752,12 @@ function tenantPage(name) {
     $('tenant-mode').textContent = tj.mode ? tj.mode + ' enforcement' : '';
     $('tenant-suspended').hidden = !tj.suspended;
     const g = (tj.grants || []).find((x) => x.pool === 'total');
-    $('tenant-ceiling').title = g ? `${fmtInt(g.leased)} leased to agents, ${fmtInt(g.free)} free` : '';
+    $('tenant-ceiling').title = g ? `${fmtInt(g.leased)} leased to agents, ${fmtInt(g.booked)} booked, ${fmtInt(g.free)} free` : '';
+    // A strict pool whose bookings stand over its ceiling admits nothing
+    // until closes bring it back under.
+    const over = (tj.grants || []).filter((x) => x.over > 0);
+    $('tenant-over').hidden = over.length === 0;
+    $('tenant-over').textContent = over.map((x) => `${x.pool === 'total' ? '' : x.pool + ' '}over by ${fmtInt(x.over)} (${x.over_cause}): admitting nothing until closes bring it under`).join('; ');
     if (tj.usage) setFig('tenant-pcu', tj.usage.pcu);
     drawLive(t);
   }

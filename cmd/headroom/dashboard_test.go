@@ -336,6 +336,24 @@ func TestDashboardInBrowser(t *testing.T) {
 	})
 	b.screenshot(shots, "tenant-after-plan-change.png")
 
+	// Moved down at once to a strict plan of ceiling 1 with its 3 sessions
+	// open: the page says the pool is over, why, and that nothing is
+	// admitted until closes bring it under.
+	if out, err := runCLI("plan", "create", "--addr", d.http, "--fee", "1", "--ceiling", "1", "--mode", "strict", "dash-tiny"); err != nil {
+		t.Fatalf("headroom plan create: %v: %s", err, out)
+	}
+	if out, err := runCLI("tenant", "set-plan", "--addr", d.http, "--at", "now", "dash-probe", "dash-tiny"); err != nil {
+		t.Fatalf("headroom tenant set-plan: %v: %s", err, out)
+	}
+	waitFor(t, 30*time.Second, "the tenant page shows the pool over its ceiling", func() error {
+		text, err := evalIn[string](b, `document.getElementById('tenant-over').hidden ? '' : document.getElementById('tenant-over').textContent`)
+		if err == nil && !strings.Contains(text, "over by 2 (lowered)") {
+			err = fmt.Errorf("the over note reads %q", text)
+		}
+		return err
+	})
+	b.screenshot(shots, "tenant-over-ceiling.png")
+
 	// The tenant list: every tenant, the busiest first.
 	b.open("#/tenants?sort=concurrency", "tenants")
 	waitFor(t, 30*time.Second, "the tenant list shows every tenant", func() error {
