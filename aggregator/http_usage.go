@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"sort"
 	"strconv"
@@ -131,6 +132,11 @@ type tenantUsage struct {
 	days    []plans.DayUsage
 	report  UsageReportJSON
 	heldErr error
+	// observedFrom is when the tenant was first on a plan or first had
+	// usage in the period (zero: from its start); previous is the previous
+	// period's usage, if any.
+	observedFrom time.Time
+	previous     *plans.PeriodUsage
 }
 
 func (s *Server) gatherUsage(id string, p plans.Period) tenantUsage {
@@ -144,7 +150,9 @@ func (s *Server) gatherUsage(id string, p plans.Period) tenantUsage {
 		tu.current = st.Plans[t.Plan]
 		tu.report = UsageReportJSON{Tenant: id, UsageJSON: *tenantUsageJSON(st, t, p.String()), Days: []DayJSON{}}
 		tu.held, tu.heldErr = holdings(st, t, p)
+		tu.previous = previousUsage(t, p.Prev())
 		u := t.Usage[p.String()]
+		tu.observedFrom = observedFrom(t, u, p)
 		if u == nil {
 			return
 		}
@@ -188,6 +196,42 @@ func (s *Server) gatherUsage(id string, p plans.Period) tenantUsage {
 		}
 	})
 	return tu
+}
+
+// observedFrom is when the tenant's measurement in period p began: when it
+// was first on a plan or first had usage (u: its usage of p, or nil),
+// whichever came first; the zero time when that was before p, or is not
+// known (a plan history trimmed to its last maxHistory changes).
+func observedFrom(t *Tenant, u *Usage, p plans.Period) time.Time {
+	from := int64(math.MaxInt64)
+	if n := len(t.History); n > 0 && n < maxHistory {
+		from = t.History[0].From
+	}
+	if u != nil {
+		for _, b := range u.Buckets {
+			if !b.Micros.isZero() {
+				from = min(from, b.From)
+				break
+			}
+		}
+	}
+	if from == math.MaxInt64 || from <= p.Start().UnixNano() {
+		return time.Time{}
+	}
+	return time.Unix(0, from).UTC()
+}
+
+// previousUsage is the tenant's usage of period prev, if it had any.
+func previousUsage(t *Tenant, prev plans.Period) *plans.PeriodUsage {
+	u := t.Usage[prev.String()]
+	if u == nil || (u.Micros.isZero() && u.PCU == 0) {
+		return nil
+	}
+	pu := &plans.PeriodUsage{Period: prev, Peak: u.PCU}
+	for c, m := range u.Micros {
+		pu.Minutes[c] = m / 60_000_000
+	}
+	return pu
 }
 
 // holdings lists the plans a tenant held over the period, from its plan
@@ -300,6 +344,7 @@ func (s *Server) handleAdvice(w http.ResponseWriter, r *http.Request) {
 	if asOf.After(p.End()) {
 		asOf = p.End()
 	}
-	adv := plans.Advise(plans.AdviceInput{Current: tu.current, Period: p, AsOf: asOf, Days: tu.days, HeadroomPct: uint32(headroom)}, catalogue)
+	adv := plans.Advise(plans.AdviceInput{Current: tu.current, Period: p, AsOf: asOf, Days: tu.days, HeadroomPct: uint32(headroom),
+		ObservedFrom: tu.observedFrom, Previous: tu.previous}, catalogue)
 	jsonhttp.Write(w, http.StatusOK, adv)
 }

@@ -40,7 +40,28 @@ type AdviceInput struct {
 	// HeadroomPct is how far above the peak a ceiling should reach to fit
 	// (0 means DefaultHeadroomPct).
 	HeadroomPct uint32
+	// ObservedFrom is when the tenant's measurement began: when it was
+	// first on a plan or first had usage in the period. The zero time, or
+	// a time before the period, means its start. Days before it are absent
+	// (the tenant did not exist), not days without usage.
+	ObservedFrom time.Time
+	// Previous is the previous period's usage, when the tenant had one: its
+	// peak and minutes are used for the month-over-month comparison, and
+	// its peak counts toward the projected one.
+	Previous *PeriodUsage
 }
+
+// PeriodUsage is what a tenant used in a whole period.
+type PeriodUsage struct {
+	Period Period
+	// Peak is the period's PCU; Minutes its session-minutes by class.
+	Peak    uint64
+	Minutes [NumClasses]uint64
+}
+
+// MinObserved is how much of a tenant's usage Advise needs before it
+// projects a trend or advises a move.
+const MinObserved = 24 * time.Hour
 
 // Move is what a recommendation asks of the tenant.
 type Move string
@@ -99,8 +120,15 @@ type Advice struct {
 	// does; empty when staying.
 	Effective   Effective `json:"effective,omitempty"`
 	HeadroomPct uint32    `json:"headroom_pct"`
-	// ElapsedDays is how many days of the period the measurement covers.
-	ElapsedDays float64 `json:"elapsed_days"`
+	// ElapsedDays is how many days of the period have passed; ObservedDays
+	// how many of them the tenant was measured for (from ObservedFrom), and
+	// TrendDays how many complete days the trend is fitted over. With less
+	// than MinObserved observed, TooLittleData is set: nothing is
+	// projected and no move is advised.
+	ElapsedDays   float64 `json:"elapsed_days"`
+	ObservedDays  float64 `json:"observed_days"`
+	TrendDays     int     `json:"trend_days"`
+	TooLittleData bool    `json:"too_little_data,omitempty"`
 	// Peak is the measured PCU (global) so far; ProjectedPeak the larger of
 	// it and the trend of the daily peaks up to the period's end. The
 	// regional figures are the same on the sum of regional peaks.
@@ -116,6 +144,12 @@ type Advice struct {
 	ProjectedUnitMinutes uint64 `json:"projected_unit_minutes"`
 	Refused              uint64 `json:"refused"`
 	RefusedDays          int    `json:"refused_days"`
+	// The previous period's peak and unit-minutes (at the current plan's
+	// weights), and the projected unit-minutes' growth over them in percent.
+	PreviousPeriod      string   `json:"previous_period,omitempty"`
+	PreviousPeak        uint64   `json:"previous_peak,omitempty"`
+	PreviousUnitMinutes uint64   `json:"previous_unit_minutes,omitempty"`
+	GrowthPct           *float64 `json:"month_over_month_pct,omitempty"`
 	// Options are the catalogue's plans in catalogue order, then the
 	// current plan if the catalogue lacks it.
 	Options   []Option    `json:"options"`
@@ -174,9 +208,25 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 	}
 	e = math.Max(0, math.Min(e, float64(D)))
 	out.ElapsedDays = e
-	n := min(len(days), int(e)) // complete days, fitted
+	// The observed part of the period: from ObservedFrom (o, in days from
+	// the period's start) to e. The trend is fitted over the complete days
+	// inside it, days f0 ≤ i < f1.
+	o := 0.0
+	if !in.ObservedFrom.IsZero() {
+		o = math.Max(0, math.Min(float64(in.ObservedFrom.Sub(in.Period.Start()))/float64(day), e))
+	}
+	observed := e - o
+	out.ObservedDays = math.Round(observed*1000) / 1000
+	out.TooLittleData = observed*float64(day) < float64(MinObserved)
+	f0, f1 := int(math.Ceil(o-1e-9)), min(len(days), int(e))
+	n := max(0, f1-f0)
+	if out.TooLittleData {
+		n = 0
+	}
+	out.TrendDays = n
 
-	// Measured figures and least-squares sums over the complete days.
+	// Measured figures and least-squares sums over the fitted days, x
+	// counted from f0.
 	const nSeries = NumClasses + 2 // classes, peak, regional peak
 	var sumY, sumXY [nSeries]float64
 	regional := false
@@ -197,8 +247,8 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 		if d.Refused > 0 {
 			out.RefusedDays++
 		}
-		if i < n {
-			x := float64(i)
+		if i >= f0 && i < f0+n {
+			x := float64(i - f0)
 			for c := range d.Minutes {
 				y := float64(d.Minutes[c])
 				sumY[c] += y
@@ -213,7 +263,7 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 	if !regional {
 		out.RegionalPeak = 0
 	}
-	// line returns the fitted series s: f(d) = a + b·d.
+	// line returns the fitted series s: f(d) = a + b·(d − f0).
 	line := func(s int) (a, b float64) {
 		switch {
 		case n >= 2:
@@ -224,13 +274,17 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 			a = (sumY[s] - b*sx) / fn
 		case n == 1:
 			a = sumY[s]
-		case len(days) > 0 && e > 0 && s < NumClasses: // a partial first day, scaled
-			a = float64(days[0].Minutes[s]) / e
+		case !out.TooLittleData && s < NumClasses: // no complete day: the observed rate
+			a = float64(out.Minutes[s]) / observed
 		}
 		return a, b
 	}
 	first := int(e) // first day (partly) remaining
 	for c := 0; c < NumClasses; c++ {
+		if out.TooLittleData {
+			out.ProjectedMinutes[c] = out.Minutes[c] // no projection
+			continue
+		}
 		a, b := line(c)
 		rest := 0.0
 		for d := first; d < D; d++ {
@@ -238,7 +292,7 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 			if d == first {
 				w = float64(d+1) - e
 			}
-			rest += w * math.Max(0, a+b*float64(d))
+			rest += w * math.Max(0, a+b*float64(d-f0))
 		}
 		out.ProjectedMinutes[c] = satAdd(out.Minutes[c], floatToUint(math.Round(rest)))
 	}
@@ -248,16 +302,35 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 	}
 	if n >= 2 && first < D {
 		a, b := line(NumClasses)
-		out.ProjectedPeak = max(out.Peak, peakUp(math.Max(a+b*float64(first), a+b*float64(D-1))))
+		out.ProjectedPeak = max(out.Peak, peakUp(math.Max(a+b*float64(first-f0), a+b*float64(D-1-f0))))
 		if regional {
 			a, b = line(NumClasses + 1)
-			out.ProjectedRegionalPeak = max(out.RegionalPeak, peakUp(math.Max(a+b*float64(first), a+b*float64(D-1))))
+			out.ProjectedRegionalPeak = max(out.RegionalPeak, peakUp(math.Max(a+b*float64(first-f0), a+b*float64(D-1-f0))))
+		}
+	}
+	trendPeak := out.ProjectedPeak
+	if pv := in.Previous; pv != nil {
+		out.PreviousPeriod, out.PreviousPeak = pv.Period.String(), pv.Peak
+		for c, cl := range AllClasses {
+			out.PreviousUnitMinutes = satAdd(out.PreviousUnitMinutes, satMul(pv.Minutes[c], uint64(in.Current.Weight(cl))))
+		}
+		if !out.TooLittleData {
+			// Last period's peak is a floor for this one's: a tenant that
+			// peaked at it may well do so again.
+			out.ProjectedPeak = max(out.ProjectedPeak, pv.Peak)
+			if regional {
+				out.ProjectedRegionalPeak = max(out.ProjectedRegionalPeak, pv.Peak)
+			}
 		}
 	}
 	for c, cl := range AllClasses {
 		w := uint64(in.Current.Weight(cl))
 		out.UnitMinutes = satAdd(out.UnitMinutes, satMul(out.Minutes[c], w))
 		out.ProjectedUnitMinutes = satAdd(out.ProjectedUnitMinutes, satMul(out.ProjectedMinutes[c], w))
+	}
+	if out.PreviousUnitMinutes > 0 && !out.TooLittleData {
+		g := math.Round((float64(out.ProjectedUnitMinutes)/float64(out.PreviousUnitMinutes)-1)*1000) / 10
+		out.GrowthPct = &g
 	}
 
 	// Options.
@@ -290,6 +363,9 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 		if best < 0 || better(o, &out.Options[best], &all[i], &all[best]) {
 			best = i
 		}
+	}
+	if out.TooLittleData {
+		best = curIdx // no move on less than MinObserved of data
 	}
 	if best < 0 { // nothing fits: the most capacity, then the cheapest
 		for i := range all {
@@ -357,6 +433,11 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 	w := words{b: buf[:0]}
 	say := func() { out.Reasons = append(out.Reasons, string(w.b)); w.b = w.b[:0] }
 	complete := e >= float64(D)
+	if out.TooLittleData {
+		w.s("too little data: ").hours(observed).s(" h observed, ").n(uint64(MinObserved / time.Hour)).
+			s(" h are needed to project usage or advise a move; plans are judged on the measured peak only")
+		say()
+	}
 	peakWord := "peak "
 	if cur.PeakBasis == PeakRegional && regional {
 		peakWord = "regional peak "
@@ -387,8 +468,9 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 		}
 		say()
 	}
-	if !complete && e > 0 {
-		flat := float64(out.UnitMinutes) * float64(D) / e
+	if !complete && observed > 0 && !out.TooLittleData {
+		// Against the observed rate held for the rest of the period.
+		flat := float64(out.UnitMinutes) * (1 + (float64(D)-e)/observed)
 		trend := "steady"
 		switch p := float64(out.ProjectedUnitMinutes); {
 		case p > flat*1.05:
@@ -396,9 +478,37 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 		case p < flat*0.95:
 			trend = "shrinking"
 		}
-		w.s("usage ").s(trend).s(": ").n(out.UnitMinutes).s(" unit-minutes in ").days(e).s(" days, ").
+		w.s("usage ").s(trend).s(": ").n(out.UnitMinutes).s(" unit-minutes in ").days(observed).s(" days observed, ").
 			n(out.ProjectedUnitMinutes).s(" projected for ").s(out.Period)
+		switch n {
+		case 0:
+			w.s(" at the observed rate")
+		case 1:
+			w.s(" (trend over 1 day)")
+		default:
+			w.s(" (trend over ").n(uint64(n)).s(" days)")
+		}
 		say()
+	}
+	if pv := in.Previous; pv != nil {
+		w.s("last period ").s(out.PreviousPeriod).s(": peak ").n(pv.Peak).s(", ").n(out.PreviousUnitMinutes).s(" unit-minutes")
+		if out.GrowthPct != nil {
+			w.s("; this period projected ").n(out.ProjectedUnitMinutes).s(" (")
+			if *out.GrowthPct >= 0 {
+				w.s("+")
+			}
+			w.b = strconv.AppendFloat(w.b, *out.GrowthPct, 'f', -1, 64)
+			w.s("% month over month)")
+		}
+		if !out.TooLittleData && pv.Peak > trendPeak {
+			w.s("; its peak counts toward the projected peak")
+		}
+		say()
+	}
+	if out.TooLittleData {
+		w.s(cur.Name).s(" stays until a day is observed")
+		say()
+		return out
 	}
 	if best != curIdx {
 		diff := co.Projected - ro.Projected // the measured cost when complete
@@ -629,6 +739,12 @@ func (w *words) money(m Micro) *words { w.b = appendMicro(w.b, m); return w }
 
 // pct appends a percentage as a whole number, rounded half up.
 func (w *words) pct(p float64) *words { return w.n(floatToUint(math.Floor(p + 0.5))) }
+
+// hours appends days as hours with one decimal.
+func (w *words) hours(days float64) *words {
+	w.b = strconv.AppendFloat(w.b, math.Floor(days*24*10)/10, 'f', 1, 64)
+	return w
+}
 
 // days appends a number of days with at most one decimal.
 func (w *words) days(e float64) *words {

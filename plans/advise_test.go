@@ -186,8 +186,8 @@ func TestAdviseProjectsAGrowingTrend(t *testing.T) {
 	}
 	checkReasons(t, a, []string{
 		"peak 75 (projected 175) needs a ceiling of 210 with 20% headroom: starter's ceiling is 100",
-		"usage growing: 14,500 unit-minutes in 10 days, 73,500 projected for 2026-11", // flat would be 43,500
-		"starter is projected to cost 136.14 more than payg for 2026-11",              // 199 − 62.865 = 136.135
+		"usage growing: 14,500 unit-minutes in 10 days observed, 73,500 projected for 2026-11 (trend over 10 days)", // flat would be 43,500
+		"starter is projected to cost 136.14 more than payg for 2026-11",                                            // 199 − 62.865 = 136.135
 		"move to payg now (downgrade)",
 		"starter is cheaper than payg above 211,011 minutes a month of this class mix (73,500 projected)",
 	})
@@ -212,7 +212,7 @@ func TestAdviseProjectsAGrowingTrend(t *testing.T) {
 	if a.Minutes[0] != 5_500 || a.ProjectedMinutes[0] != 5_500 || a.ProjectedPeak != 50 {
 		t.Errorf("shrinking: minutes %d→%d peak %d", a.Minutes[0], a.ProjectedMinutes[0], a.ProjectedPeak)
 	}
-	if !strings.HasPrefix(a.Reasons[1], "usage shrinking: 5,500 unit-minutes in 10 days, 5,500 projected") {
+	if !strings.HasPrefix(a.Reasons[1], "usage shrinking: 5,500 unit-minutes in 10 days observed, 5,500 projected") {
 		t.Errorf("reason %q", a.Reasons[1])
 	}
 }
@@ -356,5 +356,139 @@ func BenchmarkAdvise100k(b *testing.B) {
 				b.Fatal("no recommendation")
 			}
 		}
+	}
+}
+
+// TestAdviseKnowsHowMuchItKnows: the observation window starts when the
+// tenant was first on a plan or had usage, days before it are absent, less
+// than a day observed projects nothing and moves nothing, the trend rests
+// on the observed days (said in the reasons), and the previous period's
+// peak and usage are used and named.
+func TestAdviseKnowsHowMuchItKnows(t *testing.T) {
+	noPayg := []Plan{tGrowth, tScale, tStarter}
+	growingPeaks := []uint64{40, 42, 44, 46, 49, 51, 54, 56, 59, 62} // about 5 % a day
+	growing := make([]DayUsage, len(growingPeaks))
+	for i, p := range growingPeaks {
+		growing[i].Peak = p
+		growing[i].Minutes[0] = 100 * p
+	}
+	atCeiling := flatDays(15, 100, Audio, 6_000)
+	for i := range atCeiling {
+		atCeiling[i].Refused = 20
+	}
+	day20 := append(make([]DayUsage, 19), flatDays(5, 40, Audio, 3_000)...)
+	oneMinute := make([]DayUsage, 25)
+	oneMinute[24] = DayUsage{Peak: 2, Minutes: [NumClasses]uint64{1}}
+	cases := []struct {
+		name        string
+		in          AdviceInput
+		catalogue   []Plan
+		recommended string
+		move        Move
+		effective   Effective
+		observed    float64
+		trendDays   int
+		projectedUM uint64
+		reasons     []string
+	}{{
+		// Days 1-19 are before the tenant existed: absent, not zero. 5
+		// days of 3,000 minutes held for the 6 days left: 15,000 + 18,000.
+		name: "a tenant starting on day 20",
+		in: AdviceInput{Current: tStarter, Period: nov, ObservedFrom: utc(2026, 11, 20, 0, 0, 0),
+			AsOf: utc(2026, 11, 25, 0, 0, 0), Days: day20},
+		catalogue: tCatalogue, recommended: "payg", move: MoveDowngrade, effective: PeriodEnd,
+		observed: 5, trendDays: 5, projectedUM: 33_000,
+		reasons: []string{
+			"peak 40 used 40% of starter's ceiling of 100",
+			"usage steady: 15,000 unit-minutes in 5 days observed, 33,000 projected for 2026-11 (trend over 5 days)",
+			"starter is projected to cost 176.23 more than payg for 2026-11", // 199 − (33,000 − 10,000) × 0.00099
+			"move to payg at the end of 2026-11 (downgrade)",
+			"starter is cheaper than payg above 211,011 minutes a month of this class mix (33,000 projected)",
+		},
+	}, {
+		name: "one minute of data",
+		in: AdviceInput{Current: tStarter, Period: nov, ObservedFrom: utc(2026, 11, 25, 12, 0, 0),
+			AsOf: utc(2026, 11, 25, 12, 1, 0), Days: oneMinute},
+		catalogue: tCatalogue, recommended: "starter", move: MoveStay,
+		observed: 0.001, trendDays: 0, projectedUM: 1,
+		reasons: []string{
+			"too little data: 0.0 h observed, 24 h are needed to project usage or advise a move; plans are judged on the measured peak only",
+			"peak 2 used 2% of starter's ceiling of 100",
+			"starter stays until a day is observed",
+		},
+	}, {
+		name:      "a flat month",
+		in:        AdviceInput{Current: tStarter, Period: nov, AsOf: utc(2026, 11, 16, 0, 0, 0), Days: flatDays(15, 70, Audio, 9_000)},
+		catalogue: tCatalogue, recommended: "starter", move: MoveStay,
+		observed: 15, trendDays: 15, projectedUM: 270_000,
+		reasons: []string{
+			"peak 70 used 70% of starter's ceiling of 100",
+			"usage steady: 135,000 unit-minutes in 15 days observed, 270,000 projected for 2026-11 (trend over 15 days)",
+			"starter is the cheapest plan that fits",
+			"starter is cheaper than payg above 211,011 minutes a month of this class mix (270,000 projected)",
+		},
+	}, {
+		// Least squares over the 10 days: peak 39.31 + 2.442·d, 111 on day
+		// 29 (need ⌈111 × 1.2⌉ = 134); minutes 3,930.9 + 244.24·d, 173,873
+		// more over days 10-29 beside the 50,300 so far.
+		name:      "growing 5 % a day",
+		in:        AdviceInput{Current: tStarter, Period: nov, AsOf: utc(2026, 11, 11, 0, 0, 0), Days: growing},
+		catalogue: noPayg, recommended: "growth", move: MoveUpgrade, effective: Now,
+		observed: 10, trendDays: 10, projectedUM: 224_173,
+		reasons: []string{
+			"peak 62 (projected 111) needs a ceiling of 134 with 20% headroom: starter's ceiling is 100",
+			"usage growing: 50,300 unit-minutes in 10 days observed, 224,173 projected for 2026-11 (trend over 10 days)",
+			"growth costs 1,300.00 more than starter but fits the peak with 20% headroom",
+			"move to growth now (upgrade)",
+		},
+	}, {
+		name:      "at its ceiling, refused",
+		in:        AdviceInput{Current: tStarter, Period: nov, AsOf: utc(2026, 11, 16, 0, 0, 0), Days: atCeiling},
+		catalogue: tCatalogue, recommended: "payg", move: MoveDowngrade, effective: Now,
+		observed: 15, trendDays: 15, projectedUM: 180_000,
+		reasons: []string{
+			"peak 100 needs a ceiling of 120 with 20% headroom: starter's ceiling is 100",
+			"refused 300 sessions on 15 days",
+			"usage steady: 90,000 unit-minutes in 15 days observed, 180,000 projected for 2026-11 (trend over 15 days)",
+			"starter is projected to cost 30.70 more than payg for 2026-11", // 199 − 170,000 × 0.00099
+			"move to payg now (downgrade)",
+			"starter is cheaper than payg above 211,011 minutes a month of this class mix (180,000 projected)",
+		},
+	}, {
+		// Alone, November's peak of 60 (need 72) would fit starter, the
+		// cheaper plan; October's 300 counts toward the projected peak.
+		name: "the previous period's peak",
+		in: AdviceInput{Current: tGrowth, Period: nov, AsOf: utc(2026, 11, 11, 0, 0, 0), Days: flatDays(10, 60, Audio, 10_000),
+			Previous: &PeriodUsage{Period: Period{2026, time.October}, Peak: 300, Minutes: [NumClasses]uint64{900_000}}},
+		catalogue: noPayg, recommended: "growth", move: MoveStay,
+		observed: 10, trendDays: 10, projectedUM: 300_000,
+		reasons: []string{
+			"peak 60 used 6% of growth's ceiling of 1,000",
+			"usage steady: 100,000 unit-minutes in 10 days observed, 300,000 projected for 2026-11 (trend over 10 days)",
+			"last period 2026-10: peak 300, 900,000 unit-minutes; this period projected 300,000 (-66.7% month over month); its peak counts toward the projected peak",
+			"growth is the cheapest plan that fits",
+		},
+	}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := Advise(c.in, c.catalogue)
+			if a.Recommended != c.recommended || a.Move != c.move || a.Effective != c.effective {
+				t.Errorf("recommended %s, %s, %q; want %s, %s, %q", a.Recommended, a.Move, a.Effective, c.recommended, c.move, c.effective)
+			}
+			if a.ObservedDays != c.observed || a.TrendDays != c.trendDays || a.ProjectedUnitMinutes != c.projectedUM {
+				t.Errorf("observed %v days, trend over %d, %d unit-minutes projected; want %v, %d, %d",
+					a.ObservedDays, a.TrendDays, a.ProjectedUnitMinutes, c.observed, c.trendDays, c.projectedUM)
+			}
+			if a.TooLittleData != (c.observed < 1) {
+				t.Errorf("too little data: %v", a.TooLittleData)
+			}
+			checkReasons(t, a, c.reasons)
+		})
+	}
+	// Without its previous period the last tenant would move to starter.
+	prev := cases[len(cases)-1]
+	prev.in.Previous = nil
+	if a := Advise(prev.in, prev.catalogue); a.Recommended != "starter" || a.GrowthPct != nil {
+		t.Errorf("without the previous period: %s, growth %v; want starter", a.Recommended, a.GrowthPct)
 	}
 }
