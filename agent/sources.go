@@ -170,6 +170,33 @@ func (a *Agent) SetClass(session, class string) error {
 	return nil
 }
 
+// Lapse ends a session that the media server lost (its client is gone and
+// its end was never reported): one with a TTL ends at its last keepalive,
+// its last sign of life, as if its TTL had lapsed now; one without a TTL
+// ends now. It returns the duration billed; ErrUnknownSession if it is not
+// open.
+func (a *Agent) Lapse(session string) (time.Duration, error) {
+	if err := validSessionID(session); err != nil {
+		return 0, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	a.expireLocked(now)
+	s := a.tab.lookup(session, now)
+	if s == nil {
+		return 0, ErrUnknownSession
+	}
+	var d time.Duration
+	if s.ttl > 0 {
+		d = a.tab.expire(s, now)
+	} else {
+		d = a.tab.close(s, now)
+	}
+	a.noteEventLocked()
+	return d, nil
+}
+
 // ReconcileScope limits a reconcile to one source's sessions.
 type ReconcileScope struct {
 	// Source (optional, default SourceAPI) whose sessions the list is the
@@ -200,8 +227,9 @@ type ReconcileResult struct {
 // list, as Reconcile does for SourceAPI: it opens what is missing, without
 // admission checks (unless NoOpen), closes what is not listed (unless
 // SeenBefore or KeepTTL keep it), closes and reopens an id open with
-// another tenant or class, and counts a keepalive for every listed session
-// it keeps. An unlisted session with a TTL ends at its last keepalive (the
+// another tenant or class (with another class only it stays the same
+// session, of the same source and TTL: SetClass), and counts a keepalive
+// for every listed session it keeps. An unlisted session with a TTL ends at its last keepalive (the
 // last sign of life), one without a TTL now. The whole list is validated
 // first; on any invalid entry (or an id listed twice with different tenants
 // or classes) it returns an error wrapping ErrInvalid and changes nothing.
@@ -291,7 +319,13 @@ func (t *table) reconcileScoped(want map[string]reconItem, rs reconScope, now in
 		case ok && w.tenant == s.tenant.id && w.class == s.class:
 			t.keepalive(s, now)
 			continue
-		case ok: // another tenant or class: close, and reopen below
+		case ok && w.tenant == s.tenant.id: // another class: closed and reopened in it at once
+			t.keepalive(s, now)
+			t.reclass(s, w.class, now)
+			res.Closed = append(res.Closed, id)
+			res.Opened = append(res.Opened, id)
+			continue
+		case ok: // another tenant: close, and reopen below
 			t.close(s, now)
 		case s.lastKA >= rs.seenBefore || rs.keepTTL && s.ttl > 0:
 			continue
