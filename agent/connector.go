@@ -49,7 +49,8 @@ type ConnectorStatus struct {
 	Admitted    uint64            `json:"admitted"`
 	Refused     map[string]uint64 `json:"refused"`
 	BadRequests uint64            `json:"bad_requests"`
-	// Reconciles run (successful or not) and the sessions they closed.
+	// Reconciles run (successful or not) and the sessions they closed (for
+	// good: not counting those moved to another class).
 	Reconciles      uint64         `json:"reconciles"`
 	ReconcileErrors uint64         `json:"reconcile_errors"`
 	ReconcileClosed uint64         `json:"reconcile_closed"`
@@ -62,6 +63,8 @@ type LastReconcile struct {
 	Listed int       `json:"listed"`
 	Opened int       `json:"opened"`
 	Closed int       `json:"closed"`
+	// Reclassed: sessions moved to another class.
+	Reclassed int `json:"reclassed"`
 	// Error: why it could not run (the media server's status unreachable);
 	// nothing was changed then.
 	Error string `json:"error,omitempty"`
@@ -143,13 +146,15 @@ func (c *Connector) Open(o OpenOptions) (OpenResult, error) {
 func (c *Connector) Reconcile(scope ReconcileScope, list []SessionSpec) (ReconcileResult, error) {
 	scope.Source = c.name
 	res, err := c.a.ReconcileScoped(scope, list)
-	lr := &LastReconcile{At: time.Now().UTC(), Listed: len(list), Opened: len(res.Opened), Closed: len(res.Closed)}
+	ended := len(res.Ended())
+	lr := &LastReconcile{At: time.Now().UTC(), Listed: len(list), Opened: len(res.Opened) - len(res.Reclassed), Closed: ended,
+		Reclassed: len(res.Reclassed)}
 	if err != nil {
 		lr.Error = err.Error()
 	}
 	c.mu.Lock()
 	c.reconciles++
-	c.recClosed += uint64(len(res.Closed))
+	c.recClosed += uint64(ended)
 	if err != nil {
 		c.recErrors++
 	}

@@ -221,6 +221,20 @@ type ReconcileResult struct {
 	Closed []string `json:"closed"`
 	// Skipped: listed ids open under another source, left as they are.
 	Skipped []string `json:"skipped,omitempty"`
+	// Reclassed: listed ids moved to another class (in Opened and Closed
+	// too: the class they had closed, the new one opened).
+	Reclassed []string `json:"reclassed,omitempty"`
+}
+
+// Ended are the ids the reconcile closed for good (Closed but Reclassed).
+func (r ReconcileResult) Ended() []string {
+	var out []string
+	for _, id := range r.Closed {
+		if !slices.Contains(r.Reclassed, id) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // ReconcileScoped makes the open sessions of one source exactly those of
@@ -324,6 +338,7 @@ func (t *table) reconcileScoped(want map[string]reconItem, rs reconScope, now in
 			t.reclass(s, w.class, now)
 			res.Closed = append(res.Closed, id)
 			res.Opened = append(res.Opened, id)
+			res.Reclassed = append(res.Reclassed, id)
 			continue
 		case ok: // another tenant: close, and reopen below
 			t.close(s, now)
@@ -348,6 +363,7 @@ func (t *table) reconcileScoped(want map[string]reconItem, rs reconScope, now in
 	slices.Sort(res.Opened)
 	slices.Sort(res.Closed)
 	slices.Sort(res.Skipped)
+	slices.Sort(res.Reclassed)
 	return res
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -326,17 +327,18 @@ func (c *Connector) ReconcileNow(ctx context.Context) (agent.ReconcileResult, er
 		c.log.Error("nginx-rtmp stat reconcile refused", "error", err)
 		return res, err
 	}
-	if len(res.Closed) > 0 {
+	if ended := res.Ended(); len(ended) > 0 {
 		c.mu.Lock()
 		for k, id := range c.byClient {
-			for _, gone := range res.Closed {
-				if id == gone {
-					delete(c.byClient, k)
-				}
+			if slices.Contains(ended, id) {
+				delete(c.byClient, k)
 			}
 		}
 		c.mu.Unlock()
-		c.log.Info("nginx-rtmp stat reconcile closed sessions whose client is gone", "closed", len(res.Closed), "nginx_pid", st.PID)
+		c.log.Info("nginx-rtmp stat reconcile ended sessions whose client is gone", "ended", len(ended), "nginx_pid", st.PID)
+	}
+	if len(res.Reclassed) > 0 {
+		c.log.Debug("nginx-rtmp stat reconcile classed sessions by their stream's resolution", "sessions", res.Reclassed)
 	}
 	return res, nil
 }

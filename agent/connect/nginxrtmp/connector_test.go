@@ -255,8 +255,12 @@ func TestStatReconcile(t *testing.T) {
 		classes[fmt.Sprint(k, id)] = s.Class
 	}
 	want := map[string]string{"pub1": "video-fhd", "play2": "video-fhd", "pub3": "video-hd"}
-	if fmt.Sprint(classes) != fmt.Sprint(want) || len(res.Closed) != 3 { // 1 and 2 reclassed (in both lists), 4 gone
+	if fmt.Sprint(classes) != fmt.Sprint(want) || len(res.Ended()) != 1 || len(res.Reclassed) != 2 { // 1 and 2 reclassed, 4 gone
 		t.Fatalf("after the stat: %v (result %+v), want %v", classes, res, want)
+	}
+	// A reclassed session is still the client's: its on_update finds it.
+	if code, _, _ := r.hook("call", "update_publish", "name", "big", "clientid", "1", "tenant", "acme"); code != 200 || r.open() != 3 {
+		t.Fatalf("update after reclass: %d, %d open", code, r.open())
 	}
 	// nginx restarted (a minute later, uptime 0) and lists a new client 1:
 	// every session of the earlier nginx ends.
@@ -268,7 +272,7 @@ func TestStatReconcile(t *testing.T) {
 	if n := r.open(); n != 0 {
 		t.Fatalf("%d open after nginx restarted", n)
 	}
-	if st := r.a.Status().Connectors[Name]; st.ReconcileClosed != 6 || st.Reconciles != 3 || st.ReconcileErrors != 1 {
+	if st := r.a.Status().Connectors[Name]; st.ReconcileClosed != 4 || st.Reconciles != 3 || st.ReconcileErrors != 1 {
 		t.Fatalf("status %+v", st)
 	}
 }
