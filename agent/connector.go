@@ -33,6 +33,7 @@ type Connector struct {
 	admitted   uint64
 	refused    map[string]uint64 // by reason
 	bad        uint64
+	forced     uint64
 	reconciles uint64
 	recErrors  uint64
 	recClosed  uint64
@@ -49,6 +50,10 @@ type ConnectorStatus struct {
 	Admitted    uint64            `json:"admitted"`
 	Refused     map[string]uint64 `json:"refused"`
 	BadRequests uint64            `json:"bad_requests"`
+	// Forced: sessions counted without an admission decision, since they
+	// exist on the media server already (a LiveKit participant that joined
+	// without a reservation).
+	Forced uint64 `json:"forced"`
 	// Reconciles run (successful or not) and the sessions they closed (for
 	// good: not counting those moved to another class).
 	Reconciles      uint64         `json:"reconciles"`
@@ -107,6 +112,14 @@ func (c *Connector) Hook() {
 	c.mu.Unlock()
 }
 
+// Admitted counts a session the connector admitted other than by Open (a
+// reservation it confirmed).
+func (c *Connector) Admitted() {
+	c.mu.Lock()
+	c.admitted++
+	c.mu.Unlock()
+}
+
 // BadRequest counts a hook refused as malformed.
 func (c *Connector) BadRequest() {
 	c.mu.Lock()
@@ -122,7 +135,7 @@ func (c *Connector) Refuse(reason string) {
 }
 
 // Open opens a session of this connector (o.Source is set to its name) and
-// counts the outcome: admitted, refused by reason, or a bad request.
+// counts the outcome: admitted, refused by reason, forced, or a bad request.
 func (c *Connector) Open(o OpenOptions) (OpenResult, error) {
 	o.Source = c.name
 	res, err := c.a.OpenWith(o)
@@ -130,6 +143,10 @@ func (c *Connector) Open(o OpenOptions) (OpenResult, error) {
 	switch {
 	case err != nil:
 		c.bad++
+	case o.Force:
+		if !res.Existing {
+			c.forced++
+		}
 	case res.Admitted:
 		if !res.Existing {
 			c.admitted++
@@ -191,7 +208,7 @@ func (c *Connector) status(open int) ConnectorStatus {
 	defer c.mu.Unlock()
 	st := ConnectorStatus{
 		Open: open, Hooks: c.hooks, Admitted: c.admitted, Refused: make(map[string]uint64, len(c.refused)),
-		BadRequests: c.bad, Reconciles: c.reconciles, ReconcileErrors: c.recErrors, ReconcileClosed: c.recClosed,
+		BadRequests: c.bad, Forced: c.forced, Reconciles: c.reconciles, ReconcileErrors: c.recErrors, ReconcileClosed: c.recClosed,
 	}
 	for r, n := range c.refused {
 		st.Refused[r] = n

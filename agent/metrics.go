@@ -69,6 +69,7 @@ var (
 	descConnAdmitted  = desc("headroom_agent_connector_admitted_total", "Sessions the connector's hooks had admitted.", "connector")
 	descConnRefused   = desc("headroom_agent_connector_refused_total", "Hooks refused, by reason (unmapped-tenant: no tenant could be derived).", "connector", "reason")
 	descConnBad       = desc("headroom_agent_connector_bad_requests_total", "Hooks refused as malformed or unauthenticated.", "connector")
+	descConnForced    = desc("headroom_agent_connector_forced_total", "Sessions counted without admission: they existed on the media server already.", "connector")
 	descConnRecs      = desc("headroom_agent_connector_reconciles_total", "Reconciles of the connector's sessions, run or failed.", "connector")
 	descConnRecErrors = desc("headroom_agent_connector_reconcile_errors_total", "Reconciles that could not run (the media server's list could not be had).", "connector")
 	descConnRecClosed = desc("headroom_agent_connector_reconcile_closed_total", "Sessions closed by the connector's reconciles.", "connector")
@@ -78,7 +79,7 @@ var (
 var agentDescs = []*prometheus.Desc{
 	descInfo, descSessions, descTenants, descConnected, descUnacked, descLastAck, descAdmitted, descRefused,
 	descBatches, descSent, descResent, descConnects, descReconnects, descGrantAsks, descGrantAnswer, descGrantWait, descGrantRTT,
-	descConnOpen, descConnHooks, descConnAdmitted, descConnRefused, descConnBad, descConnRecs, descConnRecErrors,
+	descConnOpen, descConnHooks, descConnAdmitted, descConnRefused, descConnBad, descConnForced, descConnRecs, descConnRecErrors,
 	descConnRecClosed, descConnRecLast,
 }
 
@@ -138,6 +139,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			cnt(descConnRefused, cs.Refused[r], name, r)
 		}
 		cnt(descConnBad, cs.BadRequests, name)
+		cnt(descConnForced, cs.Forced, name)
 		cnt(descConnRecs, cs.Reconciles, name)
 		cnt(descConnRecErrors, cs.ReconcileErrors, name)
 		cnt(descConnRecClosed, cs.ReconcileClosed, name)
