@@ -11,6 +11,7 @@ import (
 
 	"github.com/headroom-rtc/headroom/agent"
 	"github.com/headroom-rtc/headroom/agent/connect"
+	"github.com/headroom-rtc/headroom/agent/connect/livekit"
 	"github.com/headroom-rtc/headroom/agent/connect/nginxrtmp"
 	"github.com/headroom-rtc/headroom/plans"
 )
@@ -38,6 +39,11 @@ func connectorFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "nginx-rtmp-ttl", Value: nginxrtmp.DefaultTTL, Usage: "a session not kept alive by on_update (or the stat page) for this long ends at its last sign of life; set nginx's notify_update_timeout well below it (0: no TTL)"},
 		&cli.StringFlag{Name: "nginx-rtmp-stat", Usage: "URL of nginx-rtmp's stat page (rtmp_stat all): class sessions by their stream's resolution and close those whose client is gone"},
 		&cli.DurationFlag{Name: "nginx-rtmp-stat-interval", Value: nginxrtmp.DefaultStatInterval, Usage: "how often the stat page is read"},
+		&cli.StringFlag{Name: "livekit-api-key", EnvVars: []string{"HEADROOM_LIVEKIT_API_KEY"}, Usage: "with --livekit-api-secret: serve LiveKit's webhooks at POST /hooks/livekit, verified with this key pair (the LiveKit server's)"},
+		&cli.StringFlag{Name: "livekit-api-secret", EnvVars: []string{"HEADROOM_LIVEKIT_API_SECRET"}, Usage: "the LiveKit API secret (prefer the environment variable: flags show in ps)"},
+		&cli.StringFlag{Name: "livekit-url", Usage: "the LiveKit server (http(s):// or ws(s)://): reconcile through RoomService, and remove participants that join without a reservation over a strict ceiling"},
+		&cli.DurationFlag{Name: "livekit-reconcile-interval", Value: livekit.DefaultReconcileInterval, Usage: "how often RoomService is listed"},
+		&cli.StringFlag{Name: "livekit-tenant-from", Value: "attr:" + livekit.DefaultTenantAttribute, Usage: "the tenant of a participant without a reservation, rules tried in order: attr:NAME (participant attribute), name-prefix:SEP (room name up to SEP), fixed:TENANT"},
 	}
 }
 
@@ -55,6 +61,23 @@ func connectorsFromFlags(c *cli.Context) (attachFunc, error) {
 		for _, f := range []string{"nginx-rtmp-stat", "nginx-rtmp-tenant-from", "nginx-rtmp-tenant-arg", "nginx-rtmp-app-class"} {
 			if c.IsSet(f) {
 				return nil, fmt.Errorf("--%s needs --nginx-rtmp", f)
+			}
+		}
+	}
+	key, secret := c.String("livekit-api-key"), c.String("livekit-api-secret")
+	switch {
+	case key != "" && secret != "":
+		fn, err := livekitFromFlags(c, key, secret)
+		if err != nil {
+			return nil, err
+		}
+		fns = append(fns, fn)
+	case key != "" || secret != "":
+		return nil, fmt.Errorf("--livekit-api-key and --livekit-api-secret go together (or HEADROOM_LIVEKIT_API_KEY and _SECRET)")
+	default:
+		for _, f := range []string{"livekit-url", "livekit-tenant-from"} {
+			if c.IsSet(f) {
+				return nil, fmt.Errorf("--%s needs --livekit-api-key and --livekit-api-secret", f)
 			}
 		}
 	}
@@ -114,6 +137,27 @@ func nginxFromFlags(c *cli.Context) (attachFunc, error) {
 		log.Info("nginx-rtmp hooks served", "path", "/hooks/nginx-rtmp", "tenant_from", rules.String(), "stat", stat)
 		return attached{
 			routes:  map[string]http.Handler{"/hooks/nginx-rtmp": conn},
+			runners: []func(context.Context){conn.Run},
+		}, nil
+	}, nil
+}
+
+func livekitFromFlags(c *cli.Context, key, secret string) (attachFunc, error) {
+	rules, err := connect.ParseRules(c.String("livekit-tenant-from"), livekit.DefaultTenantAttribute)
+	if err != nil {
+		return nil, fmt.Errorf("--livekit-tenant-from: %w", err)
+	}
+	cfg := livekit.Config{APIKey: key, APISecret: secret, URL: c.String("livekit-url"),
+		ReconcileInterval: c.Duration("livekit-reconcile-interval"), Tenant: rules}
+	return func(a *agent.Agent, log hclog.Logger) (attached, error) {
+		cfg.Logger = log.Named("livekit")
+		conn, err := livekit.New(a, cfg)
+		if err != nil {
+			return attached{}, err
+		}
+		log.Info("LiveKit webhooks served", "path", "/hooks/livekit", "roomservice", cfg.URL, "tenant_from", rules.String())
+		return attached{
+			routes:  map[string]http.Handler{"/hooks/livekit": conn},
 			runners: []func(context.Context){conn.Run},
 		}, nil
 	}, nil

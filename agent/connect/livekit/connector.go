@@ -44,7 +44,8 @@ type Config struct {
 	// URL (optional) of the LiveKit server (http(s):// or ws(s)://): turns
 	// on the RoomService reconcile every ReconcileInterval (optional,
 	// default DefaultReconcileInterval) and the removal of participants
-	// that joined without a reservation over a strict ceiling.
+	// that joined without a reservation while their tenant's strict plan
+	// refuses them.
 	URL               string
 	ReconcileInterval time.Duration
 	// Tenant (optional, default attr:tenant) derives the tenant of a
@@ -281,10 +282,12 @@ func (c *Connector) joinedLocked(ev *lk.WebhookEvent) {
 		c.log.Warn("LiveKit participant joined without a reservation: cannot count it", "session", id, "error", err)
 		return
 	}
+	// A strict plan admits nothing beyond its shares: a participant that
+	// admission refuses (at the ceiling, or no share to be had in time) is
+	// removed. Soft and meter plans keep it (metered, as overage).
 	strict := a.TenantMode(tenant) == string(plans.Strict)
-	over := res.Reason == agent.ReasonCeiling || res.Reason == agent.ReasonClassCeiling
-	if strict && over && c.rooms != nil {
-		c.log.Warn("LiveKit participant joined without a reservation over its tenant's strict ceiling: removing it",
+	if strict && c.rooms != nil {
+		c.log.Warn("LiveKit participant joined without a reservation and its tenant's strict plan refuses it: removing it",
 			"session", id, "tenant", tenant, "reason", res.Reason)
 		c.removeAsync(roomName, p.GetIdentity())
 		return
@@ -454,7 +457,7 @@ func (c *Connector) removeAsync(roomName, identity string) {
 			c.log.Error("LiveKit RemoveParticipant failed; the participant stays counted", "room", roomName, "identity", identity, "error", err)
 			return
 		}
-		c.log.Info("LiveKit participant removed (over a strict ceiling without a reservation)", "room", roomName, "identity", identity)
+		c.log.Info("LiveKit participant removed (joined without a reservation; its strict plan refused it)", "room", roomName, "identity", identity)
 	}()
 }
 

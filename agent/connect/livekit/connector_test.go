@@ -3,25 +3,22 @@ package livekit
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/livekit/protocol/auth"
 	lk "github.com/livekit/protocol/livekit"
 	"github.com/livekit/protocol/utils/protojson"
 	"github.com/livekit/protocol/webhook"
 
 	"github.com/headroom-rtc/headroom/agent"
 	"github.com/headroom-rtc/headroom/agent/agenttest"
+	"github.com/headroom-rtc/headroom/agent/connect/livekit/livekittest"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -69,12 +66,9 @@ func newRig(t *testing.T, cfg Config, tenants ...wire.TenantInfo) *rig {
 	return &rig{t: t, cluster: cluster, a: a, c: c, srv: srv}
 }
 
-// sign signs body as livekit-server does: a JWT of the API key, signed with
-// the secret, carrying the body's SHA-256 (webhook/url_notifier.go).
 func sign(t *testing.T, key, secret string, body []byte) string {
 	t.Helper()
-	sum := sha256.Sum256(body)
-	tok, err := auth.NewAccessToken(key, secret).SetValidFor(5 * time.Minute).SetSha256(base64.StdEncoding.EncodeToString(sum[:])).ToJWT()
+	tok, err := livekittest.Sign(key, secret, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,89 +355,6 @@ func TestUnreservedJoin(t *testing.T) {
 	}
 }
 
-// roomService is an in-process RoomService behind LiveKit's generated Twirp
-// server; it checks each call's token as livekit-server does.
-type roomService struct {
-	lk.RoomService // the calls not served panic
-	t              *testing.T
-	mu             sync.Mutex
-	rooms          map[string][]*lk.ParticipantInfo
-	removed        []string
-	calls          int
-}
-
-func (s *roomService) authorize(ctx context.Context, roomName string) error {
-	h, _ := twirpHeaders(ctx)
-	tok := strings.TrimPrefix(h.Get("Authorization"), "Bearer ")
-	v, err := auth.ParseAPIToken(tok)
-	if err != nil {
-		return err
-	}
-	_, grants, err := v.Verify(testSecret)
-	if err != nil {
-		return err
-	}
-	if roomName == "" && !grants.Video.RoomList || roomName != "" && (!grants.Video.RoomAdmin || grants.Video.Room != roomName) {
-		return fmt.Errorf("grants %+v do not allow this call", grants.Video)
-	}
-	return nil
-}
-
-func (s *roomService) ListRooms(ctx context.Context, _ *lk.ListRoomsRequest) (*lk.ListRoomsResponse, error) {
-	if err := s.authorize(ctx, ""); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.calls++
-	out := &lk.ListRoomsResponse{}
-	for name := range s.rooms {
-		out.Rooms = append(out.Rooms, &lk.Room{Name: name, Sid: "RM_" + name})
-	}
-	return out, nil
-}
-
-func (s *roomService) ListParticipants(ctx context.Context, req *lk.ListParticipantsRequest) (*lk.ListParticipantsResponse, error) {
-	if err := s.authorize(ctx, req.Room); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return &lk.ListParticipantsResponse{Participants: s.rooms[req.Room]}, nil
-}
-
-func (s *roomService) RemoveParticipant(ctx context.Context, req *lk.RoomParticipantIdentity) (*lk.RemoveParticipantResponse, error) {
-	if err := s.authorize(ctx, req.Room); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.removed = append(s.removed, req.Room+"/"+req.Identity)
-	return &lk.RemoveParticipantResponse{}, nil
-}
-
-// newRoomService serves rs with LiveKit's generated Twirp server, the
-// request headers kept in the context for authorize.
-func newRoomService(t *testing.T, rs *roomService) *httptest.Server {
-	ts := lk.NewRoomServiceServer(rs)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ts.ServeHTTP(w, r.WithContext(withHeaders(r.Context(), r.Header)))
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-type headersKey struct{}
-
-func withHeaders(ctx context.Context, h http.Header) context.Context {
-	return context.WithValue(ctx, headersKey{}, h)
-}
-
-func twirpHeaders(ctx context.Context) (http.Header, bool) {
-	h, ok := ctx.Value(headersKey{}).(http.Header)
-	return h, ok
-}
-
 func participant(identity, sid string, tracks ...*lk.TrackInfo) *lk.ParticipantInfo {
 	return &lk.ParticipantInfo{Identity: identity, Sid: sid, State: lk.ParticipantInfo_ACTIVE,
 		Attributes: map[string]string{"tenant": "acme"}, Tracks: tracks}
@@ -455,18 +366,16 @@ func participant(identity, sid string, tracks ...*lk.TrackInfo) *lk.ParticipantI
 // room's tracks; a session whose participant is gone closes; a reservation
 // not joined yet is left to its TTL; a listing that fails changes nothing.
 func TestRoomServiceReconcile(t *testing.T) {
-	rs := &roomService{t: t, rooms: map[string][]*lk.ParticipantInfo{}}
-	ls := newRoomService(t, rs)
-	r := newRig(t, Config{URL: ls.URL}, meter("acme"))
+	rs := livekittest.NewRoomService(testKey, testSecret)
+	defer rs.Close()
+	r := newRig(t, Config{URL: rs.URL()}, meter("acme"))
 	r.send(joined("standup", "gone", "PG_1"))  // its left will be lost
 	r.reserve("standup", "alice", time.Minute) // joined, webhook lost
 	r.reserve("standup", "later", time.Minute) // not joined yet
-	rs.mu.Lock()
-	rs.rooms["standup"] = []*lk.ParticipantInfo{
+	rs.SetRoom("standup",
 		participant("alice", "PA_1", &lk.TrackInfo{Sid: "TR_1", Type: lk.TrackType_VIDEO, Width: 1920, Height: 1080}),
 		participant("bob", "PB_1"), // joined, webhook lost, no reservation
-	}
-	rs.mu.Unlock()
+	)
 	res, err := r.c.ReconcileNow(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -484,10 +393,7 @@ func TestRoomServiceReconcile(t *testing.T) {
 		t.Fatalf("after the reconcile (%+v):\n got %v\nwant %v", res, got, want)
 	}
 	// The listing fails: nothing changes.
-	rs.mu.Lock()
-	rs.rooms["broken"] = nil
-	rs.mu.Unlock()
-	ls.Close()
+	rs.Close()
 	if _, err := r.c.ReconcileNow(context.Background()); err == nil {
 		t.Fatal("a reconcile against a dead RoomService succeeded")
 	}
@@ -499,6 +405,6 @@ func TestRoomServiceReconcile(t *testing.T) {
 	}
 }
 
-// The removal of a participant that joined without a reservation over a
-// strict ceiling needs a strict plan, which only the real aggregator
+// The removal of a participant that joined without a reservation while its
+// strict plan refuses it needs a strict plan, which only the real aggregator
 // grants: cmd/headroom's TestLiveKit covers it.

@@ -10,7 +10,7 @@
 // largest published video track (track_published, track_unpublished). With
 // a LiveKit URL, RoomService reconciles the connector's sessions and
 // removes participants that joined without a reservation while their
-// tenant is at a strict ceiling.
+// tenant's strict plan refuses them.
 //
 // Webhooks are verified with LiveKit's own library (webhook.Receive with an
 // auth.NewSimpleKeyProvider: a JWT signed with the API secret carrying the
