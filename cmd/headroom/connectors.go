@@ -162,3 +162,36 @@ func livekitFromFlags(c *cli.Context, key, secret string) (attachFunc, error) {
 		}, nil
 	}, nil
 }
+
+// LiveKit's development key pair (livekit-server --dev), which headroom dev
+// accepts on its webhook.
+const devLiveKitKey, devLiveKitSecret = "devkey", "secret"
+
+// devConnectors are headroom dev's: the nginx-rtmp hook with its defaults
+// and the LiveKit webhook verified with LiveKit's development keys.
+func devConnectors() attachFunc {
+	return func(a *agent.Agent, log hclog.Logger) (attached, error) {
+		ngx, err := nginxrtmp.New(a, nginxrtmp.Config{Logger: log.Named("nginx-rtmp")})
+		if err != nil {
+			return attached{}, err
+		}
+		lkc, err := livekit.New(a, livekit.Config{APIKey: devLiveKitKey, APISecret: devLiveKitSecret, Logger: log.Named("livekit")})
+		if err != nil {
+			return attached{}, err
+		}
+		return attached{routes: map[string]http.Handler{"/hooks/nginx-rtmp": ngx, "/hooks/livekit": lkc}}, nil
+	}
+}
+
+// devConnectorHelp tells how to point each media server at headroom dev's
+// agent on api.
+func devConnectorHelp(api string) string {
+	return fmt.Sprintf(`  media servers (the agent's hooks; see README "Real media servers"):
+    nginx-rtmp    in its application block: on_publish, on_play, on_update, on_publish_done,
+                  on_play_done and on_done http://%[1]s/hooks/nginx-rtmp; notify_update_timeout 10s;
+                  publish to rtmp://HOST/APP/STREAM?tenant=TENANT (deploy/nginx-rtmp/nginx.conf)
+    LiveKit       livekit-server --dev with, in its config:
+                  webhook: {api_key: %[2]s, urls: ["http://%[1]s/hooks/livekit"]}
+                  tokens: reserve first (examples/livekit-token-server -agent http://%[1]s)
+`, api, devLiveKitKey)
+}
