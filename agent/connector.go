@@ -38,6 +38,8 @@ type Connector struct {
 	recErrors  uint64
 	recClosed  uint64
 	last       *LastReconcile
+	lat        [1024]time.Duration // the last hooks' handling times
+	latN       uint64
 }
 
 // ConnectorStatus is what GET /v1/status shows of a connector.
@@ -60,6 +62,11 @@ type ConnectorStatus struct {
 	ReconcileErrors uint64         `json:"reconcile_errors"`
 	ReconcileClosed uint64         `json:"reconcile_closed"`
 	LastReconcile   *LastReconcile `json:"last_reconcile"`
+	// How long the last hooks (up to 1,024) took to answer, from the
+	// request's arrival to its reply.
+	HookP50Ms float64 `json:"hook_p50_ms"`
+	HookP99Ms float64 `json:"hook_p99_ms"`
+	HookMaxMs float64 `json:"hook_max_ms"`
 }
 
 // LastReconcile describes a connector's last reconcile.
@@ -117,6 +124,15 @@ func (c *Connector) Hook() {
 func (c *Connector) Admitted() {
 	c.mu.Lock()
 	c.admitted++
+	c.mu.Unlock()
+}
+
+// Answered records how long a hook took to answer, from began to now.
+func (c *Connector) Answered(began time.Time) {
+	d := time.Since(began)
+	c.mu.Lock()
+	c.lat[c.latN%uint64(len(c.lat))] = d
+	c.latN++
 	c.mu.Unlock()
 }
 
@@ -216,6 +232,12 @@ func (c *Connector) status(open int) ConnectorStatus {
 	if c.last != nil {
 		lr := *c.last
 		st.LastReconcile = &lr
+	}
+	if n := int(min(c.latN, uint64(len(c.lat)))); n > 0 {
+		ds := slices.Clone(c.lat[:n])
+		slices.Sort(ds)
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+		st.HookP50Ms, st.HookP99Ms, st.HookMaxMs = ms(ds[n/2]), ms(ds[(n*99)/100]), ms(ds[n-1])
 	}
 	return st
 }

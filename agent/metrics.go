@@ -73,6 +73,7 @@ var (
 	descConnRecs      = desc("headroom_agent_connector_reconciles_total", "Reconciles of the connector's sessions, run or failed.", "connector")
 	descConnRecErrors = desc("headroom_agent_connector_reconcile_errors_total", "Reconciles that could not run (the media server's list could not be had).", "connector")
 	descConnRecClosed = desc("headroom_agent_connector_reconcile_closed_total", "Sessions closed by the connector's reconciles.", "connector")
+	descConnHookTime  = desc("headroom_agent_connector_hook_seconds", "How long the connector's last hooks (up to 1,024) took to answer: p50, p99, max.", "connector", "stat")
 	descConnRecLast   = desc("headroom_agent_connector_last_reconcile_timestamp_seconds", "Unix time of the connector's last reconcile (0: none yet).", "connector")
 )
 
@@ -80,7 +81,7 @@ var agentDescs = []*prometheus.Desc{
 	descInfo, descSessions, descTenants, descConnected, descUnacked, descLastAck, descAdmitted, descRefused,
 	descBatches, descSent, descResent, descConnects, descReconnects, descGrantAsks, descGrantAnswer, descGrantWait, descGrantRTT,
 	descConnOpen, descConnHooks, descConnAdmitted, descConnRefused, descConnBad, descConnForced, descConnRecs, descConnRecErrors,
-	descConnRecClosed, descConnRecLast,
+	descConnRecClosed, descConnRecLast, descConnHookTime,
 }
 
 // collector reads the agent when scraped.
@@ -148,6 +149,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			last = float64(cs.LastReconcile.At.UnixNano()) / 1e9
 		}
 		g(descConnRecLast, last, name)
+		g(descConnHookTime, cs.HookP50Ms/1e3, name, "p50")
+		g(descConnHookTime, cs.HookP99Ms/1e3, name, "p99")
+		g(descConnHookTime, cs.HookMaxMs/1e3, name, "max")
 	}
 }
 

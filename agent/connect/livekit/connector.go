@@ -159,6 +159,7 @@ func (c *Connector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.h.Hook()
+	defer c.h.Answered(time.Now())
 	r.Body = http.MaxBytesReader(w, r.Body, MaxEventBody)
 	data, err := webhook.Receive(r, c.keys)
 	if err != nil {

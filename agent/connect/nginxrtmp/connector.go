@@ -134,6 +134,7 @@ func (c *Connector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.h.Hook()
+	defer c.h.Answered(time.Now())
 	body, err := connect.ReadBody(w, r, MaxHookBody)
 	if err != nil {
 		c.bad(w, http.StatusRequestEntityTooLarge, err)

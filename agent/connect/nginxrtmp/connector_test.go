@@ -116,7 +116,8 @@ func TestHookAdmitsRefusesAndCloses(t *testing.T) {
 		t.Fatalf("sessions %+v", ss)
 	}
 	st := r.a.Status().Connectors[Name]
-	if st.Admitted != 2 || st.Refused[agent.ReasonCeiling] != 2 || st.Refused[agent.ReasonUnmappedTenant] != 1 || st.BadRequests != 3 || st.Hooks != 8 {
+	if st.Admitted != 2 || st.Refused[agent.ReasonCeiling] != 2 || st.Refused[agent.ReasonUnmappedTenant] != 1 || st.BadRequests != 3 || st.Hooks != 8 ||
+		st.HookMaxMs <= 0 || st.HookP50Ms > st.HookMaxMs {
 		t.Fatalf("connector status %+v", st)
 	}
 
