@@ -20,7 +20,7 @@ import (
 // where it fails.
 
 // needTools skips (or, in CI, fails) the test when a program is missing.
-func needTools(t *testing.T, tools ...string) {
+func needTools(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -37,7 +37,7 @@ const rtmpModule = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 // nginx is an nginx-rtmp instance under a temporary prefix, running
 // deploy/nginx-rtmp/nginx.conf with the test's ports.
 type nginx struct {
-	t          *testing.T
+	t          testing.TB
 	p          *proc
 	rtmp, stat string // host:port
 	orphans    []int  // workers of incarnations killed
@@ -45,7 +45,7 @@ type nginx struct {
 
 // startNginx runs nginx-rtmp calling the agent at agentAPI, sending
 // on_update every updateEvery, with its stat page on stat.
-func startNginx(t *testing.T, agentAPI, updateEvery, stat string) *nginx {
+func startNginx(t testing.TB, agentAPI, updateEvery, stat string) *nginx {
 	t.Helper()
 	needTools(t, "nginx")
 	if _, err := os.Stat(rtmpModule); err != nil {
@@ -180,7 +180,7 @@ type ffmpeg struct {
 	progress string
 }
 
-func startFFmpeg(t *testing.T, name string, args ...string) *ffmpeg {
+func startFFmpeg(t testing.TB, name string, args ...string) *ffmpeg {
 	t.Helper()
 	f := &ffmpeg{progress: filepath.Join(t.TempDir(), name+".progress")}
 	argv := append([]string{"ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-progress", f.progress, "-stats_period", "0.25"}, args...)
@@ -189,13 +189,13 @@ func startFFmpeg(t *testing.T, name string, args ...string) *ffmpeg {
 }
 
 // publish streams a test pattern of size WxH at rate fps to url.
-func publish(t *testing.T, name, size string, fps int, url string) *ffmpeg {
+func publish(t testing.TB, name, size string, fps int, url string) *ffmpeg {
 	return startFFmpeg(t, name, "-re", "-f", "lavfi", "-i", fmt.Sprintf("testsrc=size=%s:rate=%d", size, fps),
 		"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", strconv.Itoa(fps), "-f", "flv", url)
 }
 
 // play plays url for at most limit.
-func play(t *testing.T, name, url string, limit time.Duration) *ffmpeg {
+func play(t testing.TB, name, url string, limit time.Duration) *ffmpeg {
 	return startFFmpeg(t, name, "-i", url, "-t", strconv.Itoa(int(limit.Seconds())), "-f", "null", "-")
 }
 

@@ -20,14 +20,14 @@ import (
 
 // rig is an agent on a stand-in cluster with the connector's handler.
 type rig struct {
-	t       *testing.T
+	t       testing.TB
 	cluster *agenttest.Server
 	a       *agent.Agent
 	c       *Connector
 	srv     *httptest.Server
 }
 
-func newRig(t *testing.T, cfg Config, tenants ...wire.TenantInfo) *rig {
+func newRig(t testing.TB, cfg Config, tenants ...wire.TenantInfo) *rig {
 	t.Helper()
 	cluster, err := agenttest.NewServer(tenants...)
 	if err != nil {
