@@ -336,7 +336,9 @@ func randomID() string {
 // Open opens session of tenant and class if admitted. ttl 0 means no TTL;
 // otherwise the session expires when no keepalive arrives for ttl. An id
 // already open with the same tenant and class answers Admitted and Existing
-// and changes nothing; with another tenant or class it is ErrConflict. Bad
+// and changes nothing (so does one of the same tenant opened by the same
+// connector, whatever its class: see OpenWith); with another tenant or
+// class it is ErrConflict. Bad
 // arguments give an error wrapping ErrInvalid. A refusal is not an error:
 // Admitted is false and Reason says why. The agent keeps the strings given.
 func (a *Agent) Open(tenant, class, session string, ttl time.Duration) (OpenResult, error) {
@@ -364,7 +366,7 @@ func (a *Agent) open(o OpenOptions) (OpenResult, error) {
 	t := a.tab
 	a.expireLocked(now)
 	if s := t.sessions[session]; s != nil {
-		if s.tenant.id == tenant && s.class == cls {
+		if s.tenant.id == tenant && (s.class == cls || sameConnector(s, o.Source)) {
 			a.mu.Unlock()
 			return OpenResult{Admitted: true, Existing: true}, nil
 		}

@@ -59,6 +59,13 @@ type OpenOptions struct {
 	Force bool
 }
 
+// sameConnector reports whether s was opened by the connector src: a
+// connector classes its sessions itself (by resolution, by the room's
+// tracks), so a second open of the same id by it (a LiveKit token asked
+// again for a participant in the call) is the session already open, in
+// whatever class it is now.
+func sameConnector(s *session, src string) bool { return src != SourceAPI && s.source == src }
+
 // OpenWith opens a session as Open does, with the options of o.
 func (a *Agent) OpenWith(o OpenOptions) (OpenResult, error) {
 	src, err := validSource(o.Source)
@@ -88,7 +95,7 @@ func (a *Agent) OpenWith(o OpenOptions) (OpenResult, error) {
 	a.expireLocked(now)
 	t := a.tab
 	if s := t.sessions[o.Session]; s != nil {
-		if s.tenant.id == o.Tenant && s.class == cls {
+		if s.tenant.id == o.Tenant && (s.class == cls || sameConnector(s, o.Source)) {
 			return OpenResult{Admitted: true, Existing: true}, nil
 		}
 		return OpenResult{}, fmt.Errorf("%w: %s is open as %s/%s", ErrConflict, o.Session, s.tenant.id, className(s.class))

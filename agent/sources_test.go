@@ -170,6 +170,15 @@ func TestForceAndSetClass(t *testing.T) {
 	if au.SessionMicros != 2_000_000 || au.Closed != 1 || fhd.SessionMicros != 3_000_000 || fhd.Opened != 1 {
 		t.Fatalf("audio %+v, video-fhd %+v", au, fhd)
 	}
+	// The connector that opened it asks again with another class: the
+	// session is the one open (the connector classed it since); the API
+	// asking so is a conflict.
+	if res, err := a.OpenWith(OpenOptions{Tenant: "t1", Class: "audio", Session: "joined", Source: "livekit"}); err != nil || !res.Existing {
+		t.Fatalf("the same connector again: %+v %v", res, err)
+	}
+	if _, err := a.Open("t1", "audio", "joined", 0); !errors.Is(err, ErrConflict) {
+		t.Fatalf("the API with another class: %v", err)
+	}
 	if err := a.SetClass("nothing", "audio"); !errors.Is(err, ErrUnknownSession) {
 		t.Fatalf("set class of nothing: %v", err)
 	}
