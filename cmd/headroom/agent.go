@@ -157,7 +157,7 @@ func runAgent(ctx context.Context, cfg agent.Config, apiAddr string, log hclog.L
 		loops.Add(1)
 		go func() { defer loops.Done(); run(actx) }()
 	}
-	defer loops.Wait()
+	defer func() { acancel(); loops.Wait() }() // the loops end with the agent
 	var runErr error
 	select {
 	case <-ctx.Done():

@@ -289,15 +289,15 @@ func TestNginxRTMP(t *testing.T) {
 	tl.mark("aggregator, agent and nginx up (rtmp %s, stat %s)", ngx.rtmp, ngx.stat)
 	url := func(stream, query string) string { return "rtmp://" + ngx.rtmp + "/live/" + stream + query }
 
-	// Two publishers: 320x240 (the default class, video-hd) and 1280x800
+	// Two publishers: 160x120 (the default class, video-hd) and 1280x800
 	// (1,024,000 px), which says so in its URL.
-	pub1 := publish(t, "pub1", "320x240", 10, url("cam1", "?tenant=acme"))
+	pub1 := publish(t, "pub1", "160x120", 10, url("cam1", "?tenant=acme"))
 	pub2 := publish(t, "pub2", "1280x800", 5, url("cam2", "?tenant=acme&class=video-fhd"))
 	s.waitOpen("acme", 2, "two publishers admitted")
 	tl.mark("two publishers admitted")
-	publish(t, "pub3", "320x240", 10, url("cam3", "?tenant=acme")).refused(t, "a third publisher over a ceiling of 2")
+	publish(t, "pub3", "160x120", 10, url("cam3", "?tenant=acme")).refused(t, "a third publisher over a ceiling of 2")
 	play(t, "play1", url("cam1", "?tenant=acme"), 20*time.Second).refused(t, "a player over a ceiling of 2")
-	publish(t, "orphan", "320x240", 10, url("orphan", "")).refused(t, "a publisher without a tenant")
+	publish(t, "orphan", "160x120", 10, url("orphan", "")).refused(t, "a publisher without a tenant")
 	tl.mark("third publisher, a player and a tenant-less publisher dropped by nginx")
 	if code, body, _ := call("GET", "http://"+s.http+"/v1/tenants", nil); code != 200 || strings.Count(string(body), `"tenant":`) != 1 {
 		t.Fatalf("the refused hooks stored a tenant: %s", body)
@@ -319,9 +319,9 @@ func TestNginxRTMP(t *testing.T) {
 	s.waitOpen("acme", 1, "a publisher killed with -9 closed (on_done)")
 	tl.mark("pub2 killed -9 after streaming %v: closed", pub2.streamed())
 
-	// pub4 claims audio but sends 320x240 video: the stat reconcile
+	// pub4 claims audio but sends 160x120 video: the stat reconcile
 	// classes it by what it sends.
-	pub4 := publish(t, "pub4", "320x240", 10, url("cam4", "?tenant=acme&class=audio"))
+	pub4 := publish(t, "pub4", "160x120", 10, url("cam4", "?tenant=acme&class=audio"))
 	s.waitOpen("acme", 2, "a publisher admitted after a close")
 	waitFor(t, 20*time.Second, "cam4 classed video-hd by the stat page", func() error {
 		if f := s.tenant("acme"); f.Concurrency.ByClass["video-hd"] != 2 {
@@ -344,7 +344,7 @@ func TestNginxRTMP(t *testing.T) {
 	s.waitOpen("acme", 0, "the sessions of the killed nginx closed")
 	tl.mark("nginx restarted; its earlier sessions closed")
 
-	pub5 := publish(t, "pub5", "320x240", 10, url("cam5", "?tenant=acme"))
+	pub5 := publish(t, "pub5", "160x120", 10, url("cam5", "?tenant=acme"))
 	s.waitOpen("acme", 1, "a publisher after nginx's restart")
 	play5 := play(t, "play5", url("cam5", "?tenant=acme"), 60*time.Second)
 	s.waitOpen("acme", 2, "its player admitted")
