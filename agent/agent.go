@@ -125,6 +125,8 @@ type SessionInfo struct {
 	OpenedAt      time.Time `json:"opened_at"`
 	LastKeepalive time.Time `json:"last_keepalive"`
 	TTLSeconds    float64   `json:"ttl_seconds,omitempty"`
+	// Source: what opened it (SourceAPI or a connector's name).
+	Source string `json:"source"`
 }
 
 // AckInfo is the last acknowledgement received.
@@ -145,6 +147,8 @@ type Status struct {
 	OpenSessions   int         `json:"open_sessions"`
 	TenantsKnown   int         `json:"tenants_known"`
 	Grants         GrantStatus `json:"grants"`
+	// Connectors: each media server connector's counts (connector.go).
+	Connectors map[string]ConnectorStatus `json:"connectors,omitempty"`
 }
 
 // GrantStatus tells how the agent's asks for shares of strict ceilings
@@ -219,6 +223,8 @@ type Agent struct {
 	// counters for metrics (metrics.go)
 	stats    counters
 	sentHigh uint64 // highest seq of this epoch written on any stream
+	// connectors by name (connector.go)
+	connectors map[string]*Connector
 }
 
 // knobs are timings the tests shorten.
@@ -336,10 +342,18 @@ func randomID() string {
 // Open opens session of tenant and class if admitted. ttl 0 means no TTL;
 // otherwise the session expires when no keepalive arrives for ttl. An id
 // already open with the same tenant and class answers Admitted and Existing
-// and changes nothing; with another tenant or class it is ErrConflict. Bad
+// and changes nothing (so does one of the same tenant opened by the same
+// connector, whatever its class: see OpenWith); with another tenant or
+// class it is ErrConflict. Bad
 // arguments give an error wrapping ErrInvalid. A refusal is not an error:
 // Admitted is false and Reason says why. The agent keeps the strings given.
 func (a *Agent) Open(tenant, class, session string, ttl time.Duration) (OpenResult, error) {
+	return a.open(OpenOptions{Tenant: tenant, Class: class, Session: session, TTL: ttl, Source: SourceAPI})
+}
+
+// open is Open with the options of OpenWith but Force; o.Source is valid.
+func (a *Agent) open(o OpenOptions) (OpenResult, error) {
+	tenant, class, session, ttl := o.Tenant, o.Class, o.Session, o.TTL
 	if err := validTenantID(tenant); err != nil {
 		return OpenResult{}, err
 	}
@@ -358,7 +372,7 @@ func (a *Agent) Open(tenant, class, session string, ttl time.Duration) (OpenResu
 	t := a.tab
 	a.expireLocked(now)
 	if s := t.sessions[session]; s != nil {
-		if s.tenant.id == tenant && s.class == cls {
+		if s.tenant.id == tenant && (s.class == cls || sameConnector(s, o.Source)) {
 			a.mu.Unlock()
 			return OpenResult{Admitted: true, Existing: true}, nil
 		}
@@ -390,7 +404,7 @@ func (a *Agent) Open(tenant, class, session string, ttl time.Duration) (OpenResu
 	if te == nil { // defensive: decide admits only known tenants
 		te = t.tenant(tenant, true)
 	}
-	t.open(te, session, cls, ttl, now)
+	t.openFrom(te, session, cls, ttl, o.Source, now)
 	a.stats.admitted++
 	a.noteEventLocked()
 	if te.g != nil && a.stream != nil {
@@ -562,66 +576,21 @@ func (a *Agent) Reset() int {
 // MaxReconcile is the most sessions a reconcile list may hold.
 const MaxReconcile = 200_000
 
-// ReconcileResult is what a reconcile changed.
-type ReconcileResult struct {
-	// Opened and Closed are the ids opened and closed, sorted.
-	Opened, Closed []string
-	// OverCeiling counts the sessions opened into a tenant whose ceiling
-	// they took it over, by this agent's latest figures: they exist, so
-	// they are never refused, and the fleet admits nothing more of the
-	// tenant until closes bring it back under its ceiling.
-	OverCeiling int
-}
-
-// Reconcile makes the open sessions exactly those of list (the media
-// server's full list of live sessions): it opens what is missing, without
-// admission checks, closes what is not listed, and closes and reopens an id
-// open with another tenant or class. The whole list is validated first; on
-// any invalid entry (or an id listed twice with different tenants or
-// classes) it returns an error wrapping ErrInvalid and changes nothing. It
-// returns the ids opened and closed, sorted.
+// Reconcile makes the open sessions of SourceAPI exactly those of list (the
+// media server's full list of live sessions); it is ReconcileScoped with
+// the default scope: it opens what is missing, without admission checks,
+// closes what is not listed (a session with a TTL at its last keepalive),
+// and closes and reopens an id open with another tenant or class. Sessions
+// that connectors opened (another source) are left alone. The whole list is
+// validated first; on any invalid entry (or an id listed twice with
+// different tenants or classes) it returns an error wrapping ErrInvalid and
+// changes nothing. It returns the ids opened and closed, sorted.
 func (a *Agent) Reconcile(list []SessionSpec) (opened, closed []string, err error) {
-	res, err := a.ReconcileSessions(list)
-	return res.Opened, res.Closed, err
-}
-
-// ReconcileSessions is Reconcile, also telling how many of the sessions it
-// opened stand over their tenant's ceiling.
-func (a *Agent) ReconcileSessions(list []SessionSpec) (ReconcileResult, error) {
-	var res ReconcileResult
-	if len(list) > MaxReconcile {
-		return res, fmt.Errorf("%w: %d sessions listed (at most %d)", ErrInvalid, len(list), MaxReconcile)
+	res, err := a.ReconcileScoped(ReconcileScope{}, list)
+	if err != nil {
+		return nil, nil, err
 	}
-	want := make(map[string]reconItem, len(list))
-	for i, e := range list {
-		if err := validTenantID(e.Tenant); err != nil {
-			return res, fmt.Errorf("sessions[%d]: %w", i, err)
-		}
-		if err := validSessionID(e.Session); err != nil {
-			return res, fmt.Errorf("sessions[%d]: %w", i, err)
-		}
-		cls, err := parseClass(e.Class)
-		if err != nil {
-			return res, fmt.Errorf("sessions[%d]: %w", i, err)
-		}
-		it := reconItem{tenant: e.Tenant, class: cls}
-		if prev, ok := want[e.Session]; ok && prev != it {
-			return res, fmt.Errorf("%w: sessions[%d]: session %s listed twice with different tenants or classes", ErrInvalid, i, e.Session)
-		}
-		want[e.Session] = it
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := a.now()
-	a.expireLocked(now)
-	res.Opened, res.Closed = a.tab.reconcile(want, now)
-	res.OverCeiling = a.overCeilingLocked(res.Opened)
-	if len(res.Opened) > 0 {
-		a.tab.askDue = true // strict pools book the sessions now open
-	}
-	a.dirty = true
-	a.noteEventLocked()
-	return res, nil
+	return res.Opened, res.Closed, nil
 }
 
 // overCeilingLocked counts, of the sessions just opened (ids), those that
@@ -659,7 +628,7 @@ func (a *Agent) Sessions(tenant string) []SessionInfo {
 		out[i] = SessionInfo{
 			Session: s.id, Tenant: s.tenant.id, Class: className(s.class),
 			OpenedAt: a.wall(s.openedAt).UTC(), LastKeepalive: a.wall(s.lastKA).UTC(),
-			TTLSeconds: time.Duration(s.ttl).Seconds(),
+			TTLSeconds: time.Duration(s.ttl).Seconds(), Source: s.source,
 		}
 	}
 	return out
@@ -684,6 +653,7 @@ func (a *Agent) Status() Status {
 		st.Server, st.Connected = s.addr, true
 	}
 	st.Grants = a.grantStatusLocked()
+	st.Connectors = a.connectorsLocked()
 	return st
 }
 

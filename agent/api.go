@@ -15,7 +15,7 @@ import (
 // is JSON; every error body is {"error":"..."}.
 //
 //	POST   /v1/sessions                     open (201 admitted, 200 already open, 429 refused, 409 conflict)
-//	PUT    /v1/sessions                     reconcile with the full list of live sessions
+//	PUT    /v1/sessions                     reconcile with the full list of live sessions (of source "api" only)
 //	GET    /v1/sessions?tenant=t            list open sessions, sorted by id
 //	DELETE /v1/sessions/{session}           close (200 with duration_seconds, 404 unknown)
 //	POST   /v1/sessions/{session}/keepalive keepalive (200, 404 unknown)
@@ -52,6 +52,10 @@ type openRequest struct {
 	Class      string   `json:"class"`
 	Session    string   `json:"session"`
 	TTLSeconds *float64 `json:"ttl_seconds"`
+	// Source (optional, default "api"): e.g. "livekit" for a reservation
+	// made by a LiveKit token endpoint, so that the LiveKit connector's
+	// reconcile owns it.
+	Source string `json:"source"`
 }
 
 type openResponse struct {
@@ -73,7 +77,7 @@ func (a *Agent) handleOpen(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = time.Duration(s * float64(time.Second))
 	}
-	res, err := a.Open(req.Tenant, req.Class, req.Session, ttl)
+	res, err := a.OpenWith(OpenOptions{Tenant: req.Tenant, Class: req.Class, Session: req.Session, TTL: ttl, Source: req.Source})
 	switch {
 	case errors.Is(err, ErrConflict):
 		jsonhttp.Error(w, http.StatusConflict, err.Error())
@@ -121,14 +125,6 @@ type reconcileRequest struct {
 	Sessions []SessionSpec `json:"sessions"`
 }
 
-type reconcileResponse struct {
-	Opened []string `json:"opened"`
-	Closed []string `json:"closed"`
-	// OpenedOverCeiling: of Opened, the sessions that stand over their
-	// tenant's ceiling (never refused: they exist).
-	OpenedOverCeiling int `json:"opened_over_ceiling"`
-}
-
 func (a *Agent) handleReconcile(w http.ResponseWriter, r *http.Request) {
 	var req reconcileRequest
 	if !jsonhttp.Decode(w, r, maxReconcileBody, &req) {
@@ -138,12 +134,12 @@ func (a *Agent) handleReconcile(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, http.StatusBadRequest, `missing "sessions" (send [] to close every session)`)
 		return
 	}
-	res, err := a.ReconcileSessions(req.Sessions)
+	res, err := a.ReconcileScoped(ReconcileScope{}, req.Sessions)
 	if err != nil {
 		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	jsonhttp.Write(w, http.StatusOK, reconcileResponse{res.Opened, res.Closed, res.OverCeiling})
+	jsonhttp.Write(w, http.StatusOK, res)
 }
 
 func (a *Agent) handleList(w http.ResponseWriter, r *http.Request) {

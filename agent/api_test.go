@@ -193,7 +193,7 @@ func TestHTTPReconcile(t *testing.T) {
 		{"tenant":"t1","class":"video-hd","session":"moved"},
 		{"tenant":"stranger","class":"ai","session":"new"}]}`, 200).(map[string]any)
 	b, _ := json.Marshal(v)
-	if string(b) != `{"closed":["gone","moved"],"opened":["moved","new"],"opened_over_ceiling":0}` {
+	if string(b) != `{"closed":["gone","moved"],"opened":["moved","new"],"opened_over_ceiling":0,"reclassed":["moved"]}` {
 		t.Fatalf("reconcile: %s", b)
 	}
 	if st := a.Status(); st.OpenSessions != 3 {

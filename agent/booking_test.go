@@ -161,7 +161,7 @@ func TestReconcileReportsOverCeiling(t *testing.T) {
 		list = append(list, SessionSpec{Tenant: "t", Class: "audio", Session: "t" + itoa(i)})
 	}
 	list = append(list, SessionSpec{Tenant: "u", Class: "audio", Session: "u0"})
-	res, err := a.ReconcileSessions(list)
+	res, err := a.ReconcileScoped(ReconcileScope{}, list)
 	if err != nil {
 		t.Fatal(err)
 	}

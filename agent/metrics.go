@@ -6,6 +6,7 @@ package agent
 
 import (
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,11 +63,25 @@ var (
 	descGrantAnswer = desc("headroom_agent_grant_answers_total", "Asks answered with a grant.")
 	descGrantWait   = desc("headroom_agent_grant_pending", "1 while an ask awaits its grant.")
 	descGrantRTT    = desc("headroom_agent_grant_round_trip_seconds", "Round trip of the last answered asks (up to 1,024): p50, p99, max.", "stat")
+	// Per media server connector (connector.go).
+	descConnOpen      = desc("headroom_agent_connector_sessions_open", "Sessions open that the connector opened.", "connector")
+	descConnHooks     = desc("headroom_agent_connector_hooks_total", "Hooks the connector received.", "connector")
+	descConnAdmitted  = desc("headroom_agent_connector_admitted_total", "Sessions the connector's hooks had admitted.", "connector")
+	descConnRefused   = desc("headroom_agent_connector_refused_total", "Hooks refused, by reason (unmapped-tenant: no tenant could be derived).", "connector", "reason")
+	descConnBad       = desc("headroom_agent_connector_bad_requests_total", "Hooks refused as malformed or unauthenticated.", "connector")
+	descConnForced    = desc("headroom_agent_connector_forced_total", "Sessions counted without admission: they existed on the media server already.", "connector")
+	descConnRecs      = desc("headroom_agent_connector_reconciles_total", "Reconciles of the connector's sessions, run or failed.", "connector")
+	descConnRecErrors = desc("headroom_agent_connector_reconcile_errors_total", "Reconciles that could not run (the media server's list could not be had).", "connector")
+	descConnRecClosed = desc("headroom_agent_connector_reconcile_closed_total", "Sessions closed by the connector's reconciles.", "connector")
+	descConnHookTime  = desc("headroom_agent_connector_hook_seconds", "How long the connector's last hooks (up to 1,024) took to answer: p50, p99, max.", "connector", "stat")
+	descConnRecLast   = desc("headroom_agent_connector_last_reconcile_timestamp_seconds", "Unix time of the connector's last reconcile (0: none yet).", "connector")
 )
 
 var agentDescs = []*prometheus.Desc{
 	descInfo, descSessions, descTenants, descConnected, descUnacked, descLastAck, descAdmitted, descRefused,
 	descBatches, descSent, descResent, descConnects, descReconnects, descGrantAsks, descGrantAnswer, descGrantWait, descGrantRTT,
+	descConnOpen, descConnHooks, descConnAdmitted, descConnRefused, descConnBad, descConnForced, descConnRecs, descConnRecErrors,
+	descConnRecClosed, descConnRecLast, descConnHookTime,
 }
 
 // collector reads the agent when scraped.
@@ -116,6 +131,43 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	g(descGrantRTT, gs.RoundTripP50Ms/1e3, "p50")
 	g(descGrantRTT, gs.RoundTripP99Ms/1e3, "p99")
 	g(descGrantRTT, gs.RoundTripMaxMs/1e3, "max")
+	for _, name := range connectorNames(st.Connectors) {
+		cs := st.Connectors[name]
+		g(descConnOpen, float64(cs.Open), name)
+		cnt(descConnHooks, cs.Hooks, name)
+		cnt(descConnAdmitted, cs.Admitted, name)
+		for _, r := range connectorReasons(cs.Refused) {
+			cnt(descConnRefused, cs.Refused[r], name, r)
+		}
+		cnt(descConnBad, cs.BadRequests, name)
+		cnt(descConnForced, cs.Forced, name)
+		cnt(descConnRecs, cs.Reconciles, name)
+		cnt(descConnRecErrors, cs.ReconcileErrors, name)
+		cnt(descConnRecClosed, cs.ReconcileClosed, name)
+		last := 0.0
+		if cs.LastReconcile != nil {
+			last = float64(cs.LastReconcile.At.UnixNano()) / 1e9
+		}
+		g(descConnRecLast, last, name)
+		g(descConnHookTime, cs.HookP50Ms/1e3, name, "p50")
+		g(descConnHookTime, cs.HookP99Ms/1e3, name, "p99")
+		g(descConnHookTime, cs.HookMaxMs/1e3, name, "max")
+	}
+}
+
+// connectorReasons are the reasons a connector's refusals are shown by:
+// every admission reason and unmapped-tenant (zero until it happens, so
+// that a rate can be taken from the start), then any other seen, sorted.
+func connectorReasons(seen map[string]uint64) []string {
+	out := append([]string{ReasonUnmappedTenant}, refusalReasons[:len(refusalReasons)-1]...)
+	var extra []string
+	for r := range seen {
+		if !slices.Contains(out, r) {
+			extra = append(extra, r)
+		}
+	}
+	slices.Sort(extra)
+	return append(out, extra...)
 }
 
 func boolFloat(b bool) float64 {

@@ -63,14 +63,19 @@ type stSession struct {
 	// Anchor: the start of the session's provisional accrued time (see
 	// integrator.go); only for TTL sessions.
 	Anchor int64 `msgpack:"an,omitempty"`
+	// Source: what opened the session (sources.go); a record written
+	// before sources existed has none and loads as SourceAPI.
+	Source string `msgpack:"src,omitempty"`
 }
 
 // Sessions are encoded as arrays, [id, tenant, class, ttl, opened, ka,
-// anchor], for size and speed; a decoder skips elements it does not know.
+// anchor, source], for size and speed; a decoder skips elements it does not
+// know and takes a record of the first 7 (written before sources) as one of
+// SourceAPI.
 
 // EncodeMsgpack implements msgpack.CustomEncoder.
 func (s stSession) EncodeMsgpack(enc *msgpack.Encoder) error {
-	if err := enc.EncodeArrayLen(7); err != nil {
+	if err := enc.EncodeArrayLen(8); err != nil {
 		return err
 	}
 	for _, v := range [...]string{s.ID, s.Tenant, s.Class} {
@@ -83,7 +88,7 @@ func (s stSession) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	return nil
+	return enc.EncodeString(s.Source)
 }
 
 // DecodeMsgpack implements msgpack.CustomDecoder.
@@ -104,6 +109,13 @@ func (s *stSession) DecodeMsgpack(dec *msgpack.Decoder) error {
 		if *p, err = dec.DecodeInt64(); err != nil {
 			return err
 		}
+	}
+	s.Source = SourceAPI
+	if n >= 8 {
+		if s.Source, err = dec.DecodeString(); err != nil {
+			return err
+		}
+		n--
 	}
 	for ; n > 7; n-- {
 		if err := dec.Skip(); err != nil {
@@ -207,7 +219,7 @@ func (a *Agent) persist() error {
 	if full {
 		changes = a.jrSpare[:0]
 		for _, s := range a.tab.sessions {
-			changes = append(changes, sessChange{op: jOpen, class: s.class, id: s.id, tenant: s.tenant.id,
+			changes = append(changes, sessChange{op: jOpen, class: s.class, id: s.id, tenant: s.tenant.id, source: s.source,
 				ttl: s.ttl, openedAt: s.openedAt, lastKA: s.lastKA, anchor: s.anchor})
 		}
 		clear(a.tab.jr.ch)
@@ -254,7 +266,7 @@ func (a *Agent) applyChanges(changes []sessChange) {
 		switch c.op {
 		case jOpen:
 			ss := stSession{ID: c.id, Tenant: c.tenant, Class: className(c.class), TTL: c.ttl,
-				OpenedAt: a.startUnix + c.openedAt, LastKA: a.startUnix + c.lastKA}
+				OpenedAt: a.startUnix + c.openedAt, LastKA: a.startUnix + c.lastKA, Source: c.source}
 			if c.ttl > 0 {
 				ss.Anchor = a.startUnix + c.anchor
 			}
@@ -389,14 +401,15 @@ func (a *Agent) restore(st *stateFile) error {
 	}
 	for _, ss := range st.Sessions {
 		cls, err := plans.ParseClass(ss.Class)
-		if validSessionID(ss.ID) != nil || validTenantID(ss.Tenant) != nil || err != nil || ss.TTL < 0 {
+		src, serr := validSource(ss.Source)
+		if validSessionID(ss.ID) != nil || validTenantID(ss.Tenant) != nil || err != nil || serr != nil || ss.TTL < 0 {
 			return fmt.Errorf("corrupt: session %q", ss.ID)
 		}
 		if t.sessions[ss.ID] != nil {
 			return fmt.Errorf("corrupt: session %q twice", ss.ID)
 		}
 		s := &session{
-			id: ss.ID, tenant: t.tenant(ss.Tenant, true), class: cls, ttl: ss.TTL,
+			id: ss.ID, source: src, tenant: t.tenant(ss.Tenant, true), class: cls, ttl: ss.TTL,
 			openedAt: a.fromWall(ss.OpenedAt), lastKA: a.fromWall(ss.LastKA), heapIdx: -1,
 		}
 		if s.ttl > 0 {
@@ -440,6 +453,7 @@ func (a *Agent) restore(st *stateFile) error {
 // it open from now without counting it as opened in this interval.
 func (t *table) restoreSession(s *session, now int64) {
 	t.sessions[s.id] = s
+	t.bySource[s.source]++
 	c := t.addOpen(s, now)
 	if s.ttl > 0 {
 		t.heap.push(s)

@@ -90,6 +90,7 @@ func validTTL(ttl time.Duration) error {
 // list: never keep a *session after the session was closed.
 type session struct {
 	id       string
+	source   string // SourceAPI or a connector's name (sources.go)
 	tenant   *tenantEntry
 	class    plans.Class
 	ttl      int64 // nanos; 0: no TTL
@@ -127,6 +128,7 @@ type tenantEntry struct {
 type table struct {
 	sessions map[string]*session
 	tenants  map[string]*tenantEntry
+	bySource map[string]int // open sessions per source
 	heap     ttlHeap
 	free     []*session
 	known    int // tenant entries with known set
@@ -156,7 +158,7 @@ const (
 type sessChange struct {
 	op                            uint8
 	class                         plans.Class
-	id, tenant                    string
+	id, tenant, source            string
 	ttl, openedAt, lastKA, anchor int64
 }
 
@@ -186,6 +188,7 @@ func newTable() *table {
 	return &table{
 		sessions: make(map[string]*session),
 		tenants:  make(map[string]*tenantEntry),
+		bySource: make(map[string]int),
 	}
 }
 
@@ -202,9 +205,14 @@ func (t *table) tenant(id string, create bool) *tenantEntry {
 // openCount is the number of open sessions.
 func (t *table) openCount() int { return len(t.sessions) }
 
-// open opens session id of tenant te and class cls at now. The caller has
-// checked that id is not open.
+// open opens session id of tenant te and class cls at now, of SourceAPI.
+// The caller has checked that id is not open.
 func (t *table) open(te *tenantEntry, id string, cls plans.Class, ttl time.Duration, now int64) *session {
+	return t.openFrom(te, id, cls, ttl, SourceAPI, now)
+}
+
+// openFrom is open for a session of source src.
+func (t *table) openFrom(te *tenantEntry, id string, cls plans.Class, ttl time.Duration, src string, now int64) *session {
 	var s *session
 	if n := len(t.free); n > 0 {
 		s = t.free[n-1]
@@ -212,14 +220,15 @@ func (t *table) open(te *tenantEntry, id string, cls plans.Class, ttl time.Durat
 	} else {
 		s = new(session)
 	}
-	*s = session{id: id, tenant: te, class: cls, ttl: int64(ttl), openedAt: now, lastKA: now, anchor: now, heapIdx: -1}
+	*s = session{id: id, source: src, tenant: te, class: cls, ttl: int64(ttl), openedAt: now, lastKA: now, anchor: now, heapIdx: -1}
 	t.sessions[id] = s
+	t.bySource[src]++
 	t.countOpen(s, now)
 	if s.ttl > 0 {
 		s.heapKey = now + s.ttl
 		t.heap.push(s)
 	}
-	t.record(sessChange{op: jOpen, class: cls, id: id, tenant: te.id, ttl: s.ttl, openedAt: now, lastKA: now, anchor: now})
+	t.record(sessChange{op: jOpen, class: cls, id: id, tenant: te.id, source: src, ttl: s.ttl, openedAt: now, lastKA: now, anchor: now})
 	return s
 }
 
@@ -243,6 +252,9 @@ func (t *table) expire(s *session, now int64) time.Duration {
 func (t *table) release(s *session) {
 	t.record(sessChange{op: jClose, id: s.id})
 	delete(t.sessions, s.id)
+	if t.bySource[s.source]--; t.bySource[s.source] <= 0 {
+		delete(t.bySource, s.source)
+	}
 	if s.heapIdx >= 0 {
 		t.heap.remove(s.heapIdx)
 	}
@@ -314,34 +326,13 @@ type reconItem struct {
 	class  plans.Class
 }
 
-// reconcile makes the table hold exactly the sessions of want (id → tenant
-// and class): it closes at now every open session not in want or open with
-// another tenant or class, opens (without admission, no TTL) every session of
-// want not open, and counts a keepalive for every listed session it keeps.
-// It returns the ids opened and closed, sorted; an id closed and reopened with
-// another tenant or class is in both.
+// reconcile makes the table hold exactly the SourceAPI sessions of want
+// (id → tenant and class); see reconcileScoped. It returns the ids opened
+// and closed, sorted; an id closed and reopened with another tenant or class
+// is in both.
 func (t *table) reconcile(want map[string]reconItem, now int64) (opened, closed []string) {
-	opened, closed = []string{}, []string{}
-	for id, s := range t.sessions {
-		w, ok := want[id]
-		if ok && w.tenant == s.tenant.id && w.class == s.class {
-			t.keepalive(s, now)
-			continue
-		}
-		t.close(s, now)
-		closed = append(closed, id)
-	}
-	for id, w := range want {
-		if t.sessions[id] != nil {
-			continue
-		}
-		s := t.open(t.tenant(w.tenant, true), id, w.class, 0, now)
-		s.cell().reconciled++
-		opened = append(opened, id)
-	}
-	slices.Sort(opened)
-	slices.Sort(closed)
-	return opened, closed
+	r := t.reconcileScoped(want, reconScope{source: SourceAPI, seenBefore: now + 1}, now)
+	return r.Opened, r.Closed
 }
 
 // sessionsOf returns the open sessions, of tenant if not empty, sorted by id.

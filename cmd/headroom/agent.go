@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -32,7 +33,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "token", Usage: "token presented to the aggregators", EnvVars: []string{"HEADROOM_AGENT_TOKEN"}},
 			&cli.DurationFlag{Name: "flush-interval", Value: 100 * time.Millisecond, Usage: "how often deltas are cut, persisted and shipped"},
 			&cli.DurationFlag{Name: "top-up-wait", Value: agent.DefaultTopUpWait, Usage: "how long an admission of a strict tenant waits for a top-up of this agent's share before grant-timeout"},
-		}, append(tlsFlags(false), logFlags()...)...),
+		}, append(append(tlsFlags(false), logFlags()...), connectorFlags()...)...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
 				return err
@@ -49,6 +50,10 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			attach, err := connectorsFromFlags(c)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signalContext(log)
 			defer stop()
 			return runAgent(ctx, agent.Config{
@@ -56,7 +61,7 @@ func agentCommand() *cli.Command {
 				AgentID: c.String("id"), Labels: labels, Token: c.String("token"),
 				FlushInterval: c.Duration("flush-interval"), TopUpWait: c.Duration("top-up-wait"), Logger: log,
 				Dial: dial,
-			}, c.String("api-addr"), log, nil)
+			}, c.String("api-addr"), log, nil, attach)
 		},
 	}
 }
@@ -96,8 +101,10 @@ func parseLabels(kvs []string, region string) ([]wire.Label, error) {
 
 // runAgent runs an agent and its local API until ctx ends, then lets the
 // agent flush and persist before returning. ready, if not nil, receives the
-// API's address once it listens.
-func runAgent(ctx context.Context, cfg agent.Config, apiAddr string, log hclog.Logger, ready chan<- string) error {
+// API's address once it listens. attach, if not nil, adds media server
+// connectors (connectors.go): their hooks on the API listener, their loops
+// beside the agent.
+func runAgent(ctx context.Context, cfg agent.Config, apiAddr string, log hclog.Logger, ready chan<- string, attach ...attachFunc) error {
 	if len(cfg.Servers) == 0 {
 		return errors.New("--server: at least one aggregator wire address is needed")
 	}
@@ -105,12 +112,29 @@ func runAgent(ctx context.Context, cfg agent.Config, apiAddr string, log hclog.L
 	if err != nil {
 		return err
 	}
+	handler := a.Handler()
+	var runners []func(context.Context)
+	for _, fn := range attach {
+		if fn == nil {
+			continue
+		}
+		at, err := fn(a, log)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/", handler)
+		for p, h := range at.routes {
+			mux.Handle(p, h)
+		}
+		handler, runners = mux, append(runners, at.runners...)
+	}
 	ln, err := net.Listen("tcp", apiAddr)
 	if err != nil {
 		return fmt.Errorf("agent API: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           a.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -128,6 +152,12 @@ func runAgent(ctx context.Context, cfg agent.Config, apiAddr string, log hclog.L
 	defer acancel()
 	runDone := make(chan error, 1)
 	go func() { runDone <- a.Run(actx) }()
+	var loops sync.WaitGroup
+	for _, run := range runners {
+		loops.Add(1)
+		go func() { defer loops.Done(); run(actx) }()
+	}
+	defer func() { acancel(); loops.Wait() }() // the loops end with the agent
 	var runErr error
 	select {
 	case <-ctx.Done():

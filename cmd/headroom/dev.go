@@ -85,7 +85,7 @@ func runDev(ctx context.Context, c *cli.Context, log hclog.Logger) error {
 		agentDone <- runAgent(agentCtx, agent.Config{
 			DataDir: filepath.Join(dir, "agent"), Servers: []string{srv.WireAddr()},
 			Logger: log.Named("agent"), Token: toks.Agent,
-		}, c.String("api-addr"), log.Named("agent"), ready)
+		}, c.String("api-addr"), log.Named("agent"), ready, devConnectors())
 	}()
 	var apiAddr string
 	select {
@@ -101,6 +101,7 @@ func runDev(ctx context.Context, c *cli.Context, log hclog.Logger) error {
   data            %[3]s
 
 `, srv.HTTPAddr(), apiAddr, dir)
+	fmt.Println(devConnectorHelp(apiAddr))
 
 	if !c.Bool("no-sim") {
 		sim := newSim(c, apiAddr, srv.HTTPAddr())

@@ -19,6 +19,13 @@ func TestDependencyDirection(t *testing.T) {
 		"cluster":           {"wire"},
 		"aggregator":        {"wire", "plans", "cluster", "internal/jsonhttp"},
 		"agent":             {"wire", "plans", "internal/jsonhttp"},
+		// Connectors and the stand-in server build on the agent, never the
+		// other way round.
+		"agent/agenttest":                   {"agent", "wire", "plans", "internal/jsonhttp"},
+		"agent/connect":                     {"agent", "wire", "plans", "internal/jsonhttp"},
+		"agent/connect/nginxrtmp":           {"agent", "agent/connect", "wire", "plans", "internal/jsonhttp"},
+		"agent/connect/livekit":             {"agent", "agent/connect", "wire", "plans", "internal/jsonhttp"},
+		"agent/connect/livekit/livekittest": {},
 	}
 	for pkg, ok := range allowed {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", "../../"+pkg).CombinedOutput()
