@@ -101,7 +101,7 @@ func (t *table) addOpen(s *session, now int64) *cell {
 	c.peak = max(c.peak, c.count)
 	te.open++
 	te.peak = max(te.peak, te.open)
-	if s.ttl > 0 {
+	if s.provisional() {
 		c.ttlN++
 		c.anchors += s.anchor
 	}
@@ -109,9 +109,10 @@ func (t *table) addOpen(s *session, now int64) *cell {
 }
 
 // countClose accounts for s having been closed at now; with expired, s is
-// closed at its last keepalive and its provisional time is taken back. The
-// session's duration (to now, or to its last keepalive when expired) is
-// added to the interval's ClosedMinutes, rounded up to a whole minute.
+// closed at its last keepalive (in doubt: at its anchor) and its
+// provisional time is taken back. The session's duration (to now, or to
+// where it ended when expired) is added to the interval's ClosedMinutes,
+// rounded up to a whole minute.
 func (t *table) countClose(s *session, now int64, expired bool) {
 	te := s.tenant
 	c := s.cell()
@@ -119,7 +120,10 @@ func (t *table) countClose(s *session, now int64, expired bool) {
 	c.count--
 	c.closed++
 	end := now
-	if expired {
+	switch {
+	case expired && s.doubt:
+		end = s.anchor
+	case expired:
 		end = s.lastKA
 	}
 	c.closedMin += wholeMinutes(time.Duration(max(0, end-s.openedAt)))
@@ -127,7 +131,7 @@ func (t *table) countClose(s *session, now int64, expired bool) {
 	if te.g != nil && te.g.closed(te, s.class) {
 		t.askDue = true
 	}
-	if s.ttl > 0 {
+	if s.provisional() {
 		c.ttlN--
 		c.anchors -= s.anchor
 		if expired {

@@ -66,16 +66,20 @@ type stSession struct {
 	// Source: what opened the session (sources.go); a record written
 	// before sources existed has none and loads as SourceAPI.
 	Source string `msgpack:"src,omitempty"`
+	// Doubt, if not 0, is when a session restored after a crash and not
+	// heard of since was last persisted before that crash: it is still in
+	// doubt from then (table.go).
+	Doubt int64 `msgpack:"dbt,omitempty"`
 }
 
 // Sessions are encoded as arrays, [id, tenant, class, ttl, opened, ka,
-// anchor, source], for size and speed; a decoder skips elements it does not
-// know and takes a record of the first 7 (written before sources) as one of
-// SourceAPI.
+// anchor, source, doubt], for size and speed; a decoder skips elements it
+// does not know, takes a record of the first 7 (written before sources) as
+// one of SourceAPI, and one of 8 as not in doubt.
 
 // EncodeMsgpack implements msgpack.CustomEncoder.
 func (s stSession) EncodeMsgpack(enc *msgpack.Encoder) error {
-	if err := enc.EncodeArrayLen(8); err != nil {
+	if err := enc.EncodeArrayLen(9); err != nil {
 		return err
 	}
 	for _, v := range [...]string{s.ID, s.Tenant, s.Class} {
@@ -88,7 +92,10 @@ func (s stSession) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	return enc.EncodeString(s.Source)
+	if err := enc.EncodeString(s.Source); err != nil {
+		return err
+	}
+	return enc.EncodeInt(s.Doubt)
 }
 
 // DecodeMsgpack implements msgpack.CustomDecoder.
@@ -113,6 +120,12 @@ func (s *stSession) DecodeMsgpack(dec *msgpack.Decoder) error {
 	s.Source = SourceAPI
 	if n >= 8 {
 		if s.Source, err = dec.DecodeString(); err != nil {
+			return err
+		}
+		n--
+	}
+	if n >= 8 { // 9 elements at first
+		if s.Doubt, err = dec.DecodeInt64(); err != nil {
 			return err
 		}
 		n--
@@ -220,7 +233,7 @@ func (a *Agent) persist() error {
 		changes = a.jrSpare[:0]
 		for _, s := range a.tab.sessions {
 			changes = append(changes, sessChange{op: jOpen, class: s.class, id: s.id, tenant: s.tenant.id, source: s.source,
-				ttl: s.ttl, openedAt: s.openedAt, lastKA: s.lastKA, anchor: s.anchor})
+				ttl: s.ttl, openedAt: s.openedAt, lastKA: s.lastKA, anchor: s.anchor, doubt: s.doubt})
 		}
 		clear(a.tab.jr.ch)
 		a.tab.jr.ch, a.tab.jr.overflow = a.tab.jr.ch[:0], false
@@ -270,12 +283,16 @@ func (a *Agent) applyChanges(changes []sessChange) {
 			if c.ttl > 0 {
 				ss.Anchor = a.startUnix + c.anchor
 			}
+			if c.doubt {
+				ss.Doubt = a.startUnix + c.anchor
+			}
 			a.shadow[c.id] = ss
 		case jClose:
 			delete(a.shadow, c.id)
 		case jTouch:
 			if ss, ok := a.shadow[c.id]; ok {
 				ss.LastKA = a.startUnix + c.lastKA
+				ss.Doubt = 0 // a keepalive settles any doubt
 				if ss.TTL > 0 {
 					ss.Anchor = a.startUnix + c.anchor
 				}
@@ -360,9 +377,13 @@ func (a *Agent) load() error {
 	return nil
 }
 
-// restore rebuilds the agent from st. Sessions accrue from now on (the load
-// time); their provisional TTL time from before the restart is carried over
-// by shifting their anchors by the same offset as SavedAt.
+// restore rebuilds the agent from st. Its sessions were open when it was
+// last persisted (SavedAt) and its media server kept them: they count on
+// from then, through the agent's downtime, as still open. Until the media
+// server says otherwise that time is provisional: a session without a TTL
+// is in doubt from SavedAt (closed there by a reconcile or reset that omits
+// it, or kept by any sign of life: see table.go), and one with a TTL keeps
+// its anchor (it expires at its last keepalive if that lapsed).
 func (a *Agent) restore(st *stateFile) error {
 	if st.Version != stateVersion {
 		return fmt.Errorf("unsupported version %d (this build reads %d)", st.Version, stateVersion)
@@ -380,6 +401,7 @@ func (a *Agent) restore(st *stateFile) error {
 	a.persSeq = st.NextSeq - 1
 	t := a.tab
 	now := a.now()
+	saved := min(a.fromWall(st.SavedAt), now) // agent nanos
 	for i, b := range st.Unacked {
 		m, err := wire.Decode(b)
 		if err != nil {
@@ -413,13 +435,17 @@ func (a *Agent) restore(st *stateFile) error {
 			openedAt: a.fromWall(ss.OpenedAt), lastKA: a.fromWall(ss.LastKA), heapIdx: -1,
 		}
 		if s.ttl > 0 {
-			s.anchor = now - (st.SavedAt - ss.Anchor)
-			if s.anchor > now {
-				s.anchor = now
-			}
+			s.anchor = min(a.fromWall(ss.Anchor), saved)
 			s.heapKey = s.lastKA + s.ttl
+		} else {
+			// In doubt from the last persist, or from an earlier one if
+			// the doubt of an earlier crash was never settled.
+			s.doubt, s.anchor = true, saved
+			if ss.Doubt != 0 {
+				s.anchor = min(a.fromWall(ss.Doubt), saved)
+			}
 		}
-		t.restoreSession(s, now)
+		t.restoreSession(s, saved)
 	}
 	for _, ti := range st.Tenants {
 		t.tenants[ti.Tenant].base = ti.Base
@@ -450,11 +476,12 @@ func (a *Agent) restore(st *stateFile) error {
 }
 
 // restoreSession puts a session restored from disk into the table, counting
-// it open from now without counting it as opened in this interval.
-func (t *table) restoreSession(s *session, now int64) {
+// it open from since (the last persist) without counting it as opened in
+// this interval.
+func (t *table) restoreSession(s *session, since int64) {
 	t.sessions[s.id] = s
 	t.bySource[s.source]++
-	c := t.addOpen(s, now)
+	c := t.addOpen(s, since)
 	if s.ttl > 0 {
 		t.heap.push(s)
 	}

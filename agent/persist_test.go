@@ -88,8 +88,9 @@ func TestPersistRoundTrip(t *testing.T) {
 	}
 }
 
-// TestPersistUsageAcrossRestart: a restart (without downtime) neither loses
-// nor double counts; downtime itself is not counted.
+// TestPersistUsageAcrossRestart: a restart neither loses nor double counts,
+// and a session its media server kept through the agent's downtime counts
+// through it: what is billed equals what its close answers.
 func TestPersistUsageAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	a, clk := newTestAgentClock(t, Config{DataDir: dir}, nil)
@@ -105,17 +106,24 @@ func TestPersistUsageAcrossRestart(t *testing.T) {
 	add(es)
 	clk.advance(777 * time.Millisecond)
 	mustPersist(t, a)            // then kill -9
-	clk.advance(5 * time.Second) // downtime: not counted
+	clk.advance(5 * time.Second) // downtime: the media server kept s1
 	b, _ := newTestAgentClock(t, Config{DataDir: dir}, clk)
 	clk.advance(2 * time.Second)
-	if _, err := b.Close("s1"); err != nil {
+	// Until the media server says s1 lives, its downtime is held back.
+	es, _ = cutEntries(b)
+	add(es)
+	if held := uint64((1234567*time.Nanosecond + 777*time.Millisecond) / time.Microsecond); shipped != held {
+		t.Fatalf("shipped %d µs before s1 was heard of, want %d: the time since the last persist is in doubt", shipped, held)
+	}
+	d, err := b.Close("s1")
+	if err != nil {
 		t.Fatal(err)
 	}
 	es, _ = cutEntries(b)
 	add(es)
-	want := uint64((1234567*time.Nanosecond + 777*time.Millisecond + 2*time.Second) / time.Microsecond)
-	if shipped != want {
-		t.Fatalf("shipped %d µs, want %d", shipped, want)
+	want := uint64((1234567*time.Nanosecond + 777*time.Millisecond + 5*time.Second + 2*time.Second) / time.Microsecond)
+	if shipped != want || uint64(d/time.Microsecond) != want {
+		t.Fatalf("shipped %d µs, the close answered %v; want %d µs", shipped, d, want)
 	}
 }
 
@@ -147,8 +155,8 @@ func TestPersistTTLTailAcrossRestart(t *testing.T) {
 		e, _ := entryOf(es, "t1", "audio")
 		want := wire.DeltaEntry{Tenant: "t1", Class: "audio", Closed: 1, Peak: 1}
 		if lives {
-			// 2 s before the restart + 1 s after; the 3 s down not counted.
-			want = wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 3_000_000, Peak: 1}
+			// 2 s before the restart, the 3 s down, 1 s after.
+			want = wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 6_000_000, Peak: 1}
 		}
 		if e != want {
 			t.Fatalf("lives=%v: entry %+v, want %+v", lives, e, want)

@@ -196,9 +196,12 @@ func (a *Agent) Lapse(session string) (time.Duration, error) {
 		return 0, ErrUnknownSession
 	}
 	var d time.Duration
-	if s.ttl > 0 {
+	switch {
+	case s.ttl > 0:
 		d = a.tab.expire(s, now)
-	} else {
+	case s.doubt:
+		d = a.tab.closeInDoubt(s, now)
+	default:
 		d = a.tab.close(s, now)
 	}
 	a.noteEventLocked()
@@ -363,6 +366,8 @@ func (t *table) reconcileScoped(want map[string]reconItem, rs reconScope, now in
 			continue
 		case s.ttl > 0:
 			t.expire(s, now)
+		case s.doubt: // it may have ended while the agent was down
+			t.closeInDoubt(s, now)
 		default:
 			t.close(s, now)
 		}

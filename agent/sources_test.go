@@ -221,6 +221,11 @@ func TestPersistSource(t *testing.T) {
 		}
 		if n > 7 {
 			e.EncodeString("nginx-rtmp")
+		}
+		if n > 8 {
+			e.EncodeInt(42) // in doubt since
+		}
+		if n > 9 {
 			e.EncodeString("a future element")
 		}
 		return []byte(buf.String())
@@ -229,7 +234,10 @@ func TestPersistSource(t *testing.T) {
 	if err := msgpack.Unmarshal(enc(7), &s); err != nil || s.Source != SourceAPI || s.ID != "old" {
 		t.Fatalf("old record: %+v %v", s, err)
 	}
-	if err := msgpack.Unmarshal(enc(9), &s); err != nil || s.Source != "nginx-rtmp" {
+	if err := msgpack.Unmarshal(enc(8), &s); err != nil || s.Source != "nginx-rtmp" || s.Doubt != 0 {
+		t.Fatalf("a record with a source: %+v %v", s, err)
+	}
+	if err := msgpack.Unmarshal(enc(10), &s); err != nil || s.Source != "nginx-rtmp" || s.Doubt != 42 {
 		t.Fatalf("newer record: %+v %v", s, err)
 	}
 }

@@ -100,6 +100,13 @@ type session struct {
 	// accrued time is still provisional: max(last keepalive, the time the
 	// integrator started counting it). See integrator.go.
 	anchor int64
+	// doubt: a session without a TTL restored after the agent's crash and
+	// not heard of since. It counted on through the downtime from the
+	// agent's last persisted instant, its anchor, but that time is
+	// provisional until the media server says the session lives (a
+	// keepalive, a reconcile listing it, its close); a reconcile or reset
+	// that omits it closes it at its anchor (persist.go).
+	doubt bool
 	// heapKey is the deadline the session is filed under in the TTL heap (a
 	// lower bound of lastKA+ttl); heapIdx its index there, -1 if none.
 	heapKey int64
@@ -107,6 +114,11 @@ type session struct {
 }
 
 func (s *session) cell() *cell { return &s.tenant.cells[s.class-1] }
+
+// provisional reports whether the time s accrued since its anchor may be
+// taken back: a TTL session's (it may expire at its last keepalive) or one
+// in doubt (it may have ended at the agent's last persisted instant).
+func (s *session) provisional() bool { return s.ttl > 0 || s.doubt }
 
 // tenantEntry interns a tenant id and holds everything kept per tenant: the
 // integrator cells per class, the open count, the interval's peak of that
@@ -160,6 +172,7 @@ type sessChange struct {
 	class                         plans.Class
 	id, tenant, source            string
 	ttl, openedAt, lastKA, anchor int64
+	doubt                         bool // jOpen: in doubt since anchor
 }
 
 // journal holds the session changes since the persister last took them. It
@@ -232,8 +245,10 @@ func (t *table) openFrom(te *tenantEntry, id string, cls plans.Class, ttl time.D
 	return s
 }
 
-// close closes s at now and returns its duration.
+// close closes s at now and returns its duration. A session in doubt is
+// known, by its close, to have lived until now.
 func (t *table) close(s *session, now int64) time.Duration {
+	t.settleDoubt(s)
 	t.countClose(s, now, false)
 	d := time.Duration(now - s.openedAt)
 	t.release(s)
@@ -286,6 +301,7 @@ func (t *table) keepalive(s *session, now int64) {
 	if s.ttl > 0 {
 		t.confirm(s, now)
 	}
+	t.settleDoubt(s)
 	t.record(sessChange{op: jTouch, id: s.id, lastKA: s.lastKA, anchor: s.anchor})
 }
 
@@ -310,14 +326,42 @@ func (t *table) expireDue(now int64) int {
 	return n
 }
 
-// reset closes every open session at now and returns how many.
+// reset closes every open session at now and returns how many; sessions
+// in doubt close at the agent's last persisted instant.
 func (t *table) reset(now int64) int {
 	n := 0
 	for _, s := range t.sessions {
-		t.close(s, now)
+		if s.doubt {
+			t.closeInDoubt(s, now)
+		} else {
+			t.close(s, now)
+		}
 		n++
 	}
 	return n
+}
+
+// settleDoubt ends the doubt about s: the media server says it lives, so
+// the time it accrued through the agent's downtime is no longer
+// provisional.
+func (t *table) settleDoubt(s *session) {
+	if !s.doubt {
+		return
+	}
+	c := s.cell()
+	c.ttlN--
+	c.anchors -= s.anchor
+	s.doubt = false
+}
+
+// closeInDoubt closes s, in doubt, at its anchor (the agent's last persisted
+// instant before its crash), as of now: the time it accrued since is taken
+// back. It returns its duration.
+func (t *table) closeInDoubt(s *session, now int64) time.Duration {
+	t.countClose(s, now, true)
+	d := time.Duration(max(0, s.anchor-s.openedAt))
+	t.release(s)
+	return d
 }
 
 // reconItem is one entry of a reconcile list, validated.

@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"testing"
+	"time"
+
+	"github.com/headroom-rtc/headroom/wire"
+)
+
+// Usage across an agent's crash: sessions its media server kept count on
+// through the downtime from the agent's last persist; what the media server
+// says afterwards decides (persist.go, table.go).
+
+// crashed opens the sessions ids of tenant t1 on an agent, lets them run
+// for before, persists, and returns a new agent restarted on the same
+// directory after down (the crash: nothing after the persist survives).
+func crashed(t *testing.T, ids []string, before, down time.Duration) (*Agent, *fakeClock, uint64) {
+	t.Helper()
+	dir := t.TempDir()
+	a, clk := newTestAgentClock(t, Config{DataDir: dir}, nil)
+	pushTenants(t, a, true, meter("t1"))
+	for _, id := range ids {
+		if res, err := a.Open("t1", "audio", id, 0); err != nil || !res.Admitted {
+			t.Fatal(res, err)
+		}
+	}
+	clk.advance(before)
+	es, _ := cutEntries(a)
+	e, _ := entryOf(es, "t1", "audio")
+	mustPersist(t, a) // the last persist; then kill -9
+	clk.advance(down)
+	b, _ := newTestAgentClock(t, Config{DataDir: dir}, clk)
+	return b, clk, e.SessionMicros
+}
+
+// shippedAfter cuts and returns the micros and closed minutes shipped.
+func shippedAfter(a *Agent) (micros, minutes uint64) {
+	es, _ := cutEntries(a)
+	e, _ := entryOf(es, "t1", "audio")
+	return e.SessionMicros, e.ClosedMinutes
+}
+
+// TestReconcileOmittingARestoredSession: a reconcile that does not list a
+// session restored after the crash closes it at the agent's last persisted
+// instant (it may have ended while the agent was down: the customer gets
+// the benefit of the doubt); one it lists counts through the downtime.
+func TestReconcileOmittingARestoredSession(t *testing.T) {
+	b, clk, before := crashed(t, []string{"kept", "gone"}, 90*time.Second, 4*time.Second)
+	clk.advance(time.Second)
+	res, err := b.ReconcileScoped(ReconcileScope{}, []SessionSpec{{Tenant: "t1", Class: "audio", Session: "kept"}})
+	if err != nil || len(res.Closed) != 1 || res.Closed[0] != "gone" {
+		t.Fatalf("reconcile: %+v %v", res, err)
+	}
+	micros, minutes := shippedAfter(b)
+	// kept: the 5 s since the persist; gone: nothing since the persist.
+	if before != 2*90_000_000 || micros != 5_000_000 || minutes != 2 {
+		t.Fatalf("before the crash %d µs; after it %d µs and %d closed minutes; want 180,000,000, then 5,000,000 and 2 (gone closed at 90 s)", before, micros, minutes)
+	}
+	d, err := b.Close("kept")
+	if err != nil || d != 95*time.Second {
+		t.Fatalf("close kept: %v %v, want 95 s", d, err)
+	}
+}
+
+// TestResetAfterCrash: a reset (the whole host crashed: the media server
+// holds nothing) closes every restored session at the last persisted
+// instant; nothing counts the downtime.
+func TestResetAfterCrash(t *testing.T) {
+	b, clk, before := crashed(t, []string{"s1", "s2", "s3"}, 30*time.Second, 10*time.Second)
+	clk.advance(time.Second)
+	if n := b.Reset(); n != 3 {
+		t.Fatalf("reset closed %d", n)
+	}
+	if micros, minutes := shippedAfter(b); before != 90_000_000 || micros != 0 || minutes != 3 {
+		t.Fatalf("before %d µs; after the reset %d µs and %d closed minutes; want 90,000,000, then 0 and 3", before, micros, minutes)
+	}
+}
+
+// TestRestoredSessionHeardOf: a sign of life from the media server (a
+// keepalive) settles the doubt: the downtime ships at the next cut, and a
+// later reconcile that omits the session closes it then, not at the
+// persist.
+func TestRestoredSessionHeardOf(t *testing.T) {
+	b, clk, _ := crashed(t, []string{"s1"}, 10*time.Second, 3*time.Second)
+	if micros, _ := shippedAfter(b); micros != 0 {
+		t.Fatalf("shipped %d µs of a session in doubt", micros)
+	}
+	clk.advance(time.Second)
+	if err := b.Keepalive("s1"); err != nil {
+		t.Fatal(err)
+	}
+	if micros, _ := shippedAfter(b); micros != 4_000_000 {
+		t.Fatalf("after the keepalive %d µs, want the 4 s since the persist", micros)
+	}
+	clk.advance(2 * time.Second)
+	if _, err := b.ReconcileScoped(ReconcileScope{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if micros, minutes := shippedAfter(b); micros != 2_000_000 || minutes != 1 {
+		t.Fatalf("after the reconcile: %d µs, %d minutes; want 2,000,000 and 1", micros, minutes)
+	}
+}
+
+// TestDoubtSurvivesASecondCrash: a session still in doubt when the agent
+// crashes again is in doubt from the first crash's persist.
+func TestDoubtSurvivesASecondCrash(t *testing.T) {
+	dir := t.TempDir()
+	a, clk := newTestAgentClock(t, Config{DataDir: dir}, nil)
+	pushTenants(t, a, true, meter("t1"))
+	a.Open("t1", "audio", "s1", 0)
+	clk.advance(10 * time.Second)
+	cutEntries(a)
+	mustPersist(t, a)
+	clk.advance(3 * time.Second) // first crash
+	b, _ := newTestAgentClock(t, Config{DataDir: dir}, clk)
+	clk.advance(2 * time.Second)
+	cutEntries(b) // held back
+	mustPersist(t, b)
+	clk.advance(3 * time.Second) // second crash
+	c, _ := newTestAgentClock(t, Config{DataDir: dir}, clk)
+	clk.advance(time.Second)
+	c.Reset()
+	if micros, minutes := shippedAfter(c); micros != 0 || minutes != 1 {
+		t.Fatalf("after the reset: %d µs and %d minutes; want nothing after the first crash's persist at 10 s (1 minute)", micros, minutes)
+	}
+}
+
+// TestTTLSessionThroughDowntime: a session with a TTL counts through the
+// downtime while its keepalives go on, and ends at its last keepalive when
+// they stopped.
+func TestTTLSessionThroughDowntime(t *testing.T) {
+	dir := t.TempDir()
+	a, clk := newTestAgentClock(t, Config{DataDir: dir}, nil)
+	pushTenants(t, a, true, meter("t1"))
+	a.Open("t1", "audio", "s", 30*time.Second)
+	clk.advance(5 * time.Second)
+	a.Keepalive("s")
+	cutEntries(a)
+	mustPersist(t, a)
+	clk.advance(20 * time.Second)
+	b, _ := newTestAgentClock(t, Config{DataDir: dir}, clk)
+	if err := b.Keepalive("s"); err != nil {
+		t.Fatal(err)
+	}
+	es, _ := cutEntries(b)
+	if e, _ := entryOf(es, "t1", "audio"); e != (wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 20_000_000, Peak: 1}) {
+		t.Fatalf("entry %+v, want the 20 s down counted", e)
+	}
+}
