@@ -150,11 +150,12 @@ var (
 	helloFields       = []string{"Hello", "AgentID", "Epoch", "Version", "Labels", "Token"}
 	labelFields       = []string{"Label", "Key", "Value"}
 	welcomeFields     = []string{"Welcome", "ServerID", "Version", "LastSeq", "NeedFullState", "Servers"}
-	deltaBatchFields  = []string{"DeltaBatch", "AgentID", "Epoch", "Seq", "AgentTime", "Entries", "Peaks"}
+	deltaBatchFields  = []string{"DeltaBatch", "AgentID", "Epoch", "Seq", "AgentTime", "Entries", "Peaks", "Users"}
+	userSetFields     = []string{"UserSet", "Tenant", "Day", "Hashes"}
 	deltaEntryFields  = []string{"DeltaEntry", "Tenant", "Class", "Opened", "Closed", "SessionMicros", "Peak", "Refused", "ClosedMinutes", "Reconciled"}
 	tenantPeakFields  = []string{"TenantPeak", "Tenant", "Peak"}
 	countEntryFields  = []string{"CountEntry", "Tenant", "Class", "Open"}
-	fullStateFields   = []string{"FullState", "AgentID", "Epoch", "Seq", "More", "Counts", "Usage", "Peaks"}
+	fullStateFields   = []string{"FullState", "AgentID", "Epoch", "Seq", "More", "Counts", "Usage", "Peaks", "Users"}
 	ackFields         = []string{"Ack", "Seq", "Index"}
 	tenantInfoFields  = []string{"TenantInfo", "Tenant", "Plan", "Ceiling", "Mode", "BurstPct", "Concurrency", "Suspended", "ClassLimits", "Over"}
 	classLimitFields  = []string{"ClassLimit", "Class", "Ceiling", "Concurrency", "Over"}
@@ -350,7 +351,58 @@ func appendDeltaBatch(b []byte, m *DeltaBatch) []byte {
 	b = uintField(b, h, 3, m.Seq)
 	b = intField(b, h, 4, m.AgentTime)
 	b = appendDeltaEntries(b, h, 5, m.Entries)
-	return appendTenantPeaks(b, h, 6, m.Peaks)
+	b = appendTenantPeaks(b, h, 6, m.Peaks)
+	return appendUserSets(b, h, 7, m.Users)
+}
+
+func appendUserSets(b []byte, h int, key byte, s []UserSet) []byte {
+	return appendArray(b, h, key, s, appendUserSet)
+}
+
+func appendUserSet(b []byte, u *UserSet) []byte {
+	h := len(b)
+	b = append(b, mpFixmap)
+	b = strField(b, h, 1, u.Tenant)
+	b = uintField(b, h, 2, uint64(u.Day))
+	if len(u.Hashes) > 0 {
+		b = arrayField(b, h, 3, len(u.Hashes))
+		for _, x := range u.Hashes {
+			b = appendUint(b, x)
+		}
+	}
+	return b
+}
+
+// userSets decodes an array of UserSet.
+func (d *decoder) userSets(depth int) ([]UserSet, error) {
+	return decodeSlice[UserSet](d, userSetFields, depth, func(u *UserSet, k uint64) (err error) {
+		switch k {
+		case 1:
+			u.Tenant, err = d.tenantID()
+		case 2:
+			err = d.u32(&u.Day)
+		case 3:
+			u.Hashes, err = d.uints()
+		default:
+			err = d.skip(depth + 2)
+		}
+		return err
+	})
+}
+
+// uints decodes an array of unsigned integers.
+func (d *decoder) uints() ([]uint64, error) {
+	n, err := d.arrayLen()
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	s := make([]uint64, n)
+	for i := range s {
+		if err := d.u64(&s[i]); err != nil {
+			return nil, atIndex(err, i)
+		}
+	}
+	return s, nil
 }
 
 func (d *decoder) deltaBatch(m *DeltaBatch, depth int) error {
@@ -368,6 +420,8 @@ func (d *decoder) deltaBatch(m *DeltaBatch, depth int) error {
 			m.Entries, err = d.deltaEntries(depth + 1)
 		case 6:
 			m.Peaks, err = d.tenantPeaks(depth + 1)
+		case 7:
+			m.Users, err = d.userSets(depth + 1)
 		default:
 			err = d.skip(depth + 1)
 		}
@@ -556,7 +610,8 @@ func appendFullState(b []byte, m *FullState) []byte {
 	b = boolField(b, h, 4, m.More)
 	b = appendCountEntries(b, h, 5, m.Counts)
 	b = appendDeltaEntries(b, h, 6, m.Usage)
-	return appendTenantPeaks(b, h, 7, m.Peaks)
+	b = appendTenantPeaks(b, h, 7, m.Peaks)
+	return appendUserSets(b, h, 8, m.Users)
 }
 
 func (d *decoder) fullState(m *FullState, depth int) error {
@@ -576,6 +631,8 @@ func (d *decoder) fullState(m *FullState, depth int) error {
 			m.Usage, err = d.deltaEntries(depth + 1)
 		case 7:
 			m.Peaks, err = d.tenantPeaks(depth + 1)
+		case 8:
+			m.Users, err = d.userSets(depth + 1)
 		default:
 			err = d.skip(depth + 1)
 		}

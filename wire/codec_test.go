@@ -242,11 +242,12 @@ func TestDecodeNil(t *testing.T) {
 }
 
 // withUnknownKeys returns body with extra map entries, of keys no version
-// uses and values of every kind, before and after its payload's fields. The
-// payload must be a fixmap with at most 7 entries.
+// uses and values of every kind, before and after its payload's fields (only
+// after for a payload of more than 7 entries, so that the map stays a
+// fixmap). The payload must be a fixmap with at most 11 entries.
 func withUnknownKeys(t testing.TB, body []byte) []byte {
 	t.Helper()
-	if body[0] != 0x92 || body[2]&0xf0 != mpFixmap || body[2]&0x0f > 7 {
+	if body[0] != 0x92 || body[2]&0xf0 != mpFixmap || body[2]&0x0f > 11 {
 		t.Fatalf("unexpected body start %x", body[:3])
 	}
 	before := h(t, ""+
@@ -259,6 +260,10 @@ func withUnknownKeys(t testing.TB, body []byte) []byte {
 		"ff d6 01 01020304"+ // -1: fixext4
 		"cf 00000001 00000000 c7 02 05 0102"+ // 2^32: ext8
 		"3f ca 3f800000") // 63: float32
+	if body[2]&0x0f > 7 {
+		out := append([]byte{body[0], body[1], body[2] + 4}, body[3:]...)
+		return append(out, after...)
+	}
 	out := append([]byte{body[0], body[1], body[2] + 8}, before...)
 	out = append(out, body[3:]...)
 	return append(out, after...)

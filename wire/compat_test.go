@@ -21,10 +21,12 @@ func previousVersion(m Message) Message {
 	case *DeltaBatch:
 		c := *m
 		c.Entries = zeroReconciled(m.Entries)
+		c.Users = nil
 		return &c
 	case *FullState:
 		c := *m
 		c.Usage = zeroReconciled(m.Usage)
+		c.Users = nil
 		return &c
 	case *TenantState:
 		c := *m
@@ -65,13 +67,15 @@ func zeroReconciled(es []DeltaEntry) []DeltaEntry {
 
 // newKeys are the keys added since the previous version, by the path of the
 // map that holds them in a generic decoding of the body (see genericBody).
-var newKeys = map[string]uint64{
-	"delta-batch/5":    9, // Entries[].Reconciled
-	"full-state/6":     9, // Usage[].Reconciled
-	"tenant-state/3":   9, // Tenants[].Over
-	"tenant-state/3/8": 4, // Tenants[].ClassLimits[].Over
-	"grant-ask/3":      5, // Wants[].Open
-	"grant/3":          6, // Shares[].Over
+var newKeys = map[string][]uint64{
+	"delta-batch":      {7}, // Users
+	"delta-batch/5":    {9}, // Entries[].Reconciled
+	"full-state":       {8}, // Users
+	"full-state/6":     {9}, // Usage[].Reconciled
+	"tenant-state/3":   {9}, // Tenants[].Over
+	"tenant-state/3/8": {4}, // Tenants[].ClassLimits[].Over
+	"grant-ask/3":      {5}, // Wants[].Open
+	"grant/3":          {6}, // Shares[].Over
 }
 
 func TestPreviousVersionVectors(t *testing.T) {
@@ -129,7 +133,7 @@ func dropKeys(body []any, typ string) {
 	walk = func(v any, path string) {
 		switch v := v.(type) {
 		case map[any]any:
-			if k, ok := newKeys[path]; ok {
+			for _, k := range newKeys[path] {
 				for key := range v {
 					if asUint(key) == k {
 						delete(v, key)

@@ -53,6 +53,10 @@ func goldenExamples() []golden {
 				{Tenant: "tenant-0042", Class: "audio", Opened: 12, Closed: 2, SessionMicros: 98765, Peak: 20, Refused: 1, ClosedMinutes: 3, Reconciled: 5},
 			},
 			Peaks: []TenantPeak{{Tenant: "tenant-0042", Peak: 310}, {Tenant: "tenant-0043", Peak: 7}},
+			Users: []UserSet{
+				{Tenant: "tenant-0042", Day: 20453, Hashes: []uint64{0x9e3779b97f4a7c15, 42}},
+				{Tenant: "tenant-0043", Day: 20454, Hashes: []uint64{7, 0xffffffffffffffff}},
+			},
 		}},
 		{"full_state.hex", &FullState{
 			AgentID: "agent-eu-1",
@@ -68,6 +72,10 @@ func goldenExamples() []golden {
 				{Tenant: "tenant-0043", Class: "ai", Opened: 4, Closed: 3, SessionMicros: 1 << 33, Peak: 70001, Refused: 9, ClosedMinutes: 143166, Reconciled: 3},
 			},
 			Peaks: []TenantPeak{{Tenant: "tenant-0042", Peak: 8}, {Tenant: "tenant-0043", Peak: 70001}},
+			Users: []UserSet{
+				{Tenant: "tenant-0042", Day: 20453, Hashes: []uint64{1, 2}},
+				{Tenant: "tenant-0043", Day: 20453, Hashes: []uint64{300, 0x0123456789abcdef}},
+			},
 		}},
 		{"ack.hex", &Ack{Seq: 42, Index: 90210}},
 		{"tenant_state.hex", &TenantState{

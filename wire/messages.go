@@ -194,6 +194,21 @@ type DeltaBatch struct {
 	AgentTime int64
 	Entries   []DeltaEntry
 	Peaks     []TenantPeak
+	// Users are the users the agent saw since its previous batch, per
+	// tenant and UTC day (see UserSet).
+	Users []UserSet
+}
+
+// UserSet is, for one tenant and one UTC day, users an agent saw active
+// (sessions opened, or open as the day began): the 64-bit hashes of their
+// ids (XXH64, seed 0, of the user id's bytes), each once. Merging them into
+// a tenant's distinct-user counts is idempotent: a set sent twice changes
+// nothing.
+type UserSet struct {
+	Tenant string
+	// Day is the UTC day, in days since 1970-01-01.
+	Day    uint32
+	Hashes []uint64
 }
 
 // CountEntry is an absolute open count for one tenant and class.
@@ -217,6 +232,9 @@ type FullState struct {
 	Counts  []CountEntry
 	Usage   []DeltaEntry
 	Peaks   []TenantPeak
+	// Users are the users of the batches the cluster has not applied
+	// (merged, as in DeltaBatch).
+	Users []UserSet
 }
 
 // Ack acknowledges every batch of the stream's agent and epoch up to Seq.

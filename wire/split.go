@@ -3,7 +3,7 @@ package wire
 // SplitFullState splits fs into parts whose bodies each encode to at most
 // maxBody bytes (DefaultMaxFrame if maxBody ≤ 0), to be sent as consecutive
 // frames. Counts, then Usage, then Peaks are cut into consecutive runs, in
-// order; every part carries fs's AgentID, Epoch and Seq, and all parts but
+// order (and Users last); every part carries fs's AgentID, Epoch and Seq, and all parts but
 // the last have More set (the last has fs.More). A message that fits comes
 // back as a single part.
 //
@@ -16,12 +16,13 @@ func SplitFullState(fs FullState, maxBody int) []*FullState {
 		maxBody = DefaultMaxFrame
 	}
 	head := fs
-	head.Counts, head.Usage, head.Peaks = nil, nil, nil
+	head.Counts, head.Usage, head.Peaks, head.Users = nil, nil, nil, nil
 	var p packer
 	size := len(Append(p.scratch, &head)) +
 		listSize(&p, fs.Counts, appendCountEntry) +
 		listSize(&p, fs.Usage, appendDeltaEntry) +
-		listSize(&p, fs.Peaks, appendTenantPeak)
+		listSize(&p, fs.Peaks, appendTenantPeak) +
+		listSize(&p, fs.Users, appendUserSet)
 	if size <= maxBody {
 		return []*FullState{&fs}
 	}
@@ -39,6 +40,7 @@ func SplitFullState(fs FullState, maxBody int) []*FullState {
 	pack(&p, fs.Counts, appendCountEntry, func(s []CountEntry) { cur.Counts = s })
 	pack(&p, fs.Usage, appendDeltaEntry, func(s []DeltaEntry) { cur.Usage = s })
 	pack(&p, fs.Peaks, appendTenantPeak, func(s []TenantPeak) { cur.Peaks = s })
+	pack(&p, fs.Users, appendUserSet, func(s []UserSet) { cur.Users = s })
 	cur.More = fs.More
 	return append(parts, cur)
 }
