@@ -115,6 +115,9 @@ type SessionSpec struct {
 	Tenant  string `json:"tenant"`
 	Class   string `json:"class"`
 	Session string `json:"session"`
+	// User (optional): the session's user, counted among the tenant's
+	// active users when the reconcile opens the session.
+	User string `json:"user,omitempty"`
 }
 
 // SessionInfo describes an open session.
@@ -127,6 +130,8 @@ type SessionInfo struct {
 	TTLSeconds    float64   `json:"ttl_seconds,omitempty"`
 	// Source: what opened it (SourceAPI or a connector's name).
 	Source string `json:"source"`
+	// User: its user, if one was given.
+	User string `json:"user,omitempty"`
 }
 
 // AckInfo is the last acknowledgement received.
@@ -316,6 +321,7 @@ func New(cfg Config) (*Agent, error) {
 	for _, s := range cfg.Servers {
 		a.servers.add(s)
 	}
+	a.tab.wallBase = a.startUnix
 	if err := a.load(); err != nil {
 		return nil, err
 	}
@@ -355,6 +361,9 @@ func (a *Agent) Open(tenant, class, session string, ttl time.Duration) (OpenResu
 func (a *Agent) open(o OpenOptions) (OpenResult, error) {
 	tenant, class, session, ttl := o.Tenant, o.Class, o.Session, o.TTL
 	if err := validTenantID(tenant); err != nil {
+		return OpenResult{}, err
+	}
+	if err := validUserID(o.User); err != nil {
 		return OpenResult{}, err
 	}
 	if err := validSessionID(session); err != nil {
@@ -404,7 +413,8 @@ func (a *Agent) open(o OpenOptions) (OpenResult, error) {
 	if te == nil { // defensive: decide admits only known tenants
 		te = t.tenant(tenant, true)
 	}
-	t.openFrom(te, session, cls, ttl, o.Source, now)
+	s := t.openFrom(te, session, cls, ttl, o.Source, now)
+	t.setUser(s, o.User, now)
 	a.stats.admitted++
 	a.noteEventLocked()
 	if te.g != nil && a.stream != nil {
@@ -628,7 +638,7 @@ func (a *Agent) Sessions(tenant string) []SessionInfo {
 		out[i] = SessionInfo{
 			Session: s.id, Tenant: s.tenant.id, Class: className(s.class),
 			OpenedAt: a.wall(s.openedAt).UTC(), LastKeepalive: a.wall(s.lastKA).UTC(),
-			TTLSeconds: time.Duration(s.ttl).Seconds(), Source: s.source,
+			TTLSeconds: time.Duration(s.ttl).Seconds(), Source: s.source, User: s.user,
 		}
 	}
 	return out

@@ -56,6 +56,9 @@ type openRequest struct {
 	// made by a LiveKit token endpoint, so that the LiveKit connector's
 	// reconcile owns it.
 	Source string `json:"source"`
+	// User (optional): the session's user, counted among the tenant's
+	// active users.
+	User string `json:"user"`
 }
 
 type openResponse struct {
@@ -77,7 +80,7 @@ func (a *Agent) handleOpen(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = time.Duration(s * float64(time.Second))
 	}
-	res, err := a.OpenWith(OpenOptions{Tenant: req.Tenant, Class: req.Class, Session: req.Session, TTL: ttl, Source: req.Source})
+	res, err := a.OpenWith(OpenOptions{Tenant: req.Tenant, Class: req.Class, Session: req.Session, TTL: ttl, Source: req.Source, User: req.User})
 	switch {
 	case errors.Is(err, ErrConflict):
 		jsonhttp.Error(w, http.StatusConflict, err.Error())

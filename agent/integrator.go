@@ -232,7 +232,7 @@ func (t *table) cut(now int64) ([]wire.DeltaEntry, []wire.TenantPeak) {
 // maybeForget deletes the entry of a tenant the agent does not know, once
 // nothing refers to it and it holds nothing.
 func (t *table) maybeForget(te *tenantEntry) {
-	if te.known || te.open != 0 || te.g != nil || t.tenants[te.id] != te {
+	if te.known || te.open != 0 || te.g != nil || te.users != nil || t.tenants[te.id] != te {
 		return
 	}
 	for i := range te.cells {

@@ -51,6 +51,10 @@ type stateFile struct {
 	Peaks   []stPeak   `msgpack:"peaks"`
 	Tenants []stTenant `msgpack:"tenants"`
 	LastAck *stAck     `msgpack:"last_ack"`
+	// Users are the active users not yet cut into a batch (users.go), and
+	// UserDay the UTC day of the last cut.
+	Users   []stUsers `msgpack:"users,omitempty"`
+	UserDay uint32    `msgpack:"user_day,omitempty"`
 }
 
 type stSession struct {
@@ -70,16 +74,26 @@ type stSession struct {
 	// heard of since was last persisted before that crash: it is still in
 	// doubt from then (table.go).
 	Doubt int64 `msgpack:"dbt,omitempty"`
+	// User: the session's user, if any.
+	User string `msgpack:"u,omitempty"`
+}
+
+// stUsers are one tenant's users of one UTC day not yet cut.
+type stUsers struct {
+	Tenant string   `msgpack:"t"`
+	Day    uint32   `msgpack:"d"`
+	Hashes []uint64 `msgpack:"h"`
 }
 
 // Sessions are encoded as arrays, [id, tenant, class, ttl, opened, ka,
-// anchor, source, doubt], for size and speed; a decoder skips elements it
-// does not know, takes a record of the first 7 (written before sources) as
-// one of SourceAPI, and one of 8 as not in doubt.
+// anchor, source, doubt, user], for size and speed; a decoder skips
+// elements it does not know, takes a record of the first 7 (written before
+// sources) as one of SourceAPI, one of 8 as not in doubt, one of 9 as
+// without a user.
 
 // EncodeMsgpack implements msgpack.CustomEncoder.
 func (s stSession) EncodeMsgpack(enc *msgpack.Encoder) error {
-	if err := enc.EncodeArrayLen(9); err != nil {
+	if err := enc.EncodeArrayLen(10); err != nil {
 		return err
 	}
 	for _, v := range [...]string{s.ID, s.Tenant, s.Class} {
@@ -95,7 +109,10 @@ func (s stSession) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeString(s.Source); err != nil {
 		return err
 	}
-	return enc.EncodeInt(s.Doubt)
+	if err := enc.EncodeInt(s.Doubt); err != nil {
+		return err
+	}
+	return enc.EncodeString(s.User)
 }
 
 // DecodeMsgpack implements msgpack.CustomDecoder.
@@ -126,6 +143,12 @@ func (s *stSession) DecodeMsgpack(dec *msgpack.Decoder) error {
 	}
 	if n >= 8 { // 9 elements at first
 		if s.Doubt, err = dec.DecodeInt64(); err != nil {
+			return err
+		}
+		n--
+	}
+	if n >= 8 { // 10 elements at first
+		if s.User, err = dec.DecodeString(); err != nil {
 			return err
 		}
 		n--
@@ -181,6 +204,7 @@ func (a *Agent) snapshotLocked(now int64) *stateFile {
 		Version: stateVersion, AgentID: a.id, Epoch: a.epoch, NextSeq: a.nextSeq,
 		SavedAt: a.startUnix + now,
 		Unacked: make([][]byte, len(a.unacked)),
+		Users:   t.pendingUsers(), UserDay: t.userDay,
 	}
 	for i, b := range a.unacked {
 		st.Unacked[i] = b.body
@@ -233,7 +257,7 @@ func (a *Agent) persist() error {
 		changes = a.jrSpare[:0]
 		for _, s := range a.tab.sessions {
 			changes = append(changes, sessChange{op: jOpen, class: s.class, id: s.id, tenant: s.tenant.id, source: s.source,
-				ttl: s.ttl, openedAt: s.openedAt, lastKA: s.lastKA, anchor: s.anchor, doubt: s.doubt})
+				ttl: s.ttl, openedAt: s.openedAt, lastKA: s.lastKA, anchor: s.anchor, doubt: s.doubt, user: s.user})
 		}
 		clear(a.tab.jr.ch)
 		a.tab.jr.ch, a.tab.jr.overflow = a.tab.jr.ch[:0], false
@@ -279,7 +303,7 @@ func (a *Agent) applyChanges(changes []sessChange) {
 		switch c.op {
 		case jOpen:
 			ss := stSession{ID: c.id, Tenant: c.tenant, Class: className(c.class), TTL: c.ttl,
-				OpenedAt: a.startUnix + c.openedAt, LastKA: a.startUnix + c.lastKA, Source: c.source}
+				OpenedAt: a.startUnix + c.openedAt, LastKA: a.startUnix + c.lastKA, Source: c.source, User: c.user}
 			if c.ttl > 0 {
 				ss.Anchor = a.startUnix + c.anchor
 			}
@@ -424,14 +448,14 @@ func (a *Agent) restore(st *stateFile) error {
 	for _, ss := range st.Sessions {
 		cls, err := plans.ParseClass(ss.Class)
 		src, serr := validSource(ss.Source)
-		if validSessionID(ss.ID) != nil || validTenantID(ss.Tenant) != nil || err != nil || serr != nil || ss.TTL < 0 {
+		if validSessionID(ss.ID) != nil || validTenantID(ss.Tenant) != nil || err != nil || serr != nil || ss.TTL < 0 || validUserID(ss.User) != nil {
 			return fmt.Errorf("corrupt: session %q", ss.ID)
 		}
 		if t.sessions[ss.ID] != nil {
 			return fmt.Errorf("corrupt: session %q twice", ss.ID)
 		}
 		s := &session{
-			id: ss.ID, source: src, tenant: t.tenant(ss.Tenant, true), class: cls, ttl: ss.TTL,
+			id: ss.ID, source: src, tenant: t.tenant(ss.Tenant, true), class: cls, ttl: ss.TTL, user: ss.User,
 			openedAt: a.fromWall(ss.OpenedAt), lastKA: a.fromWall(ss.LastKA), heapIdx: -1,
 		}
 		if s.ttl > 0 {
@@ -460,6 +484,16 @@ func (a *Agent) restore(st *stateFile) error {
 	for _, p := range st.Peaks {
 		if te := t.tenants[p.Tenant]; te != nil && p.Peak > te.peak {
 			te.peak = p.Peak
+		}
+	}
+	t.userDay = st.UserDay
+	for _, us := range st.Users {
+		if validTenantID(us.Tenant) != nil {
+			return fmt.Errorf("corrupt: users of tenant %q", us.Tenant)
+		}
+		te := t.tenant(us.Tenant, true)
+		for _, h := range us.Hashes {
+			t.seeUser(te, h, us.Day)
 		}
 	}
 	if st.LastAck != nil {

@@ -190,12 +190,13 @@ func signal(c chan struct{}) {
 // batches; each tenant's peak goes with its entries.
 func (a *Agent) cutLocked(now int64) bool {
 	entries, peaks := a.tab.cut(now)
-	if len(entries) == 0 {
+	users := splitUsers(a.tab.cutUsers(now))
+	if len(entries) == 0 && len(users) == 0 {
 		return false
 	}
 	per := min(a.cfg.MaxBatchEntries, max(1, a.cfg.MaxFrame/entryBudget))
 	at := a.wall(now).UnixMilli()
-	for len(entries) > 0 {
+	for len(entries) > 0 || len(users) > 0 {
 		n := min(per, len(entries))
 		part := entries[:n:n]
 		entries = entries[n:]
@@ -213,6 +214,9 @@ func (a *Agent) cutLocked(now int64) bool {
 		}
 		if np == 0 {
 			b.Peaks = nil
+		}
+		if len(entries) == 0 && len(users) > 0 { // the users go with the last entries, or alone
+			b.Users, users = users[0], users[1:]
 		}
 		peaks = peaks[np:]
 		a.nextSeq++
@@ -235,6 +239,9 @@ func batchSizeHint(b *wire.DeltaBatch) int {
 	}
 	for i := range b.Peaks {
 		n += 16 + len(b.Peaks[i].Tenant)
+	}
+	for i := range b.Users {
+		n += 16 + len(b.Users[i].Tenant) + 9*len(b.Users[i].Hashes)
 	}
 	return n
 }
@@ -508,6 +515,7 @@ func (a *Agent) fullStateLocked() *wire.FullState {
 		for _, p := range b.msg.Peaks {
 			peaks[p.Tenant] = max(peaks[p.Tenant], p.Peak)
 		}
+		fs.Users = append(fs.Users, b.msg.Users...)
 	}
 	for _, u := range usage {
 		fs.Usage = append(fs.Usage, *u)

@@ -57,6 +57,9 @@ type OpenOptions struct {
 	// the media server already (a participant that joined without asking),
 	// so it is counted and metered whatever the plan says.
 	Force bool
+	// User (optional): the session's user, an opaque id validated like a
+	// session id: counted among the tenant's active users (DAU, MAU).
+	User string
 }
 
 // sameConnector reports whether s was opened by the connector src: a
@@ -80,6 +83,9 @@ func (a *Agent) OpenWith(o OpenOptions) (OpenResult, error) {
 		return OpenResult{}, err
 	}
 	if err := validSessionID(o.Session); err != nil {
+		return OpenResult{}, err
+	}
+	if err := validUserID(o.User); err != nil {
 		return OpenResult{}, err
 	}
 	cls, err := parseClass(o.Class)
@@ -106,6 +112,7 @@ func (a *Agent) OpenWith(o OpenOptions) (OpenResult, error) {
 	}
 	s := t.openFrom(te, o.Session, cls, o.TTL, o.Source, now)
 	s.cell().reconciled++ // it exists: counted, not admitted
+	t.setUser(s, o.User, now)
 	a.noteEventLocked()
 	if te.g != nil && a.stream != nil {
 		signal(a.stream.wake)
@@ -307,7 +314,10 @@ func reconcileList(list []SessionSpec) (map[string]reconItem, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sessions[%d]: %w", i, err)
 		}
-		it := reconItem{tenant: e.Tenant, class: cls}
+		if err := validUserID(e.User); err != nil {
+			return nil, fmt.Errorf("sessions[%d]: %w", i, err)
+		}
+		it := reconItem{tenant: e.Tenant, class: cls, user: e.User}
 		if prev, ok := want[e.Session]; ok && prev != it {
 			return nil, fmt.Errorf("%w: sessions[%d]: session %s listed twice with different tenants or classes", ErrInvalid, i, e.Session)
 		}
@@ -380,6 +390,7 @@ func (t *table) reconcileScoped(want map[string]reconItem, rs reconScope, now in
 			}
 			s := t.openFrom(t.tenant(w.tenant, true), id, w.class, 0, rs.source, now)
 			s.cell().reconciled++ // it exists: taken from the list, not admitted
+			t.setUser(s, w.user, now)
 			res.Opened = append(res.Opened, id)
 		}
 	}
@@ -438,5 +449,5 @@ func (t *table) setSource(s *session, src string) {
 // copy).
 func (t *table) recordOpen(s *session) {
 	t.record(sessChange{op: jOpen, class: s.class, id: s.id, tenant: s.tenant.id, source: s.source,
-		ttl: s.ttl, openedAt: s.openedAt, lastKA: s.lastKA, anchor: s.anchor})
+		ttl: s.ttl, openedAt: s.openedAt, lastKA: s.lastKA, anchor: s.anchor, doubt: s.doubt, user: s.user})
 }

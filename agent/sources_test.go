@@ -226,6 +226,9 @@ func TestPersistSource(t *testing.T) {
 			e.EncodeInt(42) // in doubt since
 		}
 		if n > 9 {
+			e.EncodeString("user-7")
+		}
+		if n > 10 {
 			e.EncodeString("a future element")
 		}
 		return []byte(buf.String())
@@ -237,7 +240,7 @@ func TestPersistSource(t *testing.T) {
 	if err := msgpack.Unmarshal(enc(8), &s); err != nil || s.Source != "nginx-rtmp" || s.Doubt != 0 {
 		t.Fatalf("a record with a source: %+v %v", s, err)
 	}
-	if err := msgpack.Unmarshal(enc(10), &s); err != nil || s.Source != "nginx-rtmp" || s.Doubt != 42 {
+	if err := msgpack.Unmarshal(enc(11), &s); err != nil || s.Source != "nginx-rtmp" || s.Doubt != 42 || s.User != "user-7" {
 		t.Fatalf("newer record: %+v %v", s, err)
 	}
 }

@@ -100,6 +100,9 @@ type session struct {
 	// accrued time is still provisional: max(last keepalive, the time the
 	// integrator started counting it). See integrator.go.
 	anchor int64
+	// user is the session's user ("" when none was given): counted among
+	// the tenant's active users (users.go).
+	user string
 	// doubt: a session without a TTL restored after the agent's crash and
 	// not heard of since. It counted on through the downtime from the
 	// agent's last persisted instant, its anchor, but that time is
@@ -134,6 +137,7 @@ type tenantEntry struct {
 	base  int64             // open when info was received
 	cbase [numClasses]int64 // each class's open count then
 	g     *grants           // strict plans: the shares held (grants.go)
+	users *tenantUsers      // the users seen, by day (users.go)
 }
 
 // table is the session table plus the integrator state.
@@ -157,6 +161,14 @@ type table struct {
 	// askDue: a close handed a share back (grants.go); the stream's writer
 	// should send an ask.
 	askDue bool
+	// Active users (users.go): wallBase is the agent's start in unix nanos
+	// (agent nanos + wallBase = wall clock), userTenants the tenants with
+	// users to ship, userDay the UTC day of the last cut, seenUsers how
+	// many user hashes the days' dedup sets hold.
+	wallBase    int64
+	userTenants []*tenantEntry
+	userDay     uint32
+	seenUsers   int
 }
 
 // Journal operations.
@@ -172,7 +184,8 @@ type sessChange struct {
 	class                         plans.Class
 	id, tenant, source            string
 	ttl, openedAt, lastKA, anchor int64
-	doubt                         bool // jOpen: in doubt since anchor
+	doubt                         bool   // jOpen: in doubt since anchor
+	user                          string // jOpen: the session's user
 }
 
 // journal holds the session changes since the persister last took them. It
@@ -368,6 +381,7 @@ func (t *table) closeInDoubt(s *session, now int64) time.Duration {
 type reconItem struct {
 	tenant string
 	class  plans.Class
+	user   string
 }
 
 // reconcile makes the table hold exactly the SourceAPI sessions of want

@@ -147,9 +147,9 @@ func TestTableReconcile(t *testing.T) {
 	tab.open(t1, "gone", plans.Audio, 0, 0)
 	tab.open(t1, "moved", plans.Audio, 0, 0)
 	want := map[string]reconItem{
-		"keep":  {"t1", plans.Audio},
-		"moved": {"t2", plans.Audio},
-		"new":   {"t2", plans.VideoFHD},
+		"keep":  {tenant: "t1", class: plans.Audio},
+		"moved": {tenant: "t2", class: plans.Audio},
+		"new":   {tenant: "t2", class: plans.VideoFHD},
 	}
 	opened, closed := tab.reconcile(want, 30*sec)
 	if !slices.Equal(opened, []string{"moved", "new"}) || !slices.Equal(closed, []string{"gone", "moved"}) {

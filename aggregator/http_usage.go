@@ -20,6 +20,8 @@ type DayJSON struct {
 	RegionalPeak   uint64             `json:"regional_peak"`
 	SecondsByClass map[string]float64 `json:"seconds_by_class"`
 	Refused        uint64             `json:"refused"`
+	// DAU is the day's distinct users (kept while its period is open).
+	DAU uint64 `json:"dau"`
 }
 
 // MeteringJSON is the part of a period's usage about its closing, the
@@ -62,6 +64,9 @@ type RegionJSON struct {
 func tenantUsageJSON(st *State, t *Tenant, period string) *UsageJSON {
 	j := usageJSON(t, period)
 	j.MeteringJSON = meteringJSON(st, t, period)
+	if today := dayOf(st.Time); periodOfDay(today) == period {
+		j.DAU = t.dau(today)
+	}
 	return j
 }
 
@@ -187,7 +192,9 @@ func (s *Server) gatherUsage(id string, p plans.Period) tenantUsage {
 			for _, peak := range regionPeaks[i] {
 				d.RegionalPeak += peak
 			}
-			dj := DayJSON{Date: p.Start().AddDate(0, 0, i).Format("2006-01-02"), Peak: d.Peak, RegionalPeak: d.RegionalPeak, Refused: d.Refused, SecondsByClass: map[string]float64{}}
+			date := p.Start().AddDate(0, 0, i)
+			dj := DayJSON{Date: date.Format("2006-01-02"), Peak: d.Peak, RegionalPeak: d.RegionalPeak, Refused: d.Refused,
+				SecondsByClass: map[string]float64{}, DAU: t.dau(dayOf(date.UnixNano()))}
 			for c, m := range micros[i] {
 				d.Minutes[c] = m / 60_000_000
 				dj.SecondsByClass[plans.Class(c+1).String()] = float64(m) / 1e6

@@ -103,6 +103,9 @@ type Tenant struct {
 	// counted holds the agents with counts of this tenant (derived from
 	// their records, rebuilt at restore): whom a strict pool books.
 	counted map[string]struct{}
+	// Days are the distinct users of each UTC day of the open periods, in
+	// day order (users.go); a closed period's days are dropped.
+	Days []DayUsers `msgpack:",omitempty"`
 }
 
 // Usage is what a tenant used in one period.
@@ -127,6 +130,12 @@ type Usage struct {
 	LateMicros uint64 `msgpack:",omitempty"`
 	// Regions is the usage through each agent region's agents.
 	Regions map[string]*RegionUsage `msgpack:",omitempty"`
+	// Users are the period's distinct users (users.go), MAU their count and
+	// PeakDAU the most distinct users of one day; the sketch is dropped once
+	// the period is closed, the figures stay.
+	Users   *Users `msgpack:",omitempty"`
+	MAU     uint64 `msgpack:",omitempty"`
+	PeakDAU uint64 `msgpack:",omitempty"`
 }
 
 // Bucket is a tenant's usage from From until the next bucket: within one
@@ -314,6 +323,7 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 	if bk.late {
 		a.countLate(b.Entries)
 	}
+	a.applyUsers(b.Users, defaultPlan)
 	return itemResult{Status: statusApplied, LastSeq: rec.LastSeq}
 }
 
@@ -418,6 +428,7 @@ func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemR
 		a.bookUsage(a.tenant(e.Tenant, defaultPlan), c, e, mine, bk)
 	}
 	a.bookTenantPeaks(rec, f.Peaks, bk)
+	a.applyUsers(f.Users, defaultPlan)
 	return itemResult{Status: statusApplied, LastSeq: rec.LastSeq}
 }
 

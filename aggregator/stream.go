@@ -429,6 +429,9 @@ func (c *agentConn) handle(ctx context.Context, m wire.Message) error {
 		if err := checkEntries(m.Entries); err != nil {
 			return err
 		}
+		if err := checkUsers(m.Users); err != nil {
+			return err
+		}
 		if err := c.checkAgentLimits(m.Entries, nil); err != nil {
 			return err
 		}
@@ -544,6 +547,21 @@ func (c *agentConn) checkAgentLimits(entries []wire.DeltaEntry, counts []wire.Co
 	return nil
 }
 
+// maxUserHashes bounds the hashes of one UserSet (PROTOCOL.md).
+const maxUserHashes = 10_000
+
+func checkUsers(sets []wire.UserSet) error {
+	for i := range sets {
+		if err := plans.ValidateTenantID(sets[i].Tenant); err != nil {
+			return badMessage("user set %d: %v", i, err)
+		}
+		if n := len(sets[i].Hashes); n > maxUserHashes {
+			return badMessage("user set %d: %d hashes, over %d", i, n, maxUserHashes)
+		}
+	}
+	return nil
+}
+
 func checkEntries(es []wire.DeltaEntry) error {
 	for i := range es {
 		e := &es[i]
@@ -579,6 +597,9 @@ func (c *agentConn) fullPart(ctx context.Context, f *wire.FullState) error {
 	if err := checkEntries(f.Usage); err != nil {
 		return err
 	}
+	if err := checkUsers(f.Users); err != nil {
+		return err
+	}
 	c.parts = append(c.parts, f)
 	if f.More {
 		return nil
@@ -589,6 +610,7 @@ func (c *agentConn) fullPart(ctx context.Context, f *wire.FullState) error {
 		whole.Counts = append(whole.Counts, p.Counts...)
 		whole.Usage = append(whole.Usage, p.Usage...)
 		whole.Peaks = append(whole.Peaks, p.Peaks...)
+		whole.Users = append(whole.Users, p.Users...)
 	}
 	c.parts, c.partLen = nil, 0
 	if err := c.checkAgentLimits(nil, whole.Counts); err != nil {
