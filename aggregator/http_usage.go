@@ -308,7 +308,7 @@ func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) {
 	rep := tu.report
 	if tu.heldErr != nil {
 		rep.InvoiceError = tu.heldErr.Error()
-	} else if inv, err := plans.Bill(p, tu.held, tu.slices); err != nil {
+	} else if inv, err := plans.BillUsers(p, tu.held, tu.slices, rep.MAU); err != nil {
 		rep.InvoiceError = err.Error()
 	} else {
 		rep.Invoice = &inv

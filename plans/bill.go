@@ -41,6 +41,9 @@ const (
 	LineOverage LineKind = "overage"
 	// LineUsage bills a class's pay-as-you-go minutes at its list rate.
 	LineUsage LineKind = "usage"
+	// LineActiveUsers bills the period's active users (MAU) beyond the
+	// included ones, per user.
+	LineActiveUsers LineKind = "active-users"
 )
 
 // Line is one line of an invoice.
@@ -53,11 +56,12 @@ type Line struct {
 	From time.Time `json:"from"`
 	To   time.Time `json:"to"`
 	// Quantity is in Unit: seconds held ("s") for fee and proration,
-	// "unit-minutes" for included and overage, "minutes" for usage.
+	// "unit-minutes" for included and overage, "minutes" for usage, "users"
+	// for active users.
 	Quantity uint64 `json:"quantity"`
 	Unit     string `json:"unit"`
-	// Rate is the price applied, in micro-units: the monthly fee, or per
-	// 1,000 of Unit for overage and usage.
+	// Rate is the price applied, in micro-units: the monthly fee, per
+	// 1,000 of Unit for overage and usage, per user for active users.
 	Rate Micro `json:"rate_micros"`
 	// Amount is the line's charge in micro-units, rounded half up once.
 	Amount Micro  `json:"amount_micros"`
@@ -124,6 +128,17 @@ const microsPerMinute = 60_000_000
 //     up to the micro-unit once, at the end; the invoice total is the sum
 //     of the lines.
 func Bill(period Period, held []Holding, usage []UsageSlice) (Invoice, error) {
+	return BillUsers(period, held, usage, 0)
+}
+
+// BillUsers is Bill for a tenant that had mau monthly active users (the
+// period's distinct users). Plans that price users (PricesUsers) include
+// IncludedMAU each, prorated by the seconds held like the other
+// allowances (⌊IncludedMAU × held ÷ Period.Seconds⌋, summed over the
+// holdings); MAU is a figure of the whole period, not of a holding, so the
+// users beyond that sum are billed on one line, at the OveragePerMAU of the
+// last plan held that prices users.
+func BillUsers(period Period, held []Holding, usage []UsageSlice, mau uint64) (Invoice, error) {
 	if err := period.Validate(); err != nil {
 		return Invoice{}, fmt.Errorf("bill: period: %v", err)
 	}
@@ -252,6 +267,34 @@ func Bill(period Period, held []Holding, usage []UsageSlice) (Invoice, error) {
 			if err := addLine(l); err != nil {
 				return Invoice{}, err
 			}
+		}
+	}
+	var included uint64
+	lastUsers := -1
+	for hi, h := range held {
+		if p := &norm[hi]; p.PricesUsers() {
+			n, ok := mulDivFloor(p.IncludedMAU, uint64(h.To.Unix()-h.From.Unix()), periodSecs)
+			if !ok {
+				return Invoice{}, fmt.Errorf("bill: held[%d] (%s): included_mau overflows", hi, p.Name)
+			}
+			included += n
+			lastUsers = hi
+		}
+	}
+	if lastUsers >= 0 {
+		p, h := &norm[lastUsers], held[lastUsers]
+		over := mau - min(mau, included)
+		amt, ok := mul64(over, uint64(p.OveragePerMAU))
+		if !ok || amt > 1<<63-1 {
+			return Invoice{}, fmt.Errorf("bill: held[%d] (%s): active users overflow", lastUsers, p.Name)
+		}
+		d := fmt.Sprintf("%s active users, %s included", groupThousands(mau), groupThousands(included))
+		if included != p.IncludedMAU {
+			d += fmt.Sprintf(" (%s a month, prorated)", groupThousands(p.IncludedMAU))
+		}
+		if err := addLine(Line{Kind: LineActiveUsers, Plan: p.Name, From: h.From, To: h.To, Quantity: over, Unit: "users",
+			Rate: p.OveragePerMAU, Amount: Micro(amt), Detail: d}); err != nil {
+			return Invoice{}, err
 		}
 	}
 	inv.Total = Micro(total)

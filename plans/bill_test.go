@@ -424,3 +424,60 @@ func TestBillRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestBillActiveUsers: plans that price monthly active users include some
+// (prorated by the seconds held, summed over the holdings) and bill the
+// rest per user, on one line at the last such plan's rate; plans without
+// bill no such line.
+func TestBillActiveUsers(t *testing.T) {
+	chat := Plan{Name: "chat-pro", Billing: Package, FeeMonthly: 299_000_000, Ceiling: 2_000, Mode: Strict,
+		IncludedMAU: 10_000, OveragePerMAU: 20_000}
+	basic := Plan{Name: "chat-basic", Billing: Package, FeeMonthly: 49_000_000, Ceiling: 200, Mode: Strict,
+		IncludedMAU: 1_000, OveragePerMAU: 50_000}
+	half := nov.Start().Add(15 * day)
+	cases := []struct {
+		name     string
+		held     []Holding
+		mau      uint64
+		quantity uint64 // the line's users over, -1: no line
+		amount   Micro
+		detail   string
+	}{
+		{"over the included", whole(chat, nov), 12_345, 2_345, 46_900_000, "12,345 active users, 10,000 included"},
+		{"under the included", whole(chat, nov), 9_999, 0, 0, "9,999 active users, 10,000 included"},
+		// 1,000 × ½ + 10,000 × ½ = 5,500 included; 2,500 over at chat-pro's 0.02.
+		{"prorated over two plans", []Holding{{Plan: basic, From: nov.Start(), To: half}, {Plan: chat, From: half, To: nov.End()}},
+			8_000, 2_500, 50_000_000, "8,000 active users, 5,500 included (10,000 a month, prorated)"},
+		{"a plan that does not price users", whole(tStarter, nov), 50_000, 1<<64 - 1, 0, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			inv, err := BillUsers(nov, c.held, nil, c.mau)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var line *Line
+			var fees Micro
+			for i := range inv.Lines {
+				switch inv.Lines[i].Kind {
+				case LineActiveUsers:
+					line = &inv.Lines[i]
+				case LineFee, LineProration:
+					fees += inv.Lines[i].Amount
+				}
+			}
+			if c.quantity == 1<<64-1 {
+				if line != nil {
+					t.Fatalf("an active users line for a plan without MAU pricing: %+v", line)
+				}
+				return
+			}
+			if line == nil || line.Quantity != c.quantity || line.Amount != c.amount || line.Unit != "users" || line.Detail != c.detail {
+				t.Fatalf("line %+v, want %d users over, %d µ, %q", line, c.quantity, c.amount, c.detail)
+			}
+			if inv.Total != fees+c.amount {
+				t.Errorf("total %d, want the fees %d and the users %d", inv.Total, fees, c.amount)
+			}
+		})
+	}
+}

@@ -118,7 +118,17 @@ type Plan struct {
 	PeakBasis PeakBasis `json:"peak_basis,omitempty" msgpack:"peak_basis,omitempty"`
 	// AIWeight is the weight of the ai class (0 means DefaultAIWeight).
 	AIWeight uint32 `json:"ai_weight,omitempty" msgpack:"ai_weight,omitempty"`
+	// IncludedMAU is how many monthly active users (distinct users in the
+	// period) the fee includes, prorated like the other allowances;
+	// OveragePerMAU is charged for each one beyond, in micro-units. An
+	// IM-style plan prices by these (and caps concurrent connections with
+	// its ceiling); a plan without them bills as before.
+	IncludedMAU   uint64 `json:"included_mau,omitempty" msgpack:"included_mau,omitempty"`
+	OveragePerMAU Micro  `json:"overage_per_mau_micros,omitempty" msgpack:"overage_mau,omitempty"`
 }
+
+// PricesUsers reports whether p bills monthly active users.
+func (p Plan) PricesUsers() bool { return p.IncludedMAU > 0 || p.OveragePerMAU > 0 }
 
 // MaxAIWeight bounds Plan.AIWeight.
 const MaxAIWeight = 1000
@@ -150,6 +160,8 @@ func (p Plan) Validate() error {
 		return fmt.Errorf("plan %s: fee_monthly_micros must not be negative", p.Name)
 	case p.OveragePer1000 < 0:
 		return fmt.Errorf("plan %s: overage_per_1000_micros must not be negative", p.Name)
+	case p.OveragePerMAU < 0:
+		return fmt.Errorf("plan %s: overage_per_mau_micros must not be negative", p.Name)
 	}
 	switch p.Mode {
 	case Strict, Soft:

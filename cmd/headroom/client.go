@@ -328,6 +328,8 @@ func planFlags() []cli.Flag {
 		&cli.UintFlag{Name: "burst", Usage: "how far above the ceiling a soft plan admits, in percent"},
 		&cli.Uint64Flag{Name: "included", Usage: "unit-minutes included in the fee"},
 		&cli.StringFlag{Name: "overage", Usage: "price per 1,000 unit-minutes beyond the included ones"},
+		&cli.Uint64Flag{Name: "included-mau", Usage: "monthly active users included in the fee (IM-style plans)"},
+		&cli.StringFlag{Name: "overage-per-mau", Usage: "price of each monthly active user beyond the included ones"},
 	}
 }
 
@@ -338,7 +340,7 @@ func applyPlanFlags(c *cli.Context, p *plans.Plan) error {
 	for _, m := range []struct {
 		flag string
 		to   *plans.Micro
-	}{{"fee", &p.FeeMonthly}, {"overage", &p.OveragePer1000}} {
+	}{{"fee", &p.FeeMonthly}, {"overage", &p.OveragePer1000}, {"overage-per-mau", &p.OveragePerMAU}} {
 		if c.IsSet(m.flag) {
 			v, err := plans.ParseMicro(c.String(m.flag))
 			if err != nil {
@@ -358,6 +360,9 @@ func applyPlanFlags(c *cli.Context, p *plans.Plan) error {
 	}
 	if c.IsSet("included") {
 		p.IncludedUnitMinutes = c.Uint64("included")
+	}
+	if c.IsSet("included-mau") {
+		p.IncludedMAU = c.Uint64("included-mau")
 	}
 	return p.Validate()
 }
@@ -391,6 +396,9 @@ func planCommand() *cli.Command {
 				return cl.print(p, func(w io.Writer) {
 					fmt.Fprintf(w, "plan\t%s\nbilling\t%s\nfee/month\t%s\nceiling\t%d\nmode\t%s\nburst\t%d%%\nincluded unit-minutes\t%d\noverage/1000\t%s\n",
 						p.Name, p.Normalized().Billing, money(p.FeeMonthly), p.Ceiling, p.Mode, p.BurstPct, p.IncludedUnitMinutes, money(p.OveragePer1000))
+					if p.PricesUsers() {
+						fmt.Fprintf(w, "included MAU\t%d\noverage/MAU\t%s\n", p.IncludedMAU, money(p.OveragePerMAU))
+					}
 				})
 			}, 1),
 			leaf("create", "add a plan to the catalogue", "--fee F --ceiling N --mode M [...] PLAN", func(c *cli.Context, cl *client, args []string) error {

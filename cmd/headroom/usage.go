@@ -37,6 +37,7 @@ func usageCommand() *cli.Command {
 			}
 			fmt.Fprintf(w, "period\t%s\n", state)
 			fmt.Fprintf(w, "peak basis\t%s: %d (global %d, sum of regional peaks %d)\n", u.PeakBasis, u.PlanPCU, u.PCU, u.RegionalPCU)
+			fmt.Fprintf(w, "active users\tMAU %d, peak DAU %d, today %d\n", u.MAU, u.PeakDAU, u.DAU)
 			fmt.Fprintf(w, "at or over the ceiling\t%s\n", (time.Duration(u.SecondsOverCeiling * float64(time.Second))).Round(time.Second))
 			fmt.Fprintf(w, "late batches\t%d (%.1f session-minutes cut in a closed period)\n", u.LateBatches, u.LateSeconds/60)
 			if m := classList(u.SessionMinutesByClass); m != "" {
@@ -52,9 +53,9 @@ func usageCommand() *cli.Command {
 					fmt.Fprintf(w, "%s\t%d\t%.1f\t%.1f\n", name, r.PCU, sumSeconds(r.SecondsByClass)/60, r.UnitMinutes)
 				}
 			}
-			fmt.Fprintln(w, "\nDAY\tPEAK\tREGIONAL PEAKS\tMINUTES\tREFUSED")
+			fmt.Fprintln(w, "\nDAY\tPEAK\tREGIONAL PEAKS\tMINUTES\tREFUSED\tDAU")
 			for _, d := range u.Days {
-				fmt.Fprintf(w, "%s\t%d\t%d\t%.1f\t%d\n", d.Date, d.Peak, d.RegionalPeak, sumSeconds(d.SecondsByClass)/60, d.Refused)
+				fmt.Fprintf(w, "%s\t%d\t%d\t%.1f\t%d\t%d\n", d.Date, d.Peak, d.RegionalPeak, sumSeconds(d.SecondsByClass)/60, d.Refused, d.DAU)
 			}
 			fmt.Fprintln(w)
 			if u.Invoice == nil {
