@@ -104,9 +104,16 @@ const (
 	// AlertUnitMinutes compares a tenant's unit-minutes of the current
 	// period with its plan's included unit-minutes.
 	AlertUnitMinutes AlertKind = "unit-minutes"
+	// AlertMAU compares a tenant's monthly active users of the current
+	// period with its plan's included ones.
+	AlertMAU AlertKind = "mau"
 )
 
-var alertKinds = [2]AlertKind{AlertConcurrency, AlertUnitMinutes}
+// alertKinds are the kinds, by index in the marks.
+var alertKinds = [3]AlertKind{AlertConcurrency, AlertUnitMinutes, AlertMAU}
+
+// kindMarks are one tenant's marks, a word of threshold bits per kind.
+type kindMarks [len(alertKinds)]uint32
 
 // Alert is the JSON body of a webhook POST.
 type Alert struct {
@@ -118,9 +125,10 @@ type Alert struct {
 	Kind   AlertKind `json:"kind"`
 	// ThresholdPct is the threshold crossed, in percent of Limit.
 	ThresholdPct uint32 `json:"threshold_pct"`
-	// Value is the open sessions, or the unit-minutes used in Period.
+	// Value is the open sessions, the unit-minutes used in Period, or its
+	// monthly active users.
 	Value float64 `json:"value"`
-	// Limit is the plan's ceiling, or its included unit-minutes.
+	// Limit is the plan's ceiling, its included unit-minutes or MAU.
 	Limit uint64 `json:"limit"`
 	// Utilization is Value/Limit in percent, to two decimals.
 	Utilization float64 `json:"utilization"`
@@ -222,7 +230,7 @@ type alerter struct {
 	state *State
 	// marks holds, per tenant and kind, the thresholds fired and not yet
 	// re-armed (bit i for thresholds[i]); tenants with none are absent.
-	marks map[string][2]uint32
+	marks map[string]kindMarks
 	// period is the period the unit-minutes marks are of.
 	period string
 	// ring is the queue: crossing seq s sits at ring[(s-1)%len(ring)].
@@ -269,7 +277,7 @@ func (a *alerter) changed(names []string) {
 		if period := pass.period; period != a.period { // a new period's unit-minutes start from nothing
 			a.period = period
 			for name, m := range a.marks {
-				if m[1] = 0; m == [2]uint32{} {
+				if m[1], m[2] = 0, 0; m == (kindMarks{}) {
 					delete(a.marks, name)
 				} else {
 					a.marks[name] = m
@@ -300,11 +308,11 @@ func (a *alerter) prime(st *State) {
 
 func (a *alerter) primeLocked(st *State) {
 	a.state = st
-	a.marks = make(map[string][2]uint32)
+	a.marks = make(map[string]kindMarks)
 	pass := alertPass{st: st, period: plans.PeriodOf(time.Unix(0, st.Time)).String()}
 	a.period = pass.period
 	for name, t := range st.Tenants {
-		var m [2]uint32
+		var m kindMarks
 		for k, l := range pass.levels(t) {
 			if l.limit == 0 {
 				continue
@@ -316,7 +324,7 @@ func (a *alerter) primeLocked(st *State) {
 				}
 			}
 		}
-		if m != [2]uint32{} {
+		if m != (kindMarks{}) {
 			a.marks[name] = m
 		}
 	}
@@ -341,8 +349,8 @@ type alertPass struct {
 // planLimits caches what alerts need of a plan: its ceiling (0 for none)
 // and its included unit-minutes.
 type planLimits struct {
-	plan              string
-	ceiling, included uint64
+	plan                   string
+	ceiling, included, mau uint64
 }
 
 func (p *alertPass) plan(name string) planLimits {
@@ -356,7 +364,7 @@ func (p *alertPass) plan(name string) planLimits {
 		if pl.Mode != plans.Meter {
 			l.ceiling = pl.Ceiling
 		}
-		l.included = pl.IncludedUnitMinutes
+		l.included, l.mau = pl.IncludedUnitMinutes, pl.IncludedMAU
 	}
 	if len(p.limits) < 8 { // the few plans most tenants are on
 		p.limits = append(p.limits, l)
@@ -364,17 +372,20 @@ func (p *alertPass) plan(name string) planLimits {
 	return l
 }
 
-// levels returns a tenant's concurrency and unit-minutes of the period
-// against its plan.
-func (p *alertPass) levels(t *Tenant) [2]alertLevel {
+// levels returns a tenant's concurrency, unit-minutes and active users of
+// the period against its plan.
+func (p *alertPass) levels(t *Tenant) [len(alertKinds)]alertLevel {
 	l := p.plan(t.Plan)
-	out := [2]alertLevel{{limit: l.ceiling}, {limit: l.included}}
+	out := [len(alertKinds)]alertLevel{{limit: l.ceiling}, {limit: l.included}, {limit: l.mau}}
 	if l.ceiling > 0 {
 		out[0].value = float64(t.Open.total())
 	}
-	if l.included > 0 {
-		if u := t.Usage[p.period]; u != nil {
+	if u := t.Usage[p.period]; u != nil {
+		if l.included > 0 {
 			out[1].value = unitMinutes(u)
+		}
+		if l.mau > 0 {
+			out[2].value = float64(u.MAU)
 		}
 	}
 	return out
@@ -423,7 +434,7 @@ func (a *alerter) check(p *alertPass, name string) bool {
 	}
 	switch {
 	case m == old:
-	case m == [2]uint32{}:
+	case m == (kindMarks{}):
 		delete(a.marks, name)
 	default:
 		a.marks[name] = m
@@ -436,8 +447,11 @@ func (a *alerter) push(p *alertPass, t *Tenant, kind AlertKind, th uint32, l ale
 	st, period := p.st, p.period
 	util := math.Round(l.utilization()*100) / 100
 	what := "concurrency ceiling"
-	if kind == AlertUnitMinutes {
+	switch kind {
+	case AlertUnitMinutes:
 		what = "included unit-minutes of " + period
+	case AlertMAU:
+		what = "included monthly active users of " + period
 	}
 	al := Alert{
 		ID: alertID(t.Name, kind, th, period, st.Index), Tenant: t.Name, Plan: t.Plan, Kind: kind,

@@ -556,3 +556,39 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestAlertMAU: a plan that includes monthly active users alerts as they
+// reach its thresholds of them.
+func TestAlertMAU(t *testing.T) {
+	rcv := newAlertReceiver(t, nil)
+	r := newAlertHarness(t, rcv.URL, 16)
+	p := defaultPlan(t, "starter")
+	p.Name, p.IncludedMAU, p.OveragePerMAU = "chat", 10, 1
+	r.h.ok(cmdPutPlan, &putPlanCmd{Time: alertT0.UnixNano(), Plan: p.Normalized(), Create: true})
+	r.h.ok(cmdSetPlan, &setPlanCmd{Time: alertT0.UnixNano(), Tenant: "t1", Plan: "chat"})
+	day := dayOf(r.clock.Now().UnixNano())
+	users := func(names ...string) {
+		r.seq++
+		b := batch("a1", 1, r.seq)
+		b.Users = []wire.UserSet{userSet("t1", day, names...)}
+		if res := r.h.items(r.clock.Now(), "", b); res[0].Status != statusApplied {
+			t.Fatalf("batch: %+v", res[0])
+		}
+	}
+	users("u1", "u2", "u3", "u4", "u5", "u6") // 60%
+	users("u7")                               // 70%
+	users("u1", "u2")                         // the same users: nothing
+	users("u8", "u9", "u10", "u11")           // 110%: 100% only
+	got := rcv.waitAlerts(t, 2)
+	for i, want := range []struct {
+		th    uint32
+		value float64
+	}{{70, 7}, {100, 11}} {
+		if al := got[i]; al.Kind != AlertMAU || al.ThresholdPct != want.th || al.Value != want.value || al.Limit != 10 || al.Plan != "chat" {
+			t.Errorf("alert %d: %+v, want mau %d%% at %v of 10", i, al, want.th, want.value)
+		}
+	}
+	if n := r.detected(); n != 2 {
+		t.Errorf("%d alerts, want 2", n)
+	}
+}

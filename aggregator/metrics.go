@@ -235,6 +235,8 @@ var (
 	descEventPublished     = desc("headroom_events_published_total", "Events published, by event name.", "event")
 	descPoolsOver          = desc("headroom_strict_pools_over", "Pools of strict plans whose bookings (shares and the sessions agents have open) stand over their ceiling, by cause: lowered, restart, returned.", "cause")
 	descAdmittedOver       = desc("headroom_strict_admitted_over_ceiling_total", "Sessions agents admitted into a strict pool while it stood over its ceiling, over every tenant the state holds (should stay 0).")
+	descTenantMAU          = desc("headroom_tenant_mau", "Monthly active users of a tenant: its distinct users of the current period (the --metrics-max-tenants busiest tenants).", "tenant")
+	descTenantDAU          = desc("headroom_tenant_dau", "Daily active users of a tenant: its distinct users of the current UTC day (by the state's clock).", "tenant")
 )
 
 var stateDescs = []*prometheus.Desc{
@@ -243,7 +245,7 @@ var stateDescs = []*prometheus.Desc{
 	descRaftState, descRaftTerm, descRaftCommit, descRaftApplied, descRaftLast, descRaftSnapshot, descRaftLastContact, descRaftVoters,
 	descMembers, descStreamAgents, descStreamAccepted, descStreamMessages, descAlerts,
 	descEventClients, descEventStreams, descEventDropped, descEventPublished,
-	descPoolsOver, descAdmittedOver,
+	descPoolsOver, descAdmittedOver, descTenantMAU, descTenantDAU,
 }
 
 // stateCollector reads the state machine, Raft and the server's counters
@@ -407,6 +409,9 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 		}
 	}
 	gauge(ch, descOtherTenants, float64(others))
+	for i := range keys {
+		collectUsers(ch, st, keys[i].t)
+	}
 	if others > 0 {
 		for _, t := range st.Tenants {
 			otherCeiling += st.Plans[t.Plan].Ceiling
@@ -425,6 +430,19 @@ func collectTenant(ch chan<- prometheus.Metric, st *State, t *Tenant) {
 	for _, cl := range p.ClassCeilings {
 		gauge(ch, descTenantClassCeiling, float64(cl.Ceiling), t.Name, cl.Class)
 	}
+	collectUsers(ch, st, t)
+}
+
+// collectUsers reports a tenant's active users of the state's current
+// period and day.
+func collectUsers(ch chan<- prometheus.Metric, st *State, t *Tenant) {
+	today := dayOf(st.Time)
+	var mau uint64
+	if u := t.Usage[periodOfDay(today)]; u != nil {
+		mau = u.MAU
+	}
+	gauge(ch, descTenantMAU, float64(mau), t.Name)
+	gauge(ch, descTenantDAU, float64(t.dau(today)), t.Name)
 }
 
 func (c *stateCollector) collectRaft(ch chan<- prometheus.Metric) {

@@ -155,3 +155,20 @@ func TestMetricsTenantCap(t *testing.T) {
 		t.Errorf("%d concurrency series, want %d", series, 4*numClasses)
 	}
 }
+
+// TestMetricsActiveUsers: a tenant's MAU and today's DAU are served.
+func TestMetricsActiveUsers(t *testing.T) {
+	h := newHarness(t)
+	h.setPlan(t0, "t", "payg")
+	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	h.items(at, "", full("a1", 1, 0))
+	b := batch("a1", 1, 1)
+	b.Users = []wire.UserSet{userSet("t", dayOf(at.Add(-24*time.Hour).UnixNano()), "u1", "u2", "u3"), userSet("t", dayOf(at.UnixNano()), "u3", "u4")}
+	h.items(at, "", b)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&stateCollector{s: &Server{fsm: h.f}, maxTenants: 10})
+	m, _ := scrape(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if mau, dau := m[`headroom_tenant_mau{tenant="t"}`], m[`headroom_tenant_dau{tenant="t"}`]; mau != 4 || dau != 2 {
+		t.Errorf("MAU %v, DAU %v; want 4 and 2", mau, dau)
+	}
+}

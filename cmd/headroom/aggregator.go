@@ -41,7 +41,7 @@ func aggregatorCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "raft-snapshot-threshold", Usage: "log entries between snapshots (default 16384)"},
 			&cli.Uint64Flag{Name: "raft-trailing-logs", Usage: "log entries kept behind a snapshot for slow followers (default 10240)"},
 			&cli.StringFlag{Name: "alert-webhook", Usage: "URL the leader POSTs each alert to as JSON, retried with backoff (default: alerts are only logged)"},
-			&cli.StringFlag{Name: "alert-thresholds", Value: "70,90,100", Usage: "utilization percentages of the ceiling and of the included unit-minutes that alert, ascending, 1 to 1000"},
+			&cli.StringFlag{Name: "alert-thresholds", Value: "70,90,100", Usage: "utilization percentages of the ceiling, of the included unit-minutes and of the included monthly active users that alert, ascending, 1 to 1000"},
 			&cli.IntFlag{Name: "metrics-max-tenants", Value: aggregator.DefaultMetricsMaxTenants, Usage: "tenants /metrics labels one by one, the busiest by open sessions; the others are summed under tenant=\"_other\""},
 			&cli.StringFlag{Name: "gossip-key", Usage: "encrypt gossip with this key (base64 of 16, 24 or 32 bytes; `headroom keyring generate`) until the data directory holds a keyring", EnvVars: []string{"HEADROOM_GOSSIP_KEY"}},
 		}, append(tlsFlags(true), logFlags()...)...),
