@@ -149,6 +149,7 @@ type Server struct {
 	bar            barrier
 	advertised     cluster.Meta
 	sec            security // TLS, and what is exposed unprotected (security.go)
+	backup         *backups // nil without Config.BackupInterval (backup.go)
 
 	left     chan struct{}
 	leftOnce sync.Once
@@ -324,9 +325,9 @@ func New(cfg Config) (*Server, error) {
 		}
 	}()
 	if cfg.BackupInterval > 0 {
-		b := s.newBackups()
+		s.backup = s.newBackups()
 		s.wg.Add(1)
-		go func() { defer s.wg.Done(); b.run(ctx) }()
+		go func() { defer s.wg.Done(); s.backup.run(ctx) }()
 	}
 	s.log.Info("aggregator started", "id", id, "http", s.HTTPAddr(), "wire", s.WireAddr(), "raft", s.node.Addr())
 	return s, nil
