@@ -129,7 +129,7 @@ func boltOpenErr(path string, err error) error {
 // calling goroutine until it returns.
 func catchCorrupt(path string, err *error) {
 	if r := recover(); r != nil {
-		*err = &CorruptError{Path: path, Problem: fmt.Sprint(r)}
+		*err = &CorruptError{Path: path, Problem: fmt.Sprintf("a page does not read: %v", r)}
 	}
 }
 
