@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -200,7 +199,9 @@ func checkLogs(b *bbolt.Bucket) (first, last uint64, err error) {
 			return 0, 0, fmt.Errorf("log entry %d follows %d", idx, last)
 		}
 		var e raft.Log
-		if err := codec.NewDecoder(bytes.NewReader(v), h).Decode(&e); err != nil {
+		// Decoded from the bytes themselves: a damaged length cannot make
+		// the decoder allocate more than the value holds.
+		if err := codec.NewDecoderBytes(v, h).Decode(&e); err != nil {
 			return 0, 0, fmt.Errorf("log entry %d: %v", idx, err)
 		}
 		if e.Index != idx {
