@@ -126,6 +126,7 @@ type Node struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
 	db        *raftboltdb.BoltStore // the log and the stable store
+	stores    *stores               // db and the snapshots, closed with their digest
 	startLast uint64                // last log index on disk at start
 	id        raft.ServerID
 	addr      raft.ServerAddress
@@ -229,12 +230,12 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 	db, snaps := st.db, st.snaps
 	logs, err := raft.NewLogCache(logCacheSize, db)
 	if err != nil {
-		db.Close()
+		st.close(rlog)
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	trans, raftBind, err := newTransport(cfg, rlog.Named("transport"))
 	if err != nil {
-		db.Close()
+		st.close(rlog)
 		return nil, err
 	}
 	rc := Tuned(cfg.ServerID)
@@ -243,7 +244,7 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		cfg.Tuning(rc)
 	}
 	n := &Node{
-		Transport: trans, db: db, id: rc.LocalID, addr: trans.LocalAddr(),
+		Transport: trans, db: db, stores: st, id: rc.LocalID, addr: trans.LocalAddr(),
 		cfg: cfg, log: log, raftBind: raftBind,
 	}
 	n.transport, n.client, n.scheme = newHTTPClient(cfg.TLS)
@@ -363,7 +364,7 @@ func (n *Node) Addr() string { return string(n.addr) }
 
 func (n *Node) closeStores() {
 	n.Transport.Close()
-	n.db.Close()
+	n.stores.close(n.log)
 }
 
 // stopManagers stops the background work (run loop and autopilot,

@@ -52,7 +52,7 @@ func Recover(dataDir, localID string, voters []raft.Server, fsm raft.FSM, log hc
 	if err != nil {
 		return nil, err
 	}
-	defer st.close()
+	defer st.close(log)
 	has, err := raft.HasExistingState(st.db, st.db, st.snaps)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)

@@ -4,9 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -76,8 +79,17 @@ func openStores(dataDir string, lockWait time.Duration, log hclog.Logger) (*stor
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	st := &stores{path: filepath.Join(raftDir, "raft.db")}
+	// The digest a clean close left: the file must be as it was left. It
+	// is removed once no other process holds the file, before anything
+	// writes to it.
+	if err := checkDigest(st.path); err != nil {
+		return nil, err
+	}
 	first, last, err := checkBoltStore(st.path, lockWait)
 	if err != nil {
+		return nil, err
+	}
+	if err := removeDigest(st.path); err != nil {
 		return nil, err
 	}
 	if st.db, err = openBolt(st.path, lockWait); err != nil {
@@ -99,7 +111,100 @@ func openStores(dataDir string, lockWait time.Duration, log hclog.Logger) (*stor
 // snapshotsRetained is how many of its snapshots Raft keeps on disk.
 const snapshotsRetained = 2
 
-func (st *stores) close() error { return st.db.Close() }
+// close closes the stores and records the digest of raft.db as it leaves
+// it (see checkDigest).
+func (st *stores) close(log hclog.Logger) error {
+	if err := st.db.Close(); err != nil {
+		return err
+	}
+	if err := writeDigest(st.path); err != nil && log != nil {
+		log.Warn("could not record the Raft store's digest; the next start checks its structure only", "file", st.path, "error", err)
+	}
+	return nil
+}
+
+// A clean close records raft.db's CRC-32C and size in raft.db.digest;
+// the next open compares them before it opens the file, then removes the
+// digest before anything writes. So damage done while the server was
+// stopped is noticed even where the structural check cannot see it (pages
+// bolt holds free), and after a crash, without a digest, the structural
+// check stands alone.
+const digestSuffix = ".digest"
+
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("crc32c %08x size %d", h.Sum32(), n), nil
+}
+
+func writeDigest(path string) error {
+	d, err := fileDigest(path)
+	if err != nil {
+		return err
+	}
+	tmp := path + digestSuffix + ".tmp"
+	if err := os.WriteFile(tmp, []byte(d+"\n"), 0o600); err != nil {
+		return err
+	}
+	if f, err := os.Open(tmp); err == nil {
+		f.Sync()
+		f.Close()
+	}
+	if err := os.Rename(tmp, path+digestSuffix); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// checkDigest compares raft.db with the digest its last clean close left,
+// if any.
+func checkDigest(path string) error {
+	want, err := os.ReadFile(path + digestSuffix)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	got, err := fileDigest(path)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if w := strings.TrimSpace(string(want)); got != w {
+		return &CorruptError{Path: path, Problem: fmt.Sprintf("it changed while the server was stopped: %s, its clean shutdown left %s "+
+			"(if another program changed it on purpose, remove %s)", got, w, path+digestSuffix)}
+	}
+	return nil
+}
+
+// removeDigest removes the digest durably, so that a crash after the file
+// is written again leaves none that is stale.
+func removeDigest(path string) error {
+	if err := os.Remove(path + digestSuffix); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("cluster: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
 
 // openBolt opens raft-boltdb, turning a lock held elsewhere into an
 // InUseError and a panic into a CorruptError.

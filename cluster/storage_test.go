@@ -157,9 +157,10 @@ func wantCorrupt(t *testing.T, err error, file string) {
 }
 
 // TestOpenRefusesDamagedStores: damage of raft.db (log pages, the stable
-// store's page, truncation) and of the snapshots stops Open with a
-// CorruptError naming the file, never a panic; a damaged newest snapshot is
-// skipped for an older one when the log continues from it.
+// store's page, meta pages, truncation) and of the snapshots stops Open
+// with a CorruptError naming the file, never a panic, with the digest of a
+// clean shutdown and without it; a byte changed inside an entry is seen by
+// the digest only.
 func TestOpenRefusesDamagedStores(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -207,18 +208,51 @@ func TestOpenRefusesDamagedStores(t *testing.T) {
 		},
 	}
 	for name, damage := range cases {
-		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			copyDir(t, good, dir)
-			file := damage(dir)
-			n, _, err := openSolo(h, dir)
-			if err == nil {
-				n.Shutdown()
-				t.Fatalf("opened a server on a damaged store (%s)", name)
-			}
-			wantCorrupt(t, err, file)
-		})
+		// With the digest of the clean shutdown, and without it (as after
+		// a crash), when the structural check alone must find the damage.
+		for _, digest := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/digest=%v", name, digest), func(t *testing.T) {
+				dir := t.TempDir()
+				copyDir(t, good, dir)
+				if _, err := os.Stat(db(dir) + digestSuffix); err != nil {
+					t.Fatalf("no digest after a clean shutdown: %v", err)
+				}
+				if !digest {
+					os.Remove(db(dir) + digestSuffix)
+				}
+				file := damage(dir)
+				n, _, err := openSolo(h, dir)
+				if err == nil {
+					n.Shutdown()
+					t.Fatalf("opened a server on a damaged store (%s)", name)
+				}
+				wantCorrupt(t, err, file)
+			})
+		}
 	}
+	// A byte inside an entry's contents: only the digest can tell.
+	t.Run("entry contents", func(t *testing.T) {
+		dir := t.TempDir()
+		copyDir(t, good, dir)
+		b, _ := os.ReadFile(db(dir))
+		i := bytes.LastIndex(b, []byte("entry-00312-xxxx"))
+		if i < 0 {
+			t.Fatal("entry not found")
+		}
+		b[i+len("entry-00312-")] = 'y'
+		os.WriteFile(db(dir), b, 0o600)
+		_, _, err := openSolo(h, dir)
+		wantCorrupt(t, err, db(dir))
+		if !strings.Contains(err.Error(), "changed while the server was stopped") {
+			t.Fatalf("not the digest: %v", err)
+		}
+		os.Remove(db(dir) + digestSuffix)
+		n, _, err := openSolo(h, dir)
+		if err != nil {
+			t.Fatalf("without the digest, a changed byte inside an entry (beyond what bolt can see): %v", err)
+		}
+		n.Shutdown()
+	})
 }
 
 // TestOpenSkipsDamagedSnapshot: a newest snapshot that fails its checksum
