@@ -150,18 +150,7 @@ func writeDigest(path string) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + digestSuffix + ".tmp"
-	if err := os.WriteFile(tmp, []byte(d+"\n"), 0o600); err != nil {
-		return err
-	}
-	if f, err := os.Open(tmp); err == nil {
-		f.Sync()
-		f.Close()
-	}
-	if err := os.Rename(tmp, path+digestSuffix); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return writeFileAtomic(path+digestSuffix, []byte(d+"\n"))
 }
 
 // checkDigest compares raft.db with the digest its last clean close left,
