@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/headroom-rtc/headroom/internal/atomicfile"
 )
 
@@ -146,5 +148,19 @@ func TestBackupsRetention(t *testing.T) {
 	}
 	if left := len(atomicfile.Leftovers(dir)); left != 0 {
 		t.Fatalf("%d temporary files left", left)
+	}
+}
+
+// TestSnapshotAfterConfigurationChange: a snapshot asked for when the last
+// entry is a configuration change (a server joined, nothing written since)
+// is taken all the same.
+func TestSnapshotAfterConfigurationChange(t *testing.T) {
+	s := newTestServer(t, nil)
+	setPlan(t, s, "acme", "starter")
+	if err := s.node.Raft.AddNonvoter("joiner", raft.ServerAddress(freePort(t)), 0, 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if rec := do(t, s, "GET", "/v1/snapshot", "", ""); rec.Code != http.StatusOK {
+		t.Fatalf("GET /v1/snapshot after a configuration change: %d %s", rec.Code, rec.Body)
 	}
 }
