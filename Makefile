@@ -11,7 +11,7 @@ IMAGE   ?= headroom:dev
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 CLUSTER := HEADROOM_IMAGE=$(IMAGE) $(COMPOSE) -p headroom -f deploy/compose.yaml
 
-.PHONY: build run test bench fuzz lint clean image cluster-up cluster-down e2e-docker
+.PHONY: build run test bench bench-logstore fuzz lint clean image cluster-up cluster-down e2e-docker
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/headroom
@@ -25,6 +25,11 @@ test: lint
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+
+# Raft log stores on this machine, raft-boltdb against raft-wal (a module of its own, so the
+# store not adopted stays out of headroom's dependencies; BENCHMARKS.md, issue 20).
+bench-logstore:
+	cd bench/logstore && $(GO) test -count=1 -v -run 'TornWrite|LatentDamage' -bench Append -benchtime 3s .
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./wire/

@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -23,6 +26,12 @@ import (
 // nanoseconds. A large table takes longer to write than a tick (about half a
 // second for 200,000 sessions); the flusher then simply runs less often,
 // since it persists before it sends.
+//
+// The msgpack is followed by an 8-byte trailer, "hrck" and the CRC-32C
+// (Castagnoli, big endian) of the msgpack before it, checked at load: a
+// damaged file is refused as corrupt rather than read as other sessions. A
+// file without the trailer (written before it existed) still loads, and
+// builds before it read a file with it, since msgpack ignores what follows.
 //
 // Version history:
 //
@@ -326,12 +335,34 @@ func (a *Agent) applyChanges(changes []sessChange) {
 	}
 }
 
+const stateSumMagic = "hrck"
+
+// corruptWayOut ends the error about a corrupt state file.
+const corruptWayOut = "move it away to start with a new identity (its open sessions and unacknowledged usage are then lost), " +
+	"and have the media server reconcile its live sessions (PUT /v1/sessions)"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// checkStateSum returns the msgpack of a state file, checking its trailer
+// when it has one.
+func checkStateSum(data []byte) ([]byte, error) {
+	n := len(data) - 8
+	if n < 0 || string(data[n:n+4]) != stateSumMagic {
+		return data, nil // written before the trailer
+	}
+	if want, got := binary.BigEndian.Uint32(data[n+4:]), crc32.Checksum(data[:n], castagnoli); want != got {
+		return nil, fmt.Errorf("checksum mismatch (crc32c %08x, the file says %08x)", got, want)
+	}
+	return data[:n], nil
+}
+
 // writeState writes st to path atomically and durably.
 func writeState(path string, st *stateFile) error {
 	data, err := msgpack.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
+	data = binary.BigEndian.AppendUint32(append(data, stateSumMagic...), crc32.Checksum(data, castagnoli))
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -390,15 +421,32 @@ func (a *Agent) load() error {
 		return fmt.Errorf("agent: read state file: %w", err)
 	}
 	var st stateFile
-	if err := msgpack.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("agent: state file %s is corrupt (move it away to start with a new identity): %w", a.statePth, err)
+	if err := decodeState(data, &st); err != nil {
+		return fmt.Errorf("agent: state file %s is corrupt (%v): %s", a.statePth, err, corruptWayOut)
 	}
 	if err := a.restore(&st); err != nil {
+		if strings.HasPrefix(err.Error(), "corrupt") {
+			return fmt.Errorf("agent: state file %s is %w: %s", a.statePth, err, corruptWayOut)
+		}
 		return fmt.Errorf("agent: state file %s: %w", a.statePth, err)
 	}
 	a.log.Info("agent state restored", "id", a.id, "epoch", a.epoch, "next_seq", a.nextSeq,
 		"sessions", a.tab.openCount(), "unacked", len(a.unacked))
 	return nil
+}
+
+// decodeState checks and decodes a state file's bytes; a decoder that
+// panics on bytes no encoder wrote is an error too.
+func decodeState(data []byte, st *stateFile) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("undecodable: %v", r)
+		}
+	}()
+	if data, err = checkStateSum(data); err != nil {
+		return err
+	}
+	return msgpack.Unmarshal(data, st)
 }
 
 // restore rebuilds the agent from st. Its sessions were open when it was

@@ -185,21 +185,31 @@ func TestPersistCorruptRefused(t *testing.T) {
 		"garbage":   []byte("this is not msgpack at all \xff\xfe"),
 		"truncated": nil, // filled below
 		"version":   nil,
+		"flipped":   nil,
 	} {
 		dir := t.TempDir()
 		path := filepath.Join(dir, stateFileName)
 		a, _ := newTestAgent(t, Config{DataDir: dir})
 		pushTenants(t, a, true, meter("t1"))
-		a.Open("t1", "audio", "s", 0)
+		a.Open("t1", "audio", "session-one", 0)
 		mustPersist(t, a)
 		good, _ := os.ReadFile(path)
 		switch name {
 		case "truncated":
 			data = good[:len(good)/2]
 		case "version":
-			data = bytes.Replace(good, []byte{0xa1, 'v', 0x01}, []byte{0xa1, 'v', 0x09}, 1)
-			if bytes.Equal(data, good) {
+			// Without the checksum trailer (a file of an older build), so
+			// that the version itself is what is refused.
+			data = bytes.Replace(good[:len(good)-8], []byte{0xa1, 'v', 0x01}, []byte{0xa1, 'v', 0x09}, 1)
+			if bytes.Equal(data, good[:len(good)-8]) {
 				t.Fatal("version key not found")
+			}
+		case "flipped":
+			// Another session id of the same length decodes well: only the
+			// checksum tells.
+			data = bytes.Replace(good, []byte("session-one"), []byte("session-two"), 1)
+			if bytes.Equal(data, good) {
+				t.Fatal("session id not found")
 			}
 		}
 		os.WriteFile(path, data, 0o600)
@@ -207,6 +217,32 @@ func TestPersistCorruptRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), path) {
 			t.Fatalf("%s: %v", name, err)
 		}
+		if name != "version" && !strings.Contains(err.Error(), "corrupt") {
+			t.Fatalf("%s: the error does not say corrupt: %v", name, err)
+		}
+	}
+}
+
+// TestPersistLegacyFileLoads: a state file without the checksum trailer
+// (written before it existed) still loads.
+func TestPersistLegacyFileLoads(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, stateFileName)
+	a, _ := newTestAgent(t, Config{DataDir: dir})
+	pushTenants(t, a, true, meter("t1"))
+	a.Open("t1", "audio", "s", 0)
+	mustPersist(t, a)
+	good, _ := os.ReadFile(path)
+	if string(good[len(good)-8:len(good)-4]) != stateSumMagic {
+		t.Fatalf("no trailer written: %q", good[len(good)-8:])
+	}
+	os.WriteFile(path, good[:len(good)-8], 0o600)
+	b, err := New(Config{DataDir: dir, Servers: []string{"x:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.ID() != a.ID() || b.tab.openCount() != 1 {
+		t.Fatalf("legacy file loaded as agent %s with %d sessions, want %s with 1", b.ID(), b.tab.openCount(), a.ID())
 	}
 }
 

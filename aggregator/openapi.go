@@ -121,9 +121,9 @@ var apiOps = []apiOp{
 			ID string `json:"id"`
 		}{}, resp: map[string]string{}, errs: []int{400, 404, 409, 500}},
 	{method: "POST", path: "/v1/leave", tag: tagCluster, summary: "Take this server out of the cluster and stop it", resp: map[string]string{}, errs: []int{500}},
-	{method: "GET", path: "/v1/snapshot", tag: tagCluster, summary: "This server's state as a snapshot file", media: "application/octet-stream",
+	{method: "GET", path: "/v1/snapshot", tag: tagCluster, summary: "This server's state as a snapshot file (a Raft snapshot taken now: header, state, SHA-256)", media: "application/octet-stream",
 		headers: map[string]string{"X-Headroom-Index": "the Raft index the snapshot is of"}},
-	{method: "PUT", path: "/v1/snapshot", tag: tagCluster, summary: "Replace the cluster's state with a saved snapshot", body: []byte(nil),
+	{method: "PUT", path: "/v1/snapshot", tag: tagCluster, summary: "Replace the cluster's state with a snapshot file; one that fails its checksum or does not decode is refused, nothing changed", body: []byte(nil),
 		resp: map[string]any{}, errs: []int{400, 503}},
 	{method: "GET", path: "/v1/openapi.json", tag: tagMeta, summary: "This document", resp: map[string]any{}},
 	{method: "GET", path: "/v1/events", tag: tagLive, summary: "Live updates (server-sent events)",

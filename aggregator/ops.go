@@ -109,23 +109,31 @@ func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
 	s.leftOnce.Do(func() { close(s.left) })
 }
 
-// handleSnapshotSave streams this server's state as of its applied index.
+// handleSnapshotSave takes a Raft snapshot of this server's state and
+// streams it as a snapshot file (snapfile.go).
 func (s *Server) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
-	index := s.fsm.appliedIndex()
-	snap, err := s.fsm.Snapshot()
+	hdr, rc, err := s.openSnapshot()
 	if err != nil {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	b := snap.(fsmSnapshot)
+	defer rc.Close()
+	pre, err := snapshotPreamble(hdr)
+	if err != nil {
+		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
+		return
+	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.Header().Set("X-Headroom-Index", strconv.FormatUint(index, 10))
-	w.Write(b)
+	w.Header().Set("Content-Length", strconv.FormatInt(int64(len(pre))+hdr.Size+int64(snapshotSumLen), 10))
+	w.Header().Set("X-Headroom-Index", strconv.FormatUint(hdr.Index, 10))
+	if _, err := writeSnapshotFile(w, hdr, rc); err != nil {
+		s.log.Warn("sending a snapshot", "error", err)
+	}
 }
 
 // handleSnapshotRestore replaces the whole cluster's state with a saved
-// snapshot. The file is checked first: a bad one changes nothing.
+// snapshot file. The whole file is checked first — its checksum, and that
+// the state decodes — and a bad one changes nothing.
 func (s *Server) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	tmp, err := os.CreateTemp(s.cfg.DataDir, "restore-*.snap")
 	if err != nil {
@@ -143,16 +151,17 @@ func (s *Server) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	if err := NewFSM(nil, nil).Restore(io.NopCloser(tmp)); err != nil {
-		jsonhttp.Error(w, http.StatusBadRequest, "not a headroom snapshot: "+err.Error())
+	rd, err := readSnapshotFile(tmp, func(state io.Reader) error { return NewFSM(nil, nil).Restore(io.NopCloser(state)) })
+	if err != nil {
+		jsonhttp.Error(w, http.StatusBadRequest, "refused, nothing changed: not a good headroom snapshot: "+err.Error())
 		return
 	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
-		return
+	size := rd.Size
+	if rd.Legacy {
+		size = n
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: n}
-	if err := s.node.Raft.Restore(meta, tmp, time.Minute); err != nil {
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}
+	if err := s.node.Raft.Restore(meta, io.NewSectionReader(tmp, rd.Offset, size), time.Minute); err != nil {
 		code := http.StatusInternalServerError
 		if isNotLeader(err) {
 			code = http.StatusServiceUnavailable
@@ -160,6 +169,10 @@ func (s *Server) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, code, "restore: "+err.Error())
 		return
 	}
-	s.log.Warn("state replaced from an uploaded snapshot", "bytes", n, "file", filepath.Base(tmp.Name()))
-	jsonhttp.Write(w, http.StatusOK, map[string]any{"restored_bytes": n, "index": s.node.Raft.AppliedIndex()})
+	checksum := "ok"
+	if rd.Legacy {
+		checksum = "none (a file saved before snapshots had checksums)"
+	}
+	s.log.Warn("state replaced from an uploaded snapshot", "bytes", n, "checksum", checksum, "file", filepath.Base(tmp.Name()))
+	jsonhttp.Write(w, http.StatusOK, map[string]any{"restored_bytes": n, "index": s.node.Raft.AppliedIndex(), "checksum": checksum})
 }

@@ -114,6 +114,15 @@ type Config struct {
 	// tenant="_other". (Optional, default DefaultMetricsMaxTenants, at
 	// most MaxMetricsMaxTenants)
 	MetricsMaxTenants int
+	// BackupInterval makes the leader write a snapshot file to BackupDir
+	// this often, keeping the newest BackupRetain (see backup.go).
+	// (Optional, default 0: no backups; at least MinBackupInterval)
+	BackupInterval time.Duration
+	// BackupDir holds the backups. (Required with BackupInterval)
+	BackupDir string
+	// BackupRetain is how many backups are kept. (Optional, default
+	// DefaultBackupRetain)
+	BackupRetain int
 	// Logger is the parent logger. (Optional)
 	Logger hclog.Logger
 	// Now is the clock the leader stamps entries with and reads use for
@@ -140,6 +149,7 @@ type Server struct {
 	bar            barrier
 	advertised     cluster.Meta
 	sec            security // TLS, and what is exposed unprotected (security.go)
+	backup         *backups // nil without Config.BackupInterval (backup.go)
 
 	left     chan struct{}
 	leftOnce sync.Once
@@ -187,6 +197,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	} else if cfg.UsageGrace == 0 {
 		cfg.UsageGrace = DefaultUsageGrace
+	}
+	if err := checkBackups(&cfg); err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	catalogue := plans.Defaults()
 	for _, p := range cfg.Plans {
@@ -311,6 +324,11 @@ func New(cfg Config) (*Server, error) {
 			s.log.Error("HTTP server stopped", "error", err)
 		}
 	}()
+	if cfg.BackupInterval > 0 {
+		s.backup = s.newBackups()
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.backup.run(ctx) }()
+	}
 	s.log.Info("aggregator started", "id", id, "http", s.HTTPAddr(), "wire", s.WireAddr(), "raft", s.node.Addr())
 	return s, nil
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -29,7 +27,9 @@ const DefaultDeadServerReap = 5 * time.Minute
 // gossip membership.
 type Config struct {
 	// DataDir holds the log (raft/raft.db), the snapshots (raft/snapshots) and
-	// the known members (members.json). (Required)
+	// the known members (members.json). Open refuses a damaged store with a
+	// CorruptError and one another process holds with an InUseError (see
+	// storage.go). (Required)
 	DataDir string
 	// BindAddr is the TCP address Raft listens on; port 0 picks a free
 	// port. (Required)
@@ -101,6 +101,17 @@ type Config struct {
 	// APIs, over TLS; every server of a cluster must have it or none.
 	// (Optional, default plaintext)
 	TLS *TLS
+	// LockWait is how long Open waits for raft.db's lock held by another
+	// process before it fails with an InUseError. (Optional, default
+	// DefaultLockTimeout)
+	LockWait time.Duration
+}
+
+func (c *Config) lockWait() time.Duration {
+	if c.LockWait > 0 {
+		return c.LockWait
+	}
+	return DefaultLockTimeout
 }
 
 // logCacheSize is how many recent log entries are kept in memory in front
@@ -115,6 +126,7 @@ type Node struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
 	db        *raftboltdb.BoltStore // the log and the stable store
+	stores    *stores               // db and the snapshots, closed with their digest
 	startLast uint64                // last log index on disk at start
 	id        raft.ServerID
 	addr      raft.ServerAddress
@@ -211,28 +223,19 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 	cfg.Logger = log
 	rlog := log.Named("raft")
 
-	raftDir := filepath.Join(cfg.DataDir, "raft")
-	if err := os.MkdirAll(raftDir, 0o700); err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
-	}
-	dbPath := filepath.Join(raftDir, "raft.db")
-	db, err := raftboltdb.New(raftboltdb.Options{Path: dbPath})
+	st, err := openStores(cfg.DataDir, cfg.lockWait(), rlog)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: open raft log %s: %w", dbPath, err)
+		return nil, err
 	}
+	db, snaps := st.db, st.snaps
 	logs, err := raft.NewLogCache(logCacheSize, db)
 	if err != nil {
-		db.Close()
+		st.close(rlog)
 		return nil, fmt.Errorf("cluster: %w", err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "raft"), 2, rlog.Named("snapshots"))
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
 	}
 	trans, raftBind, err := newTransport(cfg, rlog.Named("transport"))
 	if err != nil {
-		db.Close()
+		st.close(rlog)
 		return nil, err
 	}
 	rc := Tuned(cfg.ServerID)
@@ -241,7 +244,7 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		cfg.Tuning(rc)
 	}
 	n := &Node{
-		Transport: trans, db: db, id: rc.LocalID, addr: trans.LocalAddr(),
+		Transport: trans, db: db, stores: st, id: rc.LocalID, addr: trans.LocalAddr(),
 		cfg: cfg, log: log, raftBind: raftBind,
 	}
 	n.transport, n.client, n.scheme = newHTTPClient(cfg.TLS)
@@ -361,7 +364,7 @@ func (n *Node) Addr() string { return string(n.addr) }
 
 func (n *Node) closeStores() {
 	n.Transport.Close()
-	n.db.Close()
+	n.stores.close(n.log)
 }
 
 // stopManagers stops the background work (run loop and autopilot,

@@ -43,6 +43,9 @@ func aggregatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "alert-webhook", Usage: "URL the leader POSTs each alert to as JSON, retried with backoff (default: alerts are only logged)"},
 			&cli.StringFlag{Name: "alert-thresholds", Value: "70,90,100", Usage: "utilization percentages of the ceiling, of the included unit-minutes and of the included monthly active users that alert, ascending, 1 to 1000"},
 			&cli.IntFlag{Name: "metrics-max-tenants", Value: aggregator.DefaultMetricsMaxTenants, Usage: "tenants /metrics labels one by one, the busiest by open sessions; the others are summed under tenant=\"_other\""},
+			&cli.DurationFlag{Name: "backup-interval", Usage: "the leader writes a snapshot file to --backup-dir this often (e.g. 1h; default off)"},
+			&cli.StringFlag{Name: "backup-dir", Usage: "where the leader's backups go (headroom-TIME-INDEX.snap), best on another disk than --data-dir"},
+			&cli.IntFlag{Name: "backup-retain", Value: aggregator.DefaultBackupRetain, Usage: "how many backups --backup-dir keeps, the oldest removed first"},
 			&cli.StringFlag{Name: "gossip-key", Usage: "encrypt gossip with this key (base64 of 16, 24 or 32 bytes; `headroom keyring generate`) until the data directory holds a keyring", EnvVars: []string{"HEADROOM_GOSSIP_KEY"}},
 		}, append(tlsFlags(true), logFlags()...)...),
 		Action: func(c *cli.Context) error {
@@ -99,6 +102,7 @@ func aggregatorCommand() *cli.Command {
 				ACL:                   c.Bool("acl"),
 				DeadServerReap:        c.Duration("dead-server-reap"),
 				RaftSnapshotThreshold: c.Uint64("raft-snapshot-threshold"), RaftTrailingLogs: c.Uint64("raft-trailing-logs"),
+				BackupInterval: c.Duration("backup-interval"), BackupDir: c.String("backup-dir"), BackupRetain: c.Int("backup-retain"),
 			})
 			if err != nil {
 				return err

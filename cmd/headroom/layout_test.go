@@ -12,13 +12,14 @@ import (
 func TestDependencyDirection(t *testing.T) {
 	const mod = "github.com/headroom-rtc/headroom/"
 	allowed := map[string][]string{
-		"wire":              {},
-		"plans":             {},
-		"internal/jsonhttp": {},
-		"internal/tlsconf":  {},
-		"cluster":           {"wire"},
-		"aggregator":        {"wire", "plans", "cluster", "internal/jsonhttp"},
-		"agent":             {"wire", "plans", "internal/jsonhttp"},
+		"wire":                {},
+		"plans":               {},
+		"internal/jsonhttp":   {},
+		"internal/tlsconf":    {},
+		"internal/atomicfile": {},
+		"cluster":             {"wire"},
+		"aggregator":          {"wire", "plans", "cluster", "internal/jsonhttp", "internal/atomicfile"},
+		"agent":               {"wire", "plans", "internal/jsonhttp"},
 		// Connectors and the stand-in server build on the agent, never the
 		// other way round.
 		"agent/agenttest":                   {"agent", "wire", "plans", "internal/jsonhttp"},
