@@ -234,7 +234,7 @@ func previousUsage(t *Tenant, prev plans.Period) *plans.PeriodUsage {
 	if u == nil || (u.Micros.isZero() && u.PCU == 0) {
 		return nil
 	}
-	pu := &plans.PeriodUsage{Period: prev, Peak: u.PCU}
+	pu := &plans.PeriodUsage{Period: prev, Peak: u.PCU, MAU: u.MAU}
 	for c, m := range u.Micros {
 		pu.Minutes[c] = m / 60_000_000
 	}
@@ -352,6 +352,6 @@ func (s *Server) handleAdvice(w http.ResponseWriter, r *http.Request) {
 		asOf = p.End()
 	}
 	adv := plans.Advise(plans.AdviceInput{Current: tu.current, Period: p, AsOf: asOf, Days: tu.days, HeadroomPct: uint32(headroom),
-		ObservedFrom: tu.observedFrom, Previous: tu.previous}, catalogue)
+		ObservedFrom: tu.observedFrom, Previous: tu.previous, MAU: tu.report.MAU, PeakDAU: tu.report.PeakDAU}, catalogue)
 	jsonhttp.Write(w, http.StatusOK, adv)
 }

@@ -49,14 +49,19 @@ type AdviceInput struct {
 	// peak and minutes are used for the month-over-month comparison, and
 	// its peak counts toward the projected one.
 	Previous *PeriodUsage
+	// MAU is the period's distinct users so far and PeakDAU the most of one
+	// day (0: no users known); plans that price users are costed on MAU.
+	MAU, PeakDAU uint64
 }
 
 // PeriodUsage is what a tenant used in a whole period.
 type PeriodUsage struct {
 	Period Period
-	// Peak is the period's PCU; Minutes its session-minutes by class.
+	// Peak is the period's PCU; Minutes its session-minutes by class; MAU
+	// its distinct users.
 	Peak    uint64
 	Minutes [NumClasses]uint64
+	MAU     uint64
 }
 
 // MinObserved is how much of a tenant's usage Advise needs before it
@@ -150,6 +155,15 @@ type Advice struct {
 	PreviousPeak        uint64   `json:"previous_peak,omitempty"`
 	PreviousUnitMinutes uint64   `json:"previous_unit_minutes,omitempty"`
 	GrowthPct           *float64 `json:"month_over_month_pct,omitempty"`
+	// The funnel: MAU, the most daily active users, and the peak of those
+	// in a session at once (Peak) per daily and per monthly active user.
+	// ProjectedMAU is what plans that price users are costed on: the MAU
+	// so far, or last period's when more.
+	MAU          uint64  `json:"mau,omitempty"`
+	PeakDAU      uint64  `json:"peak_dau,omitempty"`
+	ProjectedMAU uint64  `json:"projected_mau,omitempty"`
+	PeakPerDAU   float64 `json:"concurrency_per_dau,omitempty"`
+	PeakPerMAU   float64 `json:"concurrency_per_mau,omitempty"`
 	// Options are the catalogue's plans in catalogue order, then the
 	// current plan if the catalogue lacks it.
 	Options   []Option    `json:"options"`
@@ -322,6 +336,16 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 				out.ProjectedRegionalPeak = max(out.ProjectedRegionalPeak, pv.Peak)
 			}
 		}
+	}
+	out.MAU, out.PeakDAU, out.ProjectedMAU = in.MAU, in.PeakDAU, in.MAU
+	if pv := in.Previous; pv != nil && !out.TooLittleData {
+		out.ProjectedMAU = max(out.ProjectedMAU, pv.MAU)
+	}
+	if in.PeakDAU > 0 {
+		out.PeakPerDAU = math.Round(float64(out.Peak)/float64(in.PeakDAU)*10000) / 10000
+	}
+	if in.MAU > 0 {
+		out.PeakPerMAU = math.Round(float64(out.Peak)/float64(in.MAU)*10000) / 10000
 	}
 	for c, cl := range AllClasses {
 		w := uint64(in.Current.Weight(cl))
@@ -505,6 +529,13 @@ func Advise(in AdviceInput, catalogue []Plan) Advice {
 		}
 		say()
 	}
+	if out.MAU > 0 {
+		w.s("active users: MAU ").n(out.MAU).s(", peak DAU ").n(out.PeakDAU).s(", peak ").n(out.Peak).s(" at once")
+		if out.PeakDAU > 0 {
+			w.s(" (").ratio(out.PeakPerDAU).s(" per daily, ").ratio(out.PeakPerMAU).s(" per monthly active user)")
+		}
+		say()
+	}
 	if out.TooLittleData {
 		w.s(cur.Name).s(" stays until a day is observed")
 		say()
@@ -586,14 +617,33 @@ func judge(p *Plan, out *Advice, days []DayUsage, current bool) Option {
 	for i := range days {
 		acc.addDay(&days[i].Minutes)
 	}
-	o.Cost = total(p.FeeMonthly, &acc)
+	o.Cost = satAddMicro(total(p.FeeMonthly, &acc), usersCost(p, out.MAU))
 	var rest [NumClasses]uint64
 	for c := range rest {
 		rest[c] = out.ProjectedMinutes[c] - out.Minutes[c]
 	}
 	acc.addDay(&rest)
-	o.Projected = total(p.FeeMonthly, &acc)
+	o.Projected = satAddMicro(total(p.FeeMonthly, &acc), usersCost(p, out.ProjectedMAU))
 	return o
+}
+
+// usersCost is what plan p, held all period, bills for mau active users.
+func usersCost(p *Plan, mau uint64) Micro {
+	if !p.PricesUsers() || mau <= p.IncludedMAU {
+		return 0
+	}
+	c := satMul(mau-p.IncludedMAU, uint64(p.OveragePerMAU))
+	if c > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return Micro(c)
+}
+
+func satAddMicro(a, b Micro) Micro {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // projectedOn is the projected peak on p's peak basis.
@@ -739,6 +789,12 @@ func (w *words) money(m Micro) *words { w.b = appendMicro(w.b, m); return w }
 
 // pct appends a percentage as a whole number, rounded half up.
 func (w *words) pct(p float64) *words { return w.n(floatToUint(math.Floor(p + 0.5))) }
+
+// ratio appends a small ratio with at most three significant decimals.
+func (w *words) ratio(r float64) *words {
+	w.b = strconv.AppendFloat(w.b, r, 'g', 3, 64)
+	return w
+}
 
 // hours appends days as hours with one decimal.
 func (w *words) hours(days float64) *words {

@@ -492,3 +492,34 @@ func TestAdviseKnowsHowMuchItKnows(t *testing.T) {
 		t.Errorf("without the previous period: %s, growth %v; want starter", a.Recommended, a.GrowthPct)
 	}
 }
+
+// TestAdviseActiveUsers: the funnel from monthly to daily active users to
+// those in a session at once, and a plan priced by active users compared
+// with the plans priced by concurrency and minutes, on the same figures.
+func TestAdviseActiveUsers(t *testing.T) {
+	chat := Plan{Name: "chat-pro", Billing: Package, FeeMonthly: 299_000_000, Ceiling: 2_000, Mode: Strict,
+		IncludedMAU: 10_000, OveragePerMAU: 20_000}
+	cat := []Plan{chat, tGrowth, tStarter}
+	in := AdviceInput{Current: tGrowth, Period: nov, Days: flatDays(30, 50, Audio, 20_000), MAU: 5_000, PeakDAU: 800}
+	a := Advise(in, cat)
+	checkOptions(t, a, []wantOption{
+		{"chat-pro", 60, true, 2.5, 299_000_000, 299_000_000}, // 5,000 users within the 10,000 included
+		{"growth", 60, true, 5, 1_499_000_000, 1_499_000_000},
+		{"starter", 60, true, 50, 466_000_000, 466_000_000}, // 199 + 300,000 × 0.89 / 1,000
+	})
+	if a.Recommended != "chat-pro" || a.Move != MoveDowngrade || a.PeakPerDAU != 0.0625 || a.PeakPerMAU != 0.01 {
+		t.Errorf("%s %s, %v per DAU, %v per MAU", a.Recommended, a.Move, a.PeakPerDAU, a.PeakPerMAU)
+	}
+	checkReasons(t, a, []string{
+		"peak 50 used 5% of growth's ceiling of 1,000",
+		"active users: MAU 5,000, peak DAU 800, peak 50 at once (0.0625 per daily, 0.01 per monthly active user)",
+		"peak used 5% of the ceiling: growth costs 1,200.00 more than chat-pro would have",
+		"move to chat-pro at the end of 2026-11 (downgrade)",
+	})
+	// With 30,000 active users the plan priced by them costs 299 + 20,000
+	// × 0.02 = 699: starter is cheaper.
+	in.MAU = 30_000
+	if a := Advise(in, cat); a.Recommended != "starter" || a.Options[0].Cost != 699_000_000 {
+		t.Errorf("with 30,000 MAU: %s, chat-pro costs %d", a.Recommended, a.Options[0].Cost)
+	}
+}
