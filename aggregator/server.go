@@ -114,6 +114,24 @@ type Config struct {
 	// tenant="_other". (Optional, default DefaultMetricsMaxTenants, at
 	// most MaxMetricsMaxTenants)
 	MetricsMaxTenants int
+	// ExportURL receives the usage increments as batches of CloudEvents,
+	// POSTed by the leader (export_send.go). (Optional, default off)
+	ExportURL string
+	// ExportToken is sent to ExportURL as a bearer token. (Optional)
+	ExportToken string
+	// ExportWindow is the export's window: the leader cuts at its
+	// multiples. (Optional, default DefaultExportWindow, at least
+	// MinExportWindow)
+	ExportWindow time.Duration
+	// ExportBatch is the most events one POST carries. (Optional, default
+	// DefaultExportBatch, 6 to MaxExportBatch)
+	ExportBatch int
+	// ExportSource is the events' CloudEvents source; set the same on every
+	// server. (Optional, default "headroom/" and a random id, chosen at
+	// the first cut and kept in the state)
+	ExportSource string
+	// exportBackoff is the first retry's delay (tests shorten it).
+	exportBackoff time.Duration
 	// Logger is the parent logger. (Optional)
 	Logger hclog.Logger
 	// Now is the clock the leader stamps entries with and reads use for
@@ -133,6 +151,7 @@ type Server struct {
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
 	alerts         *alerter
+	export         *exporter    // nil without Config.ExportURL
 	authFails      *failLimiter // failed authentications per address
 	events         *eventHub
 	metrics        *serverMetrics
@@ -161,6 +180,9 @@ func New(cfg Config) (*Server, error) {
 		if err := validateWebhook(cfg.AlertWebhook); err != nil {
 			return nil, fmt.Errorf("aggregator: %w", err)
 		}
+	}
+	if err := checkExport(&cfg); err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -305,6 +327,12 @@ func New(cfg Config) (*Server, error) {
 	go func() { defer s.wg.Done(); prop.run(ctx) }()
 	go func() { defer s.wg.Done(); live.run(ctx) }()
 	go func() { defer s.wg.Done(); s.st.serve(ctx, s.wireLn) }()
+	if cfg.ExportURL != "" {
+		s.export = newExporter(s)
+		s.metrics.reg.MustRegister(s.export)
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.export.run(ctx) }()
+	}
 	go func() {
 		defer s.wg.Done()
 		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
