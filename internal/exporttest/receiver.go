@@ -33,6 +33,9 @@ type Reply struct {
 	Header http.Header
 	Keep   bool
 	Body   string
+	// Then, if set, runs after the batch is kept and before the answer is
+	// written (to hold the answer back).
+	Then func()
 }
 
 // Receiver is the endpoint. Set Answer before the first batch arrives.
@@ -74,6 +77,9 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	if reply.Keep {
 		r.take(req)
+	}
+	if reply.Then != nil {
+		reply.Then()
 	}
 	for k, vs := range reply.Header {
 		for _, v := range vs {
