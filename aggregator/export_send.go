@@ -117,7 +117,7 @@ type exporter struct {
 	// cut; blocked the term in which a receiver's refusal stopped the
 	// export.
 	nextCheck int64
-	blocked atomic.Uint64
+	blocked   atomic.Uint64
 
 	stats exportStats
 }
