@@ -42,6 +42,7 @@ func (s *Server) mux() *http.ServeMux {
 	mux.HandleFunc("PUT /v1/plans/{name}", s.leaderOnly(s.handlePutPlan(false)))
 	mux.HandleFunc("DELETE /v1/plans/{name}", s.leaderOnly(s.handleDeletePlan))
 	mux.HandleFunc("GET /v1/agents", s.consistentRead(s.handleAgents))
+	mux.HandleFunc("GET /v1/export/invoices", s.consistentRead(s.handleExportInvoices))
 	mux.HandleFunc("GET /v1/openapi.json", handleOpenAPI)
 	mux.Handle("GET /v1/events", s.events)
 	mux.Handle("GET /metrics", s.metrics.handler())

@@ -111,6 +111,13 @@ var apiOps = []apiOp{
 	{method: "POST", path: "/v1/plans", tag: tagPlans, summary: "Create a plan", body: plans.Plan{}, resp: plans.Plan{}, code: 201, errs: []int{400, 503}},
 	{method: "PUT", path: "/v1/plans/{name}", tag: tagPlans, summary: "Update a plan; tenants on it follow at once", body: plans.Plan{}, resp: plans.Plan{}, errs: []int{400, 503}},
 	{method: "DELETE", path: "/v1/plans/{name}", tag: tagPlans, summary: "Delete a plan no tenant uses", resp: map[string]string{}, errs: []int{400, 503}},
+	{method: "GET", path: "/v1/export/invoices", tag: tagTenants, summary: "Every tenant's invoice of a period, line by line, streamed (finance's export)",
+		desc: "The same lines and integer amounts as each tenant's usage report. format=csv: a header row, then one row per line (period, tenant, line, kind, plan, class, from, to, quantity, unit, rate_micros, amount_micros, detail); " +
+			"a tenant with usage but no invoice gets one row of kind error. Tenants that held no plan and used nothing in the period are left out. " +
+			"A closed period's export never changes; periods before the previous one are refused (409): their day-by-day usage is no longer kept.",
+		query: []apiParam{periodParam, {"format", "string", "json (the default) or csv"}, consistentParam},
+		resp:  InvoicesExportJSON{}, errs: []int{400, 409},
+		headers: map[string]string{"X-Headroom-Period-Closed": "true when the period is closed: its invoices never change"}},
 	{method: "GET", path: "/v1/agents", tag: tagCluster, summary: "Agents the cluster knows", query: []apiParam{consistentParam}, resp: []AgentJSON{}},
 	{method: "GET", path: "/v1/members", tag: tagCluster, summary: "Servers in gossip, with their Raft role", resp: []MemberJSON{}},
 	{method: "GET", path: "/v1/raft/peers", tag: tagCluster, summary: "The Raft configuration", resp: []PeerJSON{}, errs: []int{500}},

@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
 	"fmt"
 	"math"
 	"net/http"
 	"reflect"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator"
 	"github.com/headroom-rtc/headroom/internal/exporttest"
 )
 
@@ -151,6 +155,42 @@ func TestExportThroughLeaderKill(t *testing.T) {
 	}
 	if len(want) < len(tenants) {
 		t.Errorf("usage of %d tenant/class figures, want every tenant's", len(want))
+	}
+	// Finance's file: every tenant's invoice lines, as `headroom usage`
+	// has them.
+	s, _, err := c.leader(c.servers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI("export", "invoices", "--addr", s.http, "--period", period)
+	if err != nil {
+		t.Fatalf("headroom export invoices: %v: %s", err, out)
+	}
+	body, note, _ := strings.Cut(out, "note: ") // the open period's note, on standard error
+	if !strings.Contains(note, "not closed") {
+		t.Errorf("no note that the period is open: %q", note)
+	}
+	rows, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+	if err != nil {
+		t.Fatalf("the CSV: %v\n%s", err, out)
+	}
+	var u aggregator.UsageReportJSON
+	if _, err := getJSON(fastc, s.url("/v1/tenants/"+tenants[0]+"/usage?period="+period), &u); err != nil || u.Invoice == nil {
+		t.Fatalf("usage of %s: %v %+v", tenants[0], err, u)
+	}
+	var mine [][]string
+	for _, r := range rows[1:] {
+		if r[1] == tenants[0] {
+			mine = append(mine, r)
+		}
+	}
+	if len(rows[0]) < 12 || len(mine) != len(u.Invoice.Lines) {
+		t.Fatalf("CSV header %v; %s has %d rows, its usage report %d lines", rows[0], tenants[0], len(mine), len(u.Invoice.Lines))
+	}
+	for i, l := range u.Invoice.Lines {
+		if mine[i][3] != string(l.Kind) || mine[i][11] != strconv.FormatInt(int64(l.Amount), 10) {
+			t.Errorf("row %v, usage line %+v", mine[i], l)
+		}
 	}
 	c.tl.summary()
 }
