@@ -30,6 +30,7 @@ func (s *Server) mux() *http.ServeMux {
 	mux.HandleFunc("PUT /v1/tenants/{id}/plan", s.leaderOnly(s.handleSetPlan))
 	mux.HandleFunc("GET /v1/tenants/{id}/usage", s.consistentRead(s.handleUsage))
 	mux.HandleFunc("GET /v1/tenants/{id}/advice", s.consistentRead(s.handleAdvice))
+	mux.HandleFunc("GET /v1/tenants/{id}/history", s.consistentRead(s.handleHistory))
 	mux.HandleFunc("GET /v1/tenants/{id}/schedule", s.consistentRead(s.handleSchedule))
 	mux.HandleFunc("DELETE /v1/tenants/{id}/schedule", s.leaderOnly(s.handleCancel))
 	mux.HandleFunc("POST /v1/tenants/{id}/suspend", s.leaderOnly(s.handleTenantOp("suspend")))

@@ -94,6 +94,11 @@ var apiOps = []apiOp{
 	{method: "GET", path: "/v1/tenants/{id}/advice", tag: tagTenants, summary: "Does the plan fit? The cheapest that does",
 		query: []apiParam{periodParam, {"headroom", "integer", "headroom over the projected peak, percent (1 to 1000)"}, consistentParam},
 		resp:  plans.Advice{}, errs: []int{400, 404, 409}},
+	{method: "GET", path: "/v1/tenants/{id}/history", tag: tagTenants, summary: "Recent history: the peak and the ceiling of each minute, the last 6 h",
+		desc: "Kept in memory by each server from the entries it applies (not across a restart: it refills from then on), for the busiest --history-max-tenants tenants; " +
+			"a minute's peak is the highest open count an entry of that minute left the tenant with, a minute without one carrying the previous count.",
+		query: []apiParam{{"since", "string", "an RFC 3339 time, or a duration before the latest entry such as 1h (default: 6h)"}, consistentParam},
+		resp:  HistoryJSON{}, errs: []int{400, 404}},
 	{method: "GET", path: "/v1/tenants/{id}/schedule", tag: tagTenants, summary: "The tenant's pending plan change, if any",
 		query: []apiParam{consistentParam}, resp: []ScheduledJSON{}, errs: []int{404}},
 	{method: "DELETE", path: "/v1/tenants/{id}/schedule", tag: tagTenants, summary: "Cancel the pending plan change",

@@ -114,6 +114,10 @@ type Config struct {
 	// tenant="_other". (Optional, default DefaultMetricsMaxTenants, at
 	// most MaxMetricsMaxTenants)
 	MetricsMaxTenants int
+	// HistoryMaxTenants is how many tenants' recent history (history.go)
+	// the server keeps, the busiest. (Optional, default
+	// DefaultHistoryMaxTenants, at most MaxHistoryMaxTenants)
+	HistoryMaxTenants int
 	// ExportURL receives the usage increments as batches of CloudEvents,
 	// POSTed by the leader (export_send.go). (Optional, default off)
 	ExportURL string
@@ -151,7 +155,8 @@ type Server struct {
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
 	alerts         *alerter
-	export         *exporter    // nil without Config.ExportURL
+	export         *exporter // nil without Config.ExportURL
+	history        *history
 	authFails      *failLimiter // failed authentications per address
 	events         *eventHub
 	metrics        *serverMetrics
@@ -235,7 +240,13 @@ func New(cfg Config) (*Server, error) {
 	case cfg.MetricsMaxTenants == 0:
 		cfg.MetricsMaxTenants = DefaultMetricsMaxTenants
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, hold: cfg.HoldTime, left: make(chan struct{})}
+	switch {
+	case cfg.HistoryMaxTenants < 0 || cfg.HistoryMaxTenants > MaxHistoryMaxTenants:
+		return nil, fmt.Errorf("aggregator: history max tenants %d: want 1 to %d", cfg.HistoryMaxTenants, MaxHistoryMaxTenants)
+	case cfg.HistoryMaxTenants == 0:
+		cfg.HistoryMaxTenants = DefaultHistoryMaxTenants
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, hold: cfg.HoldTime, left: make(chan struct{}), history: newHistory(cfg.HistoryMaxTenants)}
 	s.fsm = NewFSM(catalogue, s.log.Named("fsm"))
 	s.metrics = newServerMetrics(s, cfg.MetricsMaxTenants)
 	s.events = newEventHub(s.fsm, s.log.Named("events"), cfg.Now, s.leaderEvent)
@@ -310,6 +321,7 @@ func New(cfg Config) (*Server, error) {
 		s.st.tenantsChanged(tenants)
 		s.alerts.changed(tenants)
 		s.events.tenantsChanged(tenants)
+		s.history.changed(s.fsm, tenants)
 	}
 	s.httpSrv = &http.Server{
 		Handler:           s.routes(),
