@@ -469,7 +469,7 @@ var (
 	descExportEvents  = desc("headroom_export_events_sent_total", "Usage events the export's receiver accepted (on this server, as leader).")
 	descExportBatches = desc("headroom_export_batches_sent_total", "Batches of usage events the export's receiver accepted (on this server, as leader).")
 	descExportFailed  = desc("headroom_export_batches_failed_total", "Batches the export's receiver did not accept, by reason: network, 5xx (and 408), 429, 4xx.", "reason")
-	descExportLag     = desc("headroom_export_lag_seconds", "How far the export trails: now minus the end of the latest window the receiver acknowledged whole (0 before the first cut).")
+	descExportLag     = desc("headroom_export_lag_seconds", "How far the export trails while a window is not acknowledged whole: now minus the window's start, the end of the latest one acknowledged (0 when none is pending).")
 	descExportPending = desc("headroom_export_pending_records", "Records (tenant, period, region) of the latest window not acknowledged yet.")
 	descExportBlocked = desc("headroom_export_blocked", "1 while a receiver's refusal (a 4xx without Retry-After) stops the export, until a restart or a new leader.")
 )
@@ -495,12 +495,8 @@ func (x *exporter) Collect(ch chan<- prometheus.Metric) {
 		}
 	})
 	lag := 0.0
-	if st.Seq > 0 {
-		acked := st.To
-		if st.pending > 0 {
-			acked = st.From
-		}
-		lag = max(x.now().Sub(time.Unix(0, acked)).Seconds(), 0)
+	if st.pending > 0 {
+		lag = max(x.now().Sub(time.Unix(0, st.From)).Seconds(), 0)
 	}
 	gauge(ch, descExportLag, lag)
 	gauge(ch, descExportPending, float64(st.pending))
