@@ -15,6 +15,7 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
+	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -147,4 +148,28 @@ func encodeFixture() (*ExportState, []exportRecord) {
 		}
 	}
 	return st, recs
+}
+
+// BenchmarkHistoryChanged1000 measures what the dashboard's history adds to
+// each applied entry: recording 1,000 changed tenants (the onChange hook of
+// a 1,000-entry batch) into a history of 10,000, each entry a second later.
+func BenchmarkHistoryChanged1000(b *testing.B) {
+	f := NewFSM(nil, nil)
+	names := make([]string, 1000)
+	f.s.Plans["payg"] = plans.Defaults()[0]
+	for i := range 10_000 {
+		t := &Tenant{Name: fmt.Sprintf("tenant-%05d", i), Plan: "payg", Usage: map[string]*Usage{}}
+		t.Open[0] = uint64(i%50 + 1)
+		f.s.Tenants[t.Name] = t
+		if i < len(names) {
+			names[i] = t.Name
+		}
+	}
+	hist := newHistory(DefaultHistoryMaxTenants)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		f.s.Time = t0.Add(time.Duration(i) * time.Second).UnixNano()
+		hist.changed(f, names)
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/entry")
 }

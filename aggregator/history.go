@@ -73,13 +73,17 @@ func (h *history) changed(f *FSM, names []string) {
 		minute := st.Time / int64(time.Minute)
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		for _, n := range names {
+		plan, ceil := "", uint32(0)
+		for i, n := range names {
 			t := st.Tenants[n]
 			if t == nil {
 				h.dropLocked(n)
 				continue
 			}
-			h.recordLocked(n, minute, clamp32(t.Open.total()), clamp32(ceilingOf(st, t.Plan)))
+			if i == 0 || t.Plan != plan { // tenants of one batch often share a plan
+				plan, ceil = t.Plan, clamp32(ceilingOf(st, t.Plan))
+			}
+			h.recordLocked(n, minute, clamp32(t.Open.total()), ceil)
 		}
 	})
 }
