@@ -248,7 +248,7 @@ func TestACLEveryRoute(t *testing.T) {
 		"GET /v1/raft/stats": true}
 	scoped := map[string]bool{"GET /v1/tenants": true, "GET /v1/events": true, "GET /metrics": true}
 	ownTenant := map[string]bool{"GET /v1/tenants/{id}": true, "GET /v1/tenants/{id}/usage": true,
-		"GET /v1/tenants/{id}/advice": true, "GET /v1/tenants/{id}/schedule": true}
+		"GET /v1/tenants/{id}/advice": true, "GET /v1/tenants/{id}/schedule": true, "GET /v1/tenants/{id}/history": true}
 	operatorReads := map[string]bool{"GET /v1/tokens": true, "GET /v1/snapshot": true, "GET /v1/keyring": true,
 		"GET /v1/keyring/local": true}
 	const passed = 299

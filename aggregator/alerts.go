@@ -181,10 +181,14 @@ func validateAlertThresholds(ths []uint32) error {
 }
 
 // validateWebhook checks an alert webhook URL.
-func validateWebhook(raw string) error {
+func validateWebhook(raw string) error { return checkHTTPURL("alert webhook", raw) }
+
+// checkHTTPURL checks that raw, the URL of what, is an http:// or https://
+// URL with a host.
+func checkHTTPURL(what, raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("alert webhook %q: want an http:// or https:// URL", raw)
+		return fmt.Errorf("%s %q: want an http:// or https:// URL", what, raw)
 	}
 	return nil
 }

@@ -33,6 +33,12 @@ const (
 	cmdUsageGrace  cmdKind = 10
 	cmdTokenCreate cmdKind = 11 // an operator (or the bootstrap) created an ACL token
 	cmdTokenRevoke cmdKind = 12 // an operator revoked an ACL token
+	// The leader cut a window of the usage export, and recorded what the
+	// receiver acknowledged of it (export.go). A server older than these
+	// kinds panics on them: upgrade every server before any runs with
+	// --export-url.
+	cmdExportCut cmdKind = 13
+	cmdExportAck cmdKind = 14
 	// Add new kinds above this line.
 )
 
@@ -71,6 +77,10 @@ func newCommand(kind cmdKind) command {
 		return &tokenCreateCmd{}
 	case cmdTokenRevoke:
 		return &tokenRevokeCmd{}
+	case cmdExportCut:
+		return &exportCutCmd{}
+	case cmdExportAck:
+		return &exportAckCmd{}
 	}
 	return nil
 }

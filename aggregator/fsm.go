@@ -186,6 +186,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	s.rebuildRegionOpen()
 	s.rebuildCounted()
+	s.rebuildExport()
 	if len(s.Tokens) > 0 {
 		s.tokenIndex() // built before the state is published to readers
 	}

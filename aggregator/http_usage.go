@@ -306,12 +306,10 @@ func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep := tu.report
-	if tu.heldErr != nil {
-		rep.InvoiceError = tu.heldErr.Error()
-	} else if inv, err := plans.BillUsers(p, tu.held, tu.slices, rep.MAU); err != nil {
+	if inv, err := tu.invoice(p); err != nil {
 		rep.InvoiceError = err.Error()
 	} else {
-		rep.Invoice = &inv
+		rep.Invoice = inv
 	}
 	jsonhttp.Write(w, http.StatusOK, rep)
 }

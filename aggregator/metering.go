@@ -46,6 +46,8 @@ const MaxUsageGrace = 28 * 24 * time.Hour
 type RegionUsage struct {
 	Micros classCounts // session time, µs
 	PCU    uint64      // peak of the region's open count, all classes
+	// Export is the usage export's cursor of this record (export.go).
+	Export *ExportMark `msgpack:",omitempty"`
 }
 
 // IsZero reports whether every count is zero (msgpack's omitempty asks).

@@ -94,6 +94,11 @@ var apiOps = []apiOp{
 	{method: "GET", path: "/v1/tenants/{id}/advice", tag: tagTenants, summary: "Does the plan fit? The cheapest that does",
 		query: []apiParam{periodParam, {"headroom", "integer", "headroom over the projected peak, percent (1 to 1000)"}, consistentParam},
 		resp:  plans.Advice{}, errs: []int{400, 404, 409}},
+	{method: "GET", path: "/v1/tenants/{id}/history", tag: tagTenants, summary: "Recent history: the peak and the ceiling of each minute, the last 6 h",
+		desc: "Kept in memory by each server from the entries it applies (not across a restart: it refills from then on), for the busiest --history-max-tenants tenants; " +
+			"a minute's peak is the highest open count an entry of that minute left the tenant with, a minute without one carrying the previous count.",
+		query: []apiParam{{"since", "string", "an RFC 3339 time, or a duration before the latest entry such as 1h (default: 6h)"}, consistentParam},
+		resp:  HistoryJSON{}, errs: []int{400, 404}},
 	{method: "GET", path: "/v1/tenants/{id}/schedule", tag: tagTenants, summary: "The tenant's pending plan change, if any",
 		query: []apiParam{consistentParam}, resp: []ScheduledJSON{}, errs: []int{404}},
 	{method: "DELETE", path: "/v1/tenants/{id}/schedule", tag: tagTenants, summary: "Cancel the pending plan change",
@@ -111,6 +116,13 @@ var apiOps = []apiOp{
 	{method: "POST", path: "/v1/plans", tag: tagPlans, summary: "Create a plan", body: plans.Plan{}, resp: plans.Plan{}, code: 201, errs: []int{400, 503}},
 	{method: "PUT", path: "/v1/plans/{name}", tag: tagPlans, summary: "Update a plan; tenants on it follow at once", body: plans.Plan{}, resp: plans.Plan{}, errs: []int{400, 503}},
 	{method: "DELETE", path: "/v1/plans/{name}", tag: tagPlans, summary: "Delete a plan no tenant uses", resp: map[string]string{}, errs: []int{400, 503}},
+	{method: "GET", path: "/v1/export/invoices", tag: tagTenants, summary: "Every tenant's invoice of a period, line by line, streamed (finance's export)",
+		desc: "The same lines and integer amounts as each tenant's usage report. format=csv: a header row, then one row per line (period, tenant, line, kind, plan, class, from, to, quantity, unit, rate_micros, amount_micros, detail); " +
+			"a tenant with usage but no invoice gets one row of kind error. Tenants that held no plan and used nothing in the period are left out. " +
+			"A closed period's export never changes; periods before the previous one are refused (409): their day-by-day usage is no longer kept.",
+		query: []apiParam{periodParam, {"format", "string", "json (the default) or csv"}, consistentParam},
+		resp:  InvoicesExportJSON{}, errs: []int{400, 409},
+		headers: map[string]string{"X-Headroom-Period-Closed": "true when the period is closed: its invoices never change"}},
 	{method: "GET", path: "/v1/agents", tag: tagCluster, summary: "Agents the cluster knows", query: []apiParam{consistentParam}, resp: []AgentJSON{}},
 	{method: "GET", path: "/v1/members", tag: tagCluster, summary: "Servers in gossip, with their Raft role", resp: []MemberJSON{}},
 	{method: "GET", path: "/v1/raft/peers", tag: tagCluster, summary: "The Raft configuration", resp: []PeerJSON{}, errs: []int{500}},

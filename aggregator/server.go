@@ -123,6 +123,28 @@ type Config struct {
 	// BackupRetain is how many backups are kept. (Optional, default
 	// DefaultBackupRetain)
 	BackupRetain int
+	// HistoryMaxTenants is how many tenants' recent history (history.go)
+	// the server keeps, the busiest. (Optional, default
+	// DefaultHistoryMaxTenants, at most MaxHistoryMaxTenants)
+	HistoryMaxTenants int
+	// ExportURL receives the usage increments as batches of CloudEvents,
+	// POSTed by the leader (export_send.go). (Optional, default off)
+	ExportURL string
+	// ExportToken is sent to ExportURL as a bearer token. (Optional)
+	ExportToken string
+	// ExportWindow is the export's window: the leader cuts at its
+	// multiples. (Optional, default DefaultExportWindow, at least
+	// MinExportWindow)
+	ExportWindow time.Duration
+	// ExportBatch is the most events one POST carries. (Optional, default
+	// DefaultExportBatch, 6 to MaxExportBatch)
+	ExportBatch int
+	// ExportSource is the events' CloudEvents source; set the same on every
+	// server. (Optional, default "headroom/" and a random id, chosen at
+	// the first cut and kept in the state)
+	ExportSource string
+	// exportBackoff is the first retry's delay (tests shorten it).
+	exportBackoff time.Duration
 	// Logger is the parent logger. (Optional)
 	Logger hclog.Logger
 	// Now is the clock the leader stamps entries with and reads use for
@@ -142,6 +164,8 @@ type Server struct {
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
 	alerts         *alerter
+	export         *exporter // nil without Config.ExportURL
+	history        *history
 	authFails      *failLimiter // failed authentications per address
 	events         *eventHub
 	metrics        *serverMetrics
@@ -171,6 +195,9 @@ func New(cfg Config) (*Server, error) {
 		if err := validateWebhook(cfg.AlertWebhook); err != nil {
 			return nil, fmt.Errorf("aggregator: %w", err)
 		}
+	}
+	if err := checkExport(&cfg); err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -226,7 +253,13 @@ func New(cfg Config) (*Server, error) {
 	case cfg.MetricsMaxTenants == 0:
 		cfg.MetricsMaxTenants = DefaultMetricsMaxTenants
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, hold: cfg.HoldTime, left: make(chan struct{})}
+	switch {
+	case cfg.HistoryMaxTenants < 0 || cfg.HistoryMaxTenants > MaxHistoryMaxTenants:
+		return nil, fmt.Errorf("aggregator: history max tenants %d: want 1 to %d", cfg.HistoryMaxTenants, MaxHistoryMaxTenants)
+	case cfg.HistoryMaxTenants == 0:
+		cfg.HistoryMaxTenants = DefaultHistoryMaxTenants
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, hold: cfg.HoldTime, left: make(chan struct{}), history: newHistory(cfg.HistoryMaxTenants)}
 	s.fsm = NewFSM(catalogue, s.log.Named("fsm"))
 	s.metrics = newServerMetrics(s, cfg.MetricsMaxTenants)
 	s.events = newEventHub(s.fsm, s.log.Named("events"), cfg.Now, s.leaderEvent)
@@ -301,6 +334,7 @@ func New(cfg Config) (*Server, error) {
 		s.st.tenantsChanged(tenants)
 		s.alerts.changed(tenants)
 		s.events.tenantsChanged(tenants)
+		s.history.changed(s.fsm, tenants)
 	}
 	s.httpSrv = &http.Server{
 		Handler:           s.routes(),
@@ -318,6 +352,12 @@ func New(cfg Config) (*Server, error) {
 	go func() { defer s.wg.Done(); prop.run(ctx) }()
 	go func() { defer s.wg.Done(); live.run(ctx) }()
 	go func() { defer s.wg.Done(); s.st.serve(ctx, s.wireLn) }()
+	if cfg.ExportURL != "" {
+		s.export = newExporter(s)
+		s.metrics.reg.MustRegister(s.export)
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.export.run(ctx) }()
+	}
 	go func() {
 		defer s.wg.Done()
 		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

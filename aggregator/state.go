@@ -64,6 +64,9 @@ type State struct {
 	// messages: how long a booking lasts without news of its agent.
 	GrantLease  int64 `msgpack:",omitempty"`
 	GrantMargin int64 `msgpack:",omitempty"`
+	// Export is the usage export's cursor (export.go); nil before the
+	// first cut.
+	Export *ExportState `msgpack:",omitempty"`
 }
 
 // Tenant is one customer app.

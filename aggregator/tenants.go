@@ -165,6 +165,7 @@ func (c *tenantOpCmd) apply(a *applier) *applyResult {
 		for _, rec := range a.s.Agents {
 			delete(rec.Counts, c.Tenant)
 		}
+		a.dropExport(t)
 		delete(a.s.Tenants, c.Tenant)
 		delete(a.s.Scheduled, c.Tenant)
 		a.changed = append(a.changed, c.Tenant)

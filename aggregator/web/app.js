@@ -103,6 +103,20 @@ function addPoint(name, t, c, ceil) {
   if (drop > 0) s.splice(0, drop);
 }
 
+// addHistory puts a tenant's per-minute peaks from the server
+// (GET /v1/tenants/{id}/history) before the points the page has of its own,
+// marked h, so the hour chart is full as soon as it opens.
+function addHistory(name, points) {
+  let s = store.series.get(name);
+  if (!s) { s = []; store.series.set(name, s); }
+  const firstOwn = s.length ? s[0].t : Infinity;
+  const older = points.map((p) => ({t: Date.parse(p.at), c: p.peak, ceil: p.ceiling, h: true}))
+    .filter((p) => Number.isFinite(p.t) && p.t < firstOwn);
+  const own = s.filter((p) => !p.h);
+  s.length = 0;
+  s.push(...older, ...own);
+}
+
 // noteTenant stores a tenant read by a poll that started at sentAt; an
 // event received after the poll was sent is as new or newer, so it wins.
 function noteTenant(j, sentAt) {
@@ -350,7 +364,8 @@ function hourChart(id, points, now, boxEl) {
   const {ymax, off} = scaleFor(peak, ceiling);
   const x = (t) => box.l + (Math.max(t, from) - from) / HOUR * (W - box.l - box.r);
   const y = (v) => box.b - v / ymax * (box.b - box.t);
-  const svg = s('svg', {id, class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'concurrency against ceiling, last hour', 'data-points': String(pts.length)});
+  const svg = s('svg', {id, class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'concurrency against ceiling, last hour', 'data-points': String(pts.length),
+    'data-history-points': String(pts.filter((p) => p.h).length), 'data-first': pts.length ? String(pts[0].t) : ''});
   axes(svg, box, ymax, W);
   for (let m = 0; m <= 60; m += W < 500 ? 30 : 15) {
     const t = from + m * 60000;
@@ -691,7 +706,7 @@ function tenantPage(name) {
       h('div', {id: 'tp-error'}),
       panel('Concurrency against ceiling, last hour', 'tp-hour', h('div', {id: 'tp-chart-hour-box'}),
         h('div', {class: 'legend'}, h('span', null, h('span', {class: 'sw'}), 'open sessions'), h('span', null, h('span', {class: 'sw ceil'}), 'ceiling'),
-          h('span', {class: 'muted', text: 'kept by this page since it opened'}))),
+          h('span', {class: 'muted', text: 'per-minute peaks from the server, then live'}))),
       panel('This period by day', 'tp-days', h('div', {id: 'tp-chart-days-box'}),
         h('div', {class: 'legend'}, h('span', null, h('span', {class: 'sw bar'}), 'daily peak'), h('span', null, h('span', {class: 'sw ceil'}), 'current ceiling'))),
       h('div', {class: 'grid2'},
@@ -704,10 +719,22 @@ function tenantPage(name) {
         panel('Plan history', 'tp-history', h('div', {id: 'tp-history-box'})),
         panel('Alerts', 'tp-alerts', h('ul', {class: 'plain events', id: 'tp-alerts-list'}))));
     drawAlerts($('tp-alerts-list'), name);
+    p.loadHistory();
     p.refresh();
     every(p, 1000, drawLive);
     every(p, 10000, () => p.refreshTenant());
     every(p, 60000, () => p.refresh());
+  };
+  // loadHistory fills the hour chart with the server's last hour.
+  p.loadHistory = async () => {
+    try {
+      const {data} = await getJSON('/v1/tenants/' + enc + '/history?since=1h');
+      if (current !== p) return;
+      addHistory(name, data.points || []);
+      drawLive();
+    } catch (e) {
+      // an older server has no history: the chart fills as the page runs
+    }
   };
   // refreshTenant reloads the tenant itself (plan, ceiling, concurrency)
   // and what a plan change alters: the schedule and the history.

@@ -302,6 +302,34 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		return err
 	})
+	// The hour chart starts from the server's history, not empty: its first
+	// point is the first minute the server has of voiceroom.
+	waitFor(t, 30*time.Second, "the hour chart filled from the server's history", func() error {
+		var hist struct {
+			Points []struct {
+				At string `json:"at"`
+			} `json:"points"`
+		}
+		if err := getJSONInto(d.url+"/v1/tenants/voiceroom/history?since=1h", &hist); err != nil {
+			return err
+		}
+		if len(hist.Points) == 0 {
+			return errors.New("the server has no history of voiceroom")
+		}
+		at, err := time.Parse(time.RFC3339, hist.Points[0].At)
+		if err != nil {
+			return err
+		}
+		n, err := b.attr("#tp-chart-hour", "data-history-points")
+		if err != nil {
+			return err
+		}
+		first, err := b.attr("#tp-chart-hour", "data-first")
+		if err == nil && (n == "" || n == "0" || first != strconv.FormatInt(at.UnixMilli(), 10)) {
+			err = fmt.Errorf("chart: %q points from history, first at %q; the server's first minute %s (%d)", n, first, hist.Points[0].At, at.UnixMilli())
+		}
+		return err
+	})
 	b.do(30*time.Second, "the daily chart, the invoice and the advice", chromedp.WaitReady(chromedp.CSS("#tp-chart-days")),
 		chromedp.WaitReady(chromedp.CSS("#tp-cost-total")), chromedp.WaitReady(chromedp.CSS("#tp-advice-move")))
 	b.screenshot(shots, "tenant.png")

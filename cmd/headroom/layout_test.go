@@ -17,6 +17,7 @@ func TestDependencyDirection(t *testing.T) {
 		"internal/jsonhttp":   {},
 		"internal/tlsconf":    {},
 		"internal/atomicfile": {},
+		"internal/exporttest": {},
 		"cluster":             {"wire"},
 		"aggregator":          {"wire", "plans", "cluster", "internal/jsonhttp", "internal/atomicfile"},
 		"agent":               {"wire", "plans", "internal/jsonhttp"},

@@ -38,6 +38,7 @@ func newApp() *cli.App {
 			planCommand(),
 			usageCommand(),
 			adviseCommand(),
+			exportCommand(),
 			auditCommand(),
 			membersCommand(),
 			raftCommand(),
