@@ -493,7 +493,7 @@ function overviewPage() {
   // list: every tenant read; with more than LIST_MAX_PAGES pages of them
   // (truncated), the busiest and those near their ceiling come from the
   // server's sorted and filtered lists instead (busy, nearby).
-  let list = [], truncated = false, count = 0, busy = [], nearby = [], nearMore = false, refused = new Map(), loaded = false, lastFull = 0;
+  let list = [], truncated = false, count = 0, busy = [], nearby = [], nearMore = false, refused = new Map(), maus = new Map(), loaded = false, lastFull = 0;
   p.render = (view) => {
     fill(view,
       h('h1', {text: 'Fleet overview'}),
@@ -542,10 +542,14 @@ function overviewPage() {
       // there are few, else those shown above.
       const names = list.length <= 50 ? list : [...new Set([...busiest(10), ...near(50)].map((t) => t.tenant))];
       const got = await inBatches(names, 6, async (n) => {
-        try { return [n, refusedOf((await getJSON('/v1/tenants/' + encodeURIComponent(n))).data.usage)]; } catch (e) { return [n, 0]; }
+        try {
+          const u = (await getJSON('/v1/tenants/' + encodeURIComponent(n))).data.usage;
+          return [n, refusedOf(u), (u && u.mau) || 0];
+        } catch (e) { return [n, 0, 0]; }
       });
       if (current !== p || !fresh()) return;
-      refused = new Map(got);
+      refused = new Map(got.map(([n, r]) => [n, r]));
+      maus = new Map(got.map(([n, , m]) => [n, m]));
       p.refusedScope = list.length <= 50 ? 'all' : 'shown';
       loaded = true;
       draw();
@@ -566,9 +570,10 @@ function overviewPage() {
     const nr = near(Infinity);
     setFig('ov-near', nr.length, (truncated && nearMore ? '≥ ' : '') + fmtInt(nr.length));
     const row = (t) => h('tr', {data: {tenant: t.tenant}}, td(tenantLink(t.tenant)), td(t.plan), num(t.total, 'concurrency'),
-      num(t.ceiling, 'ceiling', t.ceiling ? fmtInt(t.ceiling) : '—'), td(utilBar(t)));
-    fill($('ov-busiest-box'), table('ov-busiest', ['tenant', 'plan', '#open', '#ceiling', 'utilization'], busiest(10).map(row), 'no tenants yet'));
-    fill($('ov-near-box'), table('ov-near-list', ['tenant', 'plan', '#open', '#ceiling', 'utilization'], near(50).map(row), 'no tenant at 80% of its ceiling or more'));
+      num(t.ceiling, 'ceiling', t.ceiling ? fmtInt(t.ceiling) : '—'), td(utilBar(t)),
+      num(maus.get(t.tenant) || 0, 'mau', maus.has(t.tenant) ? fmtInt(maus.get(t.tenant)) : '…'));
+    fill($('ov-busiest-box'), table('ov-busiest', ['tenant', 'plan', '#open', '#ceiling', 'utilization', '#MAU'], busiest(10).map(row), 'no tenants yet'));
+    fill($('ov-near-box'), table('ov-near-list', ['tenant', 'plan', '#open', '#ceiling', 'utilization', '#MAU'], near(50).map(row), 'no tenant at 80% of its ceiling or more'));
     if (loaded) {
       let sum = 0;
       const rows = [];
@@ -704,6 +709,10 @@ function tenantPage(name) {
         h('div', {class: 'card'}, h('div', {class: 'label', text: 'Cost so far'}), h('div', {class: 'big', id: 'tenant-cost', text: '…'}), h('div', {class: 'label', id: 'tenant-period'})),
         h('div', {class: 'card'}, h('div', {class: 'label', text: 'Peak this period (PCU)'}), h('div', {class: 'big', id: 'tenant-pcu', text: '…'}))),
       h('div', {id: 'tp-error'}),
+      panel('From active users to users at once', 'tp-funnel', h('div', {class: 'cards funnel'},
+        h('div', {class: 'card'}, h('div', {class: 'label', text: 'Monthly active users (MAU)'}), h('div', {class: 'big', id: 'tenant-mau', text: '…'}), h('div', {class: 'label', id: 'tenant-mau-limit'})),
+        h('div', {class: 'card'}, h('div', {class: 'label', text: 'Peak daily active users'}), h('div', {class: 'big', id: 'tenant-peak-dau', text: '…'}), h('div', {class: 'label', id: 'tenant-dau'})),
+        h('div', {class: 'card'}, h('div', {class: 'label', text: 'Peak at once (PCU)'}), h('div', {class: 'big', id: 'tenant-funnel-pcu', text: '…'}), h('div', {class: 'label', id: 'tenant-pcu-limit'})))),
       panel('Concurrency against ceiling, last hour', 'tp-hour', h('div', {id: 'tp-chart-hour-box'}),
         h('div', {class: 'legend'}, h('span', null, h('span', {class: 'sw'}), 'open sessions'), h('span', null, h('span', {class: 'sw ceil'}), 'ceiling'),
           h('span', {class: 'muted', text: 'per-minute peaks from the server, then live'}))),
@@ -786,7 +795,27 @@ function tenantPage(name) {
     $('tenant-over').hidden = over.length === 0;
     $('tenant-over').textContent = over.map((x) => `${x.pool === 'total' ? '' : x.pool + ' '}over by ${fmtInt(x.over)} (${x.over_cause}): admitting nothing until closes bring it under`).join('; ');
     if (tj.usage) setFig('tenant-pcu', tj.usage.pcu);
+    drawFunnel(tj);
     drawLive(t);
+  }
+  // drawFunnel shows MAU → peak DAU → PCU, each against the plan's limit.
+  async function drawFunnel(tj) {
+    const u = tj.usage || {};
+    setFig('tenant-mau', u.mau || 0);
+    setFig('tenant-peak-dau', u.peak_dau || 0);
+    $('tenant-dau').textContent = `today ${fmtInt(u.dau || 0)}`;
+    setFig('tenant-funnel-pcu', u.pcu || 0);
+    $('tenant-pcu-limit').textContent = tj.ceiling ? `ceiling ${fmtInt(tj.ceiling)}` + (u.peak_dau ? `; ${(u.pcu / u.peak_dau).toFixed(3)} per daily active user` : '') : 'no ceiling';
+    let included = '';
+    if (tj.plan) {
+      try {
+        const pl = (await getJSON('/v1/plans/' + encodeURIComponent(tj.plan))).data;
+        if (pl.included_mau) included = `of ${fmtInt(pl.included_mau)} included`;
+      } catch (e) {
+        // a tenant token cannot read the catalogue: the limit is not shown
+      }
+    }
+    $('tenant-mau-limit').textContent = included;
   }
   function drawLive() {
     const t = store.tenants.get(name);

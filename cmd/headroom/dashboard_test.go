@@ -382,11 +382,40 @@ func TestDashboardInBrowser(t *testing.T) {
 	})
 	b.screenshot(shots, "tenant-over-ceiling.png")
 
+	// A tenant whose sessions carry users: its funnel shows 2 monthly and
+	// 2 daily active users for its 3 sessions (one user has two).
+	if code, body, err := call("PUT", d.url+"/v1/tenants/dash-users/plan", map[string]string{"plan": "payg"}); err != nil || code != 200 {
+		t.Fatalf("putting dash-users on payg: %d %s %v", code, body, err)
+	}
+	for i, user := range []string{"ann", "ann", "ben"} {
+		sess := fmt.Sprintf("dash-users-%d", i)
+		waitFor(t, 30*time.Second, "agent admits "+sess, func() error {
+			code, body, err := call("POST", "http://"+d.api+"/v1/sessions", map[string]string{"tenant": "dash-users", "class": "audio", "session": sess, "user": user})
+			if err == nil && code != 201 && code != 200 {
+				err = fmt.Errorf("%d %s", code, body)
+			}
+			return err
+		})
+	}
+	b.open("#/tenant/dash-users", "tenant")
+	waitFor(t, 30*time.Second, "the funnel shows 2 active users", func() error {
+		mau, err := b.attr("#tenant-mau", "data-value")
+		if err != nil {
+			return err
+		}
+		dau, err := b.attr("#tenant-peak-dau", "data-value")
+		if err == nil && (mau != "2" || dau != "2") {
+			err = fmt.Errorf("MAU %q, peak DAU %q", mau, dau)
+		}
+		return err
+	})
+	b.screenshot(shots, "tenant-funnel.png")
+
 	// The tenant list: every tenant, the busiest first.
 	b.open("#/tenants?sort=concurrency", "tenants")
 	waitFor(t, 30*time.Second, "the tenant list shows every tenant", func() error {
 		n, err := b.attr("#tl-table", "data-rows")
-		if err == nil && n != strconv.Itoa(len(demoScenarios)+1) {
+		if err == nil && n != strconv.Itoa(len(demoScenarios)+2) { // and dash-probe, dash-users
 			err = fmt.Errorf("%q rows", n)
 		}
 		return err
@@ -410,7 +439,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "first page of two", firstRow("1", "dash-probe"))
 	b.do(10*time.Second, "next page", chromedp.Click(chromedp.ID("tl-next")))
-	waitFor(t, 30*time.Second, "second page of two", firstRow("2", "lovetalk"))
+	waitFor(t, 30*time.Second, "second page of two", firstRow("2", "livehost"))
 	b.do(10*time.Second, "searching", chromedp.SendKeys(chromedp.ID("tl-search"), "voice"))
 	waitFor(t, 30*time.Second, "search for voice", func() error {
 		n, err := b.attr("#tl-table", "data-rows")
