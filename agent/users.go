@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -34,6 +35,17 @@ const (
 
 // UserHash is the hash of a user id that batches carry: XXH64, seed 0.
 func UserHash(user string) uint64 { return xxhash.Sum64String(user) }
+
+// UserOf turns a media server's own name for a user (a LiveKit identity, an
+// RTMP query argument) into a session's user: itself when it is a valid id,
+// else a stable id derived from its hash (one per distinct name), so that
+// no session goes uncounted for the form of its user's name.
+func UserOf(name string) string {
+	if name == "" || validUserID(name) == nil {
+		return name
+	}
+	return fmt.Sprintf("h-%016x", xxhash.Sum64String(name))
+}
 
 // validUserID checks a session's user: empty (none) or an id like a
 // session id.

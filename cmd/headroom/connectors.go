@@ -33,6 +33,7 @@ func connectorFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.BoolFlag{Name: "nginx-rtmp", Usage: "serve nginx-rtmp's on_publish/on_play/on_update/on_done hooks at POST /hooks/nginx-rtmp on the API address"},
 		&cli.StringFlag{Name: "nginx-rtmp-tenant-arg", Value: nginxrtmp.DefaultTenantArg, Usage: "the stream URL's query argument that names the tenant"},
+		&cli.StringFlag{Name: "nginx-rtmp-user-arg", Value: nginxrtmp.DefaultUserArg, Usage: "the stream URL's query argument that names the client's user, counted among the tenant's active users (- for none)"},
 		&cli.StringFlag{Name: "nginx-rtmp-tenant-from", Value: "arg", Usage: "where the tenant comes from, rules tried in order: arg[:NAME] (query argument), app (application name), name-prefix:SEP (stream name up to SEP), fixed:TENANT"},
 		&cli.StringFlag{Name: "nginx-rtmp-class", Value: plans.VideoHD.String(), Usage: "class of a session whose URL has no class argument (and whose application has no --nginx-rtmp-app-class)"},
 		&cli.StringSliceFlag{Name: "nginx-rtmp-app-class", Usage: "APP=CLASS: the default class of an application (repeatable)"},
@@ -126,7 +127,7 @@ func nginxFromFlags(c *cli.Context) (attachFunc, error) {
 	}
 	cfg := nginxrtmp.Config{
 		Tenant: rules, Class: connect.ClassRule{Arg: nginxrtmp.DefaultClassArg, PerApp: apps, Default: def},
-		TTL: ttl, StatURL: stat, StatInterval: c.Duration("nginx-rtmp-stat-interval"),
+		TTL: ttl, StatURL: stat, StatInterval: c.Duration("nginx-rtmp-stat-interval"), UserArg: c.String("nginx-rtmp-user-arg"),
 	}
 	return func(a *agent.Agent, log hclog.Logger) (attached, error) {
 		cfg.Logger = log.Named("nginx-rtmp")

@@ -33,6 +33,7 @@ import (
 
 	"github.com/livekit/protocol/auth"
 
+	"github.com/headroom-rtc/headroom/agent"
 	"github.com/headroom-rtc/headroom/agent/connect/livekit"
 )
 
@@ -64,7 +65,7 @@ func (s *tokenServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	session := livekit.SessionID(room, identity)
-	code, ans, retry, err := s.reserve(tenant, class, session)
+	code, ans, retry, err := s.reserve(tenant, class, session, agent.UserOf(identity))
 	switch {
 	case err != nil:
 		// No answer, no token: admission fails closed.
@@ -100,10 +101,11 @@ type agentAnswer struct {
 }
 
 // reserve asks the agent to admit the session, with a TTL, as a LiveKit
-// session.
-func (s *tokenServer) reserve(tenant, class, session string) (int, agentAnswer, string, error) {
+// session of user (the participant's identity: counted among the
+// tenant's active users).
+func (s *tokenServer) reserve(tenant, class, session, user string) (int, agentAnswer, string, error) {
 	body, _ := json.Marshal(map[string]any{"tenant": tenant, "class": class, "session": session,
-		"ttl_seconds": s.ttl.Seconds(), "source": livekit.Name})
+		"ttl_seconds": s.ttl.Seconds(), "source": livekit.Name, "user": user})
 	resp, err := s.client.Post(s.agent+"/v1/sessions", "application/json", bytes.NewReader(body))
 	if err != nil {
 		return 0, agentAnswer{}, "", err

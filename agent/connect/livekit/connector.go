@@ -267,7 +267,7 @@ func (c *Connector) joinedLocked(ev *lk.WebhookEvent) {
 			"room", roomName, "identity", p.GetIdentity(), "rule", c.cfg.Tenant.String(), "why", err)
 		return
 	}
-	o := agent.OpenOptions{Tenant: tenant, Class: cls.String(), Session: id}
+	o := agent.OpenOptions{Tenant: tenant, Class: cls.String(), Session: id, User: agent.UserOf(p.GetIdentity())}
 	res, err := c.h.Open(o)
 	if err != nil {
 		c.log.Warn("LiveKit participant joined without a reservation: cannot count it", "session", id, "error", err)

@@ -26,6 +26,7 @@ const (
 	DefaultStatInterval = 5 * time.Second
 	DefaultTenantArg    = "tenant"
 	DefaultClassArg     = "class"
+	DefaultUserArg      = "user"
 	// ReasonHeader carries the reason of a refusal (also in the body).
 	ReasonHeader = "X-Headroom-Reason"
 )
@@ -37,6 +38,10 @@ type Config struct {
 	// Class (optional; default: the argument "class", else the app's
 	// class, else video-hd).
 	Class connect.ClassRule
+	// UserArg (optional, default DefaultUserArg): the stream URL's query
+	// argument that names the client's user, counted among the tenant's
+	// active users ("-" for none).
+	UserArg string
 	// TTL (optional, default DefaultTTL; negative: none) of every session:
 	// on_update (notify_update_timeout, well under the TTL) or a stat read
 	// keeps it alive; one whose nginx died ends at its last sign of life.
@@ -89,6 +94,12 @@ func New(a *agent.Agent, cfg Config) (*Connector, error) {
 	}
 	if cfg.Class.Arg == "" {
 		cfg.Class.Arg = DefaultClassArg
+	}
+	switch cfg.UserArg {
+	case "":
+		cfg.UserArg = DefaultUserArg
+	case "-":
+		cfg.UserArg = ""
 	}
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
@@ -205,7 +216,7 @@ func (c *Connector) admit(w http.ResponseWriter, h Hook) {
 				"session", prev, "billed", d)
 		}
 	}
-	res, err := c.h.Open(agent.OpenOptions{Tenant: tenant, Class: cls.String(), Session: id, TTL: c.cfg.TTL})
+	res, err := c.h.Open(agent.OpenOptions{Tenant: tenant, Class: cls.String(), Session: id, TTL: c.cfg.TTL, User: c.userOf(&h)})
 	switch {
 	case err != nil:
 		c.log.Warn("nginx-rtmp client refused", "call", h.Call, "tenant", tenant, "error", err)
@@ -245,7 +256,7 @@ func (c *Connector) update(w http.ResponseWriter, h Hook) {
 		return
 	}
 	id = sessionID(k.kind, k.id, c.cfg.now().UnixMilli())
-	if _, err := c.h.Open(agent.OpenOptions{Tenant: tenant, Class: cls.String(), Session: id, TTL: c.cfg.TTL, Force: true}); err != nil {
+	if _, err := c.h.Open(agent.OpenOptions{Tenant: tenant, Class: cls.String(), Session: id, TTL: c.cfg.TTL, Force: true, User: c.userOf(&h)}); err != nil {
 		c.log.Warn("nginx-rtmp update: cannot count the client again", "clientid", h.ClientID, "error", err)
 	} else {
 		c.mu.Lock()
@@ -393,4 +404,12 @@ func (c *Connector) fetch(ctx context.Context) (*Stat, error) {
 		return nil, fmt.Errorf("GET %s: %s", c.cfg.StatURL, resp.Status)
 	}
 	return ParseStat(resp.Body)
+}
+
+// userOf is the user of a hook's client, from its URL's query argument.
+func (c *Connector) userOf(h *Hook) string {
+	if c.cfg.UserArg == "" {
+		return ""
+	}
+	return agent.UserOf(h.Args[c.cfg.UserArg])
 }

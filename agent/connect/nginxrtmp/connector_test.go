@@ -310,3 +310,33 @@ func TestSessionIDRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestHookUser: the stream URL's user argument is the session's user (an
+// id that is not a valid one is kept distinct by its hash); without it the
+// session has none.
+func TestHookUser(t *testing.T) {
+	r := newRig(t, Config{}, soft("acme", 10))
+	for _, c := range []struct{ clientid, user, want string }{
+		{"1", "alice", "alice"},
+		{"2", "émile", agent.UserOf("émile")},
+		{"3", "", ""},
+	} {
+		fields := []string{"call", "publish", "name", "cam" + c.clientid, "clientid", c.clientid, "tenant", "acme"}
+		if c.user != "" {
+			fields = append(fields, "user", c.user)
+		}
+		code, _, id := r.hook(fields...)
+		if code != 200 {
+			t.Fatalf("publisher %s: %d", c.clientid, code)
+		}
+		var got string
+		for _, s := range r.a.Sessions("acme") {
+			if s.Session == id {
+				got = s.User
+			}
+		}
+		if got != c.want {
+			t.Errorf("publisher %s with user %q: session user %q, want %q", c.clientid, c.user, got, c.want)
+		}
+	}
+}
