@@ -17,11 +17,16 @@ import (
 
 // BenchmarkOpenClose measures an in-process admission (open) and close pair
 // on an agent whose tenant state admits, with 10,000 other sessions open:
-// a soft plan (the pushed global figure decides), and a strict one whose
-// leased share suffices (the "strict admission" figure of BENCHMARKS.md).
+// a soft plan (the pushed global figure decides), a strict one whose
+// leased share suffices (the "strict admission" figure of BENCHMARKS.md),
+// and the same strict one with a user on each session (1,024 users).
 func BenchmarkOpenClose(b *testing.B) {
-	for _, mode := range []string{"soft", "strict"} {
+	for _, mode := range []string{"soft", "strict", "strict+user"} {
 		b.Run(mode, func(b *testing.B) {
+			withUser := mode == "strict+user"
+			if withUser {
+				mode = "strict"
+			}
 			a, err := New(Config{DataDir: b.TempDir(), Servers: []string{"127.0.0.1:1"}})
 			if err != nil {
 				b.Fatal(err)
@@ -38,15 +43,19 @@ func BenchmarkOpenClose(b *testing.B) {
 				a.Open("t2", "audio", "bg"+itoa(i), 0)
 			}
 			ids := make([]string, 1024)
+			users := make([]string, 1024)
 			for i := range ids {
 				ids[i] = "session-" + itoa(i)
+				if withUser {
+					users[i] = "user-" + itoa(i*7919%1024) // 1,024 users, in another order
+				}
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
 				id := ids[i&1023]
-				res, err := a.Open("t1", "video-hd", id, 0)
+				res, err := a.OpenWith(OpenOptions{Tenant: "t1", Class: "video-hd", Session: id, User: users[i&1023]})
 				if err != nil || !res.Admitted {
 					b.Fatal(res, err)
 				}

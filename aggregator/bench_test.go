@@ -2,6 +2,8 @@ package aggregator
 
 import (
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -47,4 +49,96 @@ func BenchmarkApplyBatch1000(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/batch")
+}
+
+// BenchmarkApplyUsers1000 measures the state machine applying one log entry
+// holding one agent batch that carries, for 1,000 tenants, 5 users each
+// (new ones every batch): 1,000 UserSets merged into day and period counts.
+// "exact": tenants under ExactUsers distinct users; "sketch": tenants
+// already past it (their users in a HyperLogLog sketch).
+func BenchmarkApplyUsers1000(b *testing.B) {
+	for _, regime := range []string{"exact", "sketch"} {
+		b.Run(regime, func(b *testing.B) {
+			f := NewFSM(nil, nil)
+			idx := uint64(0)
+			at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+			day := dayOf(at.UnixNano())
+			apply := func(data []byte) *applyResult {
+				idx++
+				return f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(*applyResult)
+			}
+			enc := func(seq uint64, sets []wire.UserSet) []byte {
+				cmd := agentItemsCmd{Time: at.UnixNano(), DefaultPlan: "payg",
+					Items: []agentItem{{Kind: itemDelta, Body: wire.Append(nil, &wire.DeltaBatch{AgentID: "a1", Epoch: 1, Seq: seq, Users: sets})}}}
+				data, _ := encodeCmd(cmdAgentItems, &cmd)
+				return data
+			}
+			data, _ := encodeCmd(cmdAgentItems, itemsCmd(at.UnixNano(), "payg", &wire.FullState{AgentID: "a1", Epoch: 1}))
+			apply(data)
+			var h uint64
+			next := func() uint64 { h += 0x9e3779b97f4a7c15; return h * 0xbf58476d1ce4e5b9 }
+			sets := func(per int) []wire.UserSet {
+				out := make([]wire.UserSet, 1000)
+				for i := range out {
+					out[i] = wire.UserSet{Tenant: fmt.Sprintf("tenant-%04d", i), Day: day, Hashes: make([]uint64, per)}
+					for j := range out[i].Hashes {
+						out[i].Hashes[j] = next()
+					}
+				}
+				return out
+			}
+			seq := uint64(1)
+			if regime == "sketch" {
+				for _, k := range []int{maxUserHashes / 10, ExactUsers} { // 100, then 1,000 more: past the exact counts
+					if r := apply(enc(seq, sets(k))); r.Items[0].Status != statusApplied {
+						b.Fatal(r.Items[0])
+					}
+					seq++
+				}
+			}
+			datas := make([][]byte, b.N)
+			for i := range datas {
+				datas[i] = enc(seq+uint64(i), sets(5))
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if r := apply(datas[i]); r.Items[0].Status != statusApplied {
+					b.Fatalf("batch %d: %+v", i, r.Items[0])
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/batch")
+		})
+	}
+}
+
+// BenchmarkMAUError counts n distinct users (random 64-bit hashes, as
+// XXH64 of ids is) over several seeds and reports the largest relative
+// error of the count, and the bytes a tenant-period's Users holds.
+func BenchmarkMAUError(b *testing.B) {
+	for _, n := range []int{1_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var worst float64
+			var size int
+			for i := 0; i < b.N; i++ {
+				for seed := uint64(1); seed <= 8; seed++ {
+					r := rand.New(rand.NewPCG(seed, uint64(n)))
+					var u Users
+					batch := make([]uint64, 0, 10_000)
+					for k := 0; k < n; k++ {
+						batch = append(batch, r.Uint64())
+						if len(batch) == cap(batch) || k == n-1 {
+							u.Add(batch)
+							batch = batch[:0]
+						}
+					}
+					err := math.Abs(float64(u.Count())-float64(n)) / float64(n)
+					worst = max(worst, err)
+					size = u.size()
+				}
+			}
+			b.ReportMetric(worst*100, "max-err-%")
+			b.ReportMetric(float64(size), "bytes")
+		})
+	}
 }

@@ -130,4 +130,3 @@ func TestInvoiceExport(t *testing.T) {
 		}
 	}
 }
-

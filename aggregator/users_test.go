@@ -186,3 +186,32 @@ func TestUsersOfAClosedPeriod(t *testing.T) {
 		t.Errorf("days kept after the period closed: %+v", tn.Days)
 	}
 }
+
+// TestHashSetCollisions: hashes sharing their low bits (one probe chain),
+// the hash 0 and duplicates are each counted once, through growth.
+func TestHashSetCollisions(t *testing.T) {
+	var s hashSet
+	want := map[uint64]bool{}
+	for i := uint64(0); i < 700; i++ {
+		for _, h := range []uint64{i << 32, i<<32 | 5, (i % 7) << 40} {
+			s.add(h)
+			want[h] = true
+		}
+	}
+	if s.len() != len(want) {
+		t.Fatalf("%d distinct hashes, set holds %d", len(want), s.len())
+	}
+	got := s.all(nil)
+	if len(got) != len(want) {
+		t.Fatalf("all gives %d hashes, want %d", len(got), len(want))
+	}
+	for _, h := range got {
+		if !want[h] {
+			t.Fatalf("hash %#x never added", h)
+		}
+		delete(want, h)
+	}
+	if len(want) != 0 {
+		t.Fatalf("%d hashes missing", len(want))
+	}
+}
