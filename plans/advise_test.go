@@ -346,6 +346,14 @@ func BenchmarkAdvise100k(b *testing.B) {
 			days = days[:int(asOf.Sub(nov.Start())/day)+1]
 		}
 		ins[i] = AdviceInput{Current: cat[i%len(cat)], Period: nov, AsOf: asOf, Days: days}
+		if i%3 == 0 { // a third with the previous period, observed since it began, and active users
+			prev := &PeriodUsage{Period: nov.Prev(), Peak: base/8 + uint64(r.IntN(50)), MAU: base * 20}
+			for c := range prev.Minutes {
+				prev.Minutes[c] = base * uint64(r.IntN(5_000))
+			}
+			ins[i].Previous, ins[i].ObservedFrom = prev, nov.Prev().Start()
+			ins[i].MAU, ins[i].PeakDAU = base*25, base*4
+		}
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
