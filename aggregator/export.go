@@ -168,7 +168,7 @@ func (s *State) exportMark(r exportRef) *ExportMark {
 	if u == nil {
 		return nil
 	}
-	ru := u.Regions[r.Region]
+	ru := u.Regions.get(r.Region)
 	if ru == nil {
 		return nil
 	}
@@ -183,8 +183,8 @@ func (a *applier) dropExport(t *Tenant) {
 		return
 	}
 	for _, u := range t.Usage {
-		for _, ru := range u.Regions {
-			if m := ru.Export; m != nil && m.Cut != m.Sent {
+		for _, r := range u.Regions {
+			if m := r.Val.Export; m != nil && m.Cut != m.Sent {
 				e.pending--
 			}
 		}
@@ -265,8 +265,8 @@ func (s *State) eachRecord(index uint64, closed string, fn func(t *Tenant, perio
 			if p <= closed {
 				continue
 			}
-			for r, ru := range u.Regions {
-				if !fn(t, p, r, ru) {
+			for _, r := range u.Regions {
+				if !fn(t, p, r.Key, r.Val) {
 					return
 				}
 			}

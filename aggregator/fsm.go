@@ -111,7 +111,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 
 func (a *applier) applyItem(it agentItem, c *agentItemsCmd) itemResult {
 	defaultPlan := c.DefaultPlan
-	m, err := wire.Decode(it.Body)
+	m, err := a.s.decoder().Decode(it.Body)
 	if err != nil {
 		return itemResult{Status: statusInvalid}
 	}

@@ -83,8 +83,9 @@ func meteringJSON(st *State, t *Tenant, period string) MeteringJSON {
 	if p, err := plans.ParsePeriod(period); err == nil {
 		j.ClosesAt = p.End().Add(time.Duration(st.grace())).Format(time.RFC3339)
 	}
-	for name, r := range u.Regions {
-		rj := RegionJSON{Region: name, SecondsByClass: make(map[string]float64, numClasses), PCU: r.PCU}
+	for _, kv := range u.Regions {
+		r := kv.Val
+		rj := RegionJSON{Region: kv.Key, SecondsByClass: make(map[string]float64, numClasses), PCU: r.PCU}
 		var unitMicros float64
 		for i, m := range r.Micros {
 			c := plans.Class(i + 1)
@@ -174,11 +175,11 @@ func (s *Server) gatherUsage(id string, p plans.Period) tenantUsage {
 			d := &tu.days[day]
 			d.Peak = max(d.Peak, b.Peak)
 			d.Refused += b.Refused
-			for r, peak := range b.RegionPeaks {
+			for _, rp := range b.RegionPeaks {
 				if regionPeaks[day] == nil {
 					regionPeaks[day] = make(map[string]uint64)
 				}
-				regionPeaks[day][r] = max(regionPeaks[day][r], peak)
+				regionPeaks[day][rp.Key] = max(regionPeaks[day][rp.Key], rp.Val)
 			}
 			for c, m := range b.Micros {
 				micros[day][c] += m

@@ -184,27 +184,23 @@ func (a *applier) bookUsage(t *Tenant, c int, e *wire.DeltaEntry, agentNow uint6
 	if b.RegionPeaks == nil {
 		// A bucket without regional peaks yet (a new day or plan): every
 		// region's count starts it, as the global peak does.
-		for r, n := range t.RegionOpen {
-			raiseRegionPeak(u, b, r, n)
+		for _, r := range t.RegionOpen {
+			raiseRegionPeak(u, b, r.Key, r.Val)
 		}
 	} else {
 		// Only this agent's region changed since the bucket had them.
-		raiseRegionPeak(u, b, bk.region, t.RegionOpen[bk.region])
+		raiseRegionPeak(u, b, bk.region, t.RegionOpen.get(bk.region))
 	}
 	a.touch(t)
 }
 
 // region returns the usage of region r, creating it.
 func (u *Usage) region(r string) *RegionUsage {
-	ru := u.Regions[r]
-	if ru == nil {
-		if u.Regions == nil {
-			u.Regions = make(map[string]*RegionUsage)
-		}
-		ru = &RegionUsage{}
-		u.Regions[r] = ru
+	p := u.Regions.ptr(r)
+	if *p == nil {
+		*p = &RegionUsage{}
 	}
-	return ru
+	return *p
 }
 
 // raiseRegionPeak raises region r's peak of the period and of the bucket.
@@ -214,11 +210,8 @@ func raiseRegionPeak(u *Usage, b *Bucket, r string, peak uint64) {
 	}
 	ru := u.region(r)
 	ru.PCU = max(ru.PCU, peak)
-	if peak > b.RegionPeaks[r] {
-		if b.RegionPeaks == nil {
-			b.RegionPeaks = make(map[string]uint64)
-		}
-		b.RegionPeaks[r] = peak
+	if p := b.RegionPeaks.ptr(r); peak > *p {
+		*p = peak
 	}
 }
 
@@ -241,12 +234,12 @@ func (a *applier) bookTenantPeaks(rec *AgentRec, peaks []wire.TenantPeak, bk boo
 		tb := a.tenantBooking(t, bk)
 		u := a.usageFor(t, tb.period)
 		b := a.bucketFor(t, u, tb)
-		peak, regional := t.Open.total()+over, t.RegionOpen[rec.Region]+over
+		peak, regional := t.Open.total()+over, t.RegionOpen.get(rec.Region)+over
 		var regionPCU uint64
-		if ru := u.Regions[rec.Region]; ru != nil {
+		if ru := u.Regions.get(rec.Region); ru != nil {
 			regionPCU = ru.PCU
 		}
-		if peak > u.PCU || peak > b.Peak || regional > regionPCU || regional > b.RegionPeaks[rec.Region] {
+		if peak > u.PCU || peak > b.Peak || regional > regionPCU || regional > b.RegionPeaks.get(rec.Region) {
 			a.raisePeak(u, b, peak)
 			raiseRegionPeak(u, b, rec.Region, regional)
 			a.touch(t)
@@ -269,18 +262,20 @@ func (a *applier) countLate(entries []wire.DeltaEntry) {
 // addRegionOpen takes sub from and adds add to t's open count in region r
 // (never below zero).
 func (t *Tenant) addRegionOpen(r string, sub, add uint64) {
-	n := t.RegionOpen[r]
-	n = n - min(n, sub) + add
-	if n == 0 {
-		if delete(t.RegionOpen, r); len(t.RegionOpen) == 0 {
-			t.RegionOpen = nil // as a snapshot restores it
+	i, ok := t.RegionOpen.find(r)
+	if !ok {
+		if add == 0 {
+			return
 		}
+		t.RegionOpen.set(r, add)
 		return
 	}
-	if t.RegionOpen == nil {
-		t.RegionOpen = make(map[string]uint64)
+	n := t.RegionOpen[i].Val
+	if n = n - min(n, sub) + add; n == 0 {
+		t.RegionOpen.del(r)
+		return
 	}
-	t.RegionOpen[r] = n
+	t.RegionOpen[i].Val = n
 }
 
 // setRegion records an agent's region; an agent that comes back in another

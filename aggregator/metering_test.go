@@ -315,7 +315,7 @@ func TestRegionalUsageAndPeaks(t *testing.T) {
 	h.region(day.Add(24*time.Hour), "ap", batch("a1", 1, 3, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 4_000_000, Peak: 5}))
 
 	tn := h.tenant("t1")
-	if want := map[string]uint64{"ap": 5, "us": 20}; !reflect.DeepEqual(tn.RegionOpen, want) {
+	if want := map[string]uint64{"ap": 5, "us": 20}; !reflect.DeepEqual(asMap(tn.RegionOpen), want) {
 		t.Errorf("regional open %v, want %v", tn.RegionOpen, want)
 	}
 	u := usageOf(t, h, "t1", "2026-11")
@@ -326,7 +326,7 @@ func TestRegionalUsageAndPeaks(t *testing.T) {
 		"ap": {PCU: 5, Micros: micros("audio", 4_000_000)},
 	}
 	for r, w := range want {
-		if got := u.Regions[r]; got == nil || *got != w {
+		if got := u.Regions.get(r); got == nil || *got != w {
 			t.Errorf("region %s: %+v, want %+v", r, got, w)
 		}
 	}
@@ -472,11 +472,20 @@ func TestRestoreRebuildsRegionalCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.read(func(s *State) {
-		if got, want := s.Tenants["t1"].RegionOpen, map[string]uint64{"eu": 3, "us": 4}; !reflect.DeepEqual(got, want) {
+		if got, want := asMap(s.Tenants["t1"].RegionOpen), map[string]uint64{"eu": 3, "us": 4}; !reflect.DeepEqual(got, want) {
 			t.Errorf("t1 regional open %v, want %v", got, want)
 		}
-		if got, want := s.Tenants["t2"].RegionOpen, map[string]uint64{"eu": 1}; !reflect.DeepEqual(got, want) {
+		if got, want := asMap(s.Tenants["t2"].RegionOpen), map[string]uint64{"eu": 1}; !reflect.DeepEqual(got, want) {
 			t.Errorf("t2 regional open %v, want %v", got, want)
 		}
 	})
+}
+
+// asMap is m as a Go map.
+func asMap[V any](m smallMap[V]) map[string]V {
+	out := make(map[string]V, len(m))
+	for _, e := range m {
+		out[e.Key] = e.Val
+	}
+	return out
 }

@@ -67,6 +67,8 @@ type State struct {
 	// Export is the usage export's cursor (export.go); nil before the
 	// first cut.
 	Export *ExportState `msgpack:",omitempty"`
+
+	dec wire.Decoder // see decoder; not part of the state
 }
 
 // Tenant is one customer app.
@@ -88,7 +90,7 @@ type Tenant struct {
 	Usage map[string]*Usage
 	// RegionOpen is the open count per agent region, all classes: the sum
 	// of the counts of the region's agents.
-	RegionOpen map[string]uint64 `msgpack:",omitempty"`
+	RegionOpen smallMap[uint64] `msgpack:",omitempty"`
 	// OverSince is the entry time from which the tenant's global open count
 	// has stood at or over its plan's ceiling, not yet booked to
 	// Usage.OverNanos; 0 while it is below.
@@ -109,6 +111,10 @@ type Tenant struct {
 	// Days are the distinct users of each UTC day of the open periods, in
 	// day order (users.go); a closed period's days are dropped.
 	Days []DayUsers `msgpack:",omitempty"`
+	// cur is Usage[curPeriod], the period of the latest entry that booked
+	// to the tenant (derived: Apply's shortcut to it).
+	cur       *Usage
+	curPeriod string
 }
 
 // Usage is what a tenant used in one period.
@@ -132,7 +138,7 @@ type Usage struct {
 	Late       uint64 `msgpack:",omitempty"`
 	LateMicros uint64 `msgpack:",omitempty"`
 	// Regions is the usage through each agent region's agents.
-	Regions map[string]*RegionUsage `msgpack:",omitempty"`
+	Regions smallMap[*RegionUsage] `msgpack:",omitempty"`
 	// Users are the period's distinct users (users.go), MAU their count and
 	// PeakDAU the most distinct users of one day; the sketch is dropped once
 	// the period is closed, the figures stay.
@@ -152,7 +158,7 @@ type Bucket struct {
 	// Minutes are the sessions that ended, each rounded up to a minute.
 	Minutes classCounts `msgpack:",omitempty"`
 	// RegionPeaks is the highest open count seen per agent region.
-	RegionPeaks map[string]uint64 `msgpack:",omitempty"`
+	RegionPeaks smallMap[uint64] `msgpack:",omitempty"`
 }
 
 // AgentRec is what the cluster remembers of one agent.
@@ -218,6 +224,22 @@ type applier struct {
 	changed    []string     // tenants changed by this entry, each once
 	touched    []*Tenant    // the same tenants (those still in the state)
 	audited    []AuditEntry // audit entries appended by this entry
+}
+
+// decoder is the State's decoder of agent messages: the entries of the
+// batch it decoded last are reused for the next (Apply keeps none), and an
+// entry of a known tenant comes with its *Tenant (Decoder.Known), found
+// while decoding, so that Apply does not look it up again.
+func (s *State) decoder() *wire.Decoder {
+	if s.dec.Intern == nil {
+		s.dec.Intern = func(b []byte) (string, any) {
+			if t := s.Tenants[string(b)]; t != nil {
+				return t.Name, t
+			}
+			return "", nil
+		}
+	}
+	return &s.dec
 }
 
 func (s *State) newApplier(index uint64, t int64) *applier {
@@ -296,7 +318,10 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		if c < 0 || e.Tenant == "" {
 			continue // refused before proposing; never trust it here either
 		}
-		t := a.tenant(e.Tenant, defaultPlan)
+		t, _ := a.s.dec.Known(i).(*Tenant) // b was decoded by a.s.dec
+		if t == nil || t.Name != e.Tenant {
+			t = a.tenant(e.Tenant, defaultPlan)
+		}
 		counts := rec.Counts[e.Tenant]
 		if counts == nil {
 			counts = &classCounts{}
@@ -340,10 +365,15 @@ func (a *applier) raisePeak(u *Usage, b *Bucket, peak uint64) {
 // period drops the buckets of those before the previous one: closed
 // periods keep their totals only.
 func (a *applier) usage(t *Tenant) *Usage {
+	if t.cur != nil && t.curPeriod == a.period {
+		return t.cur
+	}
 	if u := t.Usage[a.period]; u != nil {
+		t.cur, t.curPeriod = u, a.period
 		return u
 	}
 	u := t.usage(a.period)
+	t.cur, t.curPeriod = u, a.period
 	cur, _ := plans.ParsePeriod(a.period)
 	keep := cur.Prev().String()
 	for p, old := range t.Usage {

@@ -75,6 +75,45 @@ func appendBody(b []byte, m Message) ([]byte, bool) {
 // ErrMalformed or ErrUnknownType.
 func Decode(body []byte) (Message, error) {
 	d := decoder{b: body}
+	return d.decode()
+}
+
+// A Decoder decodes bodies like Decode, with two economies for a caller
+// that decodes many batches in turn (the state machine): the Entries of a
+// DeltaBatch it returns reuse the memory of the previous one's, so they are
+// valid only until its next Decode; and a tenant id the caller knows is the
+// caller's string, not a new one, with the caller's handle on the tenant
+// (Known). A Decoder is not safe for concurrent use.
+type Decoder struct {
+	// Intern, if set, looks a tenant id up among those the caller knows:
+	// it returns the id as the caller holds it and the caller's handle on
+	// the tenant, or a nil handle when it knows none.
+	Intern  func(id []byte) (string, any)
+	entries []DeltaEntry
+	known   []any
+}
+
+// Decode decodes one body (see Decoder).
+func (dc *Decoder) Decode(body []byte) (Message, error) {
+	d := decoder{b: body, reuse: true, entries: dc.entries, knownOf: dc.known[:0], intern: dc.Intern}
+	m, err := d.decode()
+	if cap(d.entries) > cap(dc.entries) {
+		dc.entries = d.entries[:0]
+	}
+	dc.known = d.knownOf
+	return m, err
+}
+
+// Known returns the handle Intern gave for the tenant of entry i of the
+// DeltaBatch decoded last, nil when Intern knew none.
+func (dc *Decoder) Known(i int) any {
+	if i < len(dc.known) {
+		return dc.known[i]
+	}
+	return nil
+}
+
+func (d *decoder) decode() (Message, error) {
 	n, err := d.arrayLen()
 	if err == nil && n != 2 {
 		err = errorf("body is an array of %d elements, want 2", n)
@@ -461,10 +500,23 @@ func (d *decoder) deltaEntries(depth int) ([]DeltaEntry, error) {
 	if err != nil || n == 0 {
 		return nil, err
 	}
-	s := make([]DeltaEntry, n)
+	var s []DeltaEntry
+	if d.reuse && cap(d.entries) >= n {
+		s = d.entries[:n]
+		clear(s)
+	} else {
+		s = make([]DeltaEntry, n)
+		if d.reuse {
+			d.entries = s // kept for the Decoder's next batch
+		}
+	}
 	for i := range s {
+		d.entryKnown = nil
 		if err := d.deltaEntry(&s[i], depth+1); err != nil {
 			return nil, atIndex(err, i)
+		}
+		if d.reuse {
+			d.knownOf = append(d.knownOf, d.entryKnown)
 		}
 	}
 	return s, nil
@@ -513,6 +565,7 @@ func (d *decoder) deltaEntry(e *DeltaEntry, depth int) error {
 				b = b[2+l:]
 				if k == 1 {
 					e.Tenant = d.internTenant(s)
+					d.entryKnown = d.known
 				} else {
 					e.Class = internClass(s)
 				}
@@ -536,6 +589,7 @@ func (d *decoder) deltaField(e *DeltaEntry, seen *uint64, depth int) error {
 		switch k {
 		case 1:
 			e.Tenant, err = d.tenantID()
+			d.entryKnown = d.known
 		case 2:
 			e.Class, err = d.class()
 		case 3:

@@ -278,6 +278,16 @@ type decoder struct {
 	// usually adjacent, so the next id is often the same string and can be
 	// shared instead of allocated again.
 	tenant string
+
+	// A Decoder's: reuse lets the Entries of a DeltaBatch take the memory
+	// of entries, and intern (if set) finds a tenant id the caller holds.
+	reuse      bool
+	entries    []DeltaEntry
+	intern     func([]byte) (string, any)
+	known      any   // intern's handle on tenant
+	entryKnown any   // the handle of the entry being decoded's tenant
+	knownOf    []any // the handles of the entries decoded
+
 }
 
 // be reads a big-endian unsigned integer of n (1, 2, 4 or 8) bytes that
@@ -479,17 +489,26 @@ func (d *decoder) str() (string, error) {
 func (d *decoder) tenantID() (string, error) {
 	b, err := d.strBytes()
 	if err != nil || len(b) == 0 {
+		d.known = nil
 		return "", err
 	}
 	return d.internTenant(b), nil
 }
 
 // internTenant returns b, a tenant id, as a string, sharing the last one
-// returned when it is equal.
+// returned when it is equal, or the one intern knows (its handle in known).
 func (d *decoder) internTenant(b []byte) string {
-	if string(b) != d.tenant { // compiled without a conversion
-		d.tenant = string(b)
+	if string(b) == d.tenant { // compiled without a conversion
+		return d.tenant
 	}
+	d.known = nil
+	if d.intern != nil {
+		if s, h := d.intern(b); h != nil {
+			d.tenant, d.known = s, h
+			return s
+		}
+	}
+	d.tenant = string(b)
 	return d.tenant
 }
 
