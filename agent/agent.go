@@ -191,7 +191,6 @@ type Agent struct {
 	labels    []wire.Label
 	start     time.Time     // base of agent nanos (monotonic in production)
 	clock     func() int64  // agent nanos
-	statePth  string        // the state file
 	flushNow  chan struct{} // cap 1: an early cut is due
 	ackWake   chan struct{} // cap 1: an Ack arrived
 	running   sync.Mutex    // held by Run
@@ -199,9 +198,7 @@ type Agent struct {
 	knobs     knobs         // timings; tests may change them before Run
 	startUnix int64         // a.start in unix nanos: wall = startUnix + agent nanos
 
-	// Owned by persist (persistM):
-	shadow  map[string]stSession // the sessions as last persisted
-	jrSpare []sessChange         // the journal buffer not in use
+	pst persister // the state's files; owned by persistM
 
 	mu       sync.Mutex // guards everything below
 	tab      *table
@@ -211,7 +208,8 @@ type Agent struct {
 	nextSeq  uint64  // seq of the next batch cut
 	unacked  []batch // cut and not acknowledged, in seq order
 	persSeq  uint64  // batches up to this seq are persisted (may be sent)
-	writes   int     // state files written (for tests)
+	writes   int     // state records written (for tests)
+	snaps    uint64  // persists that copied the state (journal.go)
 	dirty    bool    // something to persist besides accrual
 	stream   *stream // current stream, nil if none
 	lastAck  AckInfo

@@ -5,6 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -186,4 +189,123 @@ func BenchmarkAdmitLatency(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkPersist200k measures the agent's persist (what each flush tick
+// writes before it sends) with 200,000 sessions open over 2,000 tenants,
+// every persist after a flush interval's churn: 500 sessions opened and
+// 500 closed, the pending usage cut into a batch (acknowledged before the
+// next). It reports the persist's p50, p99 and max, and the bytes it wrote.
+func BenchmarkPersist200k(b *testing.B) {
+	const open, churn = 200_000, 500
+	a, err := New(Config{DataDir: b.TempDir(), Servers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a.mu.Lock()
+	now := a.now()
+	for i := 0; i < open; i++ {
+		te := a.tab.tenant("tenant-"+itoa(i%2000), true)
+		a.tab.open(te, "s-"+itoa(i), plans.Class(1+i%6), 0, now)
+	}
+	a.mu.Unlock()
+	if err := a.persist(); err != nil { // the first persist writes everything
+		b.Fatal(err)
+	}
+	dirBytes := func() (n int64) {
+		ents, _ := os.ReadDir(a.cfg.DataDir)
+		for _, e := range ents {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return n
+	}
+	next := open
+	var took []time.Duration
+	var written int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		a.mu.Lock()
+		now := a.now()
+		for j := 0; j < churn; j++ {
+			te := a.tab.tenant("tenant-"+itoa(next%2000), true)
+			a.tab.open(te, "s-"+itoa(next), plans.Class(1+next%6), 0, now)
+			a.tab.close(a.tab.sessions["s-"+itoa(next-open)], now)
+			next++
+		}
+		a.cutLocked(now)
+		a.dropAckedLocked(a.nextSeq - 1)
+		a.mu.Unlock()
+		before := dirBytes()
+		b.StartTimer()
+		t0 := time.Now()
+		if err := a.persist(); err != nil {
+			b.Fatal(err)
+		}
+		took = append(took, time.Since(t0))
+		b.StopTimer()
+		written += max(dirBytes()-before, 0)
+		b.StartTimer()
+	}
+	slices.Sort(took)
+	q := func(p float64) float64 {
+		return float64(took[min(len(took)-1, int(p*float64(len(took))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(q(0.5), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+	b.ReportMetric(q(1), "max-ms")
+	b.ReportMetric(float64(written)/float64(b.N), "bytes/persist")
+}
+
+// BenchmarkMemory1M opens 1,000,000 sessions (over 10,000 tenants, no TTL)
+// on an agent, persists (which compacts the journal), and reports the
+// process's resident memory, once the runtime returned what the burst of
+// opening them took, and the Go heap in use (one op: the whole).
+func BenchmarkMemory1M(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		a, err := New(Config{DataDir: b.TempDir(), Servers: []string{"127.0.0.1:1"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		a.mu.Lock()
+		now := a.now()
+		for i := 0; i < 1_000_000; i++ {
+			te := a.tab.tenant("tenant-"+itoa(i%10_000), true)
+			a.tab.open(te, "session-"+itoa(i), plans.Class(1+i%6), 0, now)
+		}
+		a.mu.Unlock()
+		if err := a.persist(); err != nil {
+			b.Fatal(err)
+		}
+		a.waitCompaction()
+		if err := a.persist(); err != nil { // commits the base
+			b.Fatal(err)
+		}
+		runtime.GC()
+		debug.FreeOSMemory()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(rssBytes(b))/(1<<20), "rss-MB")
+		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MB")
+		runtime.KeepAlive(a)
+	}
+}
+
+// rssBytes is the process's resident set (VmRSS of /proc/self/status).
+func rssBytes(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmRSS in /proc/self/status")
+	return 0
 }

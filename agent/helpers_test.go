@@ -38,6 +38,7 @@ func newTestAgentClock(t testing.TB, cfg Config, clk *fakeClock) (*Agent, *fakeC
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(a.waitCompaction) // no write into the removed directory
 	return a, clk
 }
 

@@ -68,6 +68,17 @@ func (c *cell) accrue(now int64) {
 	c.last = now
 }
 
+// settled reports whether, accrued to now, the cell holds nothing that its
+// open sessions do not say: no TTL session (whose provisional time it
+// holds), no event, its peak its count, and under a millisecond of time
+// (what a cut just after left: the sub-microsecond remainder and the time
+// since). A persist leaves such cells out, and restore rebuilds them from
+// the sessions; what a crash may lose of them is that millisecond.
+func (c *cell) settled() bool {
+	return c.ttlN == 0 && c.opened|c.closed|c.refused|c.reconciled|c.closedMin == 0 &&
+		c.peak <= c.count && c.acc < int64(time.Millisecond)
+}
+
 // provisional is the accrued time of the cell's TTL sessions that an expiry
 // could still take back, at now (after accrue(now)).
 func (c *cell) provisional(now int64) int64 { return c.ttlN*now - c.anchors }

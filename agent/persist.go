@@ -5,41 +5,42 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 
 	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
-// The agent's state is one file, DataDir/agent.state: msgpack.Marshal of
-// stateFile, a map whose keys are the msgpack tags below (sessions are
-// arrays, see stSession), written whole to agent.state.tmp, fsynced, renamed
-// over agent.state, and the directory fsynced. It is written at most once per
-// flush tick, and only when something changed (an event, an ack, a tenant
-// state, or open sessions whose time accrues). All times are wall clock, unix
-// nanoseconds. A large table takes longer to write than a tick (about half a
-// second for 200,000 sessions); the flusher then simply runs less often,
-// since it persists before it sends.
+// The state persisted is stateFile: the agent's identity and sequence
+// numbers, its open sessions, the batches cut and not acknowledged, the
+// usage not yet cut, the tenants' states and the active users not yet cut.
+// All times are wall clock, unix nanoseconds. It is written as a base and
+// a journal of changes (journal.go), at most once per flush tick and only
+// when something changed (an event, an ack, a tenant state, or open
+// sessions whose time accrues); the flusher persists before it sends.
 //
-// The msgpack is followed by an 8-byte trailer, "hrck" and the CRC-32C
-// (Castagnoli, big endian) of the msgpack before it, checked at load: a
-// damaged file is refused as corrupt rather than read as other sessions. A
-// file without the trailer (written before it existed) still loads, and
-// builds before it read a file with it, since msgpack ignores what follows.
+// Version 1 was the whole state in one file, DataDir/agent.state, written
+// whole at every persist: msgpack.Marshal of stateFile, a map whose keys
+// are the msgpack tags below (sessions are arrays, see stSession),
+// followed by an 8-byte trailer, "hrck" and the CRC-32C (Castagnoli, big
+// endian) of the msgpack before it. Such a file loads as the base of
+// generation 0 and is replaced by the next base. Version 2 keeps
+// agent.state as a marker in the same form, so that a build of version 1
+// refuses the directory ("unsupported version 2") instead of starting
+// afresh.
 //
 // Version history:
 //
-//	1: first version.
-const (
-	stateFileName = "agent.state"
-	stateVersion  = 1
-)
+//	1: one state file.
+//	2: a base and a journal (journal.go).
+const stateFileName = "agent.state"
 
 type stateFile struct {
 	Version int    `msgpack:"v"`
@@ -225,6 +226,9 @@ func (a *Agent) snapshotLocked(now int64) *stateFile {
 				continue
 			}
 			c.accrue(now)
+			if c.settled() {
+				continue // restore rebuilds it from the sessions
+			}
 			st.Pending = append(st.Pending, stCell{
 				Tenant: te.id, Class: className(plans.Class(i + 1)), Acc: c.acc,
 				Peak: c.peak, Opened: c.opened, Closed: c.closed, Refused: c.refused,
@@ -248,46 +252,67 @@ func (a *Agent) snapshotLocked(now int64) *stateFile {
 	return st
 }
 
-// persist writes the current state to disk. Calls are serialised by
-// persistM; a.mu is held only to copy what changed. Sessions are not copied
-// under the mutex: the table journals session changes, and persist applies
-// them to its shadow copy of the sessions (owned by persistM) outside the
-// mutex. The first persist, and one after the journal overflowed, copies
-// every session instead. On success the batches cut before the copy may be
-// sent.
+// persist writes the current state to disk: a record appended to the
+// journal, holding the session changes the table journalled since the
+// previous one. Calls are serialised by persistM; a.mu is held only to copy
+// the state but the sessions, and to take the changes. The first persist
+// of a directory without a base, and one after the table's journal
+// overflowed (or an append failed in a way that leaves the file unsure),
+// writes a base with every session instead. On success the batches cut
+// before the copy may be sent.
 func (a *Agent) persist() error {
 	a.persistM.Lock()
 	defer a.persistM.Unlock()
+	p := &a.pst
 	a.mu.Lock()
 	st := a.snapshotLocked(a.now())
-	full := a.shadow == nil || a.tab.jr.overflow
+	a.snaps++
+	snap, open := a.snaps, len(a.tab.sessions)
+	whole := p.needBase || a.tab.jr.overflow
 	var changes []sessChange
-	if full {
-		changes = a.jrSpare[:0]
+	if whole {
+		changes = p.spare[:0]
 		for _, s := range a.tab.sessions {
-			changes = append(changes, sessChange{op: jOpen, class: s.class, id: s.id, tenant: s.tenant.id, source: s.source,
-				ttl: s.ttl, openedAt: s.openedAt, lastKA: s.lastKA, anchor: s.anchor, doubt: s.doubt, user: s.user})
+			changes = append(changes, s.openChange())
 		}
 		clear(a.tab.jr.ch)
 		a.tab.jr.ch, a.tab.jr.overflow = a.tab.jr.ch[:0], false
+		p.retry = nil
 	} else {
 		changes = a.tab.jr.ch
-		a.tab.jr.ch = a.jrSpare[:0]
+		a.tab.jr.ch = p.spare[:0]
+		if len(p.retry) > 0 { // what a failed append held goes first
+			changes = append(p.retry, changes...)
+			p.retry = nil
+		}
 	}
+	p.spare = nil
 	a.dirty = false
 	a.mu.Unlock()
 
-	if full {
-		a.shadow = make(map[string]stSession, len(changes))
+	var err error
+	if p.fault != nil {
+		err = p.fault()
 	}
-	a.applyChanges(changes)
-	clear(changes)
-	a.jrSpare = changes[:0]
-	st.Sessions = make([]stSession, 0, len(a.shadow))
-	for _, ss := range a.shadow {
-		st.Sessions = append(st.Sessions, ss)
+	if err == nil && whole {
+		err = a.writeBaseWhole(st, changes)
+	} else if err == nil {
+		err = a.appendRecord(st, changes)
 	}
-	err := writeState(a.statePth, st)
+	switch {
+	case err == nil || whole:
+		if err != nil {
+			p.needBase = true
+		}
+		clear(changes)
+		if cap(changes) <= 1<<16 { // a burst's buffer goes
+			p.spare = changes[:0]
+		}
+	case len(changes) > 2*open+65536:
+		p.needBase = true // too much to hold: write everything once it works
+	default:
+		p.retry = changes
+	}
 
 	a.mu.Lock()
 	if err != nil {
@@ -300,39 +325,37 @@ func (a *Agent) persist() error {
 	}
 	a.mu.Unlock()
 	if err != nil {
-		a.log.Error("cannot persist agent state; batches are held back until it works", "file", a.statePth, "error", err)
+		a.log.Error("cannot persist agent state; batches are held back until it works", "dir", p.dir, "error", err)
+		return err
 	}
-	return err
+	a.compactStep(snap)
+	return nil
 }
 
-// applyChanges applies journal records to the shadow sessions.
-func (a *Agent) applyChanges(changes []sessChange) {
-	for i := range changes {
-		c := &changes[i]
-		switch c.op {
-		case jOpen:
-			ss := stSession{ID: c.id, Tenant: c.tenant, Class: className(c.class), TTL: c.ttl,
-				OpenedAt: a.startUnix + c.openedAt, LastKA: a.startUnix + c.lastKA, Source: c.source, User: c.user}
-			if c.ttl > 0 {
-				ss.Anchor = a.startUnix + c.anchor
-			}
-			if c.doubt {
-				ss.Doubt = a.startUnix + c.anchor
-			}
-			a.shadow[c.id] = ss
-		case jClose:
-			delete(a.shadow, c.id)
-		case jTouch:
-			if ss, ok := a.shadow[c.id]; ok {
-				ss.LastKA = a.startUnix + c.lastKA
-				ss.Doubt = 0 // a keepalive settles any doubt
-				if ss.TTL > 0 {
-					ss.Anchor = a.startUnix + c.anchor
-				}
-				a.shadow[c.id] = ss
-			}
+// openChange is the journal record of s as an open.
+func (s *session) openChange() sessChange {
+	return sessChange{op: jOpen, class: s.class, id: s.id, tenant: s.tenant.id, source: s.source,
+		ttl: s.ttl, openedAt: s.openedAt, lastKA: s.lastKA, anchor: s.anchor, doubt: s.doubt, user: s.user}
+}
+
+// stChangeOf is c as written, times made wall clock.
+func (a *Agent) stChangeOf(c *sessChange) stChange {
+	w := a.startUnix
+	switch c.op {
+	case jOpen:
+		ss := stSession{ID: c.id, Tenant: c.tenant, Class: className(c.class), TTL: c.ttl,
+			OpenedAt: w + c.openedAt, LastKA: w + c.lastKA, Source: c.source, User: c.user}
+		if c.ttl > 0 {
+			ss.Anchor = w + c.anchor
 		}
+		if c.doubt {
+			ss.Doubt = w + c.anchor
+		}
+		return stChange{Op: jOpen, S: ss}
+	case jTouch:
+		return stChange{Op: jTouch, S: stSession{ID: c.id, LastKA: w + c.lastKA, Anchor: w + c.anchor}}
 	}
+	return stChange{Op: jClose, S: stSession{ID: c.id}}
 }
 
 const stateSumMagic = "hrck"
@@ -356,34 +379,6 @@ func checkStateSum(data []byte) ([]byte, error) {
 	return data[:n], nil
 }
 
-// writeState writes st to path atomically and durably.
-func writeState(path string, st *stateFile) error {
-	data, err := msgpack.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encode state: %w", err)
-	}
-	data = binary.BigEndian.AppendUint32(append(data, stateSumMagic...), crc32.Checksum(data, castagnoli))
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -402,9 +397,26 @@ func (a *Agent) load() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("agent: data directory: %w", err)
 	}
-	a.statePth = filepath.Join(dir, stateFileName)
-	data, err := os.ReadFile(a.statePth)
-	if errors.Is(err, fs.ErrNotExist) {
+	p := &a.pst
+	p.dir = dir
+	staged := &stagedSessions{a: a, m: make(map[string]stagedSession)}
+	rc, err := recoverState(dir, staged)
+	var cf *corruptFile
+	if errors.As(err, &cf) {
+		return fmt.Errorf("agent: state file %s is corrupt (%v): %s", cf.path, cf.err, corruptWayOut)
+	}
+	if err != nil {
+		return fmt.Errorf("agent: read state: %w", err)
+	}
+	p.gen, p.size, p.baseGen, p.baseSize = rc.gen, rc.size, rc.baseGen, rc.baseSize
+	p.needBase = rc.baseGen == 0 // a new directory, or one of version 1
+	p.clean = rc.clean
+	p.files = rc.files
+	if rc.torn > 0 {
+		a.log.Warn("the agent's journal ended in a record cut short, as a crash during a write leaves; it was dropped (it was never acknowledged as written, so nothing it held was sent)",
+			"file", journalPath(dir, rc.gen), "bytes", rc.torn)
+	}
+	if rc.head == nil {
 		a.id = a.cfg.AgentID
 		if a.id == "" {
 			a.id = randomID()
@@ -417,19 +429,27 @@ func (a *Agent) load() error {
 		a.log.Info("new agent identity", "id", a.id, "epoch", a.epoch, "dir", dir)
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("agent: read state file: %w", err)
-	}
-	var st stateFile
-	if err := decodeState(data, &st); err != nil {
-		return fmt.Errorf("agent: state file %s is corrupt (%v): %s", a.statePth, err, corruptWayOut)
-	}
-	if err := a.restore(&st); err != nil {
-		if strings.HasPrefix(err.Error(), "corrupt") {
-			return fmt.Errorf("agent: state file %s is %w: %s", a.statePth, err, corruptWayOut)
+	st := rc.head
+	if err := a.restore(st, staged); err != nil {
+		path := journalPath(dir, rc.gen)
+		if rc.legacy {
+			path = filepath.Join(dir, stateFileName)
 		}
-		return fmt.Errorf("agent: state file %s: %w", a.statePth, err)
+		if strings.HasPrefix(err.Error(), "corrupt") {
+			return fmt.Errorf("agent: state file %s is %w: %s", path, err, corruptWayOut)
+		}
+		return fmt.Errorf("agent: state file %s: %w", path, err)
 	}
+	if rc.size > 0 {
+		p.wroteEpoch, p.wroteSeq = st.Epoch, st.NextSeq-1 // the next record may add to the last
+	}
+	if a.tab.openCount() > 0 {
+		// The restored sessions are in doubt from the last persist (or
+		// from an earlier doubt), which the next record says for them
+		// all (jRecord.Restored).
+		p.restoredAt = min(st.SavedAt, a.startUnix+a.now())
+	}
+	a.removeBefore(rc.baseGen)
 	a.log.Info("agent state restored", "id", a.id, "epoch", a.epoch, "next_seq", a.nextSeq,
 		"sessions", a.tab.openCount(), "unacked", len(a.unacked))
 	return nil
@@ -456,8 +476,8 @@ func decodeState(data []byte, st *stateFile) (err error) {
 // is in doubt from SavedAt (closed there by a reconcile or reset that omits
 // it, or kept by any sign of life: see table.go), and one with a TTL keeps
 // its anchor (it expires at its last keepalive if that lapsed).
-func (a *Agent) restore(st *stateFile) error {
-	if st.Version != stateVersion {
+func (a *Agent) restore(st *stateFile, staged *stagedSessions) error {
+	if st.Version != stateVersion && st.Version != legacyVersion {
 		return fmt.Errorf("unsupported version %d (this build reads %d)", st.Version, stateVersion)
 	}
 	if err := validID("agent", st.AgentID, maxSessionID); err != nil {
@@ -493,31 +513,21 @@ func (a *Agent) restore(st *stateFile) error {
 		t.setTenant(wire.TenantInfo{Tenant: ti.Tenant, Plan: ti.Plan, Ceiling: ti.Ceiling, Mode: ti.Mode,
 			BurstPct: ti.BurstPct, Concurrency: ti.Concurrency, Suspended: ti.Suspended}, 0)
 	}
-	for _, ss := range st.Sessions {
-		cls, err := plans.ParseClass(ss.Class)
-		src, serr := validSource(ss.Source)
-		if validSessionID(ss.ID) != nil || validTenantID(ss.Tenant) != nil || err != nil || serr != nil || ss.TTL < 0 || validUserID(ss.User) != nil {
-			return fmt.Errorf("corrupt: session %q", ss.ID)
-		}
-		if t.sessions[ss.ID] != nil {
-			return fmt.Errorf("corrupt: session %q twice", ss.ID)
-		}
-		s := &session{
-			id: ss.ID, source: src, tenant: t.tenant(ss.Tenant, true), class: cls, ttl: ss.TTL, user: ss.User,
-			openedAt: a.fromWall(ss.OpenedAt), lastKA: a.fromWall(ss.LastKA), heapIdx: -1,
-		}
+	for id, sg := range staged.m {
+		s := sg.s
+		s.tenant = t.tenant(sg.tenant, true)
 		if s.ttl > 0 {
-			s.anchor = min(a.fromWall(ss.Anchor), saved)
+			s.anchor = min(s.anchor, saved)
 			s.heapKey = s.lastKA + s.ttl
+		} else if s.doubt {
+			// In doubt from an earlier persist: the doubt of an earlier
+			// crash was never settled.
+			s.anchor = min(s.anchor, saved)
 		} else {
-			// In doubt from the last persist, or from an earlier one if
-			// the doubt of an earlier crash was never settled.
-			s.doubt, s.anchor = true, saved
-			if ss.Doubt != 0 {
-				s.anchor = min(a.fromWall(ss.Doubt), saved)
-			}
+			s.doubt, s.anchor = true, saved // in doubt from the last persist
 		}
 		t.restoreSession(s, saved)
+		delete(staged.m, id)
 	}
 	for _, ti := range st.Tenants {
 		t.tenants[ti.Tenant].base = ti.Base
@@ -588,5 +598,174 @@ func (t *table) restoreCell(te *tenantEntry, cls plans.Class, pc stCell, now int
 	if !c.listed && (c.opened|c.closed|c.refused != 0 || c.peak != 0 || c.count != 0) {
 		c.listed = true
 		t.active = append(t.active, cellRef{te, cls})
+	}
+}
+
+// Pending cells, peaks and tenants are encoded as arrays in version 2, in
+// the order of their fields ([tenant, class, acc, peak, opened, closed,
+// refused, reconciled] and so on): a persist encodes one per tenant and
+// class. Version 1 wrote them as maps keyed by their msgpack tags; both
+// decode.
+
+type (
+	stCellMap   stCell
+	stPeakMap   stPeak
+	stTenantMap stTenant
+)
+
+// EncodeMsgpack implements msgpack.CustomEncoder.
+func (c stCell) EncodeMsgpack(enc *msgpack.Encoder) error {
+	var e arrayEncoder
+	e.begin(enc, 8).str(c.Tenant).str(c.Class).int(c.Acc).int(c.Peak).uint(c.Opened).uint(c.Closed).uint(c.Refused).uint(c.Reconciled)
+	return e.err
+}
+
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (c *stCell) DecodeMsgpack(dec *msgpack.Decoder) error {
+	return decodeArrayOr(dec, (*stCellMap)(c), &c.Tenant, &c.Class, &c.Acc, &c.Peak, &c.Opened, &c.Closed, &c.Refused, &c.Reconciled)
+}
+
+// EncodeMsgpack implements msgpack.CustomEncoder.
+func (p stPeak) EncodeMsgpack(enc *msgpack.Encoder) error {
+	var e arrayEncoder
+	e.begin(enc, 2).str(p.Tenant).int(p.Peak)
+	return e.err
+}
+
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (p *stPeak) DecodeMsgpack(dec *msgpack.Decoder) error {
+	return decodeArrayOr(dec, (*stPeakMap)(p), &p.Tenant, &p.Peak)
+}
+
+// EncodeMsgpack implements msgpack.CustomEncoder.
+func (t stTenant) EncodeMsgpack(enc *msgpack.Encoder) error {
+	var e arrayEncoder
+	e.begin(enc, 8).str(t.Tenant).str(t.Plan).uint(t.Ceiling).str(t.Mode).uint(uint64(t.BurstPct)).uint(t.Concurrency).bool(t.Suspended).int(t.Base)
+	return e.err
+}
+
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (t *stTenant) DecodeMsgpack(dec *msgpack.Decoder) error {
+	return decodeArrayOr(dec, (*stTenantMap)(t), &t.Tenant, &t.Plan, &t.Ceiling, &t.Mode, &t.BurstPct, &t.Concurrency, &t.Suspended, &t.Base)
+}
+
+// arrayEncoder encodes an array's elements in turn, keeping the first error.
+type arrayEncoder struct {
+	enc *msgpack.Encoder
+	err error
+}
+
+func (e *arrayEncoder) begin(enc *msgpack.Encoder, n int) *arrayEncoder {
+	e.enc, e.err = enc, enc.EncodeArrayLen(n)
+	return e
+}
+
+func (e *arrayEncoder) str(v string) *arrayEncoder {
+	if e.err == nil {
+		e.err = e.enc.EncodeString(v)
+	}
+	return e
+}
+
+func (e *arrayEncoder) int(v int64) *arrayEncoder {
+	if e.err == nil {
+		e.err = e.enc.EncodeInt(v)
+	}
+	return e
+}
+
+func (e *arrayEncoder) uint(v uint64) *arrayEncoder {
+	if e.err == nil {
+		e.err = e.enc.EncodeUint(v)
+	}
+	return e
+}
+
+func (e *arrayEncoder) bool(v bool) *arrayEncoder {
+	if e.err == nil {
+		e.err = e.enc.EncodeBool(v)
+	}
+	return e
+}
+
+// decodeArrayOr decodes an array into ps, in order (elements beyond them
+// skipped, missing ones left zero), or a map (version 1) into asMap.
+func decodeArrayOr(dec *msgpack.Decoder, asMap any, ps ...any) error {
+	code, err := dec.PeekCode()
+	if err != nil {
+		return err
+	}
+	if !msgpcode.IsFixedArray(code) && code != msgpcode.Array16 && code != msgpcode.Array32 {
+		return dec.DecodeValue(reflect.ValueOf(asMap).Elem())
+	}
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		if i >= len(ps) {
+			if err := dec.Skip(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := dec.Decode(ps[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stagedSessions are the sessions read back from disk before restore
+// (journal.go's sessionSink): as they will be in the table, times in agent
+// nanos; for a session without a TTL, doubt says it was in doubt since
+// anchor already.
+type stagedSessions struct {
+	a *Agent
+	m map[string]stagedSession
+}
+
+type stagedSession struct {
+	s      *session
+	tenant string
+}
+
+func (g *stagedSessions) open(ss *stSession) error {
+	cls, err := plans.ParseClass(ss.Class)
+	src, serr := validSource(ss.Source)
+	if validSessionID(ss.ID) != nil || validTenantID(ss.Tenant) != nil || err != nil || serr != nil || ss.TTL < 0 || validUserID(ss.User) != nil {
+		return fmt.Errorf("corrupt: session %q", ss.ID)
+	}
+	a := g.a
+	s := &session{id: ss.ID, source: src, class: cls, ttl: ss.TTL, user: ss.User,
+		openedAt: a.fromWall(ss.OpenedAt), lastKA: a.fromWall(ss.LastKA), heapIdx: -1}
+	if s.ttl > 0 {
+		s.anchor = a.fromWall(ss.Anchor)
+	} else if ss.Doubt != 0 {
+		s.doubt, s.anchor = true, a.fromWall(ss.Doubt)
+	}
+	g.m[ss.ID] = stagedSession{s: s, tenant: ss.Tenant}
+	return nil
+}
+
+func (g *stagedSessions) close(id string) { delete(g.m, id) }
+
+func (g *stagedSessions) restored(at int64) {
+	for _, sg := range g.m {
+		if s := sg.s; s.ttl == 0 && !s.doubt {
+			s.doubt, s.anchor = true, g.a.fromWall(at)
+		}
+	}
+}
+
+func (g *stagedSessions) touch(id string, lastKA, anchor int64) {
+	if sg, ok := g.m[id]; ok {
+		s := sg.s
+		s.lastKA = g.a.fromWall(lastKA)
+		if s.ttl > 0 {
+			s.anchor = g.a.fromWall(anchor)
+		} else {
+			s.doubt, s.anchor = false, 0 // a keepalive settles any doubt
+		}
 	}
 }

@@ -2,14 +2,18 @@ package agent
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
-	"errors"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/headroom-rtc/headroom/wire"
 )
@@ -180,69 +184,150 @@ func TestPersistIdentityMismatchRefused(t *testing.T) {
 	}
 }
 
+// TestPersistCorruptRefused: a damaged state file stops New with an error
+// naming the file and saying corrupt (or, for a version this build does
+// not read, saying so), whichever file it is.
 func TestPersistCorruptRefused(t *testing.T) {
-	for name, data := range map[string][]byte{
-		"garbage":   []byte("this is not msgpack at all \xff\xfe"),
-		"truncated": nil, // filled below
-		"version":   nil,
-		"flipped":   nil,
-	} {
+	// A directory with a base holding session-one (written whole), a
+	// journal holding the open of session-two, and the marker.
+	setup := func(t *testing.T) string {
 		dir := t.TempDir()
-		path := filepath.Join(dir, stateFileName)
 		a, _ := newTestAgent(t, Config{DataDir: dir})
 		pushTenants(t, a, true, meter("t1"))
 		a.Open("t1", "audio", "session-one", 0)
+		a.persistM.Lock()
+		a.pst.needBase = true
+		a.persistM.Unlock()
 		mustPersist(t, a)
-		good, _ := os.ReadFile(path)
-		switch name {
-		case "truncated":
-			data = good[:len(good)/2]
-		case "version":
-			// Without the checksum trailer (a file of an older build), so
-			// that the version itself is what is refused.
-			data = bytes.Replace(good[:len(good)-8], []byte{0xa1, 'v', 0x01}, []byte{0xa1, 'v', 0x09}, 1)
-			if bytes.Equal(data, good[:len(good)-8]) {
-				t.Fatal("version key not found")
-			}
-		case "flipped":
-			// Another session id of the same length decodes well: only the
-			// checksum tells.
-			data = bytes.Replace(good, []byte("session-one"), []byte("session-two"), 1)
-			if bytes.Equal(data, good) {
-				t.Fatal("session id not found")
-			}
+		a.Open("t1", "audio", "session-two", 0)
+		mustPersist(t, a)
+		return dir
+	}
+	only := func(t *testing.T, dir, pattern string) string {
+		m, _ := filepath.Glob(filepath.Join(dir, pattern))
+		if len(m) != 1 {
+			t.Fatalf("%s: %v", pattern, m)
 		}
-		os.WriteFile(path, data, 0o600)
-		_, err := New(Config{DataDir: dir, Servers: []string{"x:1"}})
-		if err == nil || !strings.Contains(err.Error(), path) {
-			t.Fatalf("%s: %v", name, err)
+		return m[0]
+	}
+	replace := func(t *testing.T, path, old, new string) {
+		data, _ := os.ReadFile(path)
+		changed := bytes.Replace(data, []byte(old), []byte(new), 1)
+		if bytes.Equal(changed, data) {
+			t.Fatalf("%q not in %s", old, path)
 		}
-		if name != "version" && !strings.Contains(err.Error(), "corrupt") {
-			t.Fatalf("%s: the error does not say corrupt: %v", name, err)
+		os.WriteFile(path, changed, 0o600)
+	}
+	truncate := func(path string, keep func(n int64) int64) {
+		fi, _ := os.Stat(path)
+		os.Truncate(path, keep(fi.Size()))
+	}
+	for _, tc := range []struct {
+		name, file string
+		damage     func(t *testing.T, path string)
+		want       string
+	}{
+		{"marker garbage", stateFileName, func(t *testing.T, p string) { os.WriteFile(p, []byte("not msgpack \xff\xfe"), 0o600) }, "corrupt"},
+		{"marker truncated", stateFileName, func(t *testing.T, p string) { truncate(p, func(n int64) int64 { return n / 2 }) }, "corrupt"},
+		{"marker of another version", stateFileName, func(t *testing.T, p string) {
+			data, _ := os.ReadFile(p)
+			data = bytes.Replace(data[:len(data)-8], []byte{0xa1, 'v', 0x02}, []byte{0xa1, 'v', 0x09}, 1)
+			os.WriteFile(p, data, 0o600)
+		}, "unsupported version 9"},
+		{"base flipped", baseFilePrefix + "*", func(t *testing.T, p string) { replace(t, p, "session-one", "session-uno") }, "corrupt"},
+		{"base truncated", baseFilePrefix + "*", func(t *testing.T, p string) { truncate(p, func(n int64) int64 { return n - 3 }) }, "corrupt"},
+		{"journal flipped", journalFilePrefix + "*", func(t *testing.T, p string) { replace(t, p, "session-two", "session-dos") }, "corrupt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := setup(t)
+			path := only(t, dir, tc.file)
+			tc.damage(t, path)
+			_, err := New(Config{DataDir: dir, Servers: []string{"x:1"}})
+			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v; want an error naming %s and saying %q", err, path, tc.want)
+			}
+		})
+	}
+}
+
+// TestPersistTornTail: a journal whose last record was cut short (a crash
+// during the write) loads the state of the record before; after a clean
+// shutdown the same damage is refused as corrupt.
+func TestPersistTornTail(t *testing.T) {
+	for _, clean := range []bool{false, true} {
+		dir := t.TempDir()
+		a, _ := newTestAgent(t, Config{DataDir: dir})
+		pushTenants(t, a, true, meter("t1"))
+		a.Open("t1", "audio", "s1", 0)
+		mustPersist(t, a)
+		a.Open("t1", "audio", "s2", 0)
+		var err error
+		if clean {
+			err = a.closeState()
+		} else {
+			err = a.persist()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := journalPath(dir, a.pst.gen)
+		fi, _ := os.Stat(path)
+		os.Truncate(path, fi.Size()-5)
+		b, err := New(Config{DataDir: dir, Servers: []string{"x:1"}})
+		if clean {
+			if err == nil || !strings.Contains(err.Error(), "corrupt") || !strings.Contains(err.Error(), path) {
+				t.Fatalf("after a clean shutdown: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.ID() != a.ID() || b.tab.sessions["s1"] == nil || b.tab.sessions["s2"] != nil {
+			t.Fatalf("loaded %s with %v, want %s with s1 only", b.ID(), b.Sessions(""), a.ID())
+		}
+		// It goes on appending after the last whole record.
+		b.Open("t1", "audio", "s3", 0)
+		mustPersist(t, b)
+		c, err := New(Config{DataDir: dir, Servers: []string{"x:1"}})
+		if err != nil || c.tab.sessions["s1"] == nil || c.tab.sessions["s3"] == nil {
+			t.Fatalf("after appending again: %v, %v", err, c.Sessions(""))
 		}
 	}
 }
 
-// TestPersistLegacyFileLoads: a state file without the checksum trailer
-// (written before it existed) still loads.
+// TestPersistLegacyFileLoads: a state file of version 1, with or without
+// the checksum trailer (written before it existed), loads, and is replaced
+// by a base and the marker at the first persist.
 func TestPersistLegacyFileLoads(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, stateFileName)
-	a, _ := newTestAgent(t, Config{DataDir: dir})
-	pushTenants(t, a, true, meter("t1"))
-	a.Open("t1", "audio", "s", 0)
-	mustPersist(t, a)
-	good, _ := os.ReadFile(path)
-	if string(good[len(good)-8:len(good)-4]) != stateSumMagic {
-		t.Fatalf("no trailer written: %q", good[len(good)-8:])
-	}
-	os.WriteFile(path, good[:len(good)-8], 0o600)
-	b, err := New(Config{DataDir: dir, Servers: []string{"x:1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.ID() != a.ID() || b.tab.openCount() != 1 {
-		t.Fatalf("legacy file loaded as agent %s with %d sessions, want %s with 1", b.ID(), b.tab.openCount(), a.ID())
+	for _, trailer := range []bool{true, false} {
+		dir := t.TempDir()
+		st := &stateFile{Version: legacyVersion, AgentID: "agent-v1", Epoch: 7, NextSeq: 3, SavedAt: time.Now().UnixNano(),
+			Sessions: []stSession{{ID: "s", Tenant: "t1", Class: "audio", OpenedAt: time.Now().UnixNano(), LastKA: time.Now().UnixNano(), Source: SourceAPI}}}
+		data, err := msgpack.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if trailer {
+			data = binary.BigEndian.AppendUint32(append(data, stateSumMagic...), crc32.Checksum(data, castagnoli))
+		}
+		os.WriteFile(filepath.Join(dir, stateFileName), data, 0o600)
+		b, err := New(Config{DataDir: dir, Servers: []string{"x:1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.ID() != "agent-v1" || b.tab.openCount() != 1 {
+			t.Fatalf("version 1 file loaded as agent %s with %d sessions, want agent-v1 with 1", b.ID(), b.tab.openCount())
+		}
+		mustPersist(t, b)
+		var marker stateFile
+		if raw, _ := os.ReadFile(filepath.Join(dir, stateFileName)); decodeState(raw, &marker) != nil || marker.Version != stateVersion || len(marker.Sessions) != 0 {
+			t.Fatalf("agent.state after the first persist: version %d, %d sessions; want the marker of version %d", marker.Version, len(marker.Sessions), stateVersion)
+		}
+		c, err := New(Config{DataDir: dir, Servers: []string{"x:1"}})
+		if err != nil || c.ID() != "agent-v1" || c.tab.openCount() != 1 {
+			t.Fatalf("after the first persist: %v, %d sessions", err, c.tab.openCount())
+		}
 	}
 }
 
@@ -269,8 +354,8 @@ func TestPersistOnlyWhenChanged(t *testing.T) {
 	if a.writes != w {
 		t.Fatal("persisted without a change")
 	}
-	if _, err := os.Stat(a.statePth + ".tmp"); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("temp file left: %v", err)
+	if tmps, _ := filepath.Glob(filepath.Join(a.cfg.DataDir, "*.tmp")); len(tmps) > 0 {
+		t.Fatalf("temp files left: %v", tmps)
 	}
 }
 
@@ -279,6 +364,9 @@ func TestPersistOnlyWhenChanged(t *testing.T) {
 func TestPersistJournal(t *testing.T) {
 	dir := t.TempDir()
 	a, clk := newTestAgentClock(t, Config{DataDir: dir}, nil)
+	a.persistM.Lock()
+	a.pst.compactMin = 4096 // compactions all along
+	a.persistM.Unlock()
 	pushTenants(t, a, true, meter("t1"), meter("t2"))
 	rng := rand.New(rand.NewPCG(3, 4))
 	for round := 0; round < 30; round++ {
@@ -322,5 +410,105 @@ func TestPersistJournal(t *testing.T) {
 			}
 		}
 		a.mu.Unlock()
+	}
+}
+
+// TestPersistCompactsWhileSessionsChange: sessions opened, kept alive and
+// closed by several goroutines while the agent persists and compacts its
+// journal (bases written from the table as it changes) are restored
+// exactly; and the journal stays bounded.
+func TestPersistCompactsWhileSessionsChange(t *testing.T) {
+	dir := t.TempDir()
+	a, clk := newTestAgent(t, Config{DataDir: dir})
+	a.persistM.Lock()
+	a.pst.compactMin = 64 << 10
+	a.persistM.Unlock()
+	pushTenants(t, a, true, meter("t1"), meter("t2"))
+	for i := range 20_000 { // a table larger than a base chunk
+		a.Open("t1", "audio", "base-"+itoa(i), time.Duration(i%2)*time.Hour)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 9))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := "s" + itoa(rng.IntN(30_000))
+				if rng.IntN(4) == 0 {
+					id = "base-" + itoa(rng.IntN(20_000))
+				}
+				switch rng.IntN(4) {
+				case 0, 1:
+					a.Open([]string{"t1", "t2"}[rng.IntN(2)], "audio", id, time.Duration(rng.IntN(2))*time.Hour)
+				case 2:
+					a.Close(id)
+				case 3:
+					a.Keepalive(id)
+				}
+			}
+		}()
+	}
+	committed := 0
+	for committed < 3 {
+		before := a.pst.baseGen
+		mustPersist(t, a)
+		a.persistM.Lock()
+		if a.pst.baseGen != before {
+			committed++
+		}
+		a.persistM.Unlock()
+	}
+	close(stop)
+	wg.Wait()
+	a.waitCompaction()
+	mustPersist(t, a)
+	b, _ := newTestAgentClock(t, Config{DataDir: dir}, clk)
+	want, _ := json.Marshal(a.Sessions(""))
+	got, _ := json.Marshal(b.Sessions(""))
+	if !bytes.Equal(want, got) {
+		t.Fatalf("restored %d sessions, the agent has %d (or they differ)", b.tab.openCount(), a.tab.openCount())
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "agent.*"))
+	if len(files) > 5 { // marker, base, journal, and those of a compaction in progress
+		t.Fatalf("state files left: %v", files)
+	}
+}
+
+// TestPersistVersion1Records: pending cells, peaks and tenants as version
+// 1 wrote them (maps) decode as those of version 2 (arrays) do.
+func TestPersistVersion1Records(t *testing.T) {
+	cell := stCell{Tenant: "t1", Class: "audio", Acc: 7, Peak: 3, Opened: 2, Closed: 1, Refused: 4, Reconciled: 1}
+	peak := stPeak{Tenant: "t1", Peak: 9}
+	ten := stTenant{Tenant: "t1", Plan: "p", Ceiling: 10, Mode: "strict", BurstPct: 20, Concurrency: 5, Suspended: true, Base: 2}
+	for _, form := range []string{"map", "array"} {
+		var data []byte
+		var err error
+		if form == "map" {
+			data, err = msgpack.Marshal([]any{stCellMap(cell), stPeakMap(peak), stTenantMap(ten)})
+		} else {
+			data, err = msgpack.Marshal([]any{cell, peak, ten})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			_msgpack struct{} `msgpack:",as_array"`
+			C        stCell
+			P        stPeak
+			T        stTenant
+		}
+		if err := msgpack.Unmarshal(data, &got); err != nil {
+			t.Fatalf("%s: %v", form, err)
+		}
+		if got.C != cell || got.P != peak || got.T != ten {
+			t.Fatalf("%s: decoded %+v %+v %+v", form, got.C, got.P, got.T)
+		}
 	}
 }

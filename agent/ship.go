@@ -153,7 +153,7 @@ drain:
 	if left > 0 {
 		a.log.Warn("shutting down with unacknowledged batches; they are kept and resent at the next start", "batches", left)
 	}
-	return a.persist()
+	return a.closeState()
 }
 
 // flush is one flush tick: expire, cut if live, persist if anything changed,

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -602,9 +601,8 @@ func TestShipHoldsBatchesUntilPersisted(t *testing.T) {
 	srv := newFakeServer(t)
 	a := shipAgent(t, Config{Servers: []string{srv.addr()}})
 	pushTenants(t, a, true, meter("t1"))
-	good := a.statePth
 	a.persistM.Lock()
-	a.statePth = filepath.Join(t.TempDir(), "missing", "agent.state")
+	a.pst.fault = func() error { return errors.New("disk on fire") }
 	a.persistM.Unlock()
 	startAgent(t, a)
 	fc := srv.accept()
@@ -623,7 +621,7 @@ func TestShipHoldsBatchesUntilPersisted(t *testing.T) {
 	}
 	fc.rd = wire.NewReader(bufio.NewReader(fc.c), 0) // the timed-out reader is out of step
 	a.persistM.Lock()
-	a.statePth = good
+	a.pst.fault = nil
 	a.persistM.Unlock()
 	if b := fc.recvBatch(); b.Seq != 1 {
 		t.Fatalf("seq %d", b.Seq)

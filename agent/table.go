@@ -89,10 +89,12 @@ func validTTL(ttl time.Duration) error {
 // session is one open session. Records are reused through the table's free
 // list: never keep a *session after the session was closed.
 type session struct {
-	id       string
-	source   string // SourceAPI or a connector's name (sources.go)
+	id     string
+	source string // SourceAPI or a connector's name (sources.go)
+	// user is the session's user ("" when none was given): counted among
+	// the tenant's active users (users.go).
+	user     string
 	tenant   *tenantEntry
-	class    plans.Class
 	ttl      int64 // nanos; 0: no TTL
 	openedAt int64 // agent nanos
 	lastKA   int64 // agent nanos of the last keepalive (openedAt at first)
@@ -100,9 +102,11 @@ type session struct {
 	// accrued time is still provisional: max(last keepalive, the time the
 	// integrator started counting it). See integrator.go.
 	anchor int64
-	// user is the session's user ("" when none was given): counted among
-	// the tenant's active users (users.go).
-	user string
+	// heapKey is the deadline the session is filed under in the TTL heap (a
+	// lower bound of lastKA+ttl); heapIdx its index there, -1 if none.
+	heapKey int64
+	heapIdx int
+	class   plans.Class
 	// doubt: a session without a TTL restored after the agent's crash and
 	// not heard of since. It counted on through the downtime from the
 	// agent's last persisted instant, its anchor, but that time is
@@ -110,11 +114,7 @@ type session struct {
 	// keepalive, a reconcile listing it, its close); a reconcile or reset
 	// that omits it closes it at its anchor (persist.go).
 	doubt bool
-	// heapKey is the deadline the session is filed under in the TTL heap (a
-	// lower bound of lastKA+ttl); heapIdx its index there, -1 if none.
-	heapKey int64
-	heapIdx int
-}
+} // 112 bytes: the fields ordered so that class and doubt share a word
 
 func (s *session) cell() *cell { return &s.tenant.cells[s.class-1] }
 

@@ -339,17 +339,35 @@ func TestDamagedStorageStopsCleanly(t *testing.T) {
 		wantCleanFailure(t, name, out, code, file)
 		t.Logf("%s: %s", name, lastLines(out, 1))
 	}
-	for name, damage := range map[string]func(f string){
-		"agent state flipped": func(f string) { flipAt(t, f, func(n int) int { return n / 2 }) },
-		"agent state truncated": func(f string) {
-			fi, _ := os.Stat(f)
-			os.Truncate(f, fi.Size()*2/3)
-		},
+	// The agent's state: its marker (agent.state), and its journal, whose
+	// truncation after the clean shutdown (agent.clean) is damage, not a
+	// crash's torn write.
+	flip := func(f string) { flipAt(t, f, func(n int) int { return n / 2 }) }
+	cut := func(f string) {
+		fi, _ := os.Stat(f)
+		os.Truncate(f, fi.Size()*2/3)
+	}
+	journal := func(dir string) string {
+		m, _ := filepath.Glob(filepath.Join(dir, "agent.journal.*"))
+		if len(m) != 1 {
+			t.Fatalf("agent journals: %v", m)
+		}
+		return m[0]
+	}
+	marker := func(dir string) string { return filepath.Join(dir, "agent.state") }
+	for name, tc := range map[string]struct {
+		file   func(dir string) string
+		damage func(f string)
+	}{
+		"agent state flipped":     {marker, flip},
+		"agent state truncated":   {marker, cut},
+		"agent journal flipped":   {journal, flip},
+		"agent journal truncated": {journal, cut},
 	} {
 		dir := filepath.Join(t.TempDir(), "agent")
 		copyTree(t, agentDir, dir)
-		file := filepath.Join(dir, "agent.state")
-		damage(file)
+		file := tc.file(dir)
+		tc.damage(file)
 		out, code := runExit(t, "agent", "--data-dir", dir, "--api-addr", freeAddr(t), "--server", st.wire)
 		wantCleanFailure(t, name, out, code, file)
 		t.Logf("%s: %s", name, lastLines(out, 1))
