@@ -111,6 +111,7 @@ func (t *table) setTenant(info wire.TenantInfo, lastAsk uint64) {
 	}
 	te.info = info
 	te.base = te.open
+	t.tenantsGen++
 	for i := range te.cbase {
 		te.cbase[i] = te.cells[i].count
 	}
@@ -125,6 +126,7 @@ func (t *table) forgetTenant(te *tenantEntry, lastAsk uint64) {
 		te.info = wire.TenantInfo{}
 		te.setPools(&te.info, lastAsk)
 		t.known--
+		t.tenantsGen++
 	}
 }
 

@@ -53,6 +53,9 @@ type cell struct {
 	closedMin uint64
 	listed    bool // in table.active
 	evented   bool // counted in table.eventful
+	// carried: acc holds time that the count since the last cut does not
+	// say (restored from disk), until the next cut.
+	carried bool
 }
 
 // cellRef names a cell of the pending accumulator.
@@ -68,15 +71,17 @@ func (c *cell) accrue(now int64) {
 	c.last = now
 }
 
-// settled reports whether, accrued to now, the cell holds nothing that its
-// open sessions do not say: no TTL session (whose provisional time it
-// holds), no event, its peak its count, and under a millisecond of time
-// (what a cut just after left: the sub-microsecond remainder and the time
-// since). A persist leaves such cells out, and restore rebuilds them from
-// the sessions; what a crash may lose of them is that millisecond.
+// settled reports whether the cell holds nothing that its open count since
+// the last cut does not say: no TTL session (whose provisional time it
+// holds), no event since the cut (so the count is the same since), its
+// peak its count, nothing carried. Its acc is then count × (now − cut)
+// plus the sub-microsecond remainder the cut left. A persist leaves such
+// cells out, and restore rebuilds their time from the sessions and the
+// time of the cut (stateFile.CutAt); what a crash loses of them is the
+// remainder.
 func (c *cell) settled() bool {
 	return c.ttlN == 0 && c.opened|c.closed|c.refused|c.reconciled|c.closedMin == 0 &&
-		c.peak <= c.count && c.acc < int64(time.Millisecond)
+		c.peak <= c.count && !c.carried
 }
 
 // provisional is the accrued time of the cell's TTL sessions that an expiry
@@ -182,6 +187,7 @@ func (t *table) pendingEntries() int { return len(t.active) }
 // non-zero or a non-zero open count. The returned slices are newly allocated
 // and owned by the caller.
 func (t *table) cut(now int64) ([]wire.DeltaEntry, []wire.TenantPeak) {
+	t.cutAt = now
 	if len(t.active) == 0 {
 		return nil, nil
 	}
@@ -214,7 +220,7 @@ func (t *table) cut(now int64) ([]wire.DeltaEntry, []wire.TenantPeak) {
 		}
 		c.opened, c.closed, c.refused, c.closedMin, c.reconciled = 0, 0, 0, 0, 0
 		c.peak = c.count
-		c.evented = false
+		c.evented, c.carried = false, false
 		if c.count != 0 {
 			keep = append(keep, r)
 		} else {

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -95,6 +96,9 @@ type jRecord struct {
 	// sessions then open are in doubt from (see restore), unless they were
 	// in doubt already; the record's changes come after.
 	Restored int64 `msgpack:"rs,omitempty"`
+	// SameTenants, in a partial record, says the tenants' states are those
+	// of the record before (Head.Tenants is then empty).
+	SameTenants bool `msgpack:"stn,omitempty"`
 }
 
 // stChange is a session change on disk: [1, session] an open (or a
@@ -469,6 +473,9 @@ func (rc *recovered) replay(r *jRecord) error {
 			first := rc.head.NextSeq - uint64(len(prev))
 			drop := min(uint64(len(prev)), max(r.UnackedFrom, first)-first)
 			h.Unacked = append(slices.Clip(prev[drop:]), h.Unacked...)
+			if r.SameTenants {
+				h.Tenants = rc.head.Tenants
+			}
 		}
 		rc.head = h
 	}
@@ -580,6 +587,7 @@ type persister struct {
 	baseSize   int64
 	wroteEpoch uint64 // the journal's last record: its epoch (0: none yet)
 	wroteSeq   uint64 // and the last batch it holds
+	wroteTen   uint64 // and the table's tenantsGen its tenants are of
 	needBase   bool   // the next persist writes a base whole
 	restoredAt int64  // for the next record's Restored
 	marker     bool   // agent.state is the marker of version 2
@@ -601,6 +609,11 @@ type compaction struct {
 	err   error  // set before done is closed
 	size  int64  // of the base written
 	after uint64 // Agent.snaps when the table was read whole
+	// committed, once the journal holds a record after the base, is closed
+	// when commitBase is done; commitErr is then set.
+	committed chan struct{}
+	commitErr error
+	marked    bool // commitBase wrote the marker
 }
 
 // appendRecord appends the record of st and changes to the journal.
@@ -641,6 +654,9 @@ func (a *Agent) appendRecord(st *stateFile, changes []sessChange) error {
 		if p.wroteSeq >= rec.UnackedFrom { // those the journal holds already
 			st.Unacked = st.Unacked[min(uint64(len(st.Unacked)), p.wroteSeq-rec.UnackedFrom+1):]
 		}
+		if st.tenantsGen == p.wroteTen {
+			st.Tenants, rec.SameTenants = nil, true
+		}
 	}
 	frame, err := p.enc.frame(&rec)
 	if err != nil {
@@ -659,7 +675,7 @@ func (a *Agent) appendRecord(st *stateFile, changes []sessChange) error {
 		return err
 	}
 	p.size += int64(len(frame))
-	p.wroteEpoch, p.wroteSeq = st.Epoch, st.NextSeq-1
+	p.wroteEpoch, p.wroteSeq, p.wroteTen = st.Epoch, st.NextSeq-1, st.tenantsGen
 	p.restoredAt = 0
 	p.enc.release()
 	return nil
@@ -674,6 +690,7 @@ type jRecordOut struct {
 	Changes     changeList `msgpack:"c,omitempty"`
 	End         uint64     `msgpack:"end,omitempty"`
 	Restored    int64      `msgpack:"rs,omitempty"`
+	SameTenants bool       `msgpack:"stn,omitempty"`
 }
 
 // changeList encodes journal changes as an array of stChange.
@@ -699,12 +716,11 @@ func (l changeList) EncodeMsgpack(enc *msgpack.Encoder) error {
 }
 
 // writeFrame writes the frame of r to w.
-func (a *Agent) writeFrame(w io.Writer, r any) error {
-	var buf bytes.Buffer
-	if err := msgpack.NewEncoder(&buf).Encode(r); err != nil {
-		return err
+func writeFrame(w io.Writer, e *recordEncoder, r any) error {
+	frame, err := e.frame(r)
+	if err == nil {
+		_, err = w.Write(frame)
 	}
-	_, err := w.Write(appendFrame(make([]byte, 0, frameHeader+buf.Len()), buf.Bytes()))
 	return err
 }
 
@@ -714,24 +730,28 @@ func (a *Agent) writeFrame(w io.Writer, r any) error {
 func (a *Agent) writeBaseWhole(st *stateFile, sessions []sessChange) error {
 	p := &a.pst
 	if c := p.compaction; c != nil { // superseded
-		<-c.done
-		os.Remove(basePath(p.dir, c.gen) + ".tmp")
-		p.compaction = nil
+		if c.committed != nil {
+			a.commitTaken(c)
+		} else {
+			<-c.done
+			os.Remove(basePath(p.dir, c.gen) + ".tmp")
+			p.compaction = nil
+		}
 	}
 	gen := p.gen + 1
 	path := basePath(p.dir, gen)
 	size, err := writeFrames(path+".tmp", 0, func(w io.Writer) error {
-		if err := a.writeFrame(w, &jRecordOut{Head: st, Full: true}); err != nil {
+		if err := writeFrame(w, &p.enc, &jRecordOut{Head: st, Full: true}); err != nil {
 			return err
 		}
 		for rest := sessions; len(rest) > 0; {
 			n := min(len(rest), baseChunk)
-			if err := a.writeFrame(w, &jRecordOut{Changes: changeList{a: a, ch: rest[:n]}}); err != nil {
+			if err := writeFrame(w, &p.enc, &jRecordOut{Changes: changeList{a: a, ch: rest[:n]}}); err != nil {
 				return err
 			}
 			rest = rest[n:]
 		}
-		return a.writeFrame(w, &jRecordOut{End: uint64(len(sessions)) + 1})
+		return writeFrame(w, &p.enc, &jRecordOut{End: uint64(len(sessions)) + 1})
 	})
 	if err == nil {
 		err = commitFile(path+".tmp", path)
@@ -750,6 +770,7 @@ func (a *Agent) writeBaseWhole(st *stateFile, sessions []sessChange) error {
 		os.Remove(filepath.Join(p.dir, cleanFileName))
 		p.clean = false
 	}
+	p.enc.release()
 	return a.baseCommitted(gen)
 }
 
@@ -758,16 +779,7 @@ func (a *Agent) writeBaseWhole(st *stateFile, sessions []sessChange) error {
 func (a *Agent) baseCommitted(gen uint64) error {
 	p := &a.pst
 	if !p.marker {
-		data, err := msgpack.Marshal(&stateFile{Version: stateVersion, AgentID: a.id})
-		if err != nil {
-			return err
-		}
-		data = binary.BigEndian.AppendUint32(append(data, stateSumMagic...), crc32.Checksum(data, castagnoli))
-		tmp := filepath.Join(p.dir, stateFileName+".tmp")
-		if _, err := writeFrames(tmp, 0, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
-			return err
-		}
-		if err := commitFile(tmp, filepath.Join(p.dir, stateFileName)); err != nil {
+		if err := writeMarker(p.dir, a.id); err != nil {
 			return err
 		}
 		p.marker = true
@@ -776,20 +788,81 @@ func (a *Agent) baseCommitted(gen uint64) error {
 	return nil
 }
 
+// writeMarker writes agent.state as the marker of this format.
+func writeMarker(dir, id string) error {
+	data, err := msgpack.Marshal(&stateFile{Version: stateVersion, AgentID: id})
+	if err != nil {
+		return err
+	}
+	data = binary.BigEndian.AppendUint32(append(data, stateSumMagic...), crc32.Checksum(data, castagnoli))
+	tmp := filepath.Join(dir, stateFileName+".tmp")
+	if _, err := writeFrames(tmp, 0, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
+		return err
+	}
+	return commitFile(tmp, filepath.Join(dir, stateFileName))
+}
+
 // removeBefore removes the bases and journals of generations before gen.
 func (a *Agent) removeBefore(gen uint64) {
 	p := &a.pst
+	removeGenerations(p.dir, gen, p.files, a.log)
+	p.files = stateFiles{}
+}
+
+// removeGenerations removes the bases and journals of the generations
+// before gen (older: those found at start).
+func removeGenerations(dir string, gen uint64, older stateFiles, log hclog.Logger) {
 	for g := uint64(1); g < gen; g++ { // the generations are few: most are gone already
-		if g+64 < gen && !p.files.has(p.files.bases, g) && !p.files.has(p.files.journals, g) {
+		if g+64 < gen && !older.has(older.bases, g) && !older.has(older.journals, g) {
 			continue
 		}
-		for _, path := range []string{basePath(p.dir, g), journalPath(p.dir, g)} {
+		for _, path := range []string{basePath(dir, g), journalPath(dir, g)} {
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				a.log.Warn("cannot remove an old state file", "file", path, "error", err)
+				log.Warn("cannot remove an old state file", "file", path, "error", err)
 			}
 		}
 	}
-	p.files = stateFiles{}
+}
+
+// commitBase commits base c.gen, written by compact, once the journal of
+// its generation holds a record taken after it: renamed into place, the
+// marker written if need be (!marked), the generations before removed. It
+// runs in the background, so that a persist does not wait for the
+// renames, the directory's fsyncs and the removal of large files;
+// commitTaken takes its outcome.
+func (a *Agent) commitBase(c *compaction, marker bool, older stateFiles) {
+	defer close(c.committed)
+	dir := a.pst.dir // set once at start
+	tmp := basePath(dir, c.gen) + ".tmp"
+	if c.commitErr = commitFile(tmp, basePath(dir, c.gen)); c.commitErr != nil {
+		os.Remove(tmp)
+		return
+	}
+	if !marker {
+		if c.commitErr = writeMarker(dir, a.id); c.commitErr != nil {
+			c.commitErr = fmt.Errorf("cannot write the state marker: %w", c.commitErr)
+			return
+		}
+		c.marked = true
+	}
+	removeGenerations(dir, c.gen, older, a.log)
+}
+
+// commitTaken waits for c's commitBase and takes its outcome; persistM is
+// held. A base that could not be committed leaves the generations before
+// it in place, which with the journals after them hold the state still.
+func (a *Agent) commitTaken(c *compaction) {
+	p := &a.pst
+	<-c.committed
+	p.compaction = nil
+	if c.marked {
+		p.marker = true
+	}
+	if c.commitErr != nil {
+		a.log.Warn("cannot compact the agent's journal; it goes on growing until it can", "error", c.commitErr)
+		return
+	}
+	p.baseGen, p.baseSize, p.files = c.gen, c.size, stateFiles{}
 }
 
 // compactStep, after a record was appended (snap: its Agent.snaps),
@@ -798,30 +871,29 @@ func (a *Agent) removeBefore(gen uint64) {
 func (a *Agent) compactStep(snap uint64) {
 	p := &a.pst
 	if c := p.compaction; c != nil {
+		if c.committed != nil {
+			select {
+			case <-c.committed:
+				a.commitTaken(c)
+			default:
+			}
+			return
+		}
 		select {
 		case <-c.done:
 		default:
 			return
 		}
-		tmp := basePath(p.dir, c.gen) + ".tmp"
 		switch {
 		case c.err != nil || c.gen != p.gen:
-			os.Remove(tmp)
+			os.Remove(basePath(p.dir, c.gen) + ".tmp")
 			p.compaction = nil
 			if c.err != nil {
 				a.log.Warn("cannot compact the agent's journal; it goes on growing until it can", "error", c.err)
 			}
 		case snap > c.after:
-			p.compaction = nil
-			if err := commitFile(tmp, basePath(p.dir, c.gen)); err != nil {
-				os.Remove(tmp)
-				a.log.Warn("cannot compact the agent's journal; it goes on growing until it can", "error", err)
-				return
-			}
-			p.baseGen, p.baseSize = c.gen, c.size
-			if err := a.baseCommitted(c.gen); err != nil {
-				a.log.Warn("cannot write the state marker", "error", err)
-			}
+			c.committed = make(chan struct{})
+			go a.commitBase(c, p.marker, p.files)
 		}
 		return
 	}
@@ -845,10 +917,11 @@ func (a *Agent) compactStep(snap uint64) {
 func (a *Agent) compact(c *compaction) {
 	defer close(c.done)
 	chunk := make([]sessChange, 0, baseChunk)
+	var enc recordEncoder // p.enc is the persister's
 	var count uint64
 	c.size, c.err = writeFrames(basePath(a.pst.dir, c.gen)+".tmp", 1<<20, func(w io.Writer) error {
 		write := func() error {
-			err := a.writeFrame(w, &jRecordOut{Changes: changeList{a: a, ch: chunk}})
+			err := writeFrame(w, &enc, &jRecordOut{Changes: changeList{a: a, ch: chunk}})
 			count += uint64(len(chunk))
 			clear(chunk)
 			chunk = chunk[:0]
@@ -871,17 +944,19 @@ func (a *Agent) compact(c *compaction) {
 		if err := write(); err != nil {
 			return err
 		}
-		return a.writeFrame(w, &jRecordOut{End: count + 1})
+		return writeFrame(w, &enc, &jRecordOut{End: count + 1})
 	})
 }
 
 // waitCompaction waits for a compaction in progress to finish writing.
 func (a *Agent) waitCompaction() {
 	a.persistM.Lock()
-	c := a.pst.compaction
-	a.persistM.Unlock()
-	if c != nil {
-		<-c.done
+	defer a.persistM.Unlock()
+	if c := a.pst.compaction; c != nil {
+		<-c.done // compact takes no persistM
+		if c.committed != nil {
+			a.commitTaken(c)
+		}
 	}
 }
 
@@ -895,6 +970,9 @@ func (a *Agent) closeState() error {
 	a.persistM.Lock()
 	defer a.persistM.Unlock()
 	p := &a.pst
+	if c := p.compaction; c != nil && c.committed != nil {
+		a.commitTaken(c)
+	}
 	if p.compaction != nil || p.f == nil {
 		return nil // not settled: no mark, the next start is as after a crash
 	}

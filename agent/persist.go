@@ -65,6 +65,11 @@ type stateFile struct {
 	// UserDay the UTC day of the last cut.
 	Users   []stUsers `msgpack:"users,omitempty"`
 	UserDay uint32    `msgpack:"user_day,omitempty"`
+	// CutAt is when the pending accumulator was last cut: the cells left
+	// out of Pending accrued their open count since (see cell.settled).
+	CutAt int64 `msgpack:"cut_at,omitempty"`
+
+	tenantsGen uint64 // table.tenantsGen at the copy, not written
 }
 
 type stSession struct {
@@ -214,7 +219,8 @@ func (a *Agent) snapshotLocked(now int64) *stateFile {
 		Version: stateVersion, AgentID: a.id, Epoch: a.epoch, NextSeq: a.nextSeq,
 		SavedAt: a.startUnix + now,
 		Unacked: make([][]byte, len(a.unacked)),
-		Users:   t.pendingUsers(), UserDay: t.userDay,
+		Users:   t.pendingUsers(), UserDay: t.userDay, tenantsGen: t.tenantsGen,
+		CutAt: a.startUnix + t.cutAt,
 	}
 	for i, b := range a.unacked {
 		st.Unacked[i] = b.body
@@ -235,7 +241,7 @@ func (a *Agent) snapshotLocked(now int64) *stateFile {
 				Reconciled: c.reconciled,
 			})
 		}
-		if te.peak > 0 {
+		if te.peak > te.open { // restore rebuilds the open count's peak
 			st.Peaks = append(st.Peaks, stPeak{Tenant: te.id, Peak: te.peak})
 		}
 		if te.known {
@@ -539,6 +545,17 @@ func (a *Agent) restore(st *stateFile, staged *stagedSessions) error {
 		}
 		t.restoreCell(t.tenant(pc.Tenant, true), cls, pc, now)
 	}
+	// The cells left out of Pending (settled) accrued their sessions from
+	// the cut to the persist; their count is the restored one.
+	if cutAt := a.fromWall(st.CutAt); st.CutAt != 0 && cutAt < saved {
+		for _, r := range t.active {
+			if c := &r.te.cells[r.cls-1]; !c.carried {
+				c.acc += c.count * (saved - cutAt)
+				c.carried = true
+			}
+		}
+	}
+	t.cutAt = saved
 	for _, p := range st.Peaks {
 		if te := t.tenants[p.Tenant]; te != nil && p.Peak > te.peak {
 			te.peak = p.Peak
@@ -588,6 +605,7 @@ func (t *table) restoreCell(te *tenantEntry, cls plans.Class, pc stCell, now int
 	c := &te.cells[cls-1]
 	c.accrue(now)
 	c.acc += pc.Acc
+	c.carried = true
 	c.opened += pc.Opened
 	c.closed += pc.Closed
 	c.refused += pc.Refused

@@ -512,3 +512,73 @@ func TestPersistVersion1Records(t *testing.T) {
 		}
 	}
 }
+
+// TestPersistTenantsWhenChanged: a journal record carries the tenants'
+// admission states only when they changed since the record before; a
+// restart after records without them restores the latest states, and one
+// after a change the changed ones. Peaks and cells that the open sessions
+// rebuild are left out too, and come back the same.
+func TestPersistTenantsWhenChanged(t *testing.T) {
+	dir := t.TempDir()
+	a, clk := newTestAgentClock(t, Config{DataDir: dir}, nil)
+	pushTenants(t, a, true, soft("t1", 10, 4), meter("t2"))
+	a.Open("t1", "audio", "s1", 0)
+	mustPersist(t, a)
+	for i := 0; i < 3; i++ {
+		a.Open("t2", "audio", "x"+itoa(i), 0)
+		clk.advance(100 * time.Millisecond)
+		cutNow(a)
+		mustPersist(t, a)
+	}
+	records := func() (rs []jRecord) {
+		data, err := os.ReadFile(journalPath(dir, a.pst.gen))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readFrames(data, func(p []byte) error {
+			var r jRecord
+			if err := decodeRecord(p, &r); err != nil {
+				return err
+			}
+			rs = append(rs, r)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	rs := records()
+	if len(rs) != 4 || len(rs[0].Head.Tenants) != 2 || rs[0].SameTenants {
+		t.Fatalf("first record: %d records, %+v", len(rs), rs[0].Head)
+	}
+	for _, r := range rs[1:] {
+		if !r.SameTenants || len(r.Head.Tenants) != 0 || len(r.Head.Peaks) != 0 || len(r.Head.Pending) != 0 {
+			t.Fatalf("unchanged tenants and settled cells written again: %+v", r.Head)
+		}
+	}
+	restored := func() *Agent {
+		b, _ := newTestAgentClock(t, Config{DataDir: dir}, clk)
+		return b
+	}
+	b := restored()
+	if st := b.Status(); st.TenantsKnown != 2 || st.OpenSessions != 4 {
+		t.Fatalf("restored %+v", st)
+	}
+	// t1: soft, ceiling 10, 4 elsewhere + s1 here: admits to 10 in all.
+	if te := b.tab.tenants["t1"]; te.info.Ceiling != 10 || te.info.Concurrency != 4 || te.base != 0 {
+		t.Fatalf("t1 restored as %+v base %d", te.info, te.base)
+	}
+	es, ps := cutEntries(b)
+	if e, _ := entryOf(es, "t2", "audio"); e.Peak != 3 || peakOf(ps, "t2") != 3 {
+		t.Fatalf("t2 after restart: %+v, peaks %+v", e, ps)
+	}
+	pushTenants(t, a, true, soft("t1", 20, 7))
+	mustPersist(t, a)
+	if rs := records(); rs[len(rs)-1].SameTenants || len(rs[len(rs)-1].Head.Tenants) != 1 {
+		t.Fatalf("changed tenants not written: %+v", rs[len(rs)-1])
+	}
+	b = restored()
+	if te := b.tab.tenants["t1"]; b.Status().TenantsKnown != 1 || te.info.Ceiling != 20 || te.info.Concurrency != 7 || te.base != 1 {
+		t.Fatalf("after the change, t1 restored as %+v base %d (known %d)", te.info, te.base, b.Status().TenantsKnown)
+	}
+}

@@ -148,10 +148,15 @@ type table struct {
 	heap     ttlHeap
 	free     []*session
 	known    int // tenant entries with known set
+	// tenantsGen counts changes of the tenants' admission states
+	// (setTenant, forgetTenant): a journal record leaves them out when
+	// they did not change since the previous one.
+	tenantsGen uint64
 
 	// The pending accumulator: cells with something to ship (events since
 	// the last cut or an open count); see integrator.go.
 	active   []cellRef
+	cutAt    int64 // agent nanos of the last cut
 	eventful int            // cells changed by an event (open/close/refusal) since the last cut
 	idle     []*tenantEntry // scratch for cut
 
