@@ -156,7 +156,7 @@ type table struct {
 	// The pending accumulator: cells with something to ship (events since
 	// the last cut or an open count); see integrator.go.
 	active   []cellRef
-	cutAt    int64 // agent nanos of the last cut
+	cutAt    int64          // agent nanos of the last cut
 	eventful int            // cells changed by an event (open/close/refusal) since the last cut
 	idle     []*tenantEntry // scratch for cut
 
