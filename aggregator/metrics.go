@@ -46,6 +46,7 @@ type serverMetrics struct {
 	http     *prometheus.HistogramVec
 	fsmApply prometheus.Histogram
 	commit   prometheus.Histogram
+	grouped  prometheus.Histogram
 	state    *stateCollector
 }
 
@@ -67,9 +68,14 @@ func newServerMetrics(s *Server, maxTenants int) *serverMetrics {
 			Help:    "On the leader: time from proposing a log entry of agent messages to its result (replicated, committed, applied).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
+		grouped: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "headroom_raft_entry_agent_messages",
+			Help:    "On the leader: agent messages (batches, full states) grouped into one log entry.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
 	}
 	m.state = &stateCollector{s: s, maxTenants: maxTenants}
-	m.reg.MustRegister(m.http, m.fsmApply, m.commit, m.state,
+	m.reg.MustRegister(m.http, m.fsmApply, m.commit, m.grouped, m.state,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

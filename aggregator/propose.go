@@ -56,7 +56,9 @@ type proposer struct {
 	lease, margin time.Duration
 	// observe, if set, is told how long each entry took from proposal to
 	// result.
-	observe  func(time.Duration)
+	observe func(time.Duration)
+	// grouped, if set, is told how many agent messages each entry holds.
+	grouped  func(n int)
 	in       chan *proposal
 	inflight chan flight
 }
@@ -123,6 +125,9 @@ func (p *proposer) run(ctx context.Context) {
 				pr.done(itemResult{}, 0, err)
 			}
 			continue
+		}
+		if p.grouped != nil {
+			p.grouped(len(batch))
 		}
 		start := time.Now()
 		p.inflight <- flight{f: p.raft.Apply(data, 10*time.Second), batch: batch, start: start}

@@ -316,6 +316,7 @@ func New(cfg Config) (*Server, error) {
 	prop := newProposer(s.node.Raft, s.clock, cfg.DefaultPlan)
 	prop.lease, prop.margin = cfg.GrantLease, cfg.GrantMargin
 	prop.observe = func(d time.Duration) { s.metrics.commit.Observe(d.Seconds()) }
+	prop.grouped = func(n int) { s.metrics.grouped.Observe(float64(n)) }
 	live := &liveness{
 		log: s.log.Named("liveness"), raft: s.node.Raft, fsm: s.fsm, clock: s.clock, now: cfg.Now,
 		grace: cfg.AgentGrace, forget: cfg.AgentForget, seen: make(map[string]time.Time),
