@@ -100,15 +100,16 @@ func TestAggregatorMetrics(t *testing.T) {
 		t.Errorf("raft figures: applied %v, applies %v, term %v", m["headroom_raft_applied_index"], m["headroom_raft_fsm_apply_seconds_count"], m["headroom_raft_term"])
 	}
 	// Names follow the conventions: headroom_ prefix, counters end in
-	// _total, durations in _seconds.
+	// _total, histograms of durations in _seconds, of counts in the unit
+	// they count (_messages).
 	for _, line := range strings.Split(text, "\n") {
 		f := strings.Fields(line)
 		if len(f) == 4 && f[0] == "#" && f[1] == "TYPE" && strings.HasPrefix(f[2], "headroom_") {
 			if (f[3] == "counter") != strings.HasSuffix(f[2], "_total") {
 				t.Errorf("%s is a %s", f[2], f[3])
 			}
-			if f[3] == "histogram" && !strings.HasSuffix(f[2], "_seconds") {
-				t.Errorf("histogram %s is not in seconds", f[2])
+			if f[3] == "histogram" && !strings.HasSuffix(f[2], "_seconds") && !strings.HasSuffix(f[2], "_messages") {
+				t.Errorf("histogram %s is neither in seconds nor in messages", f[2])
 			}
 		}
 	}
