@@ -46,6 +46,12 @@ type pool struct {
 	dryUntil int64  // the last answer left nothing free: no top-up before this
 	free     uint64 // Free of the last answer
 	answered bool   // an answer set free
+	// cutMax is the highest open count of the pool at the cuts of the
+	// batches up to cutSeq not yet written: the writer may send an ask
+	// before them, and the leader books their counts once it applies
+	// them, so until the stream has written cutSeq an ask keeps that much.
+	cutMax uint64
+	cutSeq uint64
 }
 
 // grants is what a strict tenant's entry holds of its pools.
@@ -89,6 +95,39 @@ func (g *grants) closed(te *tenantEntry, cls plans.Class) bool {
 		}
 	}
 	return due
+}
+
+// noteCut records the pools' open counts at a cut whose last batch is seq;
+// written is the highest seq the stream has written.
+func (g *grants) noteCut(te *tenantEntry, seq, written uint64) {
+	for i := range g.pools {
+		p := &g.pools[i]
+		if !p.on {
+			continue
+		}
+		if p.cutSeq <= written {
+			p.cutMax = 0
+		}
+		p.cutMax = max(p.cutMax, uint64(max(0, poolOpen(te, i))))
+		p.cutSeq = seq
+	}
+}
+
+// unwritten is what an ask keeps of p for the batches not yet written.
+func (p *pool) unwritten(written uint64) uint64 {
+	if p.cutSeq > written {
+		return p.cutMax
+	}
+	return 0
+}
+
+// writtenLocked is the highest seq written on the current stream (or known
+// applied); 0 without a stream.
+func (a *Agent) writtenLocked() uint64 {
+	if a.stream != nil {
+		return a.stream.sentUpTo
+	}
+	return 0
 }
 
 // poolOpen is the open count a pool's share covers.
@@ -223,6 +262,7 @@ func (a *Agent) askLocked(now int64) *wire.GrantAsk {
 		return nil
 	}
 	lease := a.lease
+	written := a.writtenLocked()
 	var wants []wire.GrantWant
 	for _, te := range a.tab.tenants {
 		g := te.g
@@ -258,14 +298,15 @@ func (a *Agent) askLocked(now int64) *wire.GrantAsk {
 			default:
 				continue
 			}
+			keep := p.unwritten(written)
 			if p.on {
-				want = max(want, open) // never below what is open
+				want = max(want, open, keep) // never below what is open, or booked once applied
 			}
 			if want < p.grant {
 				p.grant = want
 			}
 			p.recall = false
-			w := wire.GrantWant{Tenant: te.id, Class: poolClass(i), Want: want, Hold: p.grant}
+			w := wire.GrantWant{Tenant: te.id, Class: poolClass(i), Want: want, Hold: max(p.grant, keep)}
 			if p.on {
 				w.Open = open // booked by the leader even beyond room: these sessions exist
 			}

@@ -258,3 +258,50 @@ func TestStepShrinksNearTheCeiling(t *testing.T) {
 		t.Fatalf("steps: %d with the pool unknown, %d with 4 free, %d with none; want 10, 2, 0", full, near, none)
 	}
 }
+
+// TestAskKeepsCountOfUnwrittenBatch: the writer sends a GrantAsk before
+// batches still being persisted, so the leader may apply the ask first. An
+// ask therefore never hands back below the pool's open count at the cut of
+// a batch not yet written: the leader would book that batch's sessions
+// beyond the share handed back, and count the pool over its ceiling (and
+// the next admissions as admitted over it) when the fleet never was.
+func TestAskKeepsCountOfUnwrittenBatch(t *testing.T) {
+	a, _ := newTestAgent(t, Config{})
+	pushTenants(t, a, true, strict("t", 100, 0))
+	grantLocally(t, a, "t", "", 50, 0)
+	for i := 0; i < 40; i++ {
+		if res, _ := a.Open("t", "audio", "s"+itoa(i), 0); !res.Admitted {
+			t.Fatalf("open %d: %+v", i, res)
+		}
+	}
+	cutNow(a) // books 40 at the leader once applied; not written yet
+	for i := 0; i < 30; i++ {
+		if _, err := a.Close("s" + itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ask := func() wire.GrantWant {
+		t.Helper()
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.tab.tenants["t"].g.pools[totalPool].recall = true // hand back what is unused
+		m := a.askLocked(a.now())
+		if m == nil || len(m.Wants) != 1 {
+			t.Fatalf("ask %+v", m)
+		}
+		a.ask = nil
+		return m.Wants[0]
+	}
+	if w := ask(); w.Want < 40 || w.Hold < 40 || w.Open != 10 {
+		t.Fatalf("ask before the batch with 40 open is written: %+v, want 40 kept, 10 open", w)
+	}
+	// Once the stream has written that batch, the share goes back to what
+	// is open.
+	a.mu.Lock()
+	a.stream = &stream{sentUpTo: a.nextSeq - 1}
+	a.mu.Unlock()
+	defer func() { a.mu.Lock(); a.stream = nil; a.mu.Unlock() }()
+	if w := ask(); w.Want != 10 || w.Open != 10 {
+		t.Fatalf("ask after the batch is written: %+v, want 10", w)
+	}
+}

@@ -223,6 +223,16 @@ func (a *Agent) cutLocked(now int64) bool {
 		a.stats.batchesCut++
 		a.unacked = append(a.unacked, batch{msg: b, body: wire.Append(make([]byte, 0, batchSizeHint(b)), b)})
 	}
+	// The strict pools with sessions open: their counts at this cut stay
+	// booked in asks until the stream has written the cut (grants.go).
+	last, written := a.nextSeq-1, a.writtenLocked()
+	var prev *tenantEntry
+	for _, r := range a.tab.active {
+		if te := r.te; te != prev && te.g != nil {
+			prev = te
+			te.g.noteCut(te, last, written)
+		}
+	}
 	if a.draining {
 		a.cutDrain = true
 	}
@@ -276,6 +286,13 @@ func (a *Agent) newEpochLocked(reason string) {
 	a.epoch, a.nextSeq, a.persSeq, a.sentHigh = ep, 1, 0, 0
 	a.unacked = nil
 	a.dirty = true
+	for _, te := range a.tab.tenants { // the old epoch's cuts are gone: FullState tells the counts
+		if te.g != nil {
+			for i := range te.g.pools {
+				te.g.pools[i].cutMax, te.g.pools[i].cutSeq = 0, 0
+			}
+		}
+	}
 }
 
 // failoverBackoffMax caps the backoff while servers are down or electing.
