@@ -20,7 +20,7 @@ func TestActiveUsersThroughFailures(t *testing.T) {
 	c.startAll()
 	c.waitLeader(60*time.Second, c.servers)
 	c.waitHealthy(30*time.Second, c.servers...)
-	c.setPlans([]string{"im"}, "payg")
+	c.setPlans([]string{"im"}, "scale") // ceiling 10,000: the test holds more than payg's 1,000 open
 	a := c.addAgent("mau-a", nil, c.wires(c.servers))
 	b := c.addAgent("mau-b", nil, c.wires(c.servers))
 
