@@ -18,6 +18,7 @@ func TestDependencyDirection(t *testing.T) {
 		"internal/tlsconf":    {},
 		"internal/atomicfile": {},
 		"internal/exporttest": {},
+		"internal/loadgen":    {},
 		"cluster":             {"wire"},
 		"aggregator":          {"wire", "plans", "cluster", "internal/jsonhttp", "internal/atomicfile"},
 		"agent":               {"wire", "plans", "internal/jsonhttp"},
