@@ -40,6 +40,10 @@ type Options struct {
 	// Hold (optional, default 0): how long a worker holds an admitted
 	// session before closing it, drawn uniformly from [0, 2·Hold).
 	Hold time.Duration
+	// Sessions (optional, default 1): how many sessions each worker keeps
+	// open at once. A worker admits until it holds Sessions (or is
+	// refused), then closes its oldest after a hold.
+	Sessions int
 	// RefusedBackoff (optional, default 0): how long a worker waits after a
 	// refusal before asking again.
 	RefusedBackoff time.Duration
@@ -103,8 +107,8 @@ func (o Options) Validate() error {
 	switch {
 	case o.Workers < 1:
 		return fmt.Errorf("loadgen: workers %d: want at least 1", o.Workers)
-	case o.Duration < 0, o.Ops < 0, o.Hold < 0, o.RefusedBackoff < 0, o.MaxErrors < 0:
-		return fmt.Errorf("loadgen: negative duration, ops, hold, backoff or max errors")
+	case o.Duration < 0, o.Ops < 0, o.Hold < 0, o.RefusedBackoff < 0, o.MaxErrors < 0, o.Sessions < 0:
+		return fmt.Errorf("loadgen: negative duration, ops, sessions, hold, backoff or max errors")
 	case o.Duration == 0 && o.Ops == 0:
 		return fmt.Errorf("loadgen: give a duration or a number of operations")
 	}
@@ -121,6 +125,9 @@ func Run(ctx context.Context, target Target, o Options) (Result, error) {
 	}
 	if o.MaxErrors == 0 {
 		o.MaxErrors = 10
+	}
+	if o.Sessions == 0 {
+		o.Sessions = 1
 	}
 	if o.Prefix == "" {
 		o.Prefix = "lg"
@@ -161,6 +168,30 @@ func Run(ctx context.Context, target Target, o Options) (Result, error) {
 			rng := rand.New(rand.NewPCG(o.Seed, uint64(w)))
 			prefix := o.Prefix + "-" + strconv.Itoa(w) + "-"
 			buf := make([]byte, 0, len(prefix)+20)
+			var held []string // oldest first
+			closeOldest := func() {
+				if len(held) == 0 {
+					return
+				}
+				if o.Hold > 0 {
+					sleep(runCtx, time.Duration(rng.Int64N(int64(2*o.Hold))))
+				}
+				id := held[0]
+				held = held[1:]
+				open.Add(-1)
+				// The close goes out even when the run has ended: a
+				// worker leaves nothing open behind it.
+				if err := target.Close(context.WithoutCancel(runCtx), id); err != nil {
+					fail(fmt.Errorf("close %s: %w", id, err))
+					return
+				}
+				ops.Add(1)
+			}
+			defer func() {
+				for len(held) > 0 {
+					closeOldest()
+				}
+			}()
 			for seq := 0; runCtx.Err() == nil; seq++ {
 				if o.Ops > 0 && ops.Load() >= o.Ops {
 					cancel()
@@ -173,31 +204,25 @@ func Run(ctx context.Context, target Target, o Options) (Result, error) {
 				// so that nothing admitted is left open behind the run.
 				ok, err := target.Admit(context.WithoutCancel(runCtx), id)
 				h.Record(time.Since(t0))
-				if err != nil {
+				switch {
+				case err != nil:
 					fail(fmt.Errorf("admit %s: %w", id, err))
-					continue
-				}
-				if !ok {
+				case !ok:
 					refused.Add(1)
-					if o.RefusedBackoff > 0 {
+					if len(held) > 0 {
+						closeOldest()
+					} else if o.RefusedBackoff > 0 {
 						sleep(runCtx, o.RefusedBackoff)
 					}
-					continue
+				default:
+					n := open.Add(1)
+					for m := maxOpen.Load(); n > m && !maxOpen.CompareAndSwap(m, n); m = maxOpen.Load() {
+					}
+					held = append(held, id)
+					if len(held) >= o.Sessions {
+						closeOldest()
+					}
 				}
-				n := open.Add(1)
-				for m := maxOpen.Load(); n > m && !maxOpen.CompareAndSwap(m, n); m = maxOpen.Load() {
-				}
-				if o.Hold > 0 {
-					sleep(runCtx, time.Duration(rng.Int64N(int64(2*o.Hold))))
-				}
-				open.Add(-1)
-				// The close goes out even when the run has ended: a
-				// worker leaves nothing open behind it.
-				if err := target.Close(context.WithoutCancel(runCtx), id); err != nil {
-					fail(fmt.Errorf("close %s: %w", id, err))
-					continue
-				}
-				ops.Add(1)
 			}
 		}()
 	}

@@ -71,6 +71,32 @@ func TestRunCountsAndLeavesNothingOpen(t *testing.T) {
 	}
 }
 
+func TestRunHoldsSessionsPerWorker(t *testing.T) {
+	l := &limiter{ceiling: 1000, open: map[string]bool{}}
+	res, err := Run(context.Background(), l, Options{Workers: 2, Ops: 500, Sessions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One worker alone holds 4 before it closes its oldest.
+	if res.MaxOpen < 4 || res.MaxOpen > 8 {
+		t.Errorf("most open %d, want 4 to 8 (2 workers holding 4 each)", res.MaxOpen)
+	}
+	if len(l.open) != 0 || len(l.bad) != 0 {
+		t.Errorf("left open %d, misuse %v", len(l.open), l.bad)
+	}
+	l = &limiter{ceiling: 5, open: map[string]bool{}}
+	res, err = Run(context.Background(), l, Options{Workers: 16, Ops: 2000, Sessions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MaxOpen > 5 {
+		t.Errorf("ceiling 5: client counted %d open at most", res.MaxOpen)
+	}
+	if len(l.open) != 0 || len(l.bad) != 0 {
+		t.Errorf("left open %d, misuse %v", len(l.open), l.bad)
+	}
+}
+
 type failing struct{ limiter }
 
 func (f *failing) Admit(context.Context, string) (bool, error) { return false, errors.New("down") }
