@@ -156,7 +156,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	if cfg.bin == "" {
 		cfg.bin = filepath.Join(dir, "headroom")
 		logf("building ./cmd/headroom")
-		if b, err := exec.Command("go", "build", "-o", cfg.bin, "./cmd/headroom").CombinedOutput(); err != nil {
+		if b, err := exec.Command("go", "build", "-o", cfg.bin, "github.com/headroom-rtc/headroom/cmd/headroom").CombinedOutput(); err != nil {
 			return fmt.Errorf("go build ./cmd/headroom: %v\n%s", err, b)
 		}
 	}
