@@ -9,7 +9,9 @@
 //
 //	A. Redis: go-redis, EVALSHA of the standard limiter (INCR, compare with
 //	   the ceiling, DECR on refusal; DECR on close);
-//	B. the agent's local HTTP API over keep-alive connections;
+//	B. the agent's local HTTP API over keep-alive connections, with a
+//	   synchronous HTTP/1.1 client (request and answer on the worker's
+//	   goroutine, as go-redis does) and with Go's net/http client;
 //	C. the agent in process.
 //
 // Then the fleet (four agents at once, 16 workers each, against one Redis
@@ -341,6 +343,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		vRedis   = "A. Redis (EVALSHA limiter), in memory"
 		vRedisD  = "A. Redis (EVALSHA limiter), appendfsync everysec"
 		vHTTP    = "B. agent, local HTTP API"
+		vNetHTTP = "B. agent, local HTTP API, Go net/http client"
 		vInproc  = "C. agent, in process (Go library)"
 		vFleetH  = "fleet: 4 agents over HTTP, 16 workers each"
 		vFleetR  = "fleet: 1 Redis (in memory), 64 workers"
@@ -359,6 +362,13 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 			}},
 			{vHTTP, func() (loadgen.Target, []int, int, func(), error) {
 				t, err := httpTarget(0, n, benchTenant)
+				if err != nil {
+					return nil, nil, 0, nil, err
+				}
+				return t, []int{agents[0].c.cmd.Process.Pid}, aggPid, t.CloseIdle, nil
+			}},
+			{vNetHTTP, func() (loadgen.Target, []int, int, func(), error) {
+				t, err := loadgen.NewAgentNetHTTP(agents[0].api, benchTenant, "audio", n, timeout)
 				if err != nil {
 					return nil, nil, 0, nil, err
 				}

@@ -12,35 +12,47 @@ import (
 	"time"
 )
 
-// AgentHTTP is a Target that opens and closes sessions through an agent's
-// local HTTP API (POST /v1/sessions, DELETE /v1/sessions/{id}) over
-// keep-alive connections.
-type AgentHTTP struct {
+// AgentNetHTTP is a Target that opens and closes sessions through an
+// agent's local HTTP API (POST /v1/sessions, DELETE /v1/sessions/{id})
+// with Go's net/http client over keep-alive connections. Its Transport
+// hands every request to a connection's writing and reading goroutines;
+// AgentHTTP does the same exchange on the caller's goroutine.
+type AgentNetHTTP struct {
 	base          string // http://host:port
 	tenant, class string
 	client        *http.Client
 }
 
-// NewAgentHTTP returns a target for the agent API at addr (host:port or an
-// http:// URL) opening sessions of tenant and class, with a connection pool
-// of conns keep-alive connections (one per worker) and timeout per request.
-func NewAgentHTTP(addr, tenant, class string, conns int, timeout time.Duration) (*AgentHTTP, error) {
+// agentAddr checks an agent's address (host:port or an http:// URL) and
+// what the sessions will be, and returns host:port.
+func agentAddr(addr, tenant, class string) (string, error) {
 	base := addr
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
 	u, err := url.Parse(base)
 	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return nil, fmt.Errorf("agent address %q: want host:port or http://host:port", addr)
+		return "", fmt.Errorf("agent address %q: want host:port or http://host:port", addr)
 	}
 	if _, _, err := net.SplitHostPort(u.Host); err != nil {
-		return nil, fmt.Errorf("agent address %q: %v", addr, err)
+		return "", fmt.Errorf("agent address %q: %v", addr, err)
 	}
 	if tenant == "" || class == "" {
-		return nil, fmt.Errorf("a tenant and a class are required")
+		return "", fmt.Errorf("a tenant and a class are required")
 	}
 	if strings.ContainsAny(tenant+class, "\"\\") {
-		return nil, fmt.Errorf("tenant %q or class %q: quotes and backslashes are not valid", tenant, class)
+		return "", fmt.Errorf("tenant %q or class %q: quotes and backslashes are not valid", tenant, class)
+	}
+	return u.Host, nil
+}
+
+// NewAgentNetHTTP returns a target for the agent API at addr (host:port or
+// an http:// URL) opening sessions of tenant and class, with a pool of conns
+// keep-alive connections (one per worker) and timeout per request.
+func NewAgentNetHTTP(addr, tenant, class string, conns int, timeout time.Duration) (*AgentNetHTTP, error) {
+	host, err := agentAddr(addr, tenant, class)
+	if err != nil {
+		return nil, err
 	}
 	if conns < 1 {
 		conns = 1
@@ -52,13 +64,13 @@ func NewAgentHTTP(addr, tenant, class string, conns int, timeout time.Duration) 
 		MaxIdleConnsPerHost: conns,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &AgentHTTP{base: "http://" + u.Host, tenant: tenant, class: class, client: &http.Client{Transport: tr, Timeout: timeout}}, nil
+	return &AgentNetHTTP{base: "http://" + host, tenant: tenant, class: class, client: &http.Client{Transport: tr, Timeout: timeout}}, nil
 }
 
 // Admit is POST /v1/sessions: 201 or 200 admitted, 429 refused, anything
 // else an error with the answer's body.
-func (a *AgentHTTP) Admit(ctx context.Context, session string) (bool, error) {
-	body := `{"tenant":"` + a.tenant + `","class":"` + a.class + `","session":"` + session + `"}`
+func (a *AgentNetHTTP) Admit(ctx context.Context, session string) (bool, error) {
+	body := openBody(a.tenant, a.class, session)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+"/v1/sessions", strings.NewReader(body))
 	if err != nil {
 		return false, err
@@ -78,7 +90,7 @@ func (a *AgentHTTP) Admit(ctx context.Context, session string) (bool, error) {
 }
 
 // Close is DELETE /v1/sessions/{session}: 200, anything else an error.
-func (a *AgentHTTP) Close(ctx context.Context, session string) error {
+func (a *AgentNetHTTP) Close(ctx context.Context, session string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, a.base+"/v1/sessions/"+url.PathEscape(session), nil)
 	if err != nil {
 		return err
@@ -93,7 +105,7 @@ func (a *AgentHTTP) Close(ctx context.Context, session string) error {
 	return nil
 }
 
-func (a *AgentHTTP) do(req *http.Request) (int, string, error) {
+func (a *AgentNetHTTP) do(req *http.Request) (int, string, error) {
 	resp, err := a.client.Do(req)
 	if err != nil {
 		return 0, "", err
@@ -109,4 +121,8 @@ func (a *AgentHTTP) do(req *http.Request) (int, string, error) {
 }
 
 // CloseIdle closes the pool's idle connections.
-func (a *AgentHTTP) CloseIdle() { a.client.CloseIdleConnections() }
+func (a *AgentNetHTTP) CloseIdle() { a.client.CloseIdleConnections() }
+
+func openBody(tenant, class, session string) string {
+	return `{"tenant":"` + tenant + `","class":"` + class + `","session":"` + session + `"}`
+}

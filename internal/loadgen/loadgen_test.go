@@ -179,7 +179,13 @@ func TestAgentHTTP(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	a, err := NewAgentHTTP(srv.URL, "t1", "audio", 2, 5*time.Second)
+	sent := func(body string) bool { mu.Lock(); defer mu.Unlock(); return open[body] }
+	testAgentHTTP(t, srv, func() (Target, error) { return NewAgentHTTP(srv.URL, "t1", "audio", 2, 5*time.Second) }, sent)
+	testAgentHTTP(t, srv, func() (Target, error) { return NewAgentNetHTTP(srv.URL, "t1", "audio", 2, 5*time.Second) }, sent)
+}
+
+func testAgentHTTP(t *testing.T, srv *httptest.Server, mk func() (Target, error), sent func(string) bool) {
+	a, err := mk()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +193,16 @@ func TestAgentHTTP(t *testing.T) {
 	if ok, err := a.Admit(ctx, "s1"); !ok || err != nil {
 		t.Errorf("admit s1: %v %v", ok, err)
 	}
-	if !open[`{"tenant":"t1","class":"audio","session":"s1"}`] {
-		t.Errorf("body sent: %v", open)
+	if !sent(`{"tenant":"t1","class":"audio","session":"s1"}`) {
+		t.Errorf("body not sent")
+	}
+	if _, raw := a.(*AgentHTTP); raw {
+		// The server drops its idle connections: the next call dials
+		// again. (net/http's Transport does not retry a POST.)
+		srv.CloseClientConnections()
+		if ok, err := a.Admit(ctx, "s2"); !ok || err != nil {
+			t.Errorf("admit after the server closed the connection: %v %v", ok, err)
+		}
 	}
 	if ok, err := a.Admit(ctx, "refuse-1"); ok || err != nil {
 		t.Errorf("refused: %v %v", ok, err)
