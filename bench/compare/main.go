@@ -23,7 +23,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -72,6 +71,7 @@ type config struct {
 	hold             time.Duration
 	seed             uint64
 	keep             bool
+	correctnessOnly  bool
 }
 
 func main() {
@@ -92,6 +92,7 @@ func main() {
 	flag.StringVar(&workers, "workers", "1,16,64", "comma-separated numbers of concurrent workers")
 	flag.DurationVar(&cfg.hold, "hold", 2*time.Millisecond, "mean time a session is held in the correctness run")
 	flag.Uint64Var(&cfg.seed, "seed", 0, "seed of the correctness run's hold times (0: random, printed)")
+	flag.BoolVar(&cfg.correctnessOnly, "correctness-only", false, "run only the correctness part (ceiling 100)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (logs, data) and print its path")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -349,7 +350,11 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		vFleetR  = "fleet: 1 Redis (in memory), 64 workers"
 		fleetPer = 16
 	)
-	for _, n := range cfg.workers {
+	workersToRun := cfg.workers
+	if cfg.correctnessOnly {
+		workersToRun = nil
+	}
+	for _, n := range workersToRun {
 		for _, v := range []struct {
 			name string
 			mk   func() (loadgen.Target, []int, int, func(), error)
@@ -394,6 +399,16 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		}
 	}
 
+	if cfg.correctnessOnly {
+		cres, err := runCorrectness(ctx, cfg, aggURL, len(agents), httpTarget, rMem.rdb)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "## bench-compare -correctness-only %s\n\n%s; load average before %s, after %s; %v\n", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+			runtime.Version(), load0, loadAvg(), dur)
+		writeCorrectness(out, cres)
+		return cres.verdict()
+	}
 	// The fleet: four agents at once against one Redis.
 	logf("fleet: %d agents, %d workers each, at once", fleetAgents, fleetPer)
 	var fleetPids []int
@@ -422,47 +437,10 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		redisFleet = r
 	}
 
-	// Correctness: ceiling 100, 64 workers holding sessions.
-	seed := cfg.seed
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano()) | 1
+	var cres *corrResult
+	if cres, err = runCorrectness(ctx, cfg, aggURL, len(agents), httpTarget, rMem.rdb); err != nil {
+		return err
 	}
-	logf("correctness: ceiling %d, 64 workers holding %d sessions each (mean hold %v, seed %d)", ceiling, perWorker, cfg.hold, seed)
-	co := loadgen.Options{Workers: 64, Sessions: perWorker, Duration: dur, Hold: cfg.hold, RefusedBackoff: 200 * time.Microsecond, Seed: seed, Prefix: "c"}
-	redisC, err := loadgen.Run(ctx, redisTarget{rMem.rdb, redis.NewScript(limiterLua), ceilingTenant, ceiling}, co)
-	if err != nil {
-		return fmt.Errorf("correctness, Redis: %w", err)
-	}
-	co.Workers = 64 / fleetAgents
-	agentsC, err := runFleet(ctx, len(agents), func(i int) (loadgen.Target, func(), error) {
-		t, err := httpTarget(i, co.Workers, ceilingTenant)
-		if err != nil {
-			return nil, nil, err
-		}
-		return t, t.CloseIdle, nil
-	}, co)
-	if err != nil {
-		return fmt.Errorf("correctness, agents: %w", err)
-	}
-	var tf struct {
-		Concurrency struct {
-			Total uint64 `json:"total"`
-		} `json:"concurrency"`
-		AdmittedOver uint64 `json:"admitted_over_ceiling"`
-	}
-	settled := waitFor(30*time.Second, "the aggregator sees "+ceilingTenant+" back at 0 open", nil, func() error {
-		code, body, err := call("GET", aggURL+"/v1/tenants/"+ceilingTenant, nil)
-		if err != nil || code != 200 {
-			return fmt.Errorf("%d %s %v", code, body, err)
-		}
-		if err := json.Unmarshal(body, &tf); err != nil {
-			return err
-		}
-		if tf.Concurrency.Total != 0 {
-			return fmt.Errorf("%d open", tf.Concurrency.Total)
-		}
-		return nil
-	})
 	load1 := loadAvg()
 
 	// The table.
@@ -504,19 +482,8 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	fr := fleet.OpsPerSecond() / redisFleet.res.OpsPerSecond()
 	w("\nfleet: 4 agents %s ops/s against one Redis %s ops/s: %.2f× %s\n", ops(fleet.OpsPerSecond()), ops(redisFleet.res.OpsPerSecond()), fr, mark(fr >= 2))
 
-	w("\ncorrectness: ceiling %d, 64 workers each holding up to %d sessions (mean hold %v), seed %d, most open at once as the clients counted:\n\n", ceiling, perWorker, cfg.hold, seed)
-	w("| limiter | ops | refused | most open at once | aggregator's admitted_over_ceiling |\n| --- | --- | --- | --- | --- |\n")
-	w("| Redis | %d | %d | %d %s | — |\n", redisC.Ops, redisC.Refused, redisC.MaxOpen, mark(redisC.MaxOpen <= ceiling))
-	w("| 4 agents over HTTP, 16 workers each | %d | %d | %d %s | %d |\n", agentsC.Ops, agentsC.Refused, agentsC.MaxOpen, mark(agentsC.MaxOpen <= ceiling), tf.AdmittedOver)
-	switch {
-	case redisC.MaxOpen > ceiling || agentsC.MaxOpen > ceiling:
-		return fmt.Errorf("ceiling %d passed: Redis %d, agents %d open at once", ceiling, redisC.MaxOpen, agentsC.MaxOpen)
-	case agentsC.MaxOpen == 0 || redisC.MaxOpen == 0:
-		return fmt.Errorf("correctness run admitted nothing (Redis %d, agents %d)", redisC.MaxOpen, agentsC.MaxOpen)
-	case settled != nil:
-		return settled
-	}
-	return nil
+	writeCorrectness(out, cres)
+	return cres.verdict()
 }
 
 // runFleet runs o on n targets at once and adds their results up: ops and
