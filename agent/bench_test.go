@@ -106,7 +106,7 @@ func BenchmarkCut(b *testing.B) {
 // (keep-alive clients on loopback). It reports the admit latency's p50
 // and p99 and the pairs per second.
 func BenchmarkAdmitLatency(b *testing.B) {
-	for _, via := range []string{"inproc", "http"} {
+	for _, via := range []string{"inproc", "http", "apiserver"} {
 		for _, n := range []int{1, 16} {
 			b.Run(fmt.Sprintf("%s/N=%d", via, n), func(b *testing.B) {
 				a, err := New(Config{DataDir: b.TempDir(), Servers: []string{"127.0.0.1:1"}})
@@ -122,9 +122,17 @@ func BenchmarkAdmitLatency(b *testing.B) {
 					}
 					return err
 				}, func(id string) error { _, err := a.Close(id); return err }
-				if via == "http" {
-					srv := httptest.NewServer(a.Handler())
-					defer srv.Close()
+				if via != "inproc" {
+					srv := httptest.NewUnstartedServer(a.Handler())
+					if via == "apiserver" {
+						api := NewAPIServer(srv.Config)
+						go api.Serve(srv.Listener)
+						defer api.Close()
+						srv.URL = "http://" + srv.Listener.Addr().String()
+					} else {
+						srv.Start()
+						defer srv.Close()
+					}
 					c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
 					do := func(method, url, body string, want int) error {
 						req, _ := http.NewRequest(method, url, strings.NewReader(body))

@@ -141,7 +141,10 @@ func runAgent(ctx context.Context, cfg agent.Config, apiAddr string, log hclog.L
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	go srv.Serve(ln)
+	// The hot routes (open, close) are answered on the connection's
+	// goroutine; everything else by srv as before (agent.APIServer).
+	api := agent.NewAPIServer(srv)
+	go api.Serve(ln)
 	log.Info("agent API listening", "addr", ln.Addr().String(), "servers", strings.Join(cfg.Servers, ","))
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -162,12 +165,12 @@ func runAgent(ctx context.Context, cfg agent.Config, apiAddr string, log hclog.L
 	select {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		srv.Shutdown(sctx)
+		api.Shutdown(sctx)
 		cancel()
 		acancel()
 		runErr = <-runDone
 	case runErr = <-runDone:
-		srv.Close()
+		api.Close()
 	}
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return runErr
