@@ -11,7 +11,7 @@ IMAGE   ?= headroom:dev
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 CLUSTER := HEADROOM_IMAGE=$(IMAGE) $(COMPOSE) -p headroom -f deploy/compose.yaml
 
-.PHONY: build run test bench bench-logstore fuzz lint clean image cluster-up cluster-down e2e-docker
+.PHONY: build run test bench bench-compare bench-logstore fuzz lint clean image cluster-up cluster-down e2e-docker
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/headroom
@@ -25,6 +25,18 @@ test: lint
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+
+# Redis's concurrency limiter and the agent side by side, one run, one table (bench/compare,
+# BENCHMARKS.md, issue 14). BENCH_SECONDS (default 5) is the length of each measured run;
+# BENCH_ARGS are passed on (e.g. -workers 1,16 -keep). redis-server is Debian's package,
+# installed here when missing.
+BENCH_SECONDS ?= 5
+bench-compare: build
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "bench-compare: installing redis-server (Debian package)" >&2; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } || \
+	  { echo "bench-compare: FAIL: redis-server is missing and could not be installed" >&2; exit 1; }
+	BENCH_SECONDS=$(BENCH_SECONDS) $(GO) run ./bench/compare -bin $(BIN) $(BENCH_ARGS)
 
 # Raft log stores on this machine, raft-boltdb against raft-wal (a module of its own, so the
 # store not adopted stays out of headroom's dependencies; BENCHMARKS.md, issue 20).

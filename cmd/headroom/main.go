@@ -49,6 +49,7 @@ func newApp() *cli.App {
 			aclCommand(),
 			tokenCommand(),
 			healthCommand(),
+			benchCommand(),
 		},
 	}
 }
