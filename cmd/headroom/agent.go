@@ -33,6 +33,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "token", Usage: "token presented to the aggregators", EnvVars: []string{"HEADROOM_AGENT_TOKEN"}},
 			&cli.DurationFlag{Name: "flush-interval", Value: 100 * time.Millisecond, Usage: "how often deltas are cut, persisted and shipped"},
 			&cli.DurationFlag{Name: "top-up-wait", Value: agent.DefaultTopUpWait, Usage: "how long an admission of a strict tenant waits for a top-up of this agent's share before grant-timeout"},
+			wallClockFlag,
 		}, append(append(tlsFlags(false), logFlags()...), connectorFlags()...)...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
@@ -60,7 +61,7 @@ func agentCommand() *cli.Command {
 				DataDir: c.String("data-dir"), Servers: splitList(c.StringSlice("server")),
 				AgentID: c.String("id"), Labels: labels, Token: c.String("token"),
 				FlushInterval: c.Duration("flush-interval"), TopUpWait: c.Duration("top-up-wait"), Logger: log,
-				Dial: dial,
+				Dial: dial, WallClock: offsetClock(ctx, c.String("wall-clock-offset-file")),
 			}, c.String("api-addr"), log, nil, attach)
 		},
 	}

@@ -247,3 +247,169 @@ func logSays(t testing.TB, p *proc, s string, limit time.Duration) {
 		return nil
 	})
 }
+
+// usageSecs is tenant tn's usage in seconds, all classes, on server s.
+func usageSecs(t testing.TB, s *hServer, tn string) float64 {
+	t.Helper()
+	var f tenantFig
+	var err error
+	waitFor(t, 30*time.Second, "the usage of "+tn, func() error {
+		f, _, err = s.tenant(tn)
+		return err
+	})
+	return f.seconds()
+}
+
+// TestNemesisAgentClock jumps an agent's wall clock forward and backward by
+// minutes (a fake clock read through its config) while sessions are open,
+// and once more across a crash of the agent: admission goes on, the agent
+// says the clock jumped, and the usage metered follows real time — a jump
+// bills no minute that did not pass, and none is lost.
+func TestNemesisAgentClock(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.startAll()
+	c.waitLeader(60*time.Second, c.servers)
+	c.waitHealthy(30*time.Second, c.servers...)
+	tn := "ck-t"
+	c.setPlans([]string{tn}, "payg")
+	offFile := filepath.Join(t.TempDir(), "offset")
+	if err := os.WriteFile(offFile, []byte("0s"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := c.addAgent("ck-a", nil, c.wires(c.servers), "--wall-clock-offset-file", offFile)
+	tr := truth{}
+	const n = 10
+	began := time.Now()
+	for i := 0; i < n; i++ {
+		c.admits(a, tn, fmt.Sprintf("ck-%d", i), tr, 30*time.Second)
+	}
+	// Usage must stay within the real time n sessions have been open (and
+	// a little more for one flush of each), whatever the clock says.
+	check := func(when string) {
+		t.Helper()
+		c.waitAgentsSettled(30*time.Second, a)
+		lead, _ := c.waitLeader(60*time.Second, c.servers)
+		got := usageSecs(t, lead, tn)
+		real := time.Since(began).Seconds() * n
+		c.tl.mark("%s: %.1f s metered, %.1f s at most really open", when, got, real)
+		if got > real+n*1 {
+			t.Fatalf("%s: %.1f session-seconds metered, more than the %.1f that passed: the jump was billed", when, got, real)
+		}
+		if got < 0 {
+			t.Fatalf("%s: negative usage %.1f", when, got)
+		}
+	}
+	for _, jump := range []string{"10m", "-10m", "0s"} {
+		if err := os.WriteFile(offFile, []byte(jump), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.tl.mark("the agent's wall clock set to the host's %s", jump)
+		logSays(t, a.p, "the wall clock jumped", 30*time.Second)
+		c.admits(a, tn, "ck-after-"+jump, tr, 30*time.Second)
+		if err := a.close(context.Background(), 30*time.Second, "ck-after-"+jump); err != nil {
+			t.Fatal(err)
+		}
+		delete(tr, "ck-after-"+jump)
+		check("after a jump of " + jump)
+		c.waitAgree(30*time.Second, "after a jump of "+jump, tr, []string{tn}, c.servers)
+	}
+	// A crash while the clock stands 10 minutes behind, restarted so: the
+	// restored sessions are not billed backwards, nothing is lost.
+	if err := os.WriteFile(offFile, []byte("-10m"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a few flushes: the offset is read every 50 ms
+	a.p.kill()
+	a.p.restart()
+	waitFor(t, 30*time.Second, "the agent back", func() error { _, err := a.status(); return err })
+	c.tl.mark("kill -9 and restart of the agent with its clock 10 minutes behind")
+	c.admits(a, tn, "ck-after-restart", tr, 30*time.Second)
+	c.waitAgree(30*time.Second, "after the restart", tr, []string{tn}, c.servers)
+	check("after the restart")
+}
+
+// TestNemesisAgentDiskFull fills the file system of an agent's data
+// directory (a small tmpfs): the agent says it cannot persist, keeps
+// admitting, and once there is room again everything it admitted reaches the
+// cluster, and survives a kill -9 after that.
+func TestNemesisAgentDiskFull(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.startAll()
+	c.waitLeader(60*time.Second, c.servers)
+	c.waitHealthy(30*time.Second, c.servers...)
+	tn := "df-t"
+	c.setPlans([]string{tn}, "payg")
+	small := tmpfsDir(t, 8<<20)
+	a := &hAgent{name: "df-a", client: fastc, api: freeAddr(t)}
+	a.p = newProc(t, a.name, []string{binPath, "agent", "--id", a.name, "--data-dir", filepath.Join(small, "agent"),
+		"--server", c.wires(c.servers), "--flush-interval", "100ms", "--log-level", "debug", "--api-addr", a.api}, nil)
+	if err := a.p.spawn(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the agent API", func() error { _, err := a.status(); return err })
+	tr := truth{}
+	for i := 0; i < 5; i++ {
+		c.admits(a, tn, fmt.Sprintf("df-before-%d", i), tr, 30*time.Second)
+	}
+	c.waitAgentsSettled(30*time.Second, a)
+	c.waitAgree(30*time.Second, "before the disk fills", tr, []string{tn}, c.servers)
+
+	free := fillDisk(t, small)
+	c.tl.mark("the agent's file system is full")
+	for i := 0; i < 20; i++ {
+		c.admits(a, tn, fmt.Sprintf("df-full-%d", i), tr, 30*time.Second)
+	}
+	logSays(t, a.p, "cannot persist agent state", 30*time.Second)
+	c.tl.mark("the agent admitted 20 sessions with its disk full, and says it cannot persist")
+	free()
+	c.tl.mark("room again")
+	c.waitAgentsSettled(60*time.Second, a)
+	c.waitAgree(60*time.Second, "once there is room again", tr, []string{tn}, c.servers)
+	a.p.kill()
+	a.p.restart()
+	waitFor(t, 30*time.Second, "the agent back", func() error { _, err := a.status(); return err })
+	c.waitAgentsSettled(60*time.Second, a)
+	c.waitAgree(60*time.Second, "after a kill -9 once there was room", tr, []string{tn}, c.servers)
+}
+
+// TestNemesisFollowerDiskFull fills the file system of a follower's data
+// directory: the cluster goes on committing with the other two, the full
+// server says why it cannot, and once there is room it catches up.
+func TestNemesisFollowerDiskFull(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	small := tmpfsDir(t, 64<<20)
+	// srv3's data directory on the small file system.
+	s3 := c.servers[2]
+	for i, a := range s3.p.argv {
+		if a == "--data-dir" {
+			s3.p.argv[i+1] = filepath.Join(small, s3.name)
+		}
+	}
+	c.startAll()
+	c.waitLeader(60*time.Second, c.servers)
+	c.waitHealthy(30*time.Second, c.servers...)
+	tenants := tenantNames("fd", 4)
+	c.setPlans(tenants, "payg")
+	a := c.addAgent("fd-a", nil, c.wires(c.servers))
+	tr := truth{}
+	for i := 0; i < 10; i++ {
+		c.admits(a, tenants[i%4], fmt.Sprintf("fd-before-%d", i), tr, 30*time.Second)
+	}
+	c.waitAgree(30*time.Second, "before the disk fills", tr, tenants, c.servers)
+	free := fillDisk(t, small)
+	c.tl.mark("%s's file system is full", s3.name)
+	for i := 0; i < 200; i++ {
+		c.admits(a, tenants[i%4], fmt.Sprintf("fd-full-%d", i), tr, 30*time.Second)
+		if i%20 == 0 {
+			c.setPlans(tenants[:1], []string{"payg", "starter"}[i/20%2])
+		}
+	}
+	c.waitAgentsSettled(60*time.Second, a)
+	c.tl.mark("200 sessions admitted and 10 plan changes committed with %s's disk full (running: %v)", s3.name, s3.p.running())
+	free()
+	if !s3.p.running() {
+		c.tl.mark("%s exited with its disk full (%v); restarted", s3.name, s3.p.exitErr())
+		s3.p.restart()
+	}
+	c.waitAgree(90*time.Second, "once there is room again", tr, tenants, c.servers)
+}
