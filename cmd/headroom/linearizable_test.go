@@ -38,8 +38,8 @@ type linOp struct {
 // linOut is a call's answer; Unknown when it got none that is definite.
 type linOut struct {
 	Unknown bool
-	Refused bool // the server was not reached (connection refused): no effect, no answer
-	Code    int  // the HTTP status
+	Refused bool   // the server was not reached (connection refused): no effect, no answer
+	Code    int    // the HTTP status
 	OK      bool   // set, schedule, cancel: applied (cancel: there was a change)
 	Plan    string // read
 	Sched   string // read: "plan@at" or ""
@@ -171,11 +171,11 @@ func TestLinearizablePlanChanges(t *testing.T) {
 	t.Logf("seed %d", seed)
 
 	var (
-		mu      sync.Mutex
-		history []porcupine.Operation
-		done    atomic.Bool
-		n       atomic.Int64
-		unknown atomic.Int64
+		mu       sync.Mutex
+		history  []porcupine.Operation
+		done     atomic.Bool
+		n        atomic.Int64
+		unknown  atomic.Int64
 		refusals = map[string]int{}
 	)
 	begin := time.Now()
@@ -229,6 +229,7 @@ func TestLinearizablePlanChanges(t *testing.T) {
 				history = append(history, porcupine.Operation{ClientId: cl, Input: in, Output: out, Call: call, Return: ret})
 				mu.Unlock()
 				n.Add(1)
+				time.Sleep(time.Duration(10+rng.IntN(20)) * time.Millisecond) // a client's think time
 			}
 		}()
 	}
