@@ -59,7 +59,10 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: seed %d, duration %s, at least %d faults", seed, dur, minFaults)
 	rng := mrand.New(mrand.NewPCG(seed, 7))
 
-	c := newCluster(t, 3, nil, "--agent-grace", "4s", "--grant-lease", "2s", "--grant-margin", "1s")
+	// The servers in network namespaces, so that one can be cut off.
+	requireNetNS(t)
+	lab := newNetLab(t, 3)
+	c := newCluster(t, 3, lab, "--agent-grace", "4s", "--grant-lease", "2s", "--grant-margin", "1s")
 	c.startAll()
 	c.waitLeader(60*time.Second, c.servers)
 	c.waitHealthy(30*time.Second, c.servers...)
@@ -272,7 +275,8 @@ func TestChaos(t *testing.T) {
 		if rng.IntN(8) == 0 {
 			d = time.Duration(4000+rng.IntN(3000)) * time.Millisecond // past the grace and the lease
 		}
-		kind := []string{"kill-server", "pause-server", "pause-leader", "kill-agent", "pause-agent", "clock-jump", "disk-full", "plan-change"}[rng.IntN(8)]
+		kinds := []string{"kill-server", "pause-server", "pause-leader", "kill-agent", "pause-agent", "clock-jump", "disk-full", "plan-change", "partition"}
+		kind := kinds[rng.IntN(len(kinds))]
 		faults[kind]++
 		total++
 		switch kind {
@@ -315,6 +319,20 @@ func TestChaos(t *testing.T) {
 			if d > lapse {
 				// The window stays open until the fleet heard the agent again.
 				go func() { time.Sleep(10 * time.Second); lapsing.Add(-1) }()
+			}
+		case "partition":
+			s := c.servers[rng.IntN(len(c.servers))]
+			if l, _, err := c.leader(c.servers); err == nil && rng.IntN(2) == 0 {
+				s = l
+			}
+			c.tl.mark("fault %d: partition: %s cut off from everything for %s", total, s.name, d)
+			if err := s.ns.cut(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.ns.heal() })
+			time.Sleep(d)
+			if err := s.ns.heal(); err != nil {
+				t.Fatal(err)
 			}
 		case "clock-jump":
 			a := agents[rng.IntN(nAgents)]
