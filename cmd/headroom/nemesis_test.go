@@ -406,6 +406,11 @@ func TestNemesisFollowerDiskFull(t *testing.T) {
 	}
 	c.waitAgentsSettled(60*time.Second, a)
 	c.tl.mark("200 sessions admitted and 10 plan changes committed with %s's disk full (running: %v)", s3.name, s3.p.running())
+	full := strings.Count(s3.p.logText(), "no space left on device")
+	c.tl.mark("%s logged \"no space left on device\" %d times", s3.name, full)
+	if full == 0 {
+		t.Fatalf("%s never hit its full disk: the fault was not injected", s3.name)
+	}
 	free()
 	if !s3.p.running() {
 		c.tl.mark("%s exited with its disk full (%v); restarted", s3.name, s3.p.exitErr())
