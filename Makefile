@@ -11,7 +11,7 @@ IMAGE   ?= headroom:dev
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 CLUSTER := HEADROOM_IMAGE=$(IMAGE) $(COMPOSE) -p headroom -f deploy/compose.yaml
 
-.PHONY: build run test bench bench-compare bench-logstore fuzz lint clean image cluster-up cluster-down e2e-docker
+.PHONY: chaos build run test bench bench-compare bench-logstore fuzz lint clean image cluster-up cluster-down e2e-docker
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/headroom
@@ -22,6 +22,20 @@ run: build
 # Unit, property and end-to-end tests; -race wherever goroutines meet.
 test: lint
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# The seeded randomized fault campaign (cmd/headroom/chaos_test.go): 3 servers, 4 agents,
+# at least 100 faults of every kind under session churn; the report ends with the checks and
+# the recovery times. `make test` runs a short one (seed 16, 45 s, 20 faults). Needs root
+# (the agents' data directories are small tmpfs mounts it fills).
+SEED     ?= 1
+DURATION ?= 10m
+chaos:
+	@mkdir -p bin
+	@HEADROOM_CHAOS_SEED=$(SEED) HEADROOM_CHAOS_DURATION=$(DURATION) HEADROOM_CHAOS_REPORT=$(CURDIR)/bin/chaos-report.txt \
+	  $(GO) test -count=1 -timeout 90m -run '^TestChaos$$' -v ./cmd/headroom/ >bin/chaos.log 2>&1; rc=$$?; \
+	  if [ -f bin/chaos-report.txt ]; then cat bin/chaos-report.txt; rm -f bin/chaos-report.txt; fi; \
+	  if [ $$rc -ne 0 ]; then grep -E -- '--- FAIL|_test.go:[0-9]+: ' bin/chaos.log | grep -v 'harness_test.go:451' | tail -20; \
+	    echo "chaos FAIL: seed $(SEED) (whole log in bin/chaos.log)"; exit $$rc; fi
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...

@@ -79,6 +79,11 @@ type Config struct {
 	// ceiling has room, waits for a top-up before grant-timeout.
 	TopUpWait time.Duration
 
+	// WallClock (optional, default time.Now) gives the wall-clock time the
+	// agent's start is stamped with; durations are measured on the
+	// monotonic clock whatever it does (wallclock.go).
+	WallClock func() time.Time
+
 	// clock replaces time.Now in tests (wall and agent time both follow it).
 	clock func() time.Time
 }
@@ -197,6 +202,7 @@ type Agent struct {
 	persistM  sync.Mutex    // serialises persist
 	knobs     knobs         // timings; tests may change them before Run
 	startUnix int64         // a.start in unix nanos: wall = startUnix + agent nanos
+	wallSkew  int64         // WallClock minus the derived wall time at the last jump logged
 
 	pst persister // the state's files; owned by persistM
 
@@ -308,9 +314,13 @@ func New(cfg Config) (*Agent, error) {
 		a.startUnix = a.start.UnixNano()
 		a.clock = func() int64 { return int64(cfg.clock().Sub(a.start)) }
 	} else {
-		a.start = time.Now()
+		mono := time.Now()
+		a.start = mono
+		if cfg.WallClock != nil {
+			a.start = cfg.WallClock().Round(0)
+		}
 		a.startUnix = a.start.UnixNano()
-		a.clock = func() int64 { return int64(time.Since(a.start)) }
+		a.clock = func() int64 { return int64(time.Since(mono)) }
 	}
 	if a.dial == nil {
 		d := &net.Dialer{Timeout: DefaultDialTimeout}

@@ -110,6 +110,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		case <-tick.C:
 			a.flush()
+			a.checkWall()
 		case <-a.flushNow:
 			a.flush()
 		}

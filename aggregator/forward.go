@@ -52,7 +52,10 @@ func (s *Server) leaderOnly(h http.HandlerFunc) http.HandlerFunc {
 			}
 			if r.Header.Get(forwardedHeader) == "" {
 				if m, ok := s.node.LeaderMeta(); ok && m.HTTP != "" {
-					s.proxyTo(m.HTTP, w, r)
+					// Bounded by the hold time: a leader that is stopped
+					// (SIGSTOP, a frozen VM) accepts the connection and never
+					// answers, and must not hold the caller for as long.
+					s.proxyTo(m.HTTP, w, r.WithContext(ctx))
 					return
 				}
 			}
@@ -141,6 +144,11 @@ func (s *Server) proxyTo(leaderHTTP string, w http.ResponseWriter, r *http.Reque
 			pr.Out.Header.Set(forwardedHeader, s.node.ID())
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil && !errors.Is(context.Cause(r.Context()), context.Canceled) {
+				jsonhttp.Error(w, http.StatusServiceUnavailable, fmt.Sprintf(
+					"the leader at %s did not answer within %s (stopped or overloaded): a write may or may not have been applied; read it back, then try again", leaderHTTP, s.hold))
+				return
+			}
 			jsonhttp.Error(w, http.StatusBadGateway, fmt.Sprintf("forwarding to the leader at %s: %v", leaderHTTP, err))
 		},
 	}

@@ -36,6 +36,7 @@ func agentCommand() *cli.Command {
 			&cli.DurationFlag{Name: "flush-interval", Value: 100 * time.Millisecond, Usage: "how often deltas are cut, persisted and shipped"},
 			&cli.DurationFlag{Name: "top-up-wait", Value: agent.DefaultTopUpWait, Usage: "how long an admission of a strict tenant waits for a top-up of this agent's share before grant-timeout"},
 			&cli.IntFlag{Name: "gc-percent", Value: defaultAgentGCPercent, Usage: "the Go collector's target (GOGC) for the agent: its heap is mostly sessions that live long and it allocates little, so collecting at 25 % growth keeps memory near the live sessions at little cost (GOGC or GOMEMLIMIT in the environment win unless this is set)"},
+			wallClockFlag,
 		}, append(append(tlsFlags(false), logFlags()...), connectorFlags()...)...),
 		Action: func(c *cli.Context) error {
 			if _, err := positional(c, 0); err != nil {
@@ -66,7 +67,7 @@ func agentCommand() *cli.Command {
 				DataDir: c.String("data-dir"), Servers: splitList(c.StringSlice("server")),
 				AgentID: c.String("id"), Labels: labels, Token: c.String("token"),
 				FlushInterval: c.Duration("flush-interval"), TopUpWait: c.Duration("top-up-wait"), Logger: log,
-				Dial: dial,
+				Dial: dial, WallClock: offsetClock(ctx, c.String("wall-clock-offset-file")),
 			}, c.String("api-addr"), log, nil, attach)
 		},
 	}
