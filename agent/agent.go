@@ -186,6 +186,9 @@ type batch struct {
 // its concurrency contract.
 type Agent struct {
 	cfg       Config
+	// unsupported marks the classes the last server's Welcome did not list
+	// (a server of before them); guarded by mu.
+	unsupported [numClasses + 1]bool
 	log       hclog.Logger
 	dial      func(ctx context.Context, addr string) (net.Conn, error)
 	labels    []wire.Label
@@ -389,6 +392,9 @@ func (a *Agent) open(o OpenOptions) (OpenResult, error) {
 	}
 	te := t.tenants[tenant]
 	v, reason, short := decide(te, cls, now, a.streamLive())
+	if v != refuse && a.unsupported[cls] {
+		v, reason = refuse, ReasonClassUnsupported
+	}
 	if v == wait {
 		v, reason, te = a.waitTopUpLocked(tenant, cls, session, short)
 		if v == 0 { // the session was opened meanwhile (the same id)
