@@ -11,10 +11,17 @@ IMAGE   ?= headroom:dev
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 CLUSTER := HEADROOM_IMAGE=$(IMAGE) $(COMPOSE) -p headroom -f deploy/compose.yaml
 
-.PHONY: build run test bench bench-logstore fuzz lint clean image cluster-up cluster-down e2e-docker
+.PHONY: build run test mosquitto-plugin bench bench-logstore fuzz lint clean image cluster-up cluster-down e2e-docker
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/headroom
+
+# The Mosquitto plugin (agent/connect/mosquitto/plugin): cgo, gcc and Debian's mosquitto-dev; the
+# headroom binary stays pure Go.
+mosquitto-plugin:
+	mkdir -p build
+	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=c-shared -tags mosquitto -o build/headroom_mosquitto.so ./agent/connect/mosquitto/plugin
+	@rm -f build/headroom_mosquitto.h
 
 run: build
 	./$(BIN) dev
@@ -75,4 +82,4 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin .headroom
+	rm -rf bin build .headroom

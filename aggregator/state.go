@@ -296,6 +296,11 @@ func (t *Tenant) usage(period string) *Usage {
 	return u
 }
 
+// onlyRefused reports whether e carries nothing but refusals.
+func onlyRefused(e *wire.DeltaEntry) bool {
+	return e.Opened == 0 && e.Closed == 0 && e.SessionMicros == 0 && e.Peak == 0 && e.ClosedMinutes == 0 && e.Reconciled == 0
+}
+
 // applyDelta applies one agent batch once per (agent, epoch, seq).
 func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) itemResult {
 	rec := a.s.Agents[b.AgentID]
@@ -332,6 +337,13 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		}
 		t, _ := a.s.dec.Known(i).(*Tenant) // b was decoded by a.s.dec
 		if t == nil || t.Name != e.Tenant {
+			if onlyRefused(e) && a.s.Tenants[e.Tenant] == nil {
+				if _, ok := a.s.Plans[defaultPlan]; !ok {
+					// Refusals of a tenant nobody created, with no default
+					// plan to put it on: bad input, and nothing is stored.
+					continue
+				}
+			}
 			t = a.tenant(e.Tenant, defaultPlan)
 		}
 		counts := rec.Counts[e.Tenant]
