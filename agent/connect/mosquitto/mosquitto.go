@@ -191,7 +191,7 @@ func New(cfg Config) (*Plugin, error) {
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}
 	return &Plugin{cfg: cfg, http: &http.Client{Timeout: cfg.Timeout, Transport: tr},
-		base: strings.TrimRight(cfg.Agent, "/") + "/v1/connectors/" + url.PathEscape(cfg.Connector),
+		base:  strings.TrimRight(cfg.Agent, "/") + "/v1/connectors/" + url.PathEscape(cfg.Connector),
 		conns: map[string]conn{}}, nil
 }
 
