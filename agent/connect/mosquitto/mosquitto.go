@@ -42,6 +42,9 @@ const (
 	ReasonBadRequest       = "bad-request"
 )
 
+// reasonGrantTimeout is the agent's refusal while a strict share is topped up.
+const reasonGrantTimeout = "grant-timeout"
+
 // sessionPrefix starts the agent's session id of a client id.
 const sessionPrefix = "mqtt:"
 
@@ -221,6 +224,13 @@ func (p *Plugin) Connect(id uintptr, clientID, username string) (bool, string) {
 	session := SessionID(clientID)
 	body, _ := json.Marshal(map[string]string{"tenant": tenant, "class": p.cfg.Class, "session": session, "user": userOf(clientID)})
 	code, reply, err := p.call(http.MethodPost, "/sessions", body)
+	// A strict tenant's share being topped up (the first device of a
+	// tenant, a burst) answers grant-timeout after the agent's short wait:
+	// ask again for up to a quarter of the timeout before refusing.
+	for began := time.Now(); err == nil && code == http.StatusTooManyRequests && reply.Reason == reasonGrantTimeout &&
+		time.Since(began) < p.cfg.Timeout/4; {
+		code, reply, err = p.call(http.MethodPost, "/sessions", body)
+	}
 	switch {
 	case err != nil || code >= 500:
 		if err == nil {
