@@ -44,6 +44,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTPBodies$$' -fuzztime $(FUZZHTTPTIME) ./aggregator/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHook$$' -fuzztime $(FUZZTIME) ./agent/connect/nginxrtmp/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./agent/connect/livekit/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./agent/connect/emqx/
 
 # FROM scratch around the static binary: the build context is bin/image, holding only the
 # binary and an empty data/ directory (nothing can be pulled, so there is no build stage).
