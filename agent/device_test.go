@@ -17,7 +17,11 @@ func TestDeviceClassNeedsAServerThatCountsIt(t *testing.T) {
 	startAgent(t, a)
 	fc := srv.accept()
 	fc.send(&wire.Welcome{}) // a server of before
-	waitFor(t, "stream live", a.streamLive)
+	waitFor(t, "stream live", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.streamLive()
+	})
 	waitFor(t, "device refused", func() bool {
 		res, err := a.Open("t1", "device", "d1", 0)
 		return err == nil && !res.Admitted && res.Reason == ReasonClassUnsupported
