@@ -11,10 +11,17 @@ IMAGE   ?= headroom:dev
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 CLUSTER := HEADROOM_IMAGE=$(IMAGE) $(COMPOSE) -p headroom -f deploy/compose.yaml
 
-.PHONY: chaos build run test bench bench-compare bench-logstore fuzz lint clean image cluster-up cluster-down e2e-docker
+.PHONY: chaos build run test mosquitto-plugin bench bench-compare bench-logstore fuzz lint clean image cluster-up cluster-down e2e-docker
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/headroom
+
+# The Mosquitto plugin (agent/connect/mosquitto/plugin): cgo, gcc and Debian's mosquitto-dev; the
+# headroom binary stays pure Go.
+mosquitto-plugin:
+	mkdir -p build
+	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=c-shared -tags mosquitto -o build/headroom_mosquitto.so ./agent/connect/mosquitto/plugin
+	@rm -f build/headroom_mosquitto.h
 
 run: build
 	./$(BIN) dev
@@ -63,6 +70,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTPBodies$$' -fuzztime $(FUZZHTTPTIME) ./aggregator/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHook$$' -fuzztime $(FUZZTIME) ./agent/connect/nginxrtmp/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./agent/connect/livekit/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./agent/connect/emqx/
 
 # FROM scratch around the static binary: the build context is bin/image, holding only the
 # binary and an empty data/ directory (nothing can be pulled, so there is no build stage).
@@ -101,4 +109,4 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin .headroom
+	rm -rf bin build .headroom

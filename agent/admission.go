@@ -15,6 +15,10 @@ const (
 	ReasonClassCeiling       = "class-ceiling"
 	ReasonGrantTimeout       = "grant-timeout"
 	ReasonClusterUnreachable = "cluster-unreachable"
+	// ReasonClassUnsupported: the server the agent streams to is of a
+	// version that does not count the class (a device session to a server
+	// of before the device class): admitted, it would never be counted.
+	ReasonClassUnsupported = "class-unsupported"
 )
 
 // retryAfter is what a refusal tells the caller to wait before trying

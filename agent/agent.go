@@ -190,19 +190,22 @@ type batch struct {
 // Agent is a running agent. Create it with New; see the package comment for
 // its concurrency contract.
 type Agent struct {
-	cfg       Config
-	log       hclog.Logger
-	dial      func(ctx context.Context, addr string) (net.Conn, error)
-	labels    []wire.Label
-	start     time.Time     // base of agent nanos (monotonic in production)
-	clock     func() int64  // agent nanos
-	flushNow  chan struct{} // cap 1: an early cut is due
-	ackWake   chan struct{} // cap 1: an Ack arrived
-	running   sync.Mutex    // held by Run
-	persistM  sync.Mutex    // serialises persist
-	knobs     knobs         // timings; tests may change them before Run
-	startUnix int64         // a.start in unix nanos: wall = startUnix + agent nanos
-	wallSkew  int64         // WallClock minus the derived wall time at the last jump logged
+	cfg Config
+	// unsupported marks the classes the last server's Welcome did not list
+	// (a server of before them); guarded by mu.
+	unsupported [numClasses + 1]bool
+	log         hclog.Logger
+	dial        func(ctx context.Context, addr string) (net.Conn, error)
+	labels      []wire.Label
+	start       time.Time     // base of agent nanos (monotonic in production)
+	clock       func() int64  // agent nanos
+	flushNow    chan struct{} // cap 1: an early cut is due
+	ackWake     chan struct{} // cap 1: an Ack arrived
+	running     sync.Mutex    // held by Run
+	persistM    sync.Mutex    // serialises persist
+	knobs       knobs         // timings; tests may change them before Run
+	startUnix   int64         // a.start in unix nanos: wall = startUnix + agent nanos
+	wallSkew    int64         // WallClock minus the derived wall time at the last jump logged
 
 	pst persister // the state's files; owned by persistM
 
@@ -399,6 +402,9 @@ func (a *Agent) open(o OpenOptions) (OpenResult, error) {
 	}
 	te := t.tenants[tenant]
 	v, reason, short := decide(te, cls, now, a.streamLive())
+	if v != refuse && a.unsupported[cls] {
+		v, reason = refuse, ReasonClassUnsupported
+	}
 	if v == wait {
 		v, reason, te = a.waitTopUpLocked(tenant, cls, session, short)
 		if v == 0 { // the session was opened meanwhile (the same id)

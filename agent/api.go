@@ -21,6 +21,7 @@ import (
 //	POST   /v1/sessions/{session}/keepalive keepalive (200, 404 unknown)
 //	POST   /v1/reset                        close every session
 //	GET    /v1/status                       the agent's status
+//	       /v1/connectors/{name}/...        a connector outside the agent (connector_api.go)
 //	GET    /healthz                         200 once the state is loaded
 //	GET    /metrics                         Prometheus metrics (metrics.go)
 
@@ -39,6 +40,11 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/sessions/{session}", a.handleClose)
 	mux.HandleFunc("POST /v1/sessions/{session}/keepalive", a.handleKeepalive)
 	mux.HandleFunc("POST /v1/reset", a.handleReset)
+	mux.HandleFunc("POST /v1/connectors/{name}/sessions", a.handleConnectorOpen)
+	mux.HandleFunc("PUT /v1/connectors/{name}/sessions", a.handleConnectorReconcile)
+	mux.HandleFunc("GET /v1/connectors/{name}/sessions", a.handleConnectorList)
+	mux.HandleFunc("DELETE /v1/connectors/{name}/sessions/{session}", a.handleConnectorClose)
+	mux.HandleFunc("POST /v1/connectors/{name}/refusals", a.handleConnectorRefusal)
 	mux.HandleFunc("GET /v1/status", a.handleStatus)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Write(w, http.StatusOK, map[string]bool{"ok": true})

@@ -263,3 +263,24 @@ func connectorNames(m map[string]ConnectorStatus) []string {
 	slices.SortFunc(names, strings.Compare)
 	return names
 }
+
+// Close closes a session this connector opened: ErrUnknownSession if no
+// session of that id is open, or it is another source's (a connector never
+// closes what it did not open).
+func (c *Connector) Close(session string) (time.Duration, error) {
+	if err := validSessionID(session); err != nil {
+		return 0, err
+	}
+	a := c.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	a.expireLocked(now)
+	s := a.tab.lookup(session, now)
+	if s == nil || s.source != c.name {
+		return 0, ErrUnknownSession
+	}
+	d := a.tab.close(s, now)
+	a.noteEventLocked()
+	return d, nil
+}

@@ -18,7 +18,7 @@ import (
 // counters.refused; "other" takes a reason this list lacks.
 var refusalReasons = [...]string{
 	ReasonUnknownTenant, ReasonSuspended, ReasonCeiling, ReasonClassCeiling,
-	ReasonGrantTimeout, ReasonClusterUnreachable, "other",
+	ReasonGrantTimeout, ReasonClusterUnreachable, ReasonClassUnsupported, "other",
 }
 
 func reasonIndex(reason string) int {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -462,6 +463,29 @@ func (a *Agent) addServers(ss []string) {
 	}
 }
 
+// setServerClassesLocked records which classes the server counts, from a
+// Welcome's Classes (none: a server of before the field, which counts
+// wire.LegacyClasses); a.mu is held.
+func (a *Agent) setServerClassesLocked(classes []string) {
+	if len(classes) == 0 {
+		classes = wire.LegacyClasses
+	}
+	var known [numClasses + 1]bool
+	for _, name := range classes {
+		if c, err := plans.ParseClass(name); err == nil {
+			known[c] = true
+		}
+	}
+	for _, c := range plans.AllClasses {
+		if was := a.unsupported[c]; was == known[c] {
+			a.unsupported[c] = !known[c]
+			if !known[c] {
+				a.log.Warn("the server does not count this class: its sessions are refused", "class", c.String(), "reason", ReasonClassUnsupported)
+			}
+		}
+	}
+}
+
 // onWelcome handles Welcome: it resends what the server has not applied or
 // sends FullState, then makes the stream live.
 func (a *Agent) onWelcome(s *stream, w *wire.Welcome) error {
@@ -469,6 +493,7 @@ func (a *Agent) onWelcome(s *stream, w *wire.Welcome) error {
 	for _, sv := range w.Servers {
 		a.servers.add(sv)
 	}
+	a.setServerClassesLocked(w.Classes)
 	if w.LastSeq >= a.nextSeq {
 		a.newEpochLocked(fmt.Sprintf("the server applied seq %d of epoch %d, this agent only cut up to %d", w.LastSeq, a.epoch, a.nextSeq-1))
 		a.mu.Unlock()

@@ -22,7 +22,7 @@ import (
 // whose per tenant/class cells live inside the table's tenant entries.
 
 // numClasses is the number of session classes; cells are indexed by class-1.
-const numClasses = int(plans.AI)
+const numClasses = plans.NumClasses
 
 // Limits on identifiers and TTLs.
 const (

@@ -203,7 +203,7 @@ func TestEventsConcurrencyCoalescedPerTick(t *testing.T) {
 	got := figuresOf(ev)
 	acme, beta := got["acme"], got["beta"]
 	if len(got) != 2 || acme.Concurrency != 7 || acme.ByClass["audio"] != 6 || acme.ByClass["ai"] != 1 || acme.Plan != "payg" || acme.Ceiling != 1000 ||
-		acme.Utilization != 0.007 || beta.Concurrency != 2 || len(acme.ByClass) != 6 {
+		acme.Utilization != 0.007 || beta.Concurrency != 2 || len(acme.ByClass) != numClasses {
 		t.Fatalf("event %+v", ev)
 	}
 

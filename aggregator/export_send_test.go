@@ -64,7 +64,7 @@ func exactly(got, want map[string]uint64) error {
 
 func exportServer(t *testing.T, clock *fakeClock, rcv *exporttest.Receiver, tweak ...func(*Config)) *Server {
 	return newTestServer(t, clock, append([]func(*Config){func(c *Config) {
-		c.ExportURL, c.ExportWindow, c.ExportBatch, c.exportBackoff = rcv.URL+"/ingest", 100*time.Millisecond, 6, 20*time.Millisecond
+		c.ExportURL, c.ExportWindow, c.ExportBatch, c.exportBackoff = rcv.URL+"/ingest", 100*time.Millisecond, numClasses, 20*time.Millisecond
 	}}, tweak...)...)
 }
 

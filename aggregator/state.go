@@ -1,7 +1,10 @@
 package aggregator
 
 import (
+	"fmt"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
@@ -9,7 +12,7 @@ import (
 
 // numClasses is the number of session classes; classCounts is indexed by
 // plans.Class - 1.
-const numClasses = 6
+const numClasses = plans.NumClasses
 
 type classCounts [numClasses]uint64
 
@@ -22,6 +25,15 @@ func (c *classCounts) total() uint64 {
 }
 
 func (c *classCounts) isZero() bool { return *c == classCounts{} }
+
+// classNames lists the classes this server counts, as Welcome tells agents.
+var classNames = func() []string {
+	out := make([]string, 0, numClasses)
+	for _, c := range plans.AllClasses {
+		out = append(out, c.String())
+	}
+	return out
+}()
 
 // classIndex maps a wire class name to its index, or -1.
 func classIndex(name string) int {
@@ -284,6 +296,11 @@ func (t *Tenant) usage(period string) *Usage {
 	return u
 }
 
+// onlyRefused reports whether e carries nothing but refusals.
+func onlyRefused(e *wire.DeltaEntry) bool {
+	return e.Opened == 0 && e.Closed == 0 && e.SessionMicros == 0 && e.Peak == 0 && e.ClosedMinutes == 0 && e.Reconciled == 0
+}
+
 // applyDelta applies one agent batch once per (agent, epoch, seq).
 func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) itemResult {
 	rec := a.s.Agents[b.AgentID]
@@ -320,6 +337,13 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		}
 		t, _ := a.s.dec.Known(i).(*Tenant) // b was decoded by a.s.dec
 		if t == nil || t.Name != e.Tenant {
+			if onlyRefused(e) && a.s.Tenants[e.Tenant] == nil {
+				if _, ok := a.s.Plans[defaultPlan]; !ok {
+					// Refusals of a tenant nobody created, with no default
+					// plan to put it on: bad input, and nothing is stored.
+					continue
+				}
+			}
 			t = a.tenant(e.Tenant, defaultPlan)
 		}
 		counts := rec.Counts[e.Tenant]
@@ -503,4 +527,50 @@ func (a *applier) applyForget(refs []agentRef) {
 			delete(a.s.Agents, r.ID)
 		}
 	}
+}
+
+// legacyClasses is how many classes there were before the device class:
+// a classCounts is written with at least that many elements.
+const legacyClasses = 6
+
+// EncodeMsgpack writes c as an array of uint64 without its trailing zeros
+// beyond the first legacyClasses, so a state that holds no session of a class
+// added later (device) encodes byte for byte as it did before that class.
+func (c classCounts) EncodeMsgpack(e *msgpack.Encoder) error {
+	n := numClasses
+	for n > legacyClasses && c[n-1] == 0 {
+		n--
+	}
+	if err := e.EncodeArrayLen(n); err != nil {
+		return err
+	}
+	for _, v := range c[:n] {
+		if err := e.EncodeUint64(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DecodeMsgpack reads what EncodeMsgpack wrote, or the fixed arrays of
+// before (6 elements); the classes it does not list are 0.
+func (c *classCounts) DecodeMsgpack(d *msgpack.Decoder) error {
+	n, err := d.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n < 0 { // nil
+		*c = classCounts{}
+		return nil
+	}
+	if n > numClasses {
+		return fmt.Errorf("class counts: %d elements, this server knows %d classes", n, numClasses)
+	}
+	*c = classCounts{}
+	for i := 0; i < n; i++ {
+		if c[i], err = d.DecodeUint64(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -341,7 +341,7 @@ func (c *agentConn) greet(h *wire.Hello) (reply wire.Message, ok bool) {
 		}
 		return &wire.Error{Code: wire.CodeNotLeader, Message: "this server is not the leader and knows none"}, false
 	}
-	w := &wire.Welcome{ServerID: c.st.selfID, Version: wire.ProtocolVersion, Servers: all}
+	w := &wire.Welcome{ServerID: c.st.selfID, Version: wire.ProtocolVersion, Servers: all, Classes: classNames}
 	var old *wire.Error
 	// Epochs are the agent's clock when it made its memory: an unknown
 	// agent whose memory is older than the forget period may have been

@@ -22,36 +22,37 @@ const (
 	Video2K                   // ≤ 3,686,400 px
 	Video2KP                  // above 3,686,400 px
 	AI                        // a conversational-AI agent session
+	Device                    // a smart-hardware device online at its gateway (an MQTT broker)
 )
 
 // NumClasses is the number of classes; arrays indexed by class hold the class
 // c at index c-1.
-const NumClasses = int(AI)
+const NumClasses = int(Device)
 
 // AllClasses lists every class in order.
-var AllClasses = []Class{Audio, VideoHD, VideoFHD, Video2K, Video2KP, AI}
+var AllClasses = []Class{Audio, VideoHD, VideoFHD, Video2K, Video2KP, AI, Device}
 
-var classNames = [...]string{"", "audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai"}
+var classNames = [...]string{"", "audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai", "device"}
 
 // String returns the class's wire and API name, e.g. "video-hd".
 func (c Class) String() string {
-	if c < Audio || c > AI {
+	if c < Audio || c > Device {
 		return fmt.Sprintf("class(%d)", uint8(c))
 	}
 	return classNames[c]
 }
 
 // Valid reports whether c is one of AllClasses.
-func (c Class) Valid() bool { return c >= Audio && c <= AI }
+func (c Class) Valid() bool { return c >= Audio && c <= Device }
 
 // ParseClass returns the class named s, or an error naming the known ones.
 func ParseClass(s string) (Class, error) {
-	for i := Audio; i <= AI; i++ {
+	for i := Audio; i <= Device; i++ {
 		if classNames[i] == s {
 			return i, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown class %q (want audio, video-hd, video-fhd, video-2k, video-2k+ or ai)", s)
+	return 0, fmt.Errorf("unknown class %q (want audio, video-hd, video-fhd, video-2k, video-2k+, ai or device)", s)
 }
 
 // DefaultAIWeight is the weight of the ai class when the catalogue sets none:
@@ -59,8 +60,15 @@ func ParseClass(s string) (Class, error) {
 // priced here like an HD video minute.
 const DefaultAIWeight = 4
 
+// DefaultDeviceWeight is the weight of the device class when the plan sets
+// none: a device online holds a connection and a little traffic, priced here
+// like an audio minute. A platform that prices devices differently sets the
+// plan's device_weight (Plan.Weight).
+const DefaultDeviceWeight = 1
+
 // Weight returns the class's weight in audio-minute units (1, 4, 9, 16, 36),
-// with aiWeight used for the ai class.
+// with aiWeight used for the ai class and DefaultDeviceWeight for the device
+// class (Plan.Weight uses the plan's own device weight).
 func (c Class) Weight(aiWeight uint32) uint32 {
 	switch c {
 	case Audio:
@@ -75,6 +83,8 @@ func (c Class) Weight(aiWeight uint32) uint32 {
 		return 36
 	case AI:
 		return aiWeight
+	case Device:
+		return DefaultDeviceWeight
 	}
 	return 0
 }

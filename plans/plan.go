@@ -118,6 +118,10 @@ type Plan struct {
 	PeakBasis PeakBasis `json:"peak_basis,omitempty" msgpack:"peak_basis,omitempty"`
 	// AIWeight is the weight of the ai class (0 means DefaultAIWeight).
 	AIWeight uint32 `json:"ai_weight,omitempty" msgpack:"ai_weight,omitempty"`
+	// DeviceWeight is the weight of the device class (0 means
+	// DefaultDeviceWeight). Unlike AIWeight, Normalized leaves 0 as it is,
+	// so the plans stored before the device class encode as they did.
+	DeviceWeight uint32 `json:"device_weight,omitempty" msgpack:"device_weight,omitempty"`
 	// IncludedMAU is how many monthly active users (distinct users in the
 	// period) the fee includes, prorated like the other allowances;
 	// OveragePerMAU is charged for each one beyond, in micro-units. An
@@ -130,14 +134,15 @@ type Plan struct {
 // PricesUsers reports whether p bills monthly active users.
 func (p Plan) PricesUsers() bool { return p.IncludedMAU > 0 || p.OveragePerMAU > 0 }
 
-// MaxAIWeight bounds Plan.AIWeight.
+// MaxAIWeight bounds Plan.AIWeight and Plan.DeviceWeight.
 const MaxAIWeight = 1000
 
 // defaultRates are the list rates per 1,000 minutes in micro-units, indexed
 // by class-1: audio 0.99, video-hd 3.99, video-fhd 8.99, video-2k 15.99,
-// video-2k+ 35.99, and ai 3.99 — an AI agent session is weighted like an HD
-// video minute (DefaultAIWeight 4), so it is priced like one.
-var defaultRates = [NumClasses]Micro{990_000, 3_990_000, 8_990_000, 15_990_000, 35_990_000, 3_990_000}
+// video-2k+ 35.99, ai 3.99 — an AI agent session is weighted like an HD
+// video minute (DefaultAIWeight 4), so it is priced like one — and device
+// 0.99, weighted like an audio minute (DefaultDeviceWeight 1).
+var defaultRates = [NumClasses]Micro{990_000, 3_990_000, 8_990_000, 15_990_000, 35_990_000, 3_990_000, 990_000}
 
 // DefaultRates returns the default pay-as-you-go list rates, in class order.
 func DefaultRates() []ClassRate {
@@ -198,6 +203,9 @@ func (p Plan) Validate() error {
 	if p.AIWeight > MaxAIWeight {
 		return fmt.Errorf("plan %s: ai_weight %d: at most %d", p.Name, p.AIWeight, MaxAIWeight)
 	}
+	if p.DeviceWeight > MaxAIWeight {
+		return fmt.Errorf("plan %s: device_weight %d: at most %d", p.Name, p.DeviceWeight, MaxAIWeight)
+	}
 	var seen [NumClasses + 1]bool
 	for _, cl := range p.ClassCeilings {
 		c, err := ParseClass(cl.Class)
@@ -230,7 +238,9 @@ func (p Plan) Validate() error {
 	}
 	if len(p.Rates) > 0 {
 		for _, c := range AllClasses {
-			if !seen[c] {
+			// device came after rates were written: a list without it
+			// (every plan of before) bills it at its default rate.
+			if !seen[c] && c != Device {
 				return fmt.Errorf("plan %s: rates: class %s missing (list every class, or none for the defaults)", p.Name, c)
 			}
 		}
@@ -293,8 +303,14 @@ func classOrder(name string) int {
 func (p Plan) IsPayAsYouGo() bool { return p.Billing == PayAsYouGo }
 
 // Weight returns class c's weight in unit-minutes per minute under p
-// (c.Weight with p's ai weight).
+// (c.Weight with p's ai weight, or p's device weight for the device class).
 func (p Plan) Weight(c Class) uint32 {
+	if c == Device {
+		if p.DeviceWeight == 0 {
+			return DefaultDeviceWeight
+		}
+		return p.DeviceWeight
+	}
 	w := p.AIWeight
 	if w == 0 {
 		w = DefaultAIWeight

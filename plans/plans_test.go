@@ -6,7 +6,7 @@ import (
 )
 
 func TestClassNamesRoundTrip(t *testing.T) {
-	want := []string{"audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai"}
+	want := []string{"audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai", "device"}
 	if len(AllClasses) != len(want) {
 		t.Fatalf("%d classes, want %d", len(AllClasses), len(want))
 	}
@@ -27,11 +27,43 @@ func TestClassNamesRoundTrip(t *testing.T) {
 }
 
 func TestWeights(t *testing.T) {
-	want := map[Class]uint32{Audio: 1, VideoHD: 4, VideoFHD: 9, Video2K: 16, Video2KP: 36, AI: 7}
+	want := map[Class]uint32{Audio: 1, VideoHD: 4, VideoFHD: 9, Video2K: 16, Video2KP: 36, AI: 7, Device: DefaultDeviceWeight}
 	for c, w := range want {
 		if got := c.Weight(7); got != w {
 			t.Errorf("%s weight %d, want %d", c, got, w)
 		}
+	}
+	// A plan's device weight prices devices; 0 is the default.
+	p := Plan{Name: "d", AIWeight: 7, DeviceWeight: 3}
+	if got := p.Weight(Device); got != 3 {
+		t.Errorf("plan device weight %d, want 3", got)
+	}
+	if got := (Plan{}).Weight(Device); got != DefaultDeviceWeight {
+		t.Errorf("default device weight %d, want %d", got, DefaultDeviceWeight)
+	}
+	if got := p.Weight(AI); got != 7 {
+		t.Errorf("ai weight %d beside a device weight, want 7", got)
+	}
+}
+
+// A plan written before the device class lists rates for the six classes
+// it knew: it stays valid and bills devices at their default rate.
+func TestRatesWithoutDevice(t *testing.T) {
+	p := Plan{Name: "old", Billing: PayAsYouGo, Mode: Meter, Rates: DefaultRates()[:NumClasses-1]}
+	if err := p.Validate(); err != nil {
+		t.Fatalf("a plan of six rates: %v", err)
+	}
+	if got := p.Rate(Device); got != 990_000 {
+		t.Errorf("device rate %d, want the default 990000", got)
+	}
+	p.Rates = DefaultRates()[:NumClasses-2]
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "class ai missing") {
+		t.Errorf("a plan without the ai rate: %v", err)
+	}
+	p.DeviceWeight = MaxAIWeight + 1
+	p.Rates = nil
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "device_weight") {
+		t.Errorf("device_weight over the bound: %v", err)
 	}
 }
 
@@ -140,7 +172,7 @@ func TestDefaultsMatchDesign(t *testing.T) {
 		}
 	}
 	// The list rates per 1,000 minutes (DESIGN.md), ai priced like HD.
-	rates := map[Class]Micro{Audio: 990_000, VideoHD: 3_990_000, VideoFHD: 8_990_000, Video2K: 15_990_000, Video2KP: 35_990_000, AI: 3_990_000}
+	rates := map[Class]Micro{Audio: 990_000, VideoHD: 3_990_000, VideoFHD: 8_990_000, Video2K: 15_990_000, Video2KP: 35_990_000, AI: 3_990_000, Device: 990_000}
 	payg := Defaults()[1]
 	if len(payg.Rates) != NumClasses {
 		t.Fatalf("payg rates %v", payg.Rates)

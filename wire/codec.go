@@ -188,7 +188,7 @@ func (d *decoder) decode() (Message, error) {
 var (
 	helloFields       = []string{"Hello", "AgentID", "Epoch", "Version", "Labels", "Token"}
 	labelFields       = []string{"Label", "Key", "Value"}
-	welcomeFields     = []string{"Welcome", "ServerID", "Version", "LastSeq", "NeedFullState", "Servers"}
+	welcomeFields     = []string{"Welcome", "ServerID", "Version", "LastSeq", "NeedFullState", "Servers", "Classes"}
 	deltaBatchFields  = []string{"DeltaBatch", "AgentID", "Epoch", "Seq", "AgentTime", "Entries", "Peaks", "Users"}
 	userSetFields     = []string{"UserSet", "Tenant", "Day", "Hashes"}
 	deltaEntryFields  = []string{"DeltaEntry", "Tenant", "Class", "Opened", "Closed", "SessionMicros", "Peak", "Refused", "ClosedMinutes", "Reconciled"}
@@ -331,7 +331,8 @@ func appendWelcome(b []byte, m *Welcome) []byte {
 	b = uintField(b, h, 2, uint64(m.Version))
 	b = uintField(b, h, 3, m.LastSeq)
 	b = boolField(b, h, 4, m.NeedFullState)
-	return appendStrings(b, h, 5, m.Servers)
+	b = appendStrings(b, h, 5, m.Servers)
+	return appendStrings(b, h, 6, m.Classes)
 }
 
 func (d *decoder) welcome(m *Welcome, depth int) error {
@@ -347,6 +348,8 @@ func (d *decoder) welcome(m *Welcome, depth int) error {
 			m.NeedFullState, err = d.bool()
 		case 5:
 			m.Servers, err = d.strs()
+		case 6:
+			m.Classes, err = d.strs()
 		default:
 			err = d.skip(depth + 1)
 		}

@@ -12,12 +12,17 @@ import (
 // The vectors of testdata/v1-before-over are the golden frames as they were
 // before the keys that book restarted agents' sessions were added
 // (DeltaEntry.Reconciled, TenantInfo.Over, ClassLimit.Over, GrantWant.Open,
-// GrantShare.Over). An agent or server of that version must keep working with
+// GrantShare.Over; later DeltaBatch.Users, FullState.Users and
+// Welcome.Classes). An agent or server of that version must keep working with
 // this one, both ways round.
 
 // previousVersion zeroes the fields added since testdata/v1-before-over.
 func previousVersion(m Message) Message {
 	switch m := m.(type) {
+	case *Welcome:
+		c := *m
+		c.Classes = nil
+		return &c
 	case *DeltaBatch:
 		c := *m
 		c.Entries = zeroReconciled(m.Entries)
@@ -68,6 +73,7 @@ func zeroReconciled(es []DeltaEntry) []DeltaEntry {
 // newKeys are the keys added since the previous version, by the path of the
 // map that holds them in a generic decoding of the body (see genericBody).
 var newKeys = map[string][]uint64{
+	"welcome":          {6}, // Classes
 	"delta-batch":      {7}, // Users
 	"delta-batch/5":    {9}, // Entries[].Reconciled
 	"full-state":       {8}, // Users

@@ -42,6 +42,7 @@ func goldenExamples() []golden {
 			LastSeq:       41,
 			NeedFullState: true,
 			Servers:       []string{"10.0.0.1:7070", "10.0.0.2:7070"},
+			Classes:       []string{"audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai", "device"},
 		}},
 		{"delta_batch.hex", &DeltaBatch{
 			AgentID:   "agent-eu-1",

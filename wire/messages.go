@@ -20,7 +20,7 @@ import "strconv"
 //
 //	1: first version. Later additions within it (decoders skip what they do
 //	   not know): GrantAsk, Grant, Recall; TenantInfo.ClassLimits;
-//	   DeltaEntry.ClosedMinutes.
+//	   DeltaEntry.ClosedMinutes; Welcome.Classes (the device class).
 const ProtocolVersion = 1
 
 // DefaultMaxFrame is the default limit on one frame's body, in bytes.
@@ -146,7 +146,16 @@ type Welcome struct {
 	NeedFullState bool
 	// Servers lists the wire addresses of the servers the agent may use.
 	Servers []string
+	// Classes lists the session classes the server counts, in its class
+	// order. A server of before this field sends none: it counts the six
+	// classes of LegacyClasses, and silently drops entries of any other, so
+	// an agent must not admit sessions of a class not listed.
+	Classes []string
 }
+
+// LegacyClasses are the classes every server counts, those of a Welcome
+// without Classes.
+var LegacyClasses = []string{"audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai"}
 
 // DeltaEntry is what changed for one tenant and class during a flush
 // interval on one agent.

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -178,7 +179,7 @@ func (s *Server) serve(c net.Conn) {
 	tenants := s.tenants
 	s.mu.Unlock()
 	if send(&wire.Welcome{ServerID: "agenttest", Version: wire.ProtocolVersion, NeedFullState: true,
-		Servers: []string{s.Addr()}}) != nil {
+		Servers: []string{s.Addr()}, Classes: classes()}) != nil {
 		return
 	}
 	if send(&wire.TenantState{Full: true, Tenants: tenants}) != nil {
@@ -267,4 +268,14 @@ func WaitFor(limit time.Duration, cond func() bool) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
+}
+
+// classes are the classes this stand-in counts: all of them, as a server of
+// this version does.
+func classes() []string {
+	out := make([]string, 0, plans.NumClasses)
+	for _, c := range plans.AllClasses {
+		out = append(out, c.String())
+	}
+	return out
 }

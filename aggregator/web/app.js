@@ -428,7 +428,7 @@ function dayChart(id, days, ceiling, boxEl) {
 // Pages. Each is an object with render() (called once), refresh() (reload
 // its figures), event(name, data) and stop(); the router swaps them.
 
-const CLASSES = ['audio', 'video-hd', 'video-fhd', 'video-2k', 'video-2k+', 'ai'];
+const CLASSES = ['audio', 'video-hd', 'video-fhd', 'video-2k', 'video-2k+', 'ai', 'device'];
 
 let current = {tenant: null, refresh() {}, event() {}, stop() {}};
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/headroom-rtc/headroom/agent"
 	"github.com/headroom-rtc/headroom/agent/connect"
+	"github.com/headroom-rtc/headroom/agent/connect/emqx"
 	"github.com/headroom-rtc/headroom/agent/connect/livekit"
 	"github.com/headroom-rtc/headroom/agent/connect/nginxrtmp"
 	"github.com/headroom-rtc/headroom/plans"
@@ -44,6 +45,10 @@ func connectorFlags() []cli.Flag {
 		&cli.StringFlag{Name: "livekit-api-secret", EnvVars: []string{"HEADROOM_LIVEKIT_API_SECRET"}, Usage: "the LiveKit API secret (prefer the environment variable: flags show in ps)"},
 		&cli.StringFlag{Name: "livekit-url", Usage: "the LiveKit server (http(s):// or ws(s)://): reconcile through RoomService, and remove participants that join without a reservation over a strict ceiling"},
 		&cli.DurationFlag{Name: "livekit-reconcile-interval", Value: livekit.DefaultReconcileInterval, Usage: "how often RoomService is listed"},
+		&cli.BoolFlag{Name: "emqx", Usage: "serve EMQX 5's HTTP authenticator at POST /hooks/emqx/auth and its rule engine's client_connected/client_disconnected events at POST /hooks/emqx/events"},
+		&cli.StringFlag{Name: "emqx-tenant-from", Value: "username", Usage: "what names a device's tenant: username or client-id (up to --emqx-separator)"},
+		&cli.StringFlag{Name: "emqx-separator", Usage: "the tenant is the part of the username (or client id) before this separator, or all of it when it has none"},
+		&cli.StringFlag{Name: "emqx-class", Value: plans.Device.String(), Usage: "class of the devices' sessions"},
 		&cli.StringFlag{Name: "livekit-tenant-from", Value: "attr:" + livekit.DefaultTenantAttribute, Usage: "the tenant of a participant without a reservation, rules tried in order: attr:NAME (participant attribute), name-prefix:SEP (room name up to SEP), fixed:TENANT"},
 	}
 }
@@ -79,6 +84,19 @@ func connectorsFromFlags(c *cli.Context) (attachFunc, error) {
 		for _, f := range []string{"livekit-url", "livekit-tenant-from"} {
 			if c.IsSet(f) {
 				return nil, fmt.Errorf("--%s needs --livekit-api-key and --livekit-api-secret", f)
+			}
+		}
+	}
+	if c.Bool("emqx") {
+		fn, err := emqxFromFlags(c)
+		if err != nil {
+			return nil, err
+		}
+		fns = append(fns, fn)
+	} else {
+		for _, f := range []string{"emqx-tenant-from", "emqx-separator", "emqx-class"} {
+			if c.IsSet(f) {
+				return nil, fmt.Errorf("--%s needs --emqx", f)
 			}
 		}
 	}
@@ -195,4 +213,25 @@ func devConnectorHelp(api string) string {
                   webhook: {api_key: %[2]s, urls: ["http://%[1]s/hooks/livekit"]}
                   tokens: reserve first (examples/livekit-token-server -agent http://%[1]s)
 `, api, devLiveKitKey)
+}
+
+func emqxFromFlags(c *cli.Context) (attachFunc, error) {
+	from := c.String("emqx-tenant-from")
+	if from != "username" && from != "client-id" {
+		return nil, fmt.Errorf("--emqx-tenant-from %q: want username or client-id", from)
+	}
+	cls, err := plans.ParseClass(c.String("emqx-class"))
+	if err != nil {
+		return nil, fmt.Errorf("--emqx-class: %w", err)
+	}
+	cfg := emqx.Config{TenantFrom: from, Separator: c.String("emqx-separator"), Class: cls.String()}
+	return func(a *agent.Agent, log hclog.Logger) (attached, error) {
+		cfg.Logger = log.Named("emqx")
+		conn, err := emqx.New(a, cfg)
+		if err != nil {
+			return attached{}, err
+		}
+		log.Info("EMQX hooks served", "auth", "/hooks/emqx/auth", "events", "/hooks/emqx/events", "tenant_from", from, "separator", cfg.Separator)
+		return attached{routes: conn.Routes()}, nil
+	}, nil
 }
