@@ -33,11 +33,15 @@ func cutEntries(a *Agent) ([]wire.DeltaEntry, []wire.TenantPeak) {
 	return a.tab.cut(a.now())
 }
 
+// mustPersist persists, and waits for a base being written or committed in
+// the background: the tests then read the directory from a second agent
+// while the first lives, which in production never shares it.
 func mustPersist(t *testing.T, a *Agent) {
 	t.Helper()
 	if err := a.persist(); err != nil {
 		t.Fatal(err)
 	}
+	a.waitCompaction()
 }
 
 func TestPersistRoundTrip(t *testing.T) {

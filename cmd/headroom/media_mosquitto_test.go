@@ -15,7 +15,7 @@ import (
 
 // needMosquitto skips (fails in CI) without Debian's mosquitto, its clients,
 // its headers and gcc; it returns the broker's path.
-func needMosquitto(t *testing.T) string {
+func needMosquitto(t testing.TB) string {
 	t.Helper()
 	broker := "/usr/sbin/mosquitto"
 	var missing []string
@@ -41,7 +41,7 @@ func needMosquitto(t *testing.T) string {
 }
 
 // buildMosquittoPlugin builds the plugin as `make mosquitto-plugin` does.
-func buildMosquittoPlugin(t *testing.T) string {
+func buildMosquittoPlugin(t testing.TB) string {
 	t.Helper()
 	// Run as root, mosquitto loads its plugins as user mosquitto: the
 	// plugin goes in a directory others may read (t.TempDir's are 0700).
@@ -64,7 +64,7 @@ func buildMosquittoPlugin(t *testing.T) string {
 
 // mosquittoConf is deploy/mosquitto/mosquitto.conf with the test's port,
 // plugin and agent.
-func mosquittoConf(t *testing.T, port, plugin, agentAPI string) string {
+func mosquittoConf(t testing.TB, port, plugin, agentAPI string) string {
 	t.Helper()
 	b, err := os.ReadFile("../../deploy/mosquitto/mosquitto.conf")
 	if err != nil {
