@@ -87,6 +87,12 @@ func (a *Agent) handleOpen(w http.ResponseWriter, r *http.Request) {
 		ttl = time.Duration(s * float64(time.Second))
 	}
 	res, err := a.OpenWith(OpenOptions{Tenant: req.Tenant, Class: req.Class, Session: req.Session, TTL: ttl, Source: req.Source, User: req.User})
+	writeOpen(w, res, err)
+}
+
+// writeOpen answers an open: 201 admitted, 200 already open, 429 refused
+// (with Retry-After), 409 a conflict, 400 bad input.
+func writeOpen(w http.ResponseWriter, res OpenResult, err error) {
 	switch {
 	case errors.Is(err, ErrConflict):
 		jsonhttp.Error(w, http.StatusConflict, err.Error())

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
@@ -58,19 +57,7 @@ func (a *Agent) handleConnectorOpen(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := c.Open(OpenOptions{Tenant: req.Tenant, Class: req.Class, Session: req.Session, User: req.User})
-	switch {
-	case errors.Is(err, ErrConflict):
-		jsonhttp.Error(w, http.StatusConflict, err.Error())
-	case err != nil:
-		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
-	case !res.Admitted:
-		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(res.RetryAfter/time.Second))))
-		jsonhttp.Write(w, http.StatusTooManyRequests, openResponse{Reason: res.Reason})
-	case res.Existing:
-		jsonhttp.Write(w, http.StatusOK, openResponse{Admitted: true})
-	default:
-		jsonhttp.Write(w, http.StatusCreated, openResponse{Admitted: true})
-	}
+	writeOpen(w, res, err)
 }
 
 func (a *Agent) handleConnectorClose(w http.ResponseWriter, r *http.Request) {

@@ -1,7 +1,6 @@
 package emqx
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/headroom-rtc/headroom/agent"
 	"github.com/headroom-rtc/headroom/agent/agenttest"
@@ -24,22 +22,7 @@ type rig struct {
 
 func newRig(t *testing.T, tenants ...wire.TenantInfo) *rig {
 	t.Helper()
-	cluster, err := agenttest.NewServer(tenants...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	a, err := agent.New(agent.Config{DataDir: t.TempDir(), Servers: []string{cluster.Addr()}, FlushInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	if err := agenttest.WaitFor(10*time.Second, func() bool { return a.Status().TenantsKnown == len(tenants) && a.Status().Connected }); err != nil {
-		t.Fatal("the agent did not get the plans")
-	}
+	a, _ := agenttest.StartAgent(t, tenants...)
 	c, err := New(a, Config{Separator: "_"})
 	if err != nil {
 		t.Fatal(err)

@@ -38,22 +38,7 @@ type rig struct {
 
 func newRig(t *testing.T, cfg Config, tenants ...wire.TenantInfo) *rig {
 	t.Helper()
-	cluster, err := agenttest.NewServer(tenants...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	a, err := agent.New(agent.Config{DataDir: t.TempDir(), Servers: []string{cluster.Addr()}, FlushInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	if err := agenttest.WaitFor(10*time.Second, func() bool { return a.Status().TenantsKnown == len(tenants) }); err != nil {
-		t.Fatal("the agent did not get the plans")
-	}
+	a, cluster := agenttest.StartAgent(t, tenants...)
 	if cfg.APIKey == "" {
 		cfg.APIKey, cfg.APISecret = testKey, testSecret
 	}

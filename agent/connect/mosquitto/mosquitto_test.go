@@ -1,7 +1,6 @@
 package mosquitto_test
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,22 +18,7 @@ import (
 // TestMosquitto in cmd/headroom, with the real Mosquitto).
 func agentAPI(t *testing.T, tenants ...wire.TenantInfo) (*agent.Agent, string) {
 	t.Helper()
-	cluster, err := agenttest.NewServer(tenants...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	a, err := agent.New(agent.Config{DataDir: t.TempDir(), Servers: []string{cluster.Addr()}, FlushInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	if err := agenttest.WaitFor(10*time.Second, func() bool { return a.Status().TenantsKnown == len(tenants) && a.Status().Connected }); err != nil {
-		t.Fatal("the agent did not get the plans")
-	}
+	a, _ := agenttest.StartAgent(t, tenants...)
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
 	return a, srv.URL
