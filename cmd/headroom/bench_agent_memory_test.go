@@ -136,3 +136,12 @@ func procRSS(t testing.TB, p *proc) int64 {
 	t.Fatal("no VmRSS")
 	return 0
 }
+
+// TestAgentGCPercentRefused: --gc-percent below 1 is refused before the
+// agent starts.
+func TestAgentGCPercentRefused(t *testing.T) {
+	out, err := runCLI("agent", "--server", "127.0.0.1:1", "--data-dir", t.TempDir(), "--gc-percent", "0")
+	if err == nil || !strings.Contains(out, "--gc-percent 0: want 1 or more") {
+		t.Fatalf("--gc-percent 0: %v\n%s", err, out)
+	}
+}
