@@ -116,6 +116,20 @@ func TestMosquitto(t *testing.T) {
 	if code, body, err := call("PUT", "http://"+s.http+"/v1/tenants/acme/plan", map[string]string{"plan": "dev2", "at": "now"}); err != nil || code/100 != 2 {
 		t.Fatalf("set plan: %d %s %v", code, body, err)
 	}
+	// Devices connect once the agent has acme's plan: before, it refuses an
+	// unknown tenant, as it should.
+	waitFor(t, 30*time.Second, "the agent knows acme", func() error {
+		var st struct {
+			TenantsKnown int `json:"tenants_known"`
+		}
+		if _, err := getJSON(httpc, "http://"+s.api+"/v1/status", &st); err != nil {
+			return err
+		}
+		if st.TenantsKnown < 1 {
+			return fmt.Errorf("%d tenants known", st.TenantsKnown)
+		}
+		return nil
+	})
 	addr := freeAddr(t)
 	port := addr[strings.LastIndexByte(addr, ':')+1:]
 	conf := mosquittoConf(t, port, plugin, s.api)
