@@ -123,6 +123,14 @@ type SessionSpec struct {
 	// User (optional): the session's user, counted among the tenant's
 	// active users when the reconcile opens the session.
 	User string `json:"user,omitempty"`
+	// StartedAt (optional, reconcile only): when the media server says the
+	// session began. A session the reconcile opens counts from then
+	// rather than from the reconcile, but never from before what the agent
+	// can have missed: its last persisted instant before it restarted (its
+	// start, for a new agent) and the same source's previous reconcile;
+	// and never from after now. It gives back the time of an open a crash
+	// lost, or of a session admitted while the agent could not be asked.
+	StartedAt time.Time `json:"started_at,omitzero"`
 }
 
 // SessionInfo describes an open session.
@@ -209,14 +217,18 @@ type Agent struct {
 
 	pst persister // the state's files; owned by persistM
 
-	mu       sync.Mutex // guards everything below
-	tab      *table
-	servers  serverList
-	id       string
-	epoch    uint64
-	nextSeq  uint64  // seq of the next batch cut
-	unacked  []batch // cut and not acknowledged, in seq order
-	persSeq  uint64  // batches up to this seq are persisted (may be sent)
+	mu      sync.Mutex // guards everything below
+	tab     *table
+	servers serverList
+	id      string
+	epoch   uint64
+	nextSeq uint64  // seq of the next batch cut
+	unacked []batch // cut and not acknowledged, in seq order
+	persSeq uint64  // batches up to this seq are persisted (may be sent)
+	// missFrom (agent nanos) is the earliest instant this agent's count can
+	// have missed a session: its last persisted instant before it restarted,
+	// or its start (0) when it began afresh (SessionSpec.StartedAt).
+	missFrom int64
 	writes   int     // state records written (for tests)
 	snaps    uint64  // persists that copied the state (journal.go)
 	dirty    bool    // something to persist besides accrual

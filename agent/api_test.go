@@ -167,7 +167,7 @@ func TestHTTPListResetStatus(t *testing.T) {
 }
 
 func TestHTTPReconcile(t *testing.T) {
-	a, _ := newTestAgent(t, Config{})
+	a, clk := newTestAgent(t, Config{})
 	pushTenants(t, a, true, meter("t1"))
 	c := newAPI(t, a)
 	c.expect("POST", "/v1/sessions", `{"tenant":"t1","class":"audio","session":"keep"}`, 201)
@@ -180,6 +180,7 @@ func TestHTTPReconcile(t *testing.T) {
 		`{"sessions":[{"tenant":"t1","class":"audio","session":"x"},{"tenant":"t2","class":"audio","session":"x"}]}`,
 		`{"sessions":[{"tenant":"t1","class":"audio","session":""}]}`,
 		`{"sessions":[{"tenant":"t1","class":"audio","session":"x","ttl":3}]}`,
+		`{"sessions":[{"tenant":"t1","class":"audio","session":"x","started_at":"yesterday"}]}`,
 		`{}`,
 	} {
 		c.expect("PUT", "/v1/sessions", bad, 400)
@@ -199,8 +200,19 @@ func TestHTTPReconcile(t *testing.T) {
 	if st := a.Status(); st.OpenSessions != 3 {
 		t.Fatalf("open %d", st.OpenSessions)
 	}
+	// started_at: the session counts from then (here, from the agent's
+	// start, before which nothing counts).
+	clk.advance(3 * time.Second)
+	c.expect("PUT", "/v1/sessions", `{"sessions":[
+		{"tenant":"t1","class":"audio","session":"keep"},
+		{"tenant":"t1","class":"video-hd","session":"moved"},
+		{"tenant":"stranger","class":"ai","session":"new"},
+		{"tenant":"t1","class":"audio","session":"late","started_at":"`+clk.now().Add(-2*time.Second).Format(time.RFC3339Nano)+`"}]}`, 200)
+	if ss := a.Sessions("t1"); len(ss) != 3 || ss[1].Session != "late" || !ss[1].OpenedAt.Equal(clk.now().Add(-2*time.Second)) {
+		t.Fatalf("sessions after a reconcile with started_at: %+v", ss)
+	}
 	v = c.expect("PUT", "/v1/sessions", `{"sessions":[]}`, 200).(map[string]any)
-	if len(v["closed"].([]any)) != 3 || len(v["opened"].([]any)) != 0 {
+	if len(v["closed"].([]any)) != 4 || len(v["opened"].([]any)) != 0 {
 		t.Fatalf("reconcile to empty: %v", v)
 	}
 }

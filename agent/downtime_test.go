@@ -147,3 +147,80 @@ func TestTTLSessionThroughDowntime(t *testing.T) {
 		t.Fatalf("entry %+v, want the 20 s down counted", e)
 	}
 }
+
+// TestReconcileGivesBackALostOpen: an open admitted after the last persist
+// is lost with the crash; the media server's reconcile lists it with when
+// it began, and it counts from then, through the downtime. A start before
+// the last persist counts from the persist (the agent had not missed it
+// before), one in the future from now.
+func TestReconcileGivesBackALostOpen(t *testing.T) {
+	dir := t.TempDir()
+	a, clk := newTestAgentClock(t, Config{DataDir: dir}, nil)
+	pushTenants(t, a, true, meter("t1"))
+	if res, err := a.Open("t1", "audio", "kept", 0); err != nil || !res.Admitted {
+		t.Fatal(res, err)
+	}
+	clk.advance(10 * time.Second)
+	cutEntries(a)
+	mustPersist(t, a) // the last persist, at 10 s
+	persisted := clk.now()
+	clk.advance(time.Second)
+	lostAt := clk.now()
+	if res, err := a.Open("t1", "audio", "lost", 0); err != nil || !res.Admitted {
+		t.Fatal(res, err)
+	}
+	clk.advance(500 * time.Millisecond) // kill -9 at 11.5 s: "lost" was never persisted
+	clk.advance(4 * time.Second)
+	b, _ := newTestAgentClock(t, Config{DataDir: dir}, clk)
+	clk.advance(time.Second) // the reconcile at 16.5 s
+	res, err := b.ReconcileScoped(ReconcileScope{}, []SessionSpec{
+		{Tenant: "t1", Class: "audio", Session: "kept"},
+		{Tenant: "t1", Class: "audio", Session: "lost", StartedAt: lostAt},
+		{Tenant: "t1", Class: "audio", Session: "early", StartedAt: persisted.Add(-5 * time.Second)},
+		{Tenant: "t1", Class: "audio", Session: "future", StartedAt: clk.now().Add(time.Hour)},
+	})
+	if err != nil || len(res.Opened) != 3 || len(res.Closed) != 0 {
+		t.Fatalf("reconcile: %+v %v", res, err)
+	}
+	// kept 6.5 s since the persist, lost 5.5 s since its open, early 6.5 s
+	// since the persist, future nothing.
+	if micros, _ := shippedAfter(b); micros != 18_500_000 {
+		t.Fatalf("after the reconcile %d µs, want 18,500,000 (6.5 + 5.5 + 6.5 + 0 s)", micros)
+	}
+	for id, want := range map[string]time.Duration{"lost": 5500 * time.Millisecond, "early": 6500 * time.Millisecond, "future": 0} {
+		if d, err := b.Close(id); err != nil || d != want {
+			t.Errorf("close %s: %v %v, want %v", id, d, err, want)
+		}
+	}
+}
+
+// TestReconcileStartBoundedByThePreviousOne: on a running agent a session
+// the reconcile opens counts from its start, but not from before the same
+// source's previous reconcile (which did not list it), nor from before the
+// agent began.
+func TestReconcileStartBoundedByThePreviousOne(t *testing.T) {
+	a, clk := newTestAgent(t, Config{})
+	pushTenants(t, a, true, meter("t1"))
+	began := clk.now()
+	clk.advance(10 * time.Second)
+	if _, err := a.ReconcileScoped(ReconcileScope{}, []SessionSpec{
+		{Tenant: "t1", Class: "audio", Session: "old", StartedAt: began.Add(-time.Hour)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if micros, _ := shippedAfter(a); micros != 10_000_000 {
+		t.Fatalf("a session begun before the agent: %d µs, want the 10 s since the agent began", micros)
+	}
+	clk.advance(5 * time.Second)
+	if _, err := a.ReconcileScoped(ReconcileScope{}, []SessionSpec{
+		{Tenant: "t1", Class: "audio", Session: "old"},
+		{Tenant: "t1", Class: "audio", Session: "new", StartedAt: began.Add(2 * time.Second)},
+		{Tenant: "t1", Class: "audio", Session: "plain"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// old 5 s; new from the previous reconcile (10 s), 5 s; plain from now.
+	if micros, _ := shippedAfter(a); micros != 10_000_000 {
+		t.Fatalf("after the second reconcile %d µs, want 10,000,000", micros)
+	}
+}

@@ -500,6 +500,7 @@ func (a *Agent) restore(st *stateFile, staged *stagedSessions) error {
 	t := a.tab
 	now := a.now()
 	saved := min(a.fromWall(st.SavedAt), now) // agent nanos
+	a.missFrom = saved
 	for i, b := range st.Unacked {
 		m, err := wire.Decode(b)
 		if err != nil {

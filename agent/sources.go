@@ -283,9 +283,18 @@ func (a *Agent) ReconcileScoped(scope ReconcileScope, list []SessionSpec) (Recon
 	defer a.mu.Unlock()
 	now := a.now()
 	a.expireLocked(now)
-	rs := reconScope{source: src, keepTTL: scope.KeepTTL, noOpen: scope.NoOpen, seenBefore: now + 1}
+	rs := reconScope{source: src, keepTTL: scope.KeepTTL, noOpen: scope.NoOpen, seenBefore: now + 1, from: a.missFrom}
+	if at, ok := a.tab.reconciledAt[src]; ok {
+		rs.from = max(rs.from, at)
+	}
 	if !scope.SeenBefore.IsZero() {
 		rs.seenBefore = a.fromWall(scope.SeenBefore.UnixNano())
+	}
+	for id, w := range want {
+		if w.started != 0 {
+			w.started = a.fromWall(w.started)
+			want[id] = w
+		}
 	}
 	res := a.tab.reconcileScoped(want, rs, now)
 	res.OverCeiling = a.overCeilingLocked(res.Opened)
@@ -318,6 +327,9 @@ func reconcileList(list []SessionSpec) (map[string]reconItem, error) {
 			return nil, fmt.Errorf("sessions[%d]: %w", i, err)
 		}
 		it := reconItem{tenant: e.Tenant, class: cls, user: e.User}
+		if !e.StartedAt.IsZero() {
+			it.started = e.StartedAt.UnixNano()
+		}
 		if prev, ok := want[e.Session]; ok && prev != it {
 			return nil, fmt.Errorf("%w: sessions[%d]: session %s listed twice with different tenants or classes", ErrInvalid, i, e.Session)
 		}
@@ -341,9 +353,12 @@ func (a *Agent) SourceCounts() map[string]int {
 // The table's side (pure, like table.go).
 
 // reconScope is a validated ReconcileScope; seenBefore is in agent nanos.
+// from (agent nanos) is the earliest instant a session the reconcile opens
+// may count from, whatever its start (SessionSpec.StartedAt).
 type reconScope struct {
 	source     string
 	seenBefore int64
+	from       int64
 	keepTTL    bool
 	noOpen     bool
 }
@@ -390,10 +405,14 @@ func (t *table) reconcileScoped(want map[string]reconItem, rs reconScope, now in
 			}
 			s := t.openFrom(t.tenant(w.tenant, true), id, w.class, 0, rs.source, now)
 			s.cell().reconciled++ // it exists: taken from the list, not admitted
+			if w.started != 0 {
+				t.backdate(s, min(max(w.started, rs.from), now), now)
+			}
 			t.setUser(s, w.user, now)
 			res.Opened = append(res.Opened, id)
 		}
 	}
+	t.reconciledAt[rs.source] = now
 	slices.Sort(res.Opened)
 	slices.Sort(res.Closed)
 	slices.Sort(res.Skipped)

@@ -145,9 +145,12 @@ type table struct {
 	sessions map[string]*session
 	tenants  map[string]*tenantEntry
 	bySource map[string]int // open sessions per source
-	heap     ttlHeap
-	free     []*session
-	known    int // tenant entries with known set
+	// reconciledAt is when each source last reconciled (agent nanos): a
+	// session a later reconcile opens began after it, or was listed then.
+	reconciledAt map[string]int64
+	heap         ttlHeap
+	free         []*session
+	known        int // tenant entries with known set
 	// tenantsGen counts changes of the tenants' admission states
 	// (setTenant, forgetTenant): a journal record leaves them out when
 	// they did not change since the previous one.
@@ -217,9 +220,10 @@ func (t *table) record(c sessChange) {
 
 func newTable() *table {
 	return &table{
-		sessions: make(map[string]*session),
-		tenants:  make(map[string]*tenantEntry),
-		bySource: make(map[string]int),
+		sessions:     make(map[string]*session),
+		reconciledAt: map[string]int64{},
+		tenants:      make(map[string]*tenantEntry),
+		bySource:     make(map[string]int),
 	}
 }
 
@@ -261,6 +265,21 @@ func (t *table) openFrom(te *tenantEntry, id string, cls plans.Class, ttl time.D
 	}
 	t.record(sessChange{op: jOpen, class: cls, id: id, tenant: te.id, source: src, ttl: s.ttl, openedAt: now, lastKA: now, anchor: now})
 	return s
+}
+
+// backdate makes s, just opened at now, open since since (≤ now): its cell
+// accrues the time in between, and its duration counts from since.
+func (t *table) backdate(s *session, since, now int64) {
+	if since >= now {
+		return
+	}
+	s.cell().acc += now - since
+	s.openedAt = since
+	if j := &t.jr; !j.overflow && len(j.ch) > 0 {
+		if c := &j.ch[len(j.ch)-1]; c.op == jOpen && c.id == s.id {
+			c.openedAt = since
+		}
+	}
 }
 
 // close closes s at now and returns its duration. A session in doubt is
@@ -384,9 +403,10 @@ func (t *table) closeInDoubt(s *session, now int64) time.Duration {
 
 // reconItem is one entry of a reconcile list, validated.
 type reconItem struct {
-	tenant string
-	class  plans.Class
-	user   string
+	tenant  string
+	class   plans.Class
+	user    string
+	started int64 // unix nanos, 0 when not given; agent nanos in reconcileScoped
 }
 
 // reconcile makes the table hold exactly the SourceAPI sessions of want
@@ -394,7 +414,7 @@ type reconItem struct {
 // and closed, sorted; an id closed and reopened with another tenant or class
 // is in both.
 func (t *table) reconcile(want map[string]reconItem, now int64) (opened, closed []string) {
-	r := t.reconcileScoped(want, reconScope{source: SourceAPI, seenBefore: now + 1}, now)
+	r := t.reconcileScoped(want, reconScope{source: SourceAPI, seenBefore: now + 1, from: now}, now)
 	return r.Opened, r.Closed
 }
 
