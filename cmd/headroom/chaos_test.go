@@ -38,9 +38,9 @@ type chaosSess struct {
 	// first two to one between the last two.
 	opened, admitted time.Time
 	closeAt, closed  time.Time
-	clockSlack time.Duration // what restarts with a jumped clock may misjudge
-	closing    bool
-	crashes    int // crashes of its agent while it was open
+	clockSlack       time.Duration // what restarts with a jumped clock may misjudge
+	closing          bool
+	crashes          int // crashes of its agent while it was open
 }
 
 func TestChaos(t *testing.T) {
