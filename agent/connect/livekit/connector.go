@@ -527,7 +527,15 @@ func (c *Connector) ReconcileNow(ctx context.Context) (agent.ReconcileResult, er
 			c.log.Warn("LiveKit participant listed by RoomService with no session and no tenant: not counted", "session", id, "why", err)
 			continue
 		}
-		list = append(list, agent.SessionSpec{Tenant: tenant, Class: c.classLocked(roomName, pt).String(), Session: id})
+		// When it joined: a participant the agent does not hold (its join
+		// was lost, or the agent restarted) counts from then.
+		var joined time.Time
+		if ms := p.GetJoinedAtMs(); ms > 0 {
+			joined = time.UnixMilli(ms)
+		} else if s := p.GetJoinedAt(); s > 0 {
+			joined = time.Unix(s, 0)
+		}
+		list = append(list, agent.SessionSpec{Tenant: tenant, Class: c.classLocked(roomName, pt).String(), Session: id, StartedAt: joined})
 		c.addPart(id, pt)
 	}
 	for _, id := range adopt {

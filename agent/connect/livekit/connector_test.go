@@ -357,9 +357,11 @@ func TestRoomServiceReconcile(t *testing.T) {
 	r.send(joined("standup", "gone", "PG_1"))  // its left will be lost
 	r.reserve("standup", "alice", time.Minute) // joined, webhook lost
 	r.reserve("standup", "later", time.Minute) // not joined yet
+	bob := participant("bob", "PB_1") // joined, webhook lost, no reservation
+	bob.JoinedAtMs = time.Now().UnixMilli()
 	rs.SetRoom("standup",
 		participant("alice", "PA_1", &lk.TrackInfo{Sid: "TR_1", Type: lk.TrackType_VIDEO, Width: 1920, Height: 1080}),
-		participant("bob", "PB_1"), // joined, webhook lost, no reservation
+		bob,
 	)
 	res, err := r.c.ReconcileNow(context.Background())
 	if err != nil {
@@ -368,6 +370,9 @@ func TestRoomServiceReconcile(t *testing.T) {
 	got := map[string]string{}
 	for _, s := range r.a.Sessions("") {
 		got[s.Session] = fmt.Sprintf("%s ttl=%v src=%s", s.Class, s.TTLSeconds, s.Source)
+		if s.Session == "standup/bob" && !s.OpenedAt.Equal(time.UnixMilli(bob.JoinedAtMs)) {
+			t.Errorf("bob, opened by the reconcile, counts from %v, not from when RoomService says he joined (%v)", s.OpenedAt, time.UnixMilli(bob.JoinedAtMs))
+		}
 	}
 	want := map[string]string{
 		"standup/alice": "video-fhd ttl=0 src=livekit",
