@@ -239,10 +239,10 @@ func TestChaos(t *testing.T) {
 		mu.Lock()
 		for _, s := range sessions {
 			if s.agent == ai && s.closed.IsZero() && !s.closing {
-				// When it began, as the agent's wall clock tells it (the
-				// media server and the agent share a host, and its clock).
+				// When it began, in the wall time the agent derives from its
+				// start (a jump since does not move it: agent/wallclock.go).
 				list = append(list, map[string]string{"tenant": s.tn, "class": s.cl, "session": s.id,
-					"started_at": s.opened.Add(a.offNow).Format(time.RFC3339Nano)})
+					"started_at": s.opened.Add(a.offStart).Format(time.RFC3339Nano)})
 			}
 		}
 		mu.Unlock()
