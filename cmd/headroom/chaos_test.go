@@ -444,6 +444,7 @@ func TestChaos(t *testing.T) {
 	lead, _ := c.waitLeader(time.Minute, c.servers)
 	usageOK := true
 	var worst, clockTol float64
+	var usageLines []string
 	for _, tn := range tenants {
 		// The agent may count a session from anywhere in its open call to
 		// anywhere in its close call: usage lies between the sum of the
@@ -466,7 +467,9 @@ func TestChaos(t *testing.T) {
 		low, high = low-crash-clock, high+clock
 		got := usageSecs(t, lead, tn)
 		worst = max(worst, low-got, got-high)
-		c.tl.mark("usage of %s: %.1f s metered, truth between %.1f s and %.1f s (crashes %.1f s, clock %.1f s)", tn, got, low, high, crash, clock)
+		line := fmt.Sprintf("usage of %s: %.1f s metered, truth between %.1f s and %.1f s (crashes %.1f s, clock %.1f s)", tn, got, low, high, crash, clock)
+		usageLines = append(usageLines, "  "+line)
+		c.tl.mark("%s", line)
 		if got < low-1 || got > high+1 {
 			usageOK = false
 			t.Errorf("usage of %s: %.1f s metered, truth between %.1f s and %.1f s", tn, got, low, high)
@@ -505,6 +508,7 @@ func TestChaos(t *testing.T) {
 		fmt.Sprintf("sessions: %d opened, %d closed, %d refusals retried", opens.Load(), closes.Load(), refused.Load()),
 		fmt.Sprintf("no session lost or doubled (after reconcile): %s", pass(sessionsOK)),
 		fmt.Sprintf("usage within one flush interval per crash of the session's own agent: %s (worst %.1f s beyond; %.0f s allowed apart for restarts after a clock jump)", pass(usageOK), max(worst, 0), clockTol),
+		strings.Join(usageLines, "\n"),
 		fmt.Sprintf("strict ceiling %d held: %s (%d admissions over it; %d in the lease-lapse window, counted apart; at most %d open)",
 			strictCeiling, pass(overStrict == 0), overStrict, lapseOver, strictMax),
 		fmt.Sprintf("all servers equal: %s", pass(equalErr == nil)),
