@@ -357,7 +357,7 @@ func TestRoomServiceReconcile(t *testing.T) {
 	r.send(joined("standup", "gone", "PG_1"))  // its left will be lost
 	r.reserve("standup", "alice", time.Minute) // joined, webhook lost
 	r.reserve("standup", "later", time.Minute) // not joined yet
-	bob := participant("bob", "PB_1") // joined, webhook lost, no reservation
+	bob := participant("bob", "PB_1")          // joined, webhook lost, no reservation
 	bob.JoinedAtMs = time.Now().UnixMilli()
 	rs.SetRoom("standup",
 		participant("alice", "PA_1", &lk.TrackInfo{Sid: "TR_1", Type: lk.TrackType_VIDEO, Width: 1920, Height: 1080}),

@@ -172,6 +172,7 @@ type conn struct {
 	id      uintptr // the broker's connection (its struct mosquitto *)
 	tenant  string
 	session string
+	at      time.Time // its CONNECT: where a reconcile that opens it counts from
 }
 
 // Plugin is the state of one plugin instance.
@@ -222,6 +223,7 @@ func (p *Plugin) Connect(id uintptr, clientID, username string) (bool, string) {
 		return false, ReasonNoClientID
 	}
 	session := SessionID(clientID)
+	at := time.Now()
 	body, _ := json.Marshal(map[string]string{"tenant": tenant, "class": p.cfg.Class, "session": session, "user": userOf(clientID)})
 	code, reply, err := p.call(http.MethodPost, "/sessions", body)
 	// A strict tenant's share being topped up (the first device of a
@@ -251,7 +253,7 @@ func (p *Plugin) Connect(id uintptr, clientID, username string) (bool, string) {
 	}
 	// A takeover (the id already admitted on another connection) is the
 	// same session: the new connection now owns it.
-	p.conns[clientID] = conn{id: id, tenant: tenant, session: session}
+	p.conns[clientID] = conn{id: id, tenant: tenant, session: session, at: at}
 	return true, ""
 }
 
@@ -294,10 +296,13 @@ func (p *Plugin) reconcile(now time.Time) {
 		Class   string `json:"class"`
 		Session string `json:"session"`
 		User    string `json:"user,omitempty"`
+		// A device let in while the agent could not be asked (fail open),
+		// or whose admission the agent's crash lost, counts from its CONNECT.
+		StartedAt time.Time `json:"started_at"`
 	}
 	list := make([]spec, 0, len(p.conns))
 	for cid, c := range p.conns {
-		list = append(list, spec{c.tenant, p.cfg.Class, c.session, userOf(cid)})
+		list = append(list, spec{c.tenant, p.cfg.Class, c.session, userOf(cid), c.at})
 	}
 	body, _ := json.Marshal(map[string]any{"sessions": list})
 	code, reply, err := p.call(http.MethodPut, "/sessions", body)

@@ -110,6 +110,7 @@ func TestFailOpenAndClosed(t *testing.T) {
 	if ok, _ := open.Connect(1, "d1", "acme:d1"); !ok {
 		t.Fatal("fail open refused")
 	}
+	connected := time.Now()
 	if !strings.Contains(strings.Join(*logged, "\n"), "fail open") {
 		t.Fatalf("no log of the fail-open admission: %q", *logged)
 	}
@@ -120,6 +121,8 @@ func TestFailOpenAndClosed(t *testing.T) {
 	open.Tick(time.Now().Add(time.Minute))
 	if s := a.Sessions(""); len(s) != 1 || s[0].Session != "mqtt:d1" || s[0].Source != "mosquitto" {
 		t.Fatalf("after the reconcile: %+v, want the device let in", s)
+	} else if s[0].OpenedAt.After(connected) {
+		t.Fatalf("the device let in while the agent was down counts from %v, after its CONNECT (before %v)", s[0].OpenedAt, connected)
 	}
 }
 
