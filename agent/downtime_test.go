@@ -223,4 +223,21 @@ func TestReconcileStartBoundedByThePreviousOne(t *testing.T) {
 	if micros, _ := shippedAfter(a); micros != 10_000_000 {
 		t.Fatalf("after the second reconcile %d µs, want 10,000,000", micros)
 	}
+	// A session listed under another tenant is closed and reopened there
+	// from now, whatever its start: its time so far was counted.
+	clk.advance(2 * time.Second)
+	if _, err := a.ReconcileScoped(ReconcileScope{}, []SessionSpec{
+		{Tenant: "t2", Class: "audio", Session: "old", StartedAt: began},
+		{Tenant: "t1", Class: "audio", Session: "new"},
+		{Tenant: "t1", Class: "audio", Session: "plain"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(time.Second)
+	es, _ := cutEntries(a)
+	e1, _ := entryOf(es, "t1", "audio")
+	e2, _ := entryOf(es, "t2", "audio")
+	if e1.SessionMicros != 2_000_000+2*3_000_000 || e2.SessionMicros != 1_000_000 {
+		t.Fatalf("after the move: t1 %d µs, t2 %d µs; want 8,000,000 and 1,000,000", e1.SessionMicros, e2.SessionMicros)
+	}
 }

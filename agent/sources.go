@@ -291,7 +291,7 @@ func (a *Agent) ReconcileScoped(scope ReconcileScope, list []SessionSpec) (Recon
 		rs.seenBefore = a.fromWall(scope.SeenBefore.UnixNano())
 	}
 	for id, w := range want {
-		if w.started != 0 {
+		if w.hasStart {
 			w.started = a.fromWall(w.started)
 			want[id] = w
 		}
@@ -327,11 +327,14 @@ func reconcileList(list []SessionSpec) (map[string]reconItem, error) {
 			return nil, fmt.Errorf("sessions[%d]: %w", i, err)
 		}
 		it := reconItem{tenant: e.Tenant, class: cls, user: e.User}
-		if !e.StartedAt.IsZero() {
-			it.started = e.StartedAt.UnixNano()
+		if prev, ok := want[e.Session]; ok {
+			if prev.tenant != it.tenant || prev.class != it.class || prev.user != it.user {
+				return nil, fmt.Errorf("%w: sessions[%d]: session %s listed twice with different tenants or classes", ErrInvalid, i, e.Session)
+			}
+			continue // the first entry's start stands
 		}
-		if prev, ok := want[e.Session]; ok && prev != it {
-			return nil, fmt.Errorf("%w: sessions[%d]: session %s listed twice with different tenants or classes", ErrInvalid, i, e.Session)
+		if !e.StartedAt.IsZero() {
+			it.started, it.hasStart = e.StartedAt.UnixNano(), true
 		}
 		want[e.Session] = it
 	}
@@ -385,8 +388,10 @@ func (t *table) reconcileScoped(want map[string]reconItem, rs reconScope, now in
 			res.Opened = append(res.Opened, id)
 			res.Reclassed = append(res.Reclassed, id)
 			continue
-		case ok: // another tenant: close, and reopen below
+		case ok: // another tenant: close, and reopen below from now (its time so far was counted)
 			t.close(s, now)
+			w.hasStart = false
+			want[id] = w
 		case s.lastKA >= rs.seenBefore || rs.keepTTL && s.ttl > 0:
 			continue
 		case s.ttl > 0:
@@ -405,7 +410,7 @@ func (t *table) reconcileScoped(want map[string]reconItem, rs reconScope, now in
 			}
 			s := t.openFrom(t.tenant(w.tenant, true), id, w.class, 0, rs.source, now)
 			s.cell().reconciled++ // it exists: taken from the list, not admitted
-			if w.started != 0 {
+			if w.hasStart {
 				t.backdate(s, min(max(w.started, rs.from), now), now)
 			}
 			t.setUser(s, w.user, now)

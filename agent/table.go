@@ -403,10 +403,13 @@ func (t *table) closeInDoubt(s *session, now int64) time.Duration {
 
 // reconItem is one entry of a reconcile list, validated.
 type reconItem struct {
-	tenant  string
-	class   plans.Class
-	user    string
-	started int64 // unix nanos, 0 when not given; agent nanos in reconcileScoped
+	tenant string
+	class  plans.Class
+	user   string
+	// started: when the media server says it began (SessionSpec.StartedAt)
+	// if hasStart; unix nanos, agent nanos once in reconcileScoped.
+	started  int64
+	hasStart bool
 }
 
 // reconcile makes the table hold exactly the SourceAPI sessions of want
