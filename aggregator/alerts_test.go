@@ -447,7 +447,7 @@ func TestAlertNewLeaderResendsRecentWithSameIDs(t *testing.T) {
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	hc := &fsmHarness{t: t, f: NewFSM(nil, nil), index: ha.index}
+	hc := &fsmHarness{t: t, f: NewFSM(nil), index: ha.index}
 	c := newAlertRig(t, hc, clock, rcv.URL, 16, false)
 	hc.f.onChange = c.a.changed
 	if err := hc.f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {

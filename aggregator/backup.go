@@ -211,13 +211,3 @@ func (b *backups) prune() error {
 	}
 	return atomicfile.SyncDir(b.dir)
 }
-
-// StoreConfiguration makes the state machine a raft.ConfigurationStore,
-// so that Raft counts configuration entries as applied: otherwise a
-// snapshot asked for (snapshot save, a backup) after a server joined or
-// left, with no command since, fails with "wait until the configuration
-// entry ... has been applied". The state keeps nothing of it: the Raft
-// configuration lives in Raft's own log and snapshots.
-func (f *FSM) StoreConfiguration(uint64, raft.Configuration) {}
-
-var _ raft.ConfigurationStore = (*FSM)(nil)

@@ -21,7 +21,7 @@ import (
 // default plans, with 0 to 1,200 open sessions each over the classes (some
 // over their ceiling, many tied), as an FSM built directly.
 func benchState(n int) *FSM {
-	f := NewFSM(plans.Defaults(), nil)
+	f := NewFSM(plans.Defaults())
 	rng := rand.New(rand.NewPCG(7, 7))
 	names := []string{"payg", "starter", "growth", "scale"}
 	for i := range n {

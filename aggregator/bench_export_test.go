@@ -154,7 +154,7 @@ func encodeFixture() (*ExportState, []exportRecord) {
 // each applied entry: recording 1,000 changed tenants (the onChange hook of
 // a 1,000-entry batch) into a history of 10,000, each entry a second later.
 func BenchmarkHistoryChanged1000(b *testing.B) {
-	f := NewFSM(nil, nil)
+	f := NewFSM(nil)
 	names := make([]string, 1000)
 	f.s.Plans["payg"] = plans.Defaults()[0]
 	for i := range 10_000 {

@@ -17,7 +17,7 @@ import (
 // including decoding the entry. Goal: ≤ 200 µs.
 func BenchmarkApplyBatch1000(b *testing.B) {
 	classes := []string{"audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai"}
-	f := NewFSM(nil, nil)
+	f := NewFSM(nil)
 	idx := uint64(0)
 	applyItems := func(at int64, msgs ...wire.Message) {
 		data, err := encodeCmd(cmdAgentItems, itemsCmd(at, "payg", msgs...))
@@ -59,7 +59,7 @@ func BenchmarkApplyBatch1000(b *testing.B) {
 func BenchmarkApplyUsers1000(b *testing.B) {
 	for _, regime := range []string{"exact", "sketch"} {
 		b.Run(regime, func(b *testing.B) {
-			f := NewFSM(nil, nil)
+			f := NewFSM(nil)
 			idx := uint64(0)
 			at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 			day := dayOf(at.UnixNano())

@@ -32,7 +32,7 @@ func TestStrictCeilingThroughCrashesProperty(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		ceiling := rapid.SampledFrom([]uint64{1, 2, 3, 5, 8}).Draw(rt, "ceiling")
 		lease, margin := int64(testLease), int64(testMargin)
-		f := NewFSM(nil, nil)
+		f := NewFSM(nil)
 		var index uint64
 		apply := func(kind cmdKind, body any) *applyResult {
 			data, err := encodeCmd(kind, body)

@@ -249,7 +249,7 @@ func restoredCopy(t *testing.T, f *FSM) *FSM {
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	g := NewFSM(nil, nil)
+	g := NewFSM(nil)
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}

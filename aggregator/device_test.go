@@ -77,7 +77,7 @@ func TestSnapshotWithDevices(t *testing.T) {
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	g := NewFSM(nil, nil)
+	g := NewFSM(nil)
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}

@@ -388,7 +388,7 @@ func TestEventsSlowClientDropped(t *testing.T) {
 // beyond the bytes or frames drop the client, whose queue is released; an
 // empty queue takes one frame of any size.
 func TestEventHubQueueBound(t *testing.T) {
-	h := newEventHub(NewFSM(nil, nil), nil, time.Now, nil)
+	h := newEventHub(NewFSM(nil), nil, time.Now, nil)
 	h.maxBytes, h.maxFrames = 1000, 4
 	big, _ := h.subscribe("")
 	many, _ := h.subscribe("")

@@ -273,3 +273,14 @@ func (s *State) eachRecord(index uint64, closed string, fn func(t *Tenant, perio
 		}
 	}
 }
+
+// events is how many events the record makes: one per class that grew.
+func (r *exportRecord) events() int {
+	n := 0
+	for _, d := range r.Delta {
+		if d > 0 {
+			n++
+		}
+	}
+	return n
+}

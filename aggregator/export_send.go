@@ -294,17 +294,6 @@ func (x *exporter) send(ctx context.Context, st ExportState, recs []exportRecord
 		"records", len(recs), "events", events, "batches", batches, "took", time.Since(start).Round(time.Millisecond))
 }
 
-// events is how many events the record makes: one per class that grew.
-func (r *exportRecord) events() int {
-	n := 0
-	for _, d := range r.Delta {
-		if d > 0 {
-			n++
-		}
-	}
-	return n
-}
-
 // post sends one batch until the receiver accepts it. It gives up (false)
 // when ctx ends, when this server stops leading, and on a refusal that is
 // not to be retried.

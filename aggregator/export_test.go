@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -18,7 +19,7 @@ func usageMicros(f *FSM) map[string]uint64 {
 			for p, u := range t.Usage {
 				for c, m := range u.Micros {
 					if m > 0 {
-						out[name+"/"+p+"/"+className[c]] += m
+						out[name+"/"+p+"/"+plans.Class(c+1).String()] += m
 					}
 				}
 			}
@@ -58,7 +59,7 @@ func addDeltas(sums map[string]uint64, recs []exportRecord) {
 	for _, r := range recs {
 		for c, d := range r.Delta {
 			if d > 0 {
-				sums[r.Tenant+"/"+r.Period+"/"+className[c]] += d
+				sums[r.Tenant+"/"+r.Period+"/"+plans.Class(c+1).String()] += d
 			}
 		}
 	}

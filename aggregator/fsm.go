@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -21,34 +19,40 @@ import (
 const snapshotVersion = 1
 
 // FSM is the Raft state machine. Apply is deterministic: all time comes from
-// the entry. Reads take the read lock and may run while Raft applies.
+// the entry; it reads no clock, starts no goroutine and logs nothing itself
+// (what it refuses it tells RefusedHook). Reads take the read lock and may
+// run while Raft applies.
+//
+// The hooks are set before the FSM is handed to Raft and not changed after.
+// Apply calls them on Raft's apply goroutine with no lock held; they must not
+// block.
 type FSM struct {
-	log hclog.Logger
-
 	mu sync.RWMutex
 	s  *State
 
 	// onChange, if set, is called after each entry with the tenants it
-	// changed. It is called with no lock held and must not block.
+	// changed.
 	onChange func(tenants []string)
 	// onAudit, if set, is called after each entry that appended to the
-	// audit log, with the entries it appended (the callee's to keep). It is
-	// called with no lock held, after onChange, and must not block.
+	// audit log, with the entries it appended (the callee's to keep), after
+	// onChange.
 	onAudit func(entries []AuditEntry)
-	// observeApply, if set, is told how long each command took to apply
-	// (for metrics only: the state never sees this clock).
-	observeApply func(time.Duration)
+	// onRefused, if set, is told of each command refused (malformed false)
+	// and of each entry skipped because it could not be decoded (malformed
+	// true): the server logs them.
+	onRefused func(index uint64, err error, malformed bool)
+	// timeApply, if set, is called before each command is applied and
+	// returns what is called once it is (for metrics only: the clock is the
+	// caller's; the state never sees it).
+	timeApply func() (done func())
 	// index is the tenant list's compact copy of the tenants' figures,
 	// told of every change under the write lock (tenant_index.go).
 	index tenantIndex
 }
 
 // NewFSM returns a state machine holding the given plan catalogue.
-func NewFSM(catalogue []plans.Plan, log hclog.Logger) *FSM {
-	if log == nil {
-		log = hclog.NewNullLogger()
-	}
-	return &FSM{log: log, s: NewState(catalogue)}
+func NewFSM(catalogue []plans.Plan) *FSM {
+	return &FSM{s: NewState(catalogue)}
 }
 
 // applyResult is what Apply returns for a command, read by the proposer.
@@ -70,7 +74,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 		panic(fmt.Sprintf("aggregator: raft index %d: %v: upgrade this server", l.Index, err))
 	}
 	if err != nil {
-		f.log.Error("skipping malformed log entry", "index", l.Index, "error", err)
+		if f.onRefused != nil {
+			f.onRefused(l.Index, err, true)
+		}
 		return &applyResult{Err: err}
 	}
 	c := newCommand(kind)
@@ -82,7 +88,10 @@ func (f *FSM) Apply(l *raft.Log) any {
 	var res *applyResult
 	var changed []string
 	var audited []AuditEntry
-	start := time.Now()
+	var done func()
+	if f.timeApply != nil {
+		done = f.timeApply()
+	}
 	f.mu.Lock()
 	if err := msgpack.Unmarshal(body, c); err != nil {
 		res = &applyResult{Err: err}
@@ -94,11 +103,11 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.index.note(changed)
 	}
 	f.mu.Unlock()
-	if f.observeApply != nil {
-		f.observeApply(time.Since(start))
+	if done != nil {
+		done()
 	}
-	if res.Err != nil {
-		f.log.Debug("command refused", "index", l.Index, "error", res.Err)
+	if res.Err != nil && f.onRefused != nil {
+		f.onRefused(l.Index, res.Err, false)
 	}
 	if len(changed) > 0 && f.onChange != nil {
 		f.onChange(changed)
@@ -230,3 +239,13 @@ func (f *FSM) read(fn func(s *State)) {
 	defer f.mu.RUnlock()
 	fn(f.s)
 }
+
+// StoreConfiguration makes the state machine a raft.ConfigurationStore,
+// so that Raft counts configuration entries as applied: otherwise a
+// snapshot asked for (snapshot save, a backup) after a server joined or
+// left, with no command since, fails with "wait until the configuration
+// entry ... has been applied". The state keeps nothing of it: the Raft
+// configuration lives in Raft's own log and snapshots.
+func (f *FSM) StoreConfiguration(uint64, raft.Configuration) {}
+
+var _ raft.ConfigurationStore = (*FSM)(nil)

@@ -22,7 +22,7 @@ type fsmHarness struct {
 }
 
 func newHarness(t *testing.T) *fsmHarness {
-	return &fsmHarness{t: t, f: NewFSM(plans.Defaults(), nil)}
+	return &fsmHarness{t: t, f: NewFSM(plans.Defaults())}
 }
 
 var t0 = time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
@@ -331,7 +331,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	g := NewFSM(nil, nil)
+	g := NewFSM(nil)
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
@@ -361,14 +361,14 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 }
 
 func TestRestoreRefusesGarbage(t *testing.T) {
-	g := NewFSM(plans.Defaults(), nil)
+	g := NewFSM(plans.Defaults())
 	if err := g.Restore(io.NopCloser(bytes.NewReader([]byte{0x93, 0x01}))); err == nil {
 		t.Fatal("garbage snapshot restored")
 	}
 }
 
 func TestUnknownLogVersionStops(t *testing.T) {
-	f := NewFSM(plans.Defaults(), nil)
+	f := NewFSM(plans.Defaults())
 	defer func() {
 		if recover() == nil {
 			t.Fatal("an entry of a newer format was applied")

@@ -455,3 +455,24 @@ func recallTargets(s *State, asker string, wants []wire.GrantWant, got []wire.Gr
 	}
 	return out
 }
+
+// GrantPoolJSON is one pool of a strict tenant's ceiling: the total or a
+// class with a ceiling of its own, the live shares agents hold of it, and
+// what the leader books against it: for each agent, its live share or the
+// sessions of the pool it has open, whichever is more.
+type GrantPoolJSON struct {
+	Pool    string            `json:"pool"` // "total" or a class
+	Ceiling uint64            `json:"ceiling"`
+	Leased  uint64            `json:"leased"`
+	Free    uint64            `json:"free"`
+	Agents  map[string]uint64 `json:"agents"`
+	// Booked is everything booked against the pool; Over how far it stands
+	// above the ceiling (nothing is admitted into the pool while it does),
+	// OverCause why: "lowered" (the ceiling was lowered), "restart" (an
+	// agent's restored or reconciled sessions), "returned" (an agent back
+	// from a lapsed lease with its sessions), and OverSince since when.
+	Booked    uint64 `json:"booked"`
+	Over      uint64 `json:"over"`
+	OverCause string `json:"over_cause,omitempty"`
+	OverSince string `json:"over_since,omitempty"`
+}

@@ -181,7 +181,7 @@ func TestGrantProperties(t *testing.T) {
 		ceiling := rapid.Uint64Range(1, 12).Draw(rt, "ceiling")
 		n := rapid.IntRange(2, 4).Draw(rt, "agents")
 		lease, margin := int64(testLease), int64(testMargin)
-		f := NewFSM(plans.Defaults(), nil)
+		f := NewFSM(plans.Defaults())
 		var index uint64
 		apply := func(kind cmdKind, body any) *applyResult {
 			data, err := encodeCmd(kind, body)

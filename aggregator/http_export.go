@@ -45,18 +45,6 @@ type InvoicesExportJSON struct {
 	Invoices []InvoiceExportJSON `json:"invoices"`
 }
 
-// invoice bills the gathered usage under the plans held.
-func (tu *tenantUsage) invoice(p plans.Period) (*plans.Invoice, error) {
-	if tu.heldErr != nil {
-		return nil, tu.heldErr
-	}
-	inv, err := plans.BillUsers(p, tu.held, tu.slices, tu.report.MAU)
-	if err != nil {
-		return nil, err
-	}
-	return &inv, nil
-}
-
 func (s *Server) handleExportInvoices(w http.ResponseWriter, r *http.Request) {
 	p, ok := s.periodParam(w, r)
 	if !ok {

@@ -65,19 +65,6 @@ func (s *Server) commit(w http.ResponseWriter, kind cmdKind, c command) (*applyR
 	return res, f.Index()
 }
 
-// ScheduledJSON is a pending plan change.
-type ScheduledJSON struct {
-	ID       uint64 `json:"id"`
-	Plan     string `json:"plan"`
-	At       string `json:"at"`
-	Created  string `json:"created"`
-	Operator string `json:"operator,omitempty"`
-}
-
-func scheduledJSON(sc *Scheduled) *ScheduledJSON {
-	return &ScheduledJSON{ID: sc.ID, Plan: sc.Plan, At: fmtTime(sc.At), Created: fmtTime(sc.Created), Operator: sc.Operator}
-}
-
 // resolveAt turns a request's "at" into an effective time: 0 for now.
 // Empty means the default: an upgrade (higher monthly fee) now, a downgrade
 // at the period's end.

@@ -1,7 +1,6 @@
 package aggregator
 
 import (
-	"fmt"
 	"sort"
 	"time"
 
@@ -382,31 +381,4 @@ func (c *usageGraceCmd) apply(a *applier) *applyResult {
 	}
 	a.s.UsageGrace = c.Grace
 	return &applyResult{}
-}
-
-// checkUsageGrace validates a configured grace (0: the default).
-func checkUsageGrace(d time.Duration) error {
-	if d < 0 || d > MaxUsageGrace {
-		return fmt.Errorf("usage grace %v: want 0 (default %v) to %v", d, DefaultUsageGrace, MaxUsageGrace)
-	}
-	return nil
-}
-
-// syncUsageGrace, on the leader, writes its configured grace into the log
-// when the state holds another.
-func (s *Server) syncUsageGrace() {
-	var have int64
-	s.fsm.read(func(st *State) { have = st.grace() })
-	if have == int64(s.cfg.UsageGrace) {
-		return
-	}
-	data, err := encodeCmd(cmdUsageGrace, &usageGraceCmd{Time: s.clock.stamp(), Grace: int64(s.cfg.UsageGrace)})
-	if err == nil {
-		err = s.node.Raft.Apply(data, 5*time.Second).Error()
-	}
-	if err != nil {
-		s.log.Warn("usage grace not set yet", "grace", s.cfg.UsageGrace, "error", err)
-		return
-	}
-	s.log.Info("set the grace for late batches", "grace", s.cfg.UsageGrace, "was", time.Duration(have))
 }

@@ -260,11 +260,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.HistoryMaxTenants = DefaultHistoryMaxTenants
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, hold: cfg.HoldTime, left: make(chan struct{}), history: newHistory(cfg.HistoryMaxTenants)}
-	s.fsm = NewFSM(catalogue, s.log.Named("fsm"))
+	s.fsm = loggedFSM(catalogue, s.log.Named("fsm"))
 	s.metrics = newServerMetrics(s, cfg.MetricsMaxTenants)
 	s.events = newEventHub(s.fsm, s.log.Named("events"), cfg.Now, s.leaderEvent)
 	s.fsm.onAudit = s.events.audit
-	s.fsm.observeApply = func(d time.Duration) { s.metrics.fsmApply.Observe(d.Seconds()) }
+	s.fsm.timeApply = func() func() {
+		start := time.Now()
+		return func() { s.metrics.fsmApply.Observe(time.Since(start).Seconds()) }
+	}
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("aggregator: HTTP listen: %w", err)
@@ -539,4 +542,45 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.wg.Wait()
 	return s.node.Shutdown()
+}
+
+// checkUsageGrace validates a configured grace (0: the default).
+func checkUsageGrace(d time.Duration) error {
+	if d < 0 || d > MaxUsageGrace {
+		return fmt.Errorf("usage grace %v: want 0 (default %v) to %v", d, DefaultUsageGrace, MaxUsageGrace)
+	}
+	return nil
+}
+
+// syncUsageGrace, on the leader, writes its configured grace into the log
+// when the state holds another.
+func (s *Server) syncUsageGrace() {
+	var have int64
+	s.fsm.read(func(st *State) { have = st.grace() })
+	if have == int64(s.cfg.UsageGrace) {
+		return
+	}
+	data, err := encodeCmd(cmdUsageGrace, &usageGraceCmd{Time: s.clock.stamp(), Grace: int64(s.cfg.UsageGrace)})
+	if err == nil {
+		err = s.node.Raft.Apply(data, 5*time.Second).Error()
+	}
+	if err != nil {
+		s.log.Warn("usage grace not set yet", "grace", s.cfg.UsageGrace, "error", err)
+		return
+	}
+	s.log.Info("set the grace for late batches", "grace", s.cfg.UsageGrace, "was", time.Duration(have))
+}
+
+// loggedFSM returns a state machine holding catalogue that logs to log what
+// it refuses or skips.
+func loggedFSM(catalogue []plans.Plan, log hclog.Logger) *FSM {
+	f := NewFSM(catalogue)
+	f.onRefused = func(index uint64, err error, malformed bool) {
+		if malformed {
+			log.Error("skipping malformed log entry", "index", index, "error", err)
+		} else {
+			log.Debug("command refused", "index", index, "error", err)
+		}
+	}
+	return f
 }

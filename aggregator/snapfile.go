@@ -275,7 +275,7 @@ type SnapshotToken struct {
 // (nil if nothing) with an error wrapping ErrSnapshotCorrupt, or the decode
 // error.
 func InspectSnapshot(r io.Reader) (*SnapshotInfo, error) {
-	fsm := NewFSM(nil, nil)
+	fsm := NewFSM(nil)
 	rd, err := readSnapshotFile(r, func(state io.Reader) error { return fsm.Restore(io.NopCloser(state)) })
 	if rd == nil {
 		return nil, err

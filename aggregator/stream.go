@@ -547,9 +547,6 @@ func (c *agentConn) checkAgentLimits(entries []wire.DeltaEntry, counts []wire.Co
 	return nil
 }
 
-// maxUserHashes bounds the hashes of one UserSet (PROTOCOL.md).
-const maxUserHashes = 10_000
-
 func checkUsers(sets []wire.UserSet) error {
 	for i := range sets {
 		if err := plans.ValidateTenantID(sets[i].Tenant); err != nil {
@@ -760,24 +757,4 @@ func (c *agentConn) push(full bool) error {
 		}
 	}
 	return nil
-}
-
-// tenantInfo is what agents are told of a tenant; tenants on no plan are
-// not told (agents refuse them as unknown).
-func tenantInfo(s *State, t *Tenant) (wire.TenantInfo, bool) {
-	p, ok := s.Plans[t.Plan]
-	if !ok {
-		return wire.TenantInfo{}, false
-	}
-	info := wire.TenantInfo{
-		Tenant: t.Name, Plan: p.Name, Ceiling: p.Ceiling, Mode: string(p.Mode),
-		BurstPct: p.BurstPct, Concurrency: t.Open.total(), Suspended: t.Suspended,
-		Over: t.overBy(""),
-	}
-	for _, cl := range p.ClassCeilings {
-		if i := classIndex(cl.Class); i >= 0 {
-			info.ClassLimits = append(info.ClassLimits, wire.ClassLimit{Class: cl.Class, Ceiling: cl.Ceiling, Concurrency: t.Open[i], Over: t.overBy(cl.Class)})
-		}
-	}
-	return info, true
 }

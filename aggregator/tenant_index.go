@@ -1,6 +1,10 @@
 package aggregator
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/headroom-rtc/headroom/plans"
+)
 
 // tenantIndex keeps, beside the state, one compact row per tenant with the
 // figures the tenant list sorts and filters by, in a slice: a scan of
@@ -102,4 +106,51 @@ func (x *tenantIndex) scan(st *State, fn func(rows []tenantRow)) {
 	defer x.mu.Unlock()
 	x.refreshLocked(st)
 	fn(x.rows)
+}
+
+// tenantKey is what the list sorts a tenant by.
+type tenantKey struct {
+	name string
+	util float64
+	conc uint64
+	t    *Tenant // valid under the read lock it was taken in only
+}
+
+// planCeilings caches the ceiling that utilization is measured against,
+// per plan (0: none); the few plans most tenants share are looked up once.
+type planCeilings struct {
+	st    *State
+	names []string
+	ceils []uint64
+}
+
+func (p *planCeilings) of(name string) uint64 {
+	for i, n := range p.names {
+		if n == name {
+			return p.ceils[i]
+		}
+	}
+	c := ceilingOf(p.st, name)
+	if len(p.names) < 16 {
+		p.names, p.ceils = append(p.names, name), append(p.ceils, c)
+	}
+	return c
+}
+
+// ceilingOf is the ceiling of plan name that utilization is measured
+// against: 0 for none (no plan, or a meter plan).
+func ceilingOf(st *State, name string) uint64 {
+	p, ok := st.Plans[name]
+	if !ok || p.Mode == plans.Meter {
+		return 0
+	}
+	return p.Ceiling
+}
+
+// utilization is concurrency / ceiling; 0 without a ceiling.
+func utilization(conc, ceiling uint64) float64 {
+	if ceiling == 0 {
+		return 0
+	}
+	return float64(conc) / float64(ceiling)
 }

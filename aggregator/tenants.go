@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/headroom-rtc/headroom/plans"
+	"github.com/headroom-rtc/headroom/wire"
 )
 
 // Holding is a plan a tenant was put on, from its effective time (unix ns).
@@ -251,3 +252,23 @@ func describePlan(p plans.Plan) string {
 }
 
 func fmtTime(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339) }
+
+// tenantInfo is what agents are told of a tenant; tenants on no plan are
+// not told (agents refuse them as unknown).
+func tenantInfo(s *State, t *Tenant) (wire.TenantInfo, bool) {
+	p, ok := s.Plans[t.Plan]
+	if !ok {
+		return wire.TenantInfo{}, false
+	}
+	info := wire.TenantInfo{
+		Tenant: t.Name, Plan: p.Name, Ceiling: p.Ceiling, Mode: string(p.Mode),
+		BurstPct: p.BurstPct, Concurrency: t.Open.total(), Suspended: t.Suspended,
+		Over: t.overBy(""),
+	}
+	for _, cl := range p.ClassCeilings {
+		if i := classIndex(cl.Class); i >= 0 {
+			info.ClassLimits = append(info.ClassLimits, wire.ClassLimit{Class: cl.Class, Ceiling: cl.Ceiling, Concurrency: t.Open[i], Over: t.overBy(cl.Class)})
+		}
+	}
+	return info, true
+}

@@ -366,3 +366,6 @@ func (t *Tenant) dau(day uint32) uint64 {
 	}
 	return t.Days[i].count()
 }
+
+// maxUserHashes bounds the hashes of one UserSet (PROTOCOL.md).
+const maxUserHashes = 10_000
