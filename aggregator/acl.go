@@ -121,8 +121,8 @@ func (s *Server) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
 		secret := bearer(r)
 		var tk *Token
 		if secret != "" {
-			s.fsm.read(func(st *State) {
-				if t := st.tokenBySecret(secret); t != nil {
+			s.fsm.Read(func(st *State) {
+				if t := st.TokenBySecret(secret); t != nil {
 					c := *t
 					tk = &c
 				}
@@ -254,13 +254,13 @@ type TokenJSON struct {
 
 func tokenJSON(tk *Token) TokenJSON {
 	return TokenJSON{Accessor: tk.Accessor, Role: tk.Role, Tenant: tk.Tenant, Description: tk.Description,
-		Created: fmtTime(tk.Created), CreatedBy: tk.CreatedBy}
+		Created: FormatTime(tk.Created), CreatedBy: tk.CreatedBy}
 }
 
 // handleBootstrap creates the first operator token, once.
 func (s *Server) handleBootstrap(w http.ResponseWriter, r *http.Request) {
 	var done bool
-	s.fsm.read(func(st *State) { done = st.ACLBootstrapped })
+	s.fsm.Read(func(st *State) { done = st.ACLBootstrapped })
 	if done {
 		jsonhttp.Error(w, http.StatusForbidden, "ACL already bootstrapped: create tokens with an operator token")
 		return
@@ -285,12 +285,12 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tk Token, bootstrap bool) {
-	accessor, secret := newSecret()
-	tk.Accessor, tk.SecretHash, tk.Created = accessor, hashSecret(secret), s.clock.stamp()
+	accessor, secret := NewSecret()
+	tk.Accessor, tk.SecretHash, tk.Created = accessor, HashSecret(secret), s.clock.stamp()
 	if bootstrap {
 		tk.CreatedBy = "bootstrap"
 	}
-	if res, _ := s.commit(w, cmdTokenCreate, &tokenCreateCmd{Time: tk.Created, Token: tk, Bootstrap: bootstrap, Operator: operator(r)}); res == nil {
+	if res, _ := s.commit(w, CmdTokenCreate, &TokenCreateCmd{Time: tk.Created, Token: tk, Bootstrap: bootstrap, Operator: operator(r)}); res == nil {
 		return
 	}
 	out := tokenJSON(&tk)
@@ -300,7 +300,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tk Token, b
 
 func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) {
 	var out []TokenJSON
-	s.fsm.read(func(st *State) {
+	s.fsm.Read(func(st *State) {
 		out = make([]TokenJSON, 0, len(st.Tokens))
 		for _, tk := range st.Tokens {
 			out = append(out, tokenJSON(tk))
@@ -314,7 +314,7 @@ func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 	acc := r.PathValue("accessor")
-	if res, _ := s.commit(w, cmdTokenRevoke, &tokenRevokeCmd{Time: s.clock.stamp(), Accessor: acc, Operator: operator(r)}); res != nil {
+	if res, _ := s.commit(w, CmdTokenRevoke, &TokenRevokeCmd{Time: s.clock.stamp(), Accessor: acc, Operator: operator(r)}); res != nil {
 		jsonhttp.Write(w, http.StatusOK, map[string]string{"revoked": acc})
 	}
 }

@@ -328,7 +328,7 @@ func TestACLWireMessages(t *testing.T) {
 		}
 	}
 	var total uint64
-	f.s.fsm.read(func(s *State) { total = s.Tenants["acme"].Open.total() })
+	f.s.fsm.Read(func(s *State) { total = s.Tenants["acme"].Open.Total() })
 	if total != 0 {
 		t.Errorf("acme counts %d sessions from streams that never said Hello", total)
 	}

@@ -261,7 +261,7 @@ func newAlerter(fsm *FSM, log hclog.Logger, thresholds []uint32, webhook string,
 		leading: leading, now: now, backoff: 500 * time.Millisecond, maxBackoff: 30 * time.Second,
 		attempts: alertAttempts, wake: make(chan struct{}, 1), ring: make([]alertRec, max(queue, 1)),
 	}
-	fsm.read(a.prime)
+	fsm.Read(a.prime)
 	return a
 }
 
@@ -270,7 +270,7 @@ func newAlerter(fsm *FSM, log hclog.Logger, thresholds []uint32, webhook string,
 // block: the sender is woken with a non-blocking send.
 func (a *alerter) changed(names []string) {
 	crossed := false
-	a.fsm.read(func(st *State) {
+	a.fsm.Read(func(st *State) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if st != a.state {
@@ -382,11 +382,11 @@ func (p *alertPass) levels(t *Tenant) [len(alertKinds)]alertLevel {
 	l := p.plan(t.Plan)
 	out := [len(alertKinds)]alertLevel{{limit: l.ceiling}, {limit: l.included}, {limit: l.mau}}
 	if l.ceiling > 0 {
-		out[0].value = float64(t.Open.total())
+		out[0].value = float64(t.Open.Total())
 	}
 	if u := t.Usage[p.period]; u != nil {
 		if l.included > 0 {
-			out[1].value = unitMinutes(u)
+			out[1].value = UnitMinutes(u)
 		}
 		if l.mau > 0 {
 			out[2].value = float64(u.MAU)

@@ -89,7 +89,10 @@ func (r *alertReceiver) waitAlerts(t *testing.T, n int) []Alert {
 	return got
 }
 
-func alertWait(t *testing.T, what string, cond func() bool) {
+func alertWait(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -104,17 +107,17 @@ func alertWait(t *testing.T, what string, cond func() bool) {
 // with an alerter on its onChange hook and running its sender. Tenants are
 // put on starter (ceiling 100, 300,000 unit-minutes included).
 type alertRig struct {
-	h       *fsmHarness
+	h       *Harness
 	a       *alerter
 	clock   *fakeClock
 	leading atomic.Bool
 	seq     uint64
 }
 
-func newAlertRig(t *testing.T, h *fsmHarness, clock *fakeClock, webhook string, queue int, leading bool) *alertRig {
+func newAlertRig(t *testing.T, h *Harness, clock *fakeClock, webhook string, queue int, leading bool) *alertRig {
 	r := &alertRig{h: h, clock: clock}
 	r.leading.Store(leading)
-	r.a = newAlerter(h.f, hclog.NewNullLogger(), nil, webhook, queue, r.leading.Load, clock.Now)
+	r.a = newAlerter(h.F, hclog.NewNullLogger(), nil, webhook, queue, r.leading.Load, clock.Now)
 	r.a.backoff, r.a.maxBackoff = time.Millisecond, 4*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -127,13 +130,13 @@ func newAlertRig(t *testing.T, h *fsmHarness, clock *fakeClock, webhook string, 
 // lead makes the server leader or follower, and waits until its sender has
 // seen it.
 func (r *alertRig) lead(on bool) {
-	r.h.t.Helper()
+	r.h.T.Helper()
 	r.leading.Store(on)
 	select {
 	case r.a.wake <- struct{}{}:
 	default:
 	}
-	alertWait(r.h.t, "the sender to see the leadership", func() bool {
+	alertWait(r.h.T, "the sender to see the leadership", func() bool {
 		r.a.mu.Lock()
 		defer r.a.mu.Unlock()
 		return r.a.leader == on
@@ -143,38 +146,38 @@ func (r *alertRig) lead(on bool) {
 // newAlertHarness returns one rig on its own state machine, with agent a1
 // known to it.
 func newAlertHarness(t *testing.T, webhook string, queue int) *alertRig {
-	h := newHarness(t)
+	h := NewHarness(t)
 	r := newAlertRig(t, h, &fakeClock{t: alertT0}, webhook, queue, true)
-	h.f.onChange = r.a.changed
-	h.items(alertT0, "", full("a1", 1, 0))
+	h.F.OnChange = r.a.changed
+	h.Items(alertT0, "", Full("a1", 1, 0))
 	return r
 }
 
 // send applies one batch of agent a1 at the clock's time.
 func (r *alertRig) send(entries ...wire.DeltaEntry) {
-	r.h.t.Helper()
+	r.h.T.Helper()
 	r.seq++
-	res := r.h.items(r.clock.Now(), "starter", batch("a1", 1, r.seq, entries...))
-	if res[0].Status != statusApplied {
-		r.h.t.Fatalf("batch %d: %+v", r.seq, res[0])
+	res := r.h.Items(r.clock.Now(), "starter", Batch("a1", 1, r.seq, entries...))
+	if res[0].Status != StatusApplied {
+		r.h.T.Fatalf("batch %d: %+v", r.seq, res[0])
 	}
 }
 
 // setOpen brings a tenant's open audio sessions to n.
 func (r *alertRig) setOpen(tenant string, n uint64) {
-	r.h.t.Helper()
-	o := r.h.tenant(tenant).Open
-	have := o.total()
+	r.h.T.Helper()
+	o := r.h.Tenant(tenant).Open
+	have := o.Total()
 	if n >= have {
-		r.send(open(tenant, "audio", n-have))
+		r.send(Open(tenant, "audio", n-have))
 	} else {
-		r.send(closed(tenant, "audio", have-n))
+		r.send(Closed(tenant, "audio", have-n))
 	}
 }
 
 // use adds audio minutes (one unit-minute each) to a tenant's usage.
 func (r *alertRig) use(tenant string, minutes uint64) {
-	r.h.t.Helper()
+	r.h.T.Helper()
 	r.send(wire.DeltaEntry{Tenant: tenant, Class: "audio", SessionMicros: minutes * 60_000_000})
 }
 
@@ -216,7 +219,7 @@ func TestAlertCrossingFiresOnce(t *testing.T) {
 	}
 	got := rcv.waitAlerts(t, 1)
 	checkAlert(t, got[0], "t1", AlertConcurrency, 70, 75, 100)
-	if got[0].Utilization != 75 || got[0].Period != "2026-11" || got[0].At != alertT0.Format(time.RFC3339) || got[0].RaftIndex != r.h.index {
+	if got[0].Utilization != 75 || got[0].Period != "2026-11" || got[0].At != alertT0.Format(time.RFC3339) || got[0].RaftIndex != r.h.Index {
 		t.Errorf("alert %+v", got[0])
 	}
 	for _, n := range []uint64{80, 85, 72, 89, 71, 89} { // many batches above 70%, none reaching 90%
@@ -403,29 +406,29 @@ func TestAlertNewLeaderResendsRecentWithSameIDs(t *testing.T) {
 	rcv := newAlertReceiver(t, nil)
 	clock := &fakeClock{t: alertT0.Add(-10 * time.Minute)}
 	// Two replicas applying the same entries: a leader and a follower.
-	ha, hb := newHarness(t), newHarness(t)
+	ha, hb := NewHarness(t), NewHarness(t)
 	a := newAlertRig(t, ha, clock, rcv.URL, 16, true)
 	b := newAlertRig(t, hb, clock, rcv.URL, 16, false)
-	ha.f.onChange, hb.f.onChange = a.a.changed, b.a.changed
+	ha.F.OnChange, hb.F.OnChange = a.a.changed, b.a.changed
 	var seq uint64
 	both := func(entries ...wire.DeltaEntry) {
 		t.Helper()
 		var msgs []wire.Message
 		if seq == 0 {
-			msgs = append(msgs, full("a1", 1, 0))
+			msgs = append(msgs, Full("a1", 1, 0))
 		}
 		seq++
-		msgs = append(msgs, batch("a1", 1, seq, entries...))
-		for _, h := range []*fsmHarness{ha, hb} {
-			h.items(clock.Now(), "starter", msgs...)
+		msgs = append(msgs, Batch("a1", 1, seq, entries...))
+		for _, h := range []*Harness{ha, hb} {
+			h.Items(clock.Now(), "starter", msgs...)
 		}
 	}
-	both(open("old", "audio", 100)) // ten minutes before the failover
+	both(Open("old", "audio", 100)) // ten minutes before the failover
 	clock.Set(alertT0)
-	both(open("t1", "audio", 95))
+	both(Open("t1", "audio", 95))
 	got := rcv.waitAlerts(t, 2) // the leader delivered both
 	a.lead(false)               // the leader is cut off...
-	both(open("t2", "audio", 75))
+	both(Open("t2", "audio", 75))
 	b.lead(true) // ...and the follower takes over
 	alertWait(t, "the new leader's resends", func() bool { return b.a.snapshot().Sent == 2 })
 	all := rcv.waitAlerts(t, 4)
@@ -439,25 +442,25 @@ func TestAlertNewLeaderResendsRecentWithSameIDs(t *testing.T) {
 
 	// A server primed from a state with standing alerts (restarted, or
 	// restored from a snapshot) sends none of them.
-	snap, err := ha.f.Snapshot()
+	snap, err := ha.F.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sink memSink
+	var sink MemSink
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	hc := &fsmHarness{t: t, f: NewFSM(nil), index: ha.index}
+	hc := &Harness{T: t, F: NewFSM(nil), Index: ha.Index}
 	c := newAlertRig(t, hc, clock, rcv.URL, 16, false)
-	hc.f.onChange = c.a.changed
-	if err := hc.f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	hc.F.OnChange = c.a.changed
+	if err := hc.F.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
 	b.lead(false)
 	c.lead(true)
 	seq++
-	for _, h := range []*fsmHarness{ha, hb, hc} {
-		h.items(clock.Now(), "starter", batch("a1", 1, seq, open("t1", "audio", 1), open("t3", "audio", 90)))
+	for _, h := range []*Harness{ha, hb, hc} {
+		h.Items(clock.Now(), "starter", Batch("a1", 1, seq, Open("t1", "audio", 1), Open("t3", "audio", 90)))
 	}
 	all = rcv.waitAlerts(t, 5) // only t3's crossing; standing ones are not refired
 	checkAlert(t, all[4], "t3", AlertConcurrency, 90, 90, 100)
@@ -527,7 +530,7 @@ func TestAlertWebhookFromServer(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 	}
-	commitItems(t, s, full("a1", 1, 0), batch("a1", 1, 1, open("app1", "video-hd", 60)))
+	commitItems(t, s, Full("a1", 1, 0), Batch("a1", 1, 1, Open("app1", "video-hd", 60)))
 	got := rcv.waitAlerts(t, 1)
 	checkAlert(t, got[0], "app1", AlertConcurrency, 50, 60, 100)
 	alertWait(t, "the alert's log line", func() bool { return strings.Contains(logs.String(), "id="+got[0].ID) })
@@ -564,14 +567,14 @@ func TestAlertMAU(t *testing.T) {
 	r := newAlertHarness(t, rcv.URL, 16)
 	p := defaultPlan(t, "starter")
 	p.Name, p.IncludedMAU, p.OveragePerMAU = "chat", 10, 1
-	r.h.ok(cmdPutPlan, &putPlanCmd{Time: alertT0.UnixNano(), Plan: p.Normalized(), Create: true})
-	r.h.ok(cmdSetPlan, &setPlanCmd{Time: alertT0.UnixNano(), Tenant: "t1", Plan: "chat"})
-	day := dayOf(r.clock.Now().UnixNano())
+	r.h.OK(CmdPutPlan, &PutPlanCmd{Time: alertT0.UnixNano(), Plan: p.Normalized(), Create: true})
+	r.h.OK(CmdSetPlan, &SetPlanCmd{Time: alertT0.UnixNano(), Tenant: "t1", Plan: "chat"})
+	day := DayOf(r.clock.Now().UnixNano())
 	users := func(names ...string) {
 		r.seq++
-		b := batch("a1", 1, r.seq)
+		b := Batch("a1", 1, r.seq)
 		b.Users = []wire.UserSet{userSet("t1", day, names...)}
-		if res := r.h.items(r.clock.Now(), "", b); res[0].Status != statusApplied {
+		if res := r.h.Items(r.clock.Now(), "", b); res[0].Status != StatusApplied {
 			t.Fatalf("batch: %+v", res[0])
 		}
 	}

@@ -80,7 +80,11 @@ func TestSnapshotFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	legacy := []byte(snap.(fsmSnapshot))
+	var sink MemSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	legacy := sink.Bytes()
 	if info, err := InspectSnapshot(bytes.NewReader(legacy)); err != nil || info.Checksum != "none" || info.Counts.Tenants != 1 {
 		t.Fatalf("legacy file: %+v %v", info, err)
 	}

@@ -26,18 +26,18 @@ func benchState(n int) *FSM {
 	names := []string{"payg", "starter", "growth", "scale"}
 	for i := range n {
 		t := &Tenant{Name: fmt.Sprintf("tenant-%06d", i), Plan: names[i%len(names)], Usage: map[string]*Usage{}}
-		for c := range numClasses {
+		for c := range NumClasses {
 			if rng.IntN(3) == 0 {
 				t.Open[c] = uint64(rng.IntN(200))
 			}
 		}
 		u := &Usage{}
-		for c := range numClasses {
+		for c := range NumClasses {
 			u.Micros[c] = uint64(rng.IntN(1e9))
 			u.Refused[c] = uint64(rng.IntN(10))
 		}
 		t.Usage["2026-11"] = u
-		f.s.Tenants[t.Name] = t
+		f.TestingEdit(func(s *State) { s.Tenants[t.Name] = t })
 	}
 	return f
 }
@@ -65,8 +65,8 @@ func BenchmarkTenantList100k(b *testing.B) {
 				query := "/v1/tenants?sort=utilization&limit=50"
 				if page == "deep" {
 					var p tenantPage
-					f.read(func(st *State) {
-						f.index.scan(st, func(rows []tenantRow) {
+					f.Read(func(st *State) {
+						f.ScanTenants(st, func(rows []TenantRow) {
 							p = listTenants(st, rows, tenantQuery{order: orderUtilization, limit: 50_000})
 						})
 					})
@@ -101,7 +101,7 @@ func BenchmarkTenantList100k(b *testing.B) {
 // stopped.
 func applyLoad(b *testing.B, f *FSM) (stop func()) {
 	idx := uint64(1)
-	data, _ := encodeCmd(cmdAgentItems, itemsCmd(t0.UnixNano(), "", &wire.FullState{AgentID: "a1", Epoch: 1}))
+	data, _ := EncodeCmd(CmdAgentItems, ItemsCmd(t0.UnixNano(), "", &wire.FullState{AgentID: "a1", Epoch: 1}))
 	f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data})
 	entries := make([]wire.DeltaEntry, 1000)
 	done, quit := make(chan struct{}), make(chan struct{})
@@ -118,9 +118,9 @@ func applyLoad(b *testing.B, f *FSM) (stop func()) {
 			for i := range entries {
 				entries[i] = wire.DeltaEntry{Tenant: fmt.Sprintf("tenant-%06d", (int(seq)*1000+i)%100_000), Class: "audio", Opened: 1, Peak: 1}
 			}
-			cmd := agentItemsCmd{Time: t0.UnixNano() + int64(seq)*1e7, Items: []agentItem{{Kind: itemDelta,
+			cmd := AgentItemsCmd{Time: t0.UnixNano() + int64(seq)*1e7, Items: []AgentItem{{Kind: ItemDelta,
 				Body: wire.Append(nil, &wire.DeltaBatch{AgentID: "a1", Epoch: 1, Seq: seq, Entries: entries})}}}
-			data, _ := encodeCmd(cmdAgentItems, &cmd)
+			data, _ := EncodeCmd(CmdAgentItems, &cmd)
 			idx++
 			f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data})
 		}

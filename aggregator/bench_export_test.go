@@ -40,7 +40,7 @@ func BenchmarkExport100k(b *testing.B) {
 	classes := []string{"audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai"}
 	seq := uint64(0)
 	commit := func(msgs ...wire.Message) {
-		data, err := encodeCmd(cmdAgentItems, itemsCmd(s.clock.stamp(), "", msgs...))
+		data, err := EncodeCmd(CmdAgentItems, ItemsCmd(s.clock.stamp(), "", msgs...))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -138,11 +138,11 @@ func BenchmarkExportEncodeSDK(b *testing.B) {
 	b.SetBytes(int64(n))
 }
 
-func encodeFixture() (*ExportState, []exportRecord) {
+func encodeFixture() (*ExportState, []ExportRecord) {
 	st := &ExportState{Seq: 7, To: time.Date(2026, 12, 1, 10, 5, 0, 0, time.UTC).UnixNano(), Source: "headroom/0123456789ab"}
-	recs := make([]exportRecord, 1000)
+	recs := make([]ExportRecord, 1000)
 	for i := range recs {
-		recs[i] = exportRecord{exportRef: exportRef{Tenant: fmt.Sprintf("tenant-%06d", i), Period: "2026-12", Region: "eu-west"}}
+		recs[i] = ExportRecord{ExportRef: ExportRef{Tenant: fmt.Sprintf("tenant-%06d", i), Period: "2026-12", Region: "eu-west"}}
 		for c := range recs[i].Delta {
 			recs[i].Delta[c] = uint64(60_000_000 + i*7 + c)
 		}
@@ -156,11 +156,11 @@ func encodeFixture() (*ExportState, []exportRecord) {
 func BenchmarkHistoryChanged1000(b *testing.B) {
 	f := NewFSM(nil)
 	names := make([]string, 1000)
-	f.s.Plans["payg"] = plans.Defaults()[0]
+	f.TestingEdit(func(s *State) { s.Plans["payg"] = plans.Defaults()[0] })
 	for i := range 10_000 {
 		t := &Tenant{Name: fmt.Sprintf("tenant-%05d", i), Plan: "payg", Usage: map[string]*Usage{}}
 		t.Open[0] = uint64(i%50 + 1)
-		f.s.Tenants[t.Name] = t
+		f.TestingEdit(func(s *State) { s.Tenants[t.Name] = t })
 		if i < len(names) {
 			names[i] = t.Name
 		}
@@ -168,7 +168,8 @@ func BenchmarkHistoryChanged1000(b *testing.B) {
 	hist := newHistory(DefaultHistoryMaxTenants)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		f.s.Time = t0.Add(time.Duration(i) * time.Second).UnixNano()
+		at := t0.Add(time.Duration(i) * time.Second).UnixNano()
+		f.TestingEdit(func(s *State) { s.Time = at })
 		hist.changed(f, names)
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/entry")

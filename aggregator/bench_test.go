@@ -20,7 +20,7 @@ func BenchmarkApplyBatch1000(b *testing.B) {
 	f := NewFSM(nil)
 	idx := uint64(0)
 	applyItems := func(at int64, msgs ...wire.Message) {
-		data, err := encodeCmd(cmdAgentItems, itemsCmd(at, "payg", msgs...))
+		data, err := EncodeCmd(CmdAgentItems, ItemsCmd(at, "payg", msgs...))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -35,16 +35,16 @@ func BenchmarkApplyBatch1000(b *testing.B) {
 	// Pre-encode the entries for b.N batches so only Apply is timed.
 	datas := make([][]byte, b.N)
 	for i := range datas {
-		cmd := agentItemsCmd{Time: t0.Add(time.Duration(i) * time.Millisecond).UnixNano(), DefaultPlan: "payg",
-			Items: []agentItem{{Kind: itemDelta, Body: wire.Append(nil, &wire.DeltaBatch{AgentID: "a1", Epoch: 1, Seq: uint64(i + 1), Entries: entries})}}}
-		datas[i], _ = encodeCmd(cmdAgentItems, &cmd)
+		cmd := AgentItemsCmd{Time: t0.Add(time.Duration(i) * time.Millisecond).UnixNano(), DefaultPlan: "payg",
+			Items: []AgentItem{{Kind: ItemDelta, Body: wire.Append(nil, &wire.DeltaBatch{AgentID: "a1", Epoch: 1, Seq: uint64(i + 1), Entries: entries})}}}
+		datas[i], _ = EncodeCmd(CmdAgentItems, &cmd)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		idx++
-		res := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: datas[i]}).(*applyResult)
-		if res.Items[0].Status != statusApplied {
+		res := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: datas[i]}).(*ApplyResult)
+		if res.Items[0].Status != StatusApplied {
 			b.Fatalf("batch %d: status %d", i, res.Items[0].Status)
 		}
 	}
@@ -62,18 +62,18 @@ func BenchmarkApplyUsers1000(b *testing.B) {
 			f := NewFSM(nil)
 			idx := uint64(0)
 			at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-			day := dayOf(at.UnixNano())
-			apply := func(data []byte) *applyResult {
+			day := DayOf(at.UnixNano())
+			apply := func(data []byte) *ApplyResult {
 				idx++
-				return f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(*applyResult)
+				return f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(*ApplyResult)
 			}
 			enc := func(seq uint64, sets []wire.UserSet) []byte {
-				cmd := agentItemsCmd{Time: at.UnixNano(), DefaultPlan: "payg",
-					Items: []agentItem{{Kind: itemDelta, Body: wire.Append(nil, &wire.DeltaBatch{AgentID: "a1", Epoch: 1, Seq: seq, Users: sets})}}}
-				data, _ := encodeCmd(cmdAgentItems, &cmd)
+				cmd := AgentItemsCmd{Time: at.UnixNano(), DefaultPlan: "payg",
+					Items: []AgentItem{{Kind: ItemDelta, Body: wire.Append(nil, &wire.DeltaBatch{AgentID: "a1", Epoch: 1, Seq: seq, Users: sets})}}}
+				data, _ := EncodeCmd(CmdAgentItems, &cmd)
 				return data
 			}
-			data, _ := encodeCmd(cmdAgentItems, itemsCmd(at.UnixNano(), "payg", &wire.FullState{AgentID: "a1", Epoch: 1}))
+			data, _ := EncodeCmd(CmdAgentItems, ItemsCmd(at.UnixNano(), "payg", &wire.FullState{AgentID: "a1", Epoch: 1}))
 			apply(data)
 			var h uint64
 			next := func() uint64 { h += 0x9e3779b97f4a7c15; return h * 0xbf58476d1ce4e5b9 }
@@ -89,8 +89,8 @@ func BenchmarkApplyUsers1000(b *testing.B) {
 			}
 			seq := uint64(1)
 			if regime == "sketch" {
-				for _, k := range []int{maxUserHashes / 10, ExactUsers} { // 100, then 1,000 more: past the exact counts
-					if r := apply(enc(seq, sets(k))); r.Items[0].Status != statusApplied {
+				for _, k := range []int{MaxUserHashes / 10, ExactUsers} { // 100, then 1,000 more: past the exact counts
+					if r := apply(enc(seq, sets(k))); r.Items[0].Status != StatusApplied {
 						b.Fatal(r.Items[0])
 					}
 					seq++
@@ -103,7 +103,7 @@ func BenchmarkApplyUsers1000(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if r := apply(datas[i]); r.Items[0].Status != statusApplied {
+				if r := apply(datas[i]); r.Items[0].Status != StatusApplied {
 					b.Fatalf("batch %d: %+v", i, r.Items[0])
 				}
 			}

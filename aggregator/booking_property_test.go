@@ -34,21 +34,21 @@ func TestStrictCeilingThroughCrashesProperty(t *testing.T) {
 		lease, margin := int64(testLease), int64(testMargin)
 		f := NewFSM(nil)
 		var index uint64
-		apply := func(kind cmdKind, body any) *applyResult {
-			data, err := encodeCmd(kind, body)
+		apply := func(kind CmdKind, body any) *ApplyResult {
+			data, err := EncodeCmd(kind, body)
 			if err != nil {
 				rt.Fatal(err)
 			}
 			index++
-			return f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data}).(*applyResult)
+			return f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data}).(*ApplyResult)
 		}
 		now := t0.UnixNano()
 		p := defaultPlan(rt, "starter")
 		p.Name, p.Ceiling = "prop", ceiling
-		if res := apply(cmdPutPlan, &putPlanCmd{Time: now, Plan: p.Normalized(), Create: true}); res.Err != nil {
+		if res := apply(CmdPutPlan, &PutPlanCmd{Time: now, Plan: p.Normalized(), Create: true}); res.Err != nil {
 			rt.Fatal(res.Err)
 		}
-		if res := apply(cmdSetPlan, &setPlanCmd{Time: now, Tenant: "t", Plan: "prop"}); res.Err != nil {
+		if res := apply(CmdSetPlan, &SetPlanCmd{Time: now, Tenant: "t", Plan: "prop"}); res.Err != nil {
 			rt.Fatal(res.Err)
 		}
 
@@ -106,17 +106,17 @@ func TestStrictCeilingThroughCrashesProperty(t *testing.T) {
 		skewed := func() int64 {
 			return now + rapid.SampledFrom([]int64{-margin/2 + 1, 0, margin/2 - 1}).Draw(rt, "skew")
 		}
-		items := func(a *agent, m wire.Message) itemResult {
-			kind := itemDelta
+		items := func(a *agent, m wire.Message) ItemResult {
+			kind := ItemDelta
 			switch m.(type) {
 			case *wire.FullState:
-				kind = itemFull
+				kind = ItemFull
 			case *wire.GrantAsk:
-				kind = itemGrant
+				kind = ItemGrant
 			}
-			cmd := &agentItemsCmd{Time: skewed(), Items: []agentItem{{Kind: kind, Body: wire.Append(nil, m)}}, Lease: lease, Margin: margin}
-			r := apply(cmdAgentItems, cmd).Items[0]
-			if r.Status == statusApplied {
+			cmd := &AgentItemsCmd{Time: skewed(), Items: []AgentItem{{Kind: kind, Body: wire.Append(nil, m)}}, Lease: lease, Margin: margin}
+			r := apply(CmdAgentItems, cmd).Items[0]
+			if r.Status == StatusApplied {
 				a.lastApplied = now
 				if g, ok := m.(*wire.GrantAsk); ok {
 					a.share, a.shareUntil, a.askOpen = r.Shares[0].Grant, now+lease, g.Wants[0].Open
@@ -132,7 +132,7 @@ func TestStrictCeilingThroughCrashesProperty(t *testing.T) {
 			if a.needFull {
 				a.seq++
 				r := items(a, &wire.FullState{AgentID: a.id, Epoch: a.epoch, Seq: a.seq, Counts: []wire.CountEntry{{Tenant: "t", Class: "audio", Open: a.open}}})
-				if r.Status != statusApplied {
+				if r.Status != StatusApplied {
 					rt.Fatalf("full state of %s: %+v", a.id, r)
 				}
 				a.needFull, a.reported, a.opened, a.closedN, a.recon, a.expired = false, a.open, 0, 0, 0, false
@@ -146,10 +146,10 @@ func TestStrictCeilingThroughCrashesProperty(t *testing.T) {
 			e := wire.DeltaEntry{Tenant: "t", Class: "audio", Opened: a.opened, Closed: a.closedN, Reconciled: a.recon, Peak: a.open}
 			r := items(a, &wire.DeltaBatch{AgentID: a.id, Epoch: a.epoch, Seq: a.seq, Entries: []wire.DeltaEntry{e}})
 			switch r.Status {
-			case statusApplied:
+			case StatusApplied:
 				a.reported, a.opened, a.closedN, a.recon = a.open, 0, 0, 0
 				a.askOpen = 0 // the counts are newer
-			case statusNeedFull:
+			case StatusNeedFull:
 				a.seq--
 				a.needFull = true
 			default:
@@ -288,7 +288,7 @@ func TestStrictCeilingThroughCrashesProperty(t *testing.T) {
 					return
 				}
 				var info wire.TenantInfo
-				f.read(func(s *State) { info, _ = tenantInfo(s, s.Tenants["t"]) })
+				f.Read(func(s *State) { info, _ = TenantInfo(s, s.Tenants["t"]) })
 				if info.Over > 0 || (a.known && (info.Ceiling < a.ceiling || info.Ceiling < a.under)) {
 					tighten(a)
 				}
@@ -336,19 +336,19 @@ func TestStrictCeilingThroughCrashesProperty(t *testing.T) {
 				// its grace period (past the lease and margin).
 				a := agents[rapid.IntRange(0, 2).Draw(rt, "agent")]
 				var silent bool
-				f.read(func(s *State) {
+				f.Read(func(s *State) {
 					rec := s.Agents[a.id]
 					silent = rec != nil && now-rec.LastSeen > lease+margin
 				})
 				if silent {
-					apply(cmdExpire, &agentsCmd{Time: now, Agents: []agentRef{{ID: a.id, Epoch: a.epoch}}})
+					apply(CmdExpire, &AgentsCmd{Time: now, Agents: []AgentRef{{ID: a.id, Epoch: a.epoch}}})
 					a.needFull, a.expired = true, true
 				}
 			},
 			"ceiling": func(rt *rapid.T) {
 				q := p
 				q.Ceiling = rapid.Uint64Range(1, 12).Draw(rt, "new ceiling")
-				if res := apply(cmdPutPlan, &putPlanCmd{Time: now, Plan: q.Normalized()}); res.Err != nil {
+				if res := apply(CmdPutPlan, &PutPlanCmd{Time: now, Plan: q.Normalized()}); res.Err != nil {
 					rt.Fatal(res.Err)
 				}
 				ceiling = q.Ceiling

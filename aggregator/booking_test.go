@@ -14,33 +14,33 @@ import (
 // whatever covers them (grants.go, "Bookings").
 
 // strictPlan puts a strict plan of the given ceiling into the catalogue.
-func (h *fsmHarness) strictPlan(at time.Time, name string, ceiling uint64) {
-	h.t.Helper()
-	p := defaultPlan(h.t, "starter")
+func (h *Harness) strictPlan(at time.Time, name string, ceiling uint64) {
+	h.T.Helper()
+	p := defaultPlan(h.T, "starter")
 	p.Name, p.Ceiling = name, ceiling
-	if res := h.apply(cmdPutPlan, &putPlanCmd{Time: at.UnixNano(), Plan: p.Normalized(), Create: true}); res.Err != nil {
-		h.t.Fatal(res.Err)
+	if res := h.Apply(CmdPutPlan, &PutPlanCmd{Time: at.UnixNano(), Plan: p.Normalized(), Create: true}); res.Err != nil {
+		h.T.Fatal(res.Err)
 	}
 }
 
 // pool returns the JSON view of one pool of tenant at at.
-func (h *fsmHarness) pool(at time.Time, tenant, pool string) GrantPoolJSON {
-	h.t.Helper()
+func (h *Harness) pool(at time.Time, tenant, pool string) GrantPoolJSON {
+	h.T.Helper()
 	var out []GrantPoolJSON
-	h.f.read(func(s *State) { out = grantsJSON(s, s.Tenants[tenant], at.UnixNano(), int64(testMargin)) })
+	h.F.Read(func(s *State) { out = GrantsJSONOf(s, s.Tenants[tenant], at.UnixNano(), int64(testMargin)) })
 	for _, p := range out {
 		if p.Pool == pool {
 			return p
 		}
 	}
-	h.t.Fatalf("tenant %s has no pool %q: %+v", tenant, pool, out)
+	h.T.Fatalf("tenant %s has no pool %q: %+v", tenant, pool, out)
 	return GrantPoolJSON{}
 }
 
 // info is what agents are told of tenant.
-func (h *fsmHarness) info(tenant string) wire.TenantInfo {
+func (h *Harness) info(tenant string) wire.TenantInfo {
 	var info wire.TenantInfo
-	h.f.read(func(s *State) { info, _ = tenantInfo(s, s.Tenants[tenant]) })
+	h.F.Read(func(s *State) { info, _ = TenantInfo(s, s.Tenants[tenant]) })
 	return info
 }
 
@@ -53,13 +53,13 @@ func askOpen(tenant string, want, hold, open uint64) wire.GrantWant {
 // room it leaves is not granted to another agent — the restart case of
 // the issue, at the level of the state machine.
 func TestBookingCountsSessionsWithoutShare(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	h.strictPlan(t0, "ten", 10)
-	h.setPlan(t0, "t", "ten")
+	h.SetPlan(t0, "t", "ten")
 	at := t0.Add(time.Second)
 	// a reports 8 open and has no share (an agent of the previous version
 	// after a restart, before it asks: it asks with Hold 0 and no Open).
-	h.items(at, "", full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 8}))
+	h.Items(at, "", Full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 8}))
 	if g := h.ask(at, "b", want("t", "", 5)); g[0].Grant != 2 || g[0].Free != 0 {
 		t.Errorf("b asks 5 beside a's 8 sessions under 10: %+v, want the 2 of room and nothing free", g)
 	}
@@ -73,7 +73,7 @@ func TestBookingCountsSessionsWithoutShare(t *testing.T) {
 		t.Errorf("a, with 8 open and no share, asks 9: %+v, want 8", g)
 	}
 	// a's sessions end and it hands its share back: room comes back to b.
-	h.items(at.Add(time.Second), "", batch("a", 1, 2, closed("t", "audio", 8)))
+	h.Items(at.Add(time.Second), "", Batch("a", 1, 2, Closed("t", "audio", 8)))
 	h.ask(at.Add(time.Second), "a", want("t", "", 0))
 	if g := h.ask(at.Add(time.Second), "b", want("t", "", 5, 2)); g[0].Grant != 5 || g[0].Free != 5 {
 		t.Errorf("b asks 5 after a's sessions ended: %+v", g)
@@ -85,14 +85,14 @@ func TestBookingCountsSessionsWithoutShare(t *testing.T) {
 // over its ceiling, the answer and the tenant's state say by how much and
 // why, and nothing more is granted until closes bring it back under.
 func TestBookingOpenBeyondRoom(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	h.strictPlan(t0, "ten", 10)
-	h.setPlan(t0, "t", "ten")
+	h.SetPlan(t0, "t", "ten")
 	at := t0.Add(time.Second)
-	h.items(at, "", full("b", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 6}))
+	h.Items(at, "", Full("b", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 6}))
 	h.ask(at, "b", want("t", "", 6))
 	// a has 7 open (restored after its restart), no share: booked 7.
-	h.items(at, "", full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 7}))
+	h.Items(at, "", Full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 7}))
 	g := h.ask(at, "a", askOpen("t", 8, 0, 7))
 	if g[0].Grant != 7 || g[0].Free != 0 || g[0].Over != 3 {
 		t.Fatalf("a asks with 7 open beside b's 6 under 10: %+v, want a share of 7 (its sessions), 3 over", g)
@@ -109,7 +109,7 @@ func TestBookingOpenBeyondRoom(t *testing.T) {
 	}
 	// Paid down: a's sessions end down to 3 and it hands its share back
 	// as they end; at 3 + 6 there is room for 1, and only 1.
-	h.items(at.Add(time.Second), "", batch("a", 1, 2, closed("t", "audio", 4)))
+	h.Items(at.Add(time.Second), "", Batch("a", 1, 2, Closed("t", "audio", 4)))
 	if g := h.ask(at.Add(time.Second), "a", askOpen("t", 3, 3, 3)); g[0].Grant != 3 || g[0].Free != 1 || g[0].Over != 0 {
 		t.Errorf("a back to 3 open: %+v, want a share of 3 with 1 free", g)
 	}
@@ -126,11 +126,11 @@ func TestBookingOpenBeyondRoom(t *testing.T) {
 // it is heard from again its sessions are booked once more and the pool
 // stands over its ceiling, put down to its return.
 func TestBookingLapsesWithSilence(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	h.strictPlan(t0, "ten", 10)
-	h.setPlan(t0, "t", "ten")
+	h.SetPlan(t0, "t", "ten")
 	at := t0.Add(time.Second)
-	h.items(at, "", full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 8}))
+	h.Items(at, "", Full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 8}))
 	h.ask(at, "a", askOpen("t", 8, 0, 8))
 	if g := h.ask(at.Add(testLease), "b", want("t", "", 10)); g[0].Grant != 2 {
 		t.Fatalf("b asks within a's lease and margin: %+v, want only the 2 a leaves", g)
@@ -140,7 +140,7 @@ func TestBookingLapsesWithSilence(t *testing.T) {
 		t.Fatalf("b asks after a fell silent past its lease and margin: %+v, want the whole ceiling", g)
 	}
 	// a comes back: a batch of its (nothing changed) books its 8 again.
-	h.items(later.Add(time.Second), "", batch("a", 1, 2, wire.DeltaEntry{Tenant: "t", Class: "audio", SessionMicros: 1}))
+	h.Items(later.Add(time.Second), "", Batch("a", 1, 2, wire.DeltaEntry{Tenant: "t", Class: "audio", SessionMicros: 1}))
 	p := h.pool(later.Add(time.Second), "t", "total")
 	if p.Booked != 18 || p.Over != 8 || p.OverCause != OverReturned {
 		t.Errorf("after a's return: %+v, want 18 booked (b's 10, a's 8), 8 over, cause returned", p)
@@ -153,24 +153,24 @@ func TestBookingLapsesWithSilence(t *testing.T) {
 // TestBookingOverLowered: a ceiling lowered below what is booked puts the
 // pool over, cause lowered; raising it again ends that.
 func TestBookingOverLowered(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	h.strictPlan(t0, "forty", 40)
 	h.strictPlan(t0, "ten", 10)
-	h.setPlan(t0, "t", "forty")
+	h.SetPlan(t0, "t", "forty")
 	at := t0.Add(time.Second)
-	h.items(at, "", full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 15}), full("b", 1, 1, wire.CountEntry{Tenant: "t", Class: "video-hd", Open: 15}))
+	h.Items(at, "", Full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 15}), Full("b", 1, 1, wire.CountEntry{Tenant: "t", Class: "video-hd", Open: 15}))
 	h.ask(at, "a", askOpen("t", 16, 0, 15))
 	h.ask(at, "b", askOpen("t", 16, 0, 15))
-	h.setPlan(at.Add(time.Second), "t", "ten")
+	h.SetPlan(at.Add(time.Second), "t", "ten")
 	p := h.pool(at.Add(time.Second), "t", "total")
 	if p.Booked != 32 || p.Over != 22 || p.OverCause != OverLowered {
 		t.Errorf("after the downgrade: %+v, want 32 booked, 22 over, cause lowered", p)
 	}
-	h.setPlan(at.Add(2*time.Second), "t", "forty")
+	h.SetPlan(at.Add(2*time.Second), "t", "forty")
 	if p := h.pool(at.Add(2*time.Second), "t", "total"); p.Over != 0 || p.OverCause != "" || p.Free != 8 {
 		t.Errorf("back on forty: %+v, want 8 free and nothing over", p)
 	}
-	if tn := h.tenant("t"); tn.Over != nil {
+	if tn := h.Tenant("t"); tn.Over != nil {
 		t.Errorf("over records left after the pool came back under: %+v", tn.Over)
 	}
 }
@@ -178,25 +178,25 @@ func TestBookingOverLowered(t *testing.T) {
 // TestAdmittedOverCounted: sessions an agent admits (not reconciles) into a
 // pool that stands over its ceiling are counted.
 func TestAdmittedOverCounted(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	h.strictPlan(t0, "ten", 10)
-	h.setPlan(t0, "t", "ten")
+	h.SetPlan(t0, "t", "ten")
 	at := t0.Add(time.Second)
-	h.items(at, "", full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 12}))
+	h.Items(at, "", Full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 12}))
 	h.ask(at, "a", askOpen("t", 12, 0, 12))
-	if tn := h.tenant("t"); tn.Over[""] == nil {
+	if tn := h.Tenant("t"); tn.Over[""] == nil {
 		t.Fatalf("12 booked under 10, not recorded as over: %+v", tn.Over)
 	}
 	// 3 opened: 2 from a reconcile, 1 admitted.
-	h.items(at, "", batch("a", 1, 2, wire.DeltaEntry{Tenant: "t", Class: "audio", Opened: 3, Reconciled: 2, Peak: 15}))
-	if tn := h.tenant("t"); tn.AdmittedOver != 1 {
+	h.Items(at, "", Batch("a", 1, 2, wire.DeltaEntry{Tenant: "t", Class: "audio", Opened: 3, Reconciled: 2, Peak: 15}))
+	if tn := h.Tenant("t"); tn.AdmittedOver != 1 {
 		t.Errorf("admitted over the ceiling: %d, want 1", tn.AdmittedOver)
 	}
 	// Under the ceiling admissions are not counted.
-	h.items(at, "", batch("a", 1, 3, closed("t", "audio", 10)))
+	h.Items(at, "", Batch("a", 1, 3, Closed("t", "audio", 10)))
 	h.ask(at, "a", askOpen("t", 5, 5, 5))
-	h.items(at, "", batch("a", 1, 4, open("t", "audio", 1)))
-	if tn := h.tenant("t"); tn.AdmittedOver != 1 || tn.Over != nil {
+	h.Items(at, "", Batch("a", 1, 4, Open("t", "audio", 1)))
+	if tn := h.Tenant("t"); tn.AdmittedOver != 1 || tn.Over != nil {
 		t.Errorf("after the pool came back under: admitted over %d (want still 1), over %+v", tn.AdmittedOver, tn.Over)
 	}
 }
@@ -204,16 +204,16 @@ func TestAdmittedOverCounted(t *testing.T) {
 // TestBookingClassPool: a class pool books the agent's sessions of that
 // class only.
 func TestBookingClassPool(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	p := defaultPlan(t, "starter")
 	p.Name = "starter-ai"
 	p.ClassCeilings = []plans.ClassLimit{{Class: "ai", Ceiling: 5}}
-	if res := h.apply(cmdPutPlan, &putPlanCmd{Time: t0.UnixNano(), Plan: p.Normalized(), Create: true}); res.Err != nil {
+	if res := h.Apply(CmdPutPlan, &PutPlanCmd{Time: t0.UnixNano(), Plan: p.Normalized(), Create: true}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	h.setPlan(t0, "t", "starter-ai")
+	h.SetPlan(t0, "t", "starter-ai")
 	at := t0.Add(time.Second)
-	h.items(at, "", full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "ai", Open: 4}, wire.CountEntry{Tenant: "t", Class: "audio", Open: 20}))
+	h.Items(at, "", Full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "ai", Open: 4}, wire.CountEntry{Tenant: "t", Class: "audio", Open: 20}))
 	got := h.ask(at, "b", want("t", "", 90), want("t", "ai", 5))
 	if got[0].Grant != 76 || got[1].Grant != 1 {
 		t.Errorf("b beside a's 24 sessions (4 of them ai): %+v, want 76 of the total and 1 of ai", got)
@@ -226,13 +226,13 @@ func TestBookingClassPool(t *testing.T) {
 // TestBookingSurvivesSnapshot: the index of agents a pool books is rebuilt
 // from a snapshot, so a restored server books as the one it came from.
 func TestBookingSurvivesSnapshot(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	h.strictPlan(t0, "ten", 10)
-	h.setPlan(t0, "t", "ten")
+	h.SetPlan(t0, "t", "ten")
 	at := t0.Add(time.Second)
-	h.items(at, "", full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 8}))
-	g := restoredCopy(t, h.f)
-	h2 := &fsmHarness{t: t, f: g, index: h.index}
+	h.Items(at, "", Full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 8}))
+	g := restoredCopy(t, h.F)
+	h2 := &Harness{T: t, F: g, Index: h.Index}
 	if got := h2.ask(at, "b", want("t", "", 10)); got[0].Grant != 2 {
 		t.Errorf("after a restore, b asks 10 beside a's 8 sessions: %+v, want 2", got)
 	}
@@ -245,7 +245,7 @@ func restoredCopy(t *testing.T, f *FSM) *FSM {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sink memSink
+	var sink MemSink
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
@@ -260,12 +260,12 @@ func restoredCopy(t *testing.T, f *FSM) *FSM {
 // strict plan whose ceiling is below them put its pool over, cause
 // lowered (not a restart: no agent did anything).
 func TestBookingOverOnMoveToStrict(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	h.strictPlan(t0, "one", 1)
-	h.setPlan(t0, "t", "payg")
+	h.SetPlan(t0, "t", "payg")
 	at := t0.Add(time.Second)
-	h.items(at, "", full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 3}))
-	h.setPlan(at.Add(time.Second), "t", "one")
+	h.Items(at, "", Full("a", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 3}))
+	h.SetPlan(at.Add(time.Second), "t", "one")
 	if p := h.pool(at.Add(time.Second), "t", "total"); p.Over != 2 || p.OverCause != OverLowered {
 		t.Errorf("moved to a strict plan of 1 with 3 open: %+v, want 2 over, cause lowered", p)
 	}

@@ -17,98 +17,98 @@ const logVersion = 1
 
 // cmdKind identifies a log command. Values are stable: add new kinds to the
 // end of this list, never renumber or reuse one.
-type cmdKind uint8
+type CmdKind uint8
 
 const (
-	cmdAgentItems cmdKind = 1 // agent batches and full states, grouped by the leader
-	cmdSetPlan    cmdKind = 2 // an operator put a tenant on a plan
-	cmdExpire     cmdKind = 3 // the leader found agents silent past the grace period
-	cmdForget     cmdKind = 4 // the leader drops agents gone past the forget period
-	cmdApplyDue   cmdKind = 5 // the leader found scheduled plan changes due
-	cmdCancel     cmdKind = 6 // an operator cancelled a tenant's scheduled change
-	cmdTenantOp   cmdKind = 7 // an operator suspended, resumed or deleted a tenant
-	cmdPutPlan    cmdKind = 8 // an operator created or updated a plan
-	cmdDeletePlan cmdKind = 9 // an operator deleted a plan
+	CmdAgentItems CmdKind = 1 // agent batches and full states, grouped by the leader
+	CmdSetPlan    CmdKind = 2 // an operator put a tenant on a plan
+	CmdExpire     CmdKind = 3 // the leader found agents silent past the grace period
+	CmdForget     CmdKind = 4 // the leader drops agents gone past the forget period
+	CmdApplyDue   CmdKind = 5 // the leader found scheduled plan changes due
+	CmdCancel     CmdKind = 6 // an operator cancelled a tenant's scheduled change
+	CmdTenantOp   CmdKind = 7 // an operator suspended, resumed or deleted a tenant
+	CmdPutPlan    CmdKind = 8 // an operator created or updated a plan
+	CmdDeletePlan CmdKind = 9 // an operator deleted a plan
 	// The leader set the grace for late batches (metering.go).
-	cmdUsageGrace  cmdKind = 10
-	cmdTokenCreate cmdKind = 11 // an operator (or the bootstrap) created an ACL token
-	cmdTokenRevoke cmdKind = 12 // an operator revoked an ACL token
+	CmdUsageGrace  CmdKind = 10
+	CmdTokenCreate CmdKind = 11 // an operator (or the bootstrap) created an ACL token
+	CmdTokenRevoke CmdKind = 12 // an operator revoked an ACL token
 	// The leader cut a window of the usage export, and recorded what the
 	// receiver acknowledged of it (export.go). A server older than these
 	// kinds panics on them: upgrade every server before any runs with
 	// --export-url.
-	cmdExportCut cmdKind = 13
-	cmdExportAck cmdKind = 14
+	CmdExportCut CmdKind = 13
+	CmdExportAck CmdKind = 14
 	// Add new kinds above this line.
 )
 
 // command is the body of one log entry kind. when is the leader's stamp;
 // apply changes the state and says what came of it.
-type command interface {
+type Command interface {
 	when() int64
-	apply(a *applier) *applyResult
+	apply(a *applier) *ApplyResult
 }
 
 // newCommand returns an empty command of the kind, or nil for one this
 // version does not know.
-func newCommand(kind cmdKind) command {
+func newCommand(kind CmdKind) Command {
 	switch kind {
-	case cmdAgentItems:
-		return &agentItemsCmd{}
-	case cmdSetPlan:
-		return &setPlanCmd{}
-	case cmdExpire:
-		return &agentsCmd{}
-	case cmdForget:
-		return &agentsCmd{Forget: true}
-	case cmdApplyDue:
-		return &applyDueCmd{}
-	case cmdCancel:
-		return &cancelCmd{}
-	case cmdTenantOp:
-		return &tenantOpCmd{}
-	case cmdPutPlan:
-		return &putPlanCmd{}
-	case cmdDeletePlan:
-		return &deletePlanCmd{}
-	case cmdUsageGrace:
-		return &usageGraceCmd{}
-	case cmdTokenCreate:
-		return &tokenCreateCmd{}
-	case cmdTokenRevoke:
-		return &tokenRevokeCmd{}
-	case cmdExportCut:
-		return &exportCutCmd{}
-	case cmdExportAck:
-		return &exportAckCmd{}
+	case CmdAgentItems:
+		return &AgentItemsCmd{}
+	case CmdSetPlan:
+		return &SetPlanCmd{}
+	case CmdExpire:
+		return &AgentsCmd{}
+	case CmdForget:
+		return &AgentsCmd{Forget: true}
+	case CmdApplyDue:
+		return &ApplyDueCmd{}
+	case CmdCancel:
+		return &CancelCmd{}
+	case CmdTenantOp:
+		return &TenantOpCmd{}
+	case CmdPutPlan:
+		return &PutPlanCmd{}
+	case CmdDeletePlan:
+		return &DeletePlanCmd{}
+	case CmdUsageGrace:
+		return &UsageGraceCmd{}
+	case CmdTokenCreate:
+		return &TokenCreateCmd{}
+	case CmdTokenRevoke:
+		return &TokenRevokeCmd{}
+	case CmdExportCut:
+		return &ExportCutCmd{}
+	case CmdExportAck:
+		return &ExportAckCmd{}
 	}
 	return nil
 }
 
 // itemKind tells which wire message an agentItem carries.
-type itemKind uint8
+type ItemKind uint8
 
 const (
-	itemDelta itemKind = 1 // body is a wire DeltaBatch
-	itemFull  itemKind = 2 // body is a wire FullState (all frames merged)
-	itemGrant itemKind = 3 // body is a wire GrantAsk
+	ItemDelta ItemKind = 1 // body is a wire DeltaBatch
+	ItemFull  ItemKind = 2 // body is a wire FullState (all frames merged)
+	ItemGrant ItemKind = 3 // body is a wire GrantAsk
 )
 
 // agentItem is one agent message inside a cmdAgentItems entry. Body is the
 // wire encoding of the message, so the log stores what the agent sent.
-type agentItem struct {
-	Kind   itemKind `msgpack:"k"`
+type AgentItem struct {
+	Kind   ItemKind `msgpack:"k"`
 	Region string   `msgpack:"r,omitempty"`
 	Body   []byte   `msgpack:"b"`
 }
 
 // agentItemsCmd groups many agents' messages into one log entry.
-type agentItemsCmd struct {
+type AgentItemsCmd struct {
 	// Time is the leader's clock when it proposed the entry, unix ns.
 	Time int64 `msgpack:"t"`
 	// DefaultPlan, when set, puts a tenant seen for the first time on it.
 	DefaultPlan string      `msgpack:"dp,omitempty"`
-	Items       []agentItem `msgpack:"i"`
+	Items       []AgentItem `msgpack:"i"`
 	// Lease and Margin (ns) govern the grants of itemGrant items: a share
 	// lasts Lease from the entry's time and is reclaimed Margin after that.
 	Lease  int64 `msgpack:"l,omitempty"`
@@ -118,7 +118,7 @@ type agentItemsCmd struct {
 // setPlanCmd puts a tenant on a plan, creating the tenant if absent: at
 // once when At is not after the entry's time, else at At (a scheduled
 // change, which replaces any change still pending for the tenant).
-type setPlanCmd struct {
+type SetPlanCmd struct {
 	Time     int64  `msgpack:"t"`
 	Tenant   string `msgpack:"tn"`
 	Plan     string `msgpack:"p"`
@@ -127,7 +127,7 @@ type setPlanCmd struct {
 }
 
 // agentRef names one epoch of one agent.
-type agentRef struct {
+type AgentRef struct {
 	ID    string `msgpack:"a"`
 	Epoch uint64 `msgpack:"e"`
 }
@@ -135,19 +135,19 @@ type agentRef struct {
 // agentsCmd expires or forgets agents. Each is acted on only while its
 // record still holds that epoch, so a command that raced with the agent's
 // return does nothing.
-type agentsCmd struct {
+type AgentsCmd struct {
 	Time   int64      `msgpack:"t"`
-	Agents []agentRef `msgpack:"g"`
+	Agents []AgentRef `msgpack:"g"`
 	Forget bool       `msgpack:"-"` // set by the kind: cmdForget
 }
 
 // applyDueCmd applies every scheduled change due at its time.
-type applyDueCmd struct {
+type ApplyDueCmd struct {
 	Time int64 `msgpack:"t"`
 }
 
 // cancelCmd cancels a tenant's scheduled change (ID 0: whatever is pending).
-type cancelCmd struct {
+type CancelCmd struct {
 	Time     int64  `msgpack:"t"`
 	Tenant   string `msgpack:"tn"`
 	ID       uint64 `msgpack:"id,omitempty"`
@@ -155,7 +155,7 @@ type cancelCmd struct {
 }
 
 // tenantOpCmd suspends, resumes or deletes a tenant.
-type tenantOpCmd struct {
+type TenantOpCmd struct {
 	Time     int64  `msgpack:"t"`
 	Tenant   string `msgpack:"tn"`
 	Op       string `msgpack:"op"` // "suspend", "resume", "delete"
@@ -163,7 +163,7 @@ type tenantOpCmd struct {
 }
 
 // putPlanCmd creates (Create) or updates a plan of the catalogue.
-type putPlanCmd struct {
+type PutPlanCmd struct {
 	Time     int64      `msgpack:"t"`
 	Plan     plans.Plan `msgpack:"p"`
 	Create   bool       `msgpack:"c,omitempty"`
@@ -171,43 +171,43 @@ type putPlanCmd struct {
 }
 
 // deletePlanCmd deletes a plan no tenant uses or is scheduled to use.
-type deletePlanCmd struct {
+type DeletePlanCmd struct {
 	Time     int64  `msgpack:"t"`
 	Name     string `msgpack:"n"`
 	Operator string `msgpack:"o,omitempty"`
 }
 
-func (c *agentItemsCmd) when() int64 { return c.Time }
-func (c *setPlanCmd) when() int64    { return c.Time }
-func (c *agentsCmd) when() int64     { return c.Time }
-func (c *applyDueCmd) when() int64   { return c.Time }
-func (c *cancelCmd) when() int64     { return c.Time }
-func (c *tenantOpCmd) when() int64   { return c.Time }
-func (c *putPlanCmd) when() int64    { return c.Time }
-func (c *deletePlanCmd) when() int64 { return c.Time }
+func (c *AgentItemsCmd) when() int64 { return c.Time }
+func (c *SetPlanCmd) when() int64    { return c.Time }
+func (c *AgentsCmd) when() int64     { return c.Time }
+func (c *ApplyDueCmd) when() int64   { return c.Time }
+func (c *CancelCmd) when() int64     { return c.Time }
+func (c *TenantOpCmd) when() int64   { return c.Time }
+func (c *PutPlanCmd) when() int64    { return c.Time }
+func (c *DeletePlanCmd) when() int64 { return c.Time }
 
-func (c *agentItemsCmd) apply(a *applier) *applyResult {
+func (c *AgentItemsCmd) apply(a *applier) *ApplyResult {
 	a.agentEntry = true
 	if c.Lease > 0 {
 		a.s.GrantLease, a.s.GrantMargin = c.Lease, max(c.Margin, 0)
 	}
-	res := &applyResult{Items: make([]itemResult, len(c.Items))}
+	res := &ApplyResult{Items: make([]ItemResult, len(c.Items))}
 	for i, it := range c.Items {
 		res.Items[i] = a.applyItem(it, c)
 	}
 	return res
 }
 
-func (c *agentsCmd) apply(a *applier) *applyResult {
+func (c *AgentsCmd) apply(a *applier) *ApplyResult {
 	if c.Forget {
 		a.applyForget(c.Agents)
 	} else {
 		a.applyExpire(c.Agents)
 	}
-	return &applyResult{}
+	return &ApplyResult{}
 }
 
-func encodeCmd(kind cmdKind, body any) ([]byte, error) {
+func EncodeCmd(kind CmdKind, body any) ([]byte, error) {
 	b, err := msgpack.Marshal(body)
 	if err != nil {
 		return nil, err
@@ -219,12 +219,12 @@ func encodeCmd(kind cmdKind, body any) ([]byte, error) {
 
 var errEntryVersion = errors.New("log entry of an unknown format version")
 
-func decodeCmd(data []byte) (cmdKind, []byte, error) {
+func decodeCmd(data []byte) (CmdKind, []byte, error) {
 	if len(data) < 2 {
 		return 0, nil, errors.New("log entry too short")
 	}
 	if data[0] != logVersion {
 		return 0, nil, fmt.Errorf("%w: %d (this server knows %d)", errEntryVersion, data[0], logVersion)
 	}
-	return cmdKind(data[1]), data[2:], nil
+	return CmdKind(data[1]), data[2:], nil
 }

@@ -18,10 +18,10 @@ import (
 // arrays of before decode, and device counts round-trip.
 func TestClassCountsLegacyEncoding(t *testing.T) {
 	type now struct {
-		V classCounts
-		P *classCounts
-		M map[string]*classCounts
-		O classCounts `msgpack:",omitempty"`
+		V ClassCounts
+		P *ClassCounts
+		M map[string]*ClassCounts
+		O ClassCounts `msgpack:",omitempty"`
 	}
 	type before struct {
 		V legacyCounts
@@ -30,7 +30,7 @@ func TestClassCountsLegacyEncoding(t *testing.T) {
 		O legacyCounts `msgpack:",omitempty"`
 	}
 	vals := legacyCounts{1, 0, 300, 0, 1 << 40, 7}
-	n := now{V: classCounts{1, 0, 300, 0, 1 << 40, 7}, P: &classCounts{0, 0, 0, 0, 0, 9}, M: map[string]*classCounts{"a": {5}}}
+	n := now{V: ClassCounts{1, 0, 300, 0, 1 << 40, 7}, P: &ClassCounts{0, 0, 0, 0, 0, 9}, M: map[string]*ClassCounts{"a": {5}}}
 	b := before{V: vals, P: &legacyCounts{0, 0, 0, 0, 0, 9}, M: map[string]*legacyCounts{"a": {5}}}
 	got, err := msgpack.Marshal(&n)
 	if err != nil {
@@ -50,8 +50,8 @@ func TestClassCountsLegacyEncoding(t *testing.T) {
 	if err := msgpack.Unmarshal(got, &back); err != nil || !reflect.DeepEqual(back, n) {
 		t.Fatalf("device counts round-trip to %+v (%v), want %+v", back, err, n)
 	}
-	long, _ := msgpack.Marshal(struct{ V [numClasses + 1]uint64 }{})
-	if err := msgpack.Unmarshal(long, &struct{ V classCounts }{}); err == nil {
+	long, _ := msgpack.Marshal(struct{ V [NumClasses + 1]uint64 }{})
+	if err := msgpack.Unmarshal(long, &struct{ V ClassCounts }{}); err == nil {
 		t.Fatal("an array of more classes than this server knows decoded")
 	}
 }
@@ -63,17 +63,17 @@ func (c legacyCounts) IsZero() bool { return c == legacyCounts{} }
 
 // Device sessions are counted, metered and survive a snapshot.
 func TestSnapshotWithDevices(t *testing.T) {
-	h := newHarness(t)
-	h.items(t0, "payg", full("a1", 3, 0), batch("a1", 3, 1, open("t1", "device", 3), open("t1", "audio", 1)))
-	h.items(t0.Add(time.Hour), "", batch("a1", 3, 2, wire.DeltaEntry{Tenant: "t1", Class: "device", Closed: 1, SessionMicros: 6e9}))
-	if tn := h.tenant("t1"); tn.Open[plans.Device-1] != 2 || tn.Open.total() != 3 {
+	h := NewHarness(t)
+	h.Items(t0, "payg", Full("a1", 3, 0), Batch("a1", 3, 1, Open("t1", "device", 3), Open("t1", "audio", 1)))
+	h.Items(t0.Add(time.Hour), "", Batch("a1", 3, 2, wire.DeltaEntry{Tenant: "t1", Class: "device", Closed: 1, SessionMicros: 6e9}))
+	if tn := h.Tenant("t1"); tn.Open[plans.Device-1] != 2 || tn.Open.Total() != 3 {
 		t.Fatalf("t1 open %v, want 2 devices and 1 audio", tn.Open)
 	}
-	snap, err := h.f.Snapshot()
+	snap, err := h.F.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sink memSink
+	var sink MemSink
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
@@ -81,8 +81,8 @@ func TestSnapshotWithDevices(t *testing.T) {
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
-	h.f.read(func(a *State) {
-		g.read(func(b *State) {
+	h.F.Read(func(a *State) {
+		g.Read(func(b *State) {
 			forgetShortcuts(a)
 			if !reflect.DeepEqual(a, b) {
 				t.Fatalf("restored state differs:\n%+v\n%+v", a, b)

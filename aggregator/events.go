@@ -114,7 +114,7 @@ type LeaderEventJSON struct {
 type tenantFigures struct {
 	plan    string
 	ceiling uint64
-	open    classCounts
+	open    ClassCounts
 }
 
 var keepaliveFrame = []byte(": keepalive\n\n")
@@ -426,13 +426,13 @@ func (h *eventHub) flushConcurrency() {
 		return
 	}
 	var out []TenantConcurrencyJSON
-	h.fsm.read(func(st *State) {
+	h.fsm.Read(func(st *State) {
 		for name := range dirty {
 			t := st.Tenants[name]
 			old, had := h.published[name]
 			if t == nil {
 				delete(h.published, name)
-				out = append(out, TenantConcurrencyJSON{Tenant: name, ByClass: byClass(&classCounts{}), Deleted: true})
+				out = append(out, TenantConcurrencyJSON{Tenant: name, ByClass: ByClass(&ClassCounts{}), Deleted: true})
 				continue
 			}
 			fig := tenantFigures{plan: t.Plan, open: t.Open}
@@ -443,10 +443,10 @@ func (h *eventHub) flushConcurrency() {
 				continue
 			}
 			h.published[name] = fig
-			total := t.Open.total()
+			total := t.Open.Total()
 			out = append(out, TenantConcurrencyJSON{
 				Tenant: name, Plan: fig.plan, Ceiling: fig.ceiling, Concurrency: total,
-				Utilization: utilization(total, ceilingOf(st, t.Plan)), ByClass: byClass(&t.Open),
+				Utilization: Utilization(total, CeilingOf(st, t.Plan)), ByClass: ByClass(&t.Open),
 			})
 		}
 	})

@@ -67,8 +67,8 @@ type ExportState struct {
 // in µs: its session time at the latest cut that changed it, and what the
 // receiver has acknowledged of it.
 type ExportMark struct {
-	Cut  classCounts
-	Sent classCounts `msgpack:",omitempty"`
+	Cut  ClassCounts
+	Sent ClassCounts `msgpack:",omitempty"`
 }
 
 // Pending reports how many records of the latest cut are not acknowledged.
@@ -77,7 +77,7 @@ func (e *ExportState) Pending() uint64 { return e.pending }
 // exportCutCmd cuts a new window at the entry's time. Seq is the cut the
 // leader means (the state's Seq + 1): a stale or repeated proposal is
 // refused, as is a cut while the previous one is not wholly acknowledged.
-type exportCutCmd struct {
+type ExportCutCmd struct {
 	Time   int64  `msgpack:"t"`
 	Seq    uint64 `msgpack:"s"`
 	Source string `msgpack:"src"`
@@ -85,7 +85,7 @@ type exportCutCmd struct {
 
 // exportRef names one record: a tenant's usage of a period through the
 // agents of one region.
-type exportRef struct {
+type ExportRef struct {
 	Tenant string `msgpack:"tn"`
 	Period string `msgpack:"p"`
 	Region string `msgpack:"r,omitempty"`
@@ -93,16 +93,16 @@ type exportRef struct {
 
 // exportAckCmd records that the receiver acknowledged the events of cut Seq
 // of the records named. Acknowledging a record again changes nothing.
-type exportAckCmd struct {
+type ExportAckCmd struct {
 	Time    int64       `msgpack:"t"`
 	Seq     uint64      `msgpack:"s"`
-	Records []exportRef `msgpack:"r"`
+	Records []ExportRef `msgpack:"r"`
 }
 
-func (c *exportCutCmd) when() int64 { return c.Time }
-func (c *exportAckCmd) when() int64 { return c.Time }
+func (c *ExportCutCmd) when() int64 { return c.Time }
+func (c *ExportAckCmd) when() int64 { return c.Time }
 
-func (c *exportCutCmd) apply(a *applier) *applyResult {
+func (c *ExportCutCmd) apply(a *applier) *ApplyResult {
 	e := a.s.Export
 	if e == nil {
 		e = &ExportState{}
@@ -137,10 +137,10 @@ func (c *exportCutCmd) apply(a *applier) *applyResult {
 	}
 	a.s.Export = &ExportState{Seq: c.Seq, From: from, To: a.now, Index: a.index, PrevIndex: e.Index,
 		Closed: a.s.ClosedThrough, PrevClosed: e.Closed, Source: c.Source, pending: pending}
-	return &applyResult{}
+	return &ApplyResult{}
 }
 
-func (c *exportAckCmd) apply(a *applier) *applyResult {
+func (c *ExportAckCmd) apply(a *applier) *ApplyResult {
 	e := a.s.Export
 	if e == nil || c.Seq != e.Seq {
 		var latest uint64
@@ -155,11 +155,11 @@ func (c *exportAckCmd) apply(a *applier) *applyResult {
 			e.pending--
 		}
 	}
-	return &applyResult{}
+	return &ApplyResult{}
 }
 
 // exportMark is the cursor of a record, nil when there is none.
-func (s *State) exportMark(r exportRef) *ExportMark {
+func (s *State) exportMark(r ExportRef) *ExportMark {
 	t := s.Tenants[r.Tenant]
 	if t == nil {
 		return nil
@@ -208,23 +208,23 @@ func (s *State) rebuildExport() {
 
 // exportRecord is one unacknowledged record of the latest cut and its
 // increment per class (µs).
-type exportRecord struct {
-	exportRef
-	Delta classCounts
+type ExportRecord struct {
+	ExportRef
+	Delta ClassCounts
 }
 
 // exportPending lists the unacknowledged records of the latest cut, in
 // tenant, period and region order. Under the read lock; what it returns is
 // the caller's.
-func (s *State) exportPending() []exportRecord {
+func (s *State) ExportPending() []ExportRecord {
 	e := s.Export
 	if e == nil || e.pending == 0 {
 		return nil
 	}
-	out := make([]exportRecord, 0, e.pending)
+	out := make([]ExportRecord, 0, e.pending)
 	s.eachRecord(e.PrevIndex, e.PrevClosed, func(t *Tenant, p, r string, ru *RegionUsage) bool {
 		if m := ru.Export; m != nil && m.Cut != m.Sent {
-			rec := exportRecord{exportRef: exportRef{Tenant: t.Name, Period: p, Region: r}}
+			rec := ExportRecord{ExportRef: ExportRef{Tenant: t.Name, Period: p, Region: r}}
 			for c := range m.Cut {
 				rec.Delta[c] = m.Cut[c] - m.Sent[c]
 			}
@@ -232,7 +232,7 @@ func (s *State) exportPending() []exportRecord {
 		}
 		return true
 	})
-	slices.SortFunc(out, func(a, b exportRecord) int {
+	slices.SortFunc(out, func(a, b ExportRecord) int {
 		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Period, b.Period), cmp.Compare(a.Region, b.Region))
 	})
 	return out
@@ -240,7 +240,7 @@ func (s *State) exportPending() []exportRecord {
 
 // exportDirty reports whether a cut now would freeze anything: some
 // record's session time grew since the latest cut. Under the read lock.
-func (s *State) exportDirty() bool {
+func (s *State) ExportDirty() bool {
 	e := s.Export
 	if e == nil {
 		e = &ExportState{}
@@ -275,7 +275,7 @@ func (s *State) eachRecord(index uint64, closed string, fn func(t *Tenant, perio
 }
 
 // events is how many events the record makes: one per class that grew.
-func (r *exportRecord) events() int {
+func (r *ExportRecord) Events() int {
 	n := 0
 	for _, d := range r.Delta {
 		if d > 0 {

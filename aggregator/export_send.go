@@ -88,8 +88,8 @@ func checkExport(cfg *Config) error {
 	switch {
 	case cfg.ExportBatch == 0:
 		cfg.ExportBatch = DefaultExportBatch
-	case cfg.ExportBatch < numClasses || cfg.ExportBatch > MaxExportBatch:
-		return fmt.Errorf("export batch %d: want %d to %d events", cfg.ExportBatch, numClasses, MaxExportBatch)
+	case cfg.ExportBatch < NumClasses || cfg.ExportBatch > MaxExportBatch:
+		return fmt.Errorf("export batch %d: want %d to %d events", cfg.ExportBatch, NumClasses, MaxExportBatch)
 	}
 	if cfg.exportBackoff <= 0 {
 		cfg.exportBackoff = 500 * time.Millisecond
@@ -156,16 +156,16 @@ func (x *exporter) step(ctx context.Context) {
 		return
 	}
 	var st ExportState
-	var recs []exportRecord
-	x.fsm.read(func(s *State) {
+	var recs []ExportRecord
+	x.fsm.Read(func(s *State) {
 		if s.Export != nil {
 			st = *s.Export
 		}
-		recs = s.exportPending()
+		recs = s.ExportPending()
 	})
 	if len(recs) == 0 {
-		if st.pending > 0 {
-			x.log.Error("export cursor counts records pending that it cannot find", "cut", st.Seq, "pending", st.pending)
+		if st.Pending() > 0 {
+			x.log.Error("export cursor counts records pending that it cannot find", "cut", st.Seq, "pending", st.Pending())
 			return
 		}
 		now := x.now().UnixNano()
@@ -173,7 +173,7 @@ func (x *exporter) step(ctx context.Context) {
 			return
 		}
 		var dirty bool
-		x.fsm.read(func(s *State) { dirty = s.exportDirty() })
+		x.fsm.Read(func(s *State) { dirty = s.ExportDirty() })
 		if !dirty {
 			x.nextCheck = (now/x.window + 1) * x.window // nothing new: look again at the next boundary
 			return
@@ -181,9 +181,9 @@ func (x *exporter) step(ctx context.Context) {
 		if !x.cut(st) {
 			return
 		}
-		x.fsm.read(func(s *State) {
+		x.fsm.Read(func(s *State) {
 			st = *s.Export
-			recs = s.exportPending()
+			recs = s.ExportPending()
 		})
 	}
 	x.send(ctx, st, recs)
@@ -200,15 +200,15 @@ func (x *exporter) cut(st ExportState) bool {
 		crand.Read(r[:])
 		src = "headroom/" + hex.EncodeToString(r[:])
 	}
-	if err := x.commit(cmdExportCut, &exportCutCmd{Time: x.clock.stamp(), Seq: st.Seq + 1, Source: src}); err != nil {
+	if err := x.commit(CmdExportCut, &ExportCutCmd{Time: x.clock.stamp(), Seq: st.Seq + 1, Source: src}); err != nil {
 		x.log.Warn("export window not cut", "cut", st.Seq+1, "error", err)
 		return false
 	}
 	return true
 }
 
-func (x *exporter) commit(kind cmdKind, c command) error {
-	data, err := encodeCmd(kind, c)
+func (x *exporter) commit(kind CmdKind, c Command) error {
+	data, err := EncodeCmd(kind, c)
 	if err != nil {
 		return err
 	}
@@ -222,14 +222,14 @@ func applyErr(f raft.ApplyFuture) error {
 	if err := f.Error(); err != nil {
 		return err
 	}
-	if res, _ := f.Response().(*applyResult); res != nil && res.Err != nil {
+	if res, _ := f.Response().(*ApplyResult); res != nil && res.Err != nil {
 		return res.Err
 	}
 	return nil
 }
 
 // send POSTs the records in batches, committing each one accepted.
-func (x *exporter) send(ctx context.Context, st ExportState, recs []exportRecord) {
+func (x *exporter) send(ctx context.Context, st ExportState, recs []ExportRecord) {
 	start := time.Now()
 	var acks []raft.ApplyFuture
 	waitAck := func(f raft.ApplyFuture) bool {
@@ -250,7 +250,7 @@ func (x *exporter) send(ctx context.Context, st ExportState, recs []exportRecord
 		body = append(body[:0], '[')
 		n, j := 0, i
 		for ; j < len(recs); j++ {
-			k := recs[j].events()
+			k := recs[j].Events()
 			if n > 0 && n+k > x.batch {
 				break
 			}
@@ -271,11 +271,11 @@ func (x *exporter) send(ctx context.Context, st ExportState, recs []exportRecord
 		x.stats.events.Add(uint64(n))
 		x.stats.batches.Add(1)
 		events, batches = events+n, batches+1
-		refs := make([]exportRef, 0, j-i)
+		refs := make([]ExportRef, 0, j-i)
 		for _, r := range recs[i:j] {
-			refs = append(refs, r.exportRef)
+			refs = append(refs, r.ExportRef)
 		}
-		data, err := encodeCmd(cmdExportAck, &exportAckCmd{Time: x.clock.stamp(), Seq: st.Seq, Records: refs})
+		data, err := EncodeCmd(CmdExportAck, &ExportAckCmd{Time: x.clock.stamp(), Seq: st.Seq, Records: refs})
 		if err != nil {
 			x.log.Error("export acknowledgement not encoded", "error", err)
 			return
@@ -392,7 +392,7 @@ func retryAfter(v string, now time.Time) time.Duration {
 }
 
 // appendEvent appends the event of class c of a record of cut st.
-func appendEvent(b []byte, st *ExportState, r *exportRecord, c int, micros uint64) []byte {
+func appendEvent(b []byte, st *ExportState, r *ExportRecord, c int, micros uint64) []byte {
 	class := className[c]
 	b = append(b, `{"specversion":"1.0","type":"headroom.usage","source":`...)
 	b = appendJSONString(b, st.Source)
@@ -478,17 +478,17 @@ func (x *exporter) Collect(ch chan<- prometheus.Metric) {
 	}
 	x.stats.mu.Unlock()
 	var st ExportState
-	x.fsm.read(func(s *State) {
+	x.fsm.Read(func(s *State) {
 		if s.Export != nil {
 			st = *s.Export
 		}
 	})
 	lag := 0.0
-	if st.pending > 0 {
+	if st.Pending() > 0 {
 		lag = max(x.now().Sub(time.Unix(0, st.From)).Seconds(), 0)
 	}
 	gauge(ch, descExportLag, lag)
-	gauge(ch, descExportPending, float64(st.pending))
+	gauge(ch, descExportPending, float64(st.Pending()))
 	blocked := 0.0
 	if b := x.blocked.Load(); b != 0 && b == x.raft.CurrentTerm() {
 		blocked = 1

@@ -64,7 +64,7 @@ func exactly(got, want map[string]uint64) error {
 
 func exportServer(t *testing.T, clock *fakeClock, rcv *exporttest.Receiver, tweak ...func(*Config)) *Server {
 	return newTestServer(t, clock, append([]func(*Config){func(c *Config) {
-		c.ExportURL, c.ExportWindow, c.ExportBatch, c.exportBackoff = rcv.URL+"/ingest", 100*time.Millisecond, numClasses, 20*time.Millisecond
+		c.ExportURL, c.ExportWindow, c.ExportBatch, c.exportBackoff = rcv.URL+"/ingest", 100*time.Millisecond, NumClasses, 20*time.Millisecond
 	}}, tweak...)...)
 }
 
@@ -78,7 +78,7 @@ func traffic(t *testing.T, s *Server, seq *uint64, micros uint64) {
 		}
 	}
 	*seq++
-	data, err := encodeCmd(cmdAgentItems, itemsCmd(s.clock.stamp(), "", batch("a1", 1, *seq, es...)))
+	data, err := EncodeCmd(CmdAgentItems, ItemsCmd(s.clock.stamp(), "", Batch("a1", 1, *seq, es...)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func traffic(t *testing.T, s *Server, seq *uint64, micros uint64) {
 	if err := applyErr(f); err != nil {
 		t.Fatal(err)
 	}
-	if st := f.Response().(*applyResult).Items[0].Status; st != statusApplied {
+	if st := f.Response().(*ApplyResult).Items[0].Status; st != StatusApplied {
 		t.Fatalf("batch %d: status %d", *seq, st)
 	}
 }
@@ -108,7 +108,7 @@ func TestExportRetriedAndDeduplicatedExactly(t *testing.T) {
 		return exporttest.Reply{Code: 200, Keep: true}
 	}
 	s := exportServer(t, nil, rcv, func(c *Config) { c.ExportToken = "s3cret" })
-	commitItems(t, s, full("a1", 1, 0))
+	commitItems(t, s, Full("a1", 1, 0))
 	var seq uint64
 	period := s.cfg.Now().UTC().Format("2006-01")
 	for round := 1; round <= 3; round++ {
@@ -154,7 +154,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 	}
 	var logs lockedBuffer
 	s := exportServer(t, nil, rcv, func(c *Config) { c.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info}) })
-	commitItems(t, s, full("a1", 1, 0))
+	commitItems(t, s, Full("a1", 1, 0))
 	var seq uint64
 	traffic(t, s, &seq, 1_000_000)
 	waitUntil(t, 30*time.Second, "the refusal logged with its body", func() error {
@@ -172,7 +172,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 		t.Fatalf("the refused batch was sent %d times", n)
 	}
 	var pending uint64
-	s.fsm.read(func(st *State) { pending = st.Export.pending })
+	s.fsm.Read(func(st *State) { pending = st.Export.Pending() })
 	if pending == 0 {
 		t.Fatal("the refused records were marked sent")
 	}
@@ -190,7 +190,7 @@ func TestExportRetryAfter(t *testing.T) {
 		return exporttest.Reply{Code: 200, Keep: true}
 	}
 	s := exportServer(t, nil, rcv)
-	commitItems(t, s, full("a1", 1, 0))
+	commitItems(t, s, Full("a1", 1, 0))
 	var seq uint64
 	traffic(t, s, &seq, 3_000_001)
 	period := s.cfg.Now().UTC().Format("2006-01")
@@ -222,7 +222,7 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 	}
 	clock := &fakeClock{t: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)}
 	s := exportServer(t, clock, rcv, func(c *Config) { c.ExportWindow, c.AgentGrace = time.Minute, 24*time.Hour })
-	commitItems(t, s, full("a1", 1, 0))
+	commitItems(t, s, Full("a1", 1, 0))
 	var seq uint64
 	for m := 0; m < 60; m++ {
 		clock.Set(clock.Now().Add(time.Minute))
@@ -237,7 +237,7 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 		}
 	}
 	var cutBefore uint64
-	s.fsm.read(func(st *State) { cutBefore = st.Export.Seq })
+	s.fsm.Read(func(st *State) { cutBefore = st.Export.Seq })
 	if cutBefore != 1 {
 		t.Fatalf("%d windows cut while the receiver was down, want 1 held back", cutBefore)
 	}
@@ -248,7 +248,7 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 		return exactly(rcv.Totals(), endpointMicros(t, s, exportTenants, "2026-12"))
 	})
 	var cut uint64
-	s.fsm.read(func(st *State) { cut = st.Export.Seq })
+	s.fsm.Read(func(st *State) { cut = st.Export.Seq })
 	st := rcv.Stats()
 	// Cut 1 held 15 events; cut 2 the other 59 minutes of 5 tenants × 3
 	// classes: 15 events, not 59 × 15.
@@ -260,8 +260,8 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 // TestExportEventShape: one event as the SDK reads it, every field.
 func TestExportEventShape(t *testing.T) {
 	st := &ExportState{Seq: 42, To: time.Date(2026, 12, 1, 10, 5, 0, 213_000, time.UTC).UnixNano(), Source: "headroom/abc"}
-	rec := &exportRecord{exportRef: exportRef{Tenant: `ac"me/1`, Period: "2026-12", Region: "eu west"}}
-	b := appendEvent(nil, st, rec, classIndex("video-fhd"), 61_250_000)
+	rec := &ExportRecord{ExportRef: ExportRef{Tenant: `ac"me/1`, Period: "2026-12", Region: "eu west"}}
+	b := appendEvent(nil, st, rec, ClassIndex("video-fhd"), 61_250_000)
 	var ev map[string]any
 	if err := json.Unmarshal(b, &ev); err != nil {
 		t.Fatalf("%s: %v", b, err)

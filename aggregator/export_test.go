@@ -14,7 +14,7 @@ import (
 // usageMicros sums, per tenant/period/class, a state's session time.
 func usageMicros(f *FSM) map[string]uint64 {
 	out := map[string]uint64{}
-	f.read(func(s *State) {
+	f.Read(func(s *State) {
 		for name, t := range s.Tenants {
 			for p, u := range t.Usage {
 				for c, m := range u.Micros {
@@ -28,34 +28,34 @@ func usageMicros(f *FSM) map[string]uint64 {
 	return out
 }
 
-func (h *fsmHarness) cut(at time.Time, seq uint64) *applyResult {
-	h.t.Helper()
-	return h.apply(cmdExportCut, &exportCutCmd{Time: at.UnixNano(), Seq: seq, Source: "headroom/test"})
+func (h *Harness) cut(at time.Time, seq uint64) *ApplyResult {
+	h.T.Helper()
+	return h.Apply(CmdExportCut, &ExportCutCmd{Time: at.UnixNano(), Seq: seq, Source: "headroom/test"})
 }
 
-func (h *fsmHarness) pending() (uint64, []exportRecord) {
+func (h *Harness) pending() (uint64, []ExportRecord) {
 	var n uint64
-	var recs []exportRecord
-	h.f.read(func(s *State) {
+	var recs []ExportRecord
+	h.F.Read(func(s *State) {
 		if s.Export != nil {
 			n = s.Export.Pending()
 		}
-		recs = s.exportPending()
+		recs = s.ExportPending()
 	})
 	return n, recs
 }
 
-func refs(recs []exportRecord) []exportRef {
-	out := make([]exportRef, len(recs))
+func refs(recs []ExportRecord) []ExportRef {
+	out := make([]ExportRef, len(recs))
 	for i, r := range recs {
-		out[i] = r.exportRef
+		out[i] = r.ExportRef
 	}
 	return out
 }
 
 // addDeltas adds what each record's increment says to sums, per
 // tenant/period/class.
-func addDeltas(sums map[string]uint64, recs []exportRecord) {
+func addDeltas(sums map[string]uint64, recs []ExportRecord) {
 	for _, r := range recs {
 		for c, d := range r.Delta {
 			if d > 0 {
@@ -70,12 +70,12 @@ func addDeltas(sums map[string]uint64, recs []exportRecord) {
 // one; stale and repeated commands are refused; after the traffic stops
 // the increments add up to the usage exactly.
 func TestExportCutAndAck(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	at := t0.Add(-time.Hour)
-	h.items(at, "payg", full("a1", 1, 0), full("b1", 1, 0))
-	h.region(at, "eu", batch("a1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 2, SessionMicros: 1_500_000},
+	h.Items(at, "payg", Full("a1", 1, 0), Full("b1", 1, 0))
+	h.region(at, "eu", Batch("a1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 2, SessionMicros: 1_500_000},
 		wire.DeltaEntry{Tenant: "t2", Class: "video-hd", Opened: 1, SessionMicros: 7}))
-	h.region(at, "us", batch("b1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 1, SessionMicros: 250_001}))
+	h.region(at, "us", Batch("b1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 1, SessionMicros: 250_001}))
 
 	if res := h.cut(at, 2); res.Err == nil {
 		t.Fatal("a cut numbered 2 before cut 1 was applied")
@@ -84,10 +84,10 @@ func TestExportCutAndAck(t *testing.T) {
 		t.Fatal(res.Err)
 	}
 	n, recs := h.pending()
-	want := []exportRecord{
-		{exportRef{"t1", "2026-11", "eu"}, classCounts{1_500_000}},
-		{exportRef{"t1", "2026-11", "us"}, classCounts{250_001}},
-		{exportRef{"t2", "2026-11", "eu"}, classCounts{0, 7}},
+	want := []ExportRecord{
+		{ExportRef{"t1", "2026-11", "eu"}, ClassCounts{1_500_000}},
+		{ExportRef{"t1", "2026-11", "us"}, ClassCounts{250_001}},
+		{ExportRef{"t2", "2026-11", "eu"}, ClassCounts{0, 7}},
 	}
 	if n != 3 || !reflect.DeepEqual(recs, want) {
 		t.Fatalf("after cut 1: %d pending %+v, want %+v", n, recs, want)
@@ -96,12 +96,12 @@ func TestExportCutAndAck(t *testing.T) {
 	addDeltas(sums, recs)
 
 	// More usage after the cut does not change its increments.
-	h.region(at.Add(time.Second), "eu", batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1_000_000}))
+	h.region(at.Add(time.Second), "eu", Batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1_000_000}))
 	if _, again := h.pending(); !reflect.DeepEqual(again, want) {
 		t.Fatalf("usage after the cut changed its increments: %+v", again)
 	}
 	// Half acknowledged: the next cut waits.
-	h.ok(cmdExportAck, &exportAckCmd{Seq: 1, Records: refs(recs[:2])})
+	h.OK(CmdExportAck, &ExportAckCmd{Seq: 1, Records: refs(recs[:2])})
 	if n, _ := h.pending(); n != 1 {
 		t.Fatalf("%d pending after acknowledging 2 of 3", n)
 	}
@@ -109,15 +109,15 @@ func TestExportCutAndAck(t *testing.T) {
 		t.Fatalf("cut 2 with cut 1 half acknowledged: %v", res.Err)
 	}
 	// Acknowledging again, or a record that does not exist, changes nothing.
-	h.ok(cmdExportAck, &exportAckCmd{Seq: 1, Records: append(refs(recs[:2]), exportRef{"nobody", "2026-11", ""})})
+	h.OK(CmdExportAck, &ExportAckCmd{Seq: 1, Records: append(refs(recs[:2]), ExportRef{"nobody", "2026-11", ""})})
 	if n, _ := h.pending(); n != 1 {
 		t.Fatalf("%d pending after a repeated acknowledgement", n)
 	}
-	h.ok(cmdExportAck, &exportAckCmd{Seq: 1, Records: refs(recs[2:])})
+	h.OK(CmdExportAck, &ExportAckCmd{Seq: 1, Records: refs(recs[2:])})
 	if n, recs := h.pending(); n != 0 || recs != nil {
 		t.Fatalf("all acknowledged: %d pending %+v", n, recs)
 	}
-	if res := h.apply(cmdExportAck, &exportAckCmd{Seq: 2, Records: refs(recs)}); res.Err == nil {
+	if res := h.Apply(CmdExportAck, &ExportAckCmd{Seq: 2, Records: refs(recs)}); res.Err == nil {
 		t.Fatal("an acknowledgement of a cut not made yet was applied")
 	}
 
@@ -126,19 +126,19 @@ func TestExportCutAndAck(t *testing.T) {
 		t.Fatal(res.Err)
 	}
 	_, recs2 := h.pending()
-	if want := []exportRecord{{exportRef{"t1", "2026-11", "eu"}, classCounts{1_000_000}}}; !reflect.DeepEqual(recs2, want) {
+	if want := []ExportRecord{{ExportRef{"t1", "2026-11", "eu"}, ClassCounts{1_000_000}}}; !reflect.DeepEqual(recs2, want) {
 		t.Fatalf("cut 2: %+v, want %+v", recs2, want)
 	}
-	if res := h.apply(cmdExportAck, &exportAckCmd{Seq: 1, Records: refs(recs2)}); res.Err == nil {
+	if res := h.Apply(CmdExportAck, &ExportAckCmd{Seq: 1, Records: refs(recs2)}); res.Err == nil {
 		t.Fatal("a stale acknowledgement (cut 1) was applied during cut 2")
 	}
 	addDeltas(sums, recs2)
-	h.ok(cmdExportAck, &exportAckCmd{Seq: 2, Records: refs(recs2)})
-	if got := usageMicros(h.f); !reflect.DeepEqual(sums, got) {
+	h.OK(CmdExportAck, &ExportAckCmd{Seq: 2, Records: refs(recs2)})
+	if got := usageMicros(h.F); !reflect.DeepEqual(sums, got) {
 		t.Fatalf("exported %v, usage %v", sums, got)
 	}
 	var e ExportState
-	h.f.read(func(s *State) { e = *s.Export })
+	h.F.Read(func(s *State) { e = *s.Export })
 	if e.From != at.UnixNano() || e.To != at.Add(3*time.Second).UnixNano() || e.Source != "headroom/test" {
 		t.Fatalf("window 2: %+v", e)
 	}
@@ -149,10 +149,10 @@ func TestExportCutAndAck(t *testing.T) {
 // twice; the sum of the increments equals the usage exactly, and a
 // restored copy taken mid-cut continues with the same increments.
 func TestExportExactThroughRandomTraffic(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	at := t0.Add(-2 * time.Hour) // the period before t0's ends during the run
-	h.items(at, "payg", full("a1", 1, 0), full("b1", 1, 0))
+	h.Items(at, "payg", Full("a1", 1, 0), Full("b1", 1, 0))
 	seqs := map[string]uint64{}
 	sums := map[string]uint64{}
 	var cut uint64
@@ -186,23 +186,23 @@ func TestExportExactThroughRandomTraffic(t *testing.T) {
 			continue
 		}
 		if rng.IntN(4) == 0 { // a restored copy carries on exactly
-			g := restoredCopy(t, h.f)
-			var again []exportRecord
-			g.read(func(s *State) { again = s.exportPending() })
+			g := restoredCopy(t, h.F)
+			var again []ExportRecord
+			g.Read(func(s *State) { again = s.ExportPending() })
 			if !reflect.DeepEqual(again, recs) {
 				t.Fatalf("step %d: restored copy's pending %+v, want %+v", step, again, recs)
 			}
 		}
 		part := recs[:1+rng.IntN(len(recs))]
-		h.ok(cmdExportAck, &exportAckCmd{Seq: cut, Records: refs(part)})
+		h.OK(CmdExportAck, &ExportAckCmd{Seq: cut, Records: refs(part)})
 		if rng.IntN(3) == 0 {
-			h.ok(cmdExportAck, &exportAckCmd{Seq: cut, Records: refs(part)}) // a duplicate
+			h.OK(CmdExportAck, &ExportAckCmd{Seq: cut, Records: refs(part)}) // a duplicate
 		}
 	}
 	// Drain: acknowledge what is pending, then one last cut.
 	for range 3 {
 		if n, recs := h.pending(); n > 0 {
-			h.ok(cmdExportAck, &exportAckCmd{Seq: cut, Records: refs(recs)})
+			h.OK(CmdExportAck, &ExportAckCmd{Seq: cut, Records: refs(recs)})
 		}
 		cut++
 		if res := h.cut(at, cut); res.Err != nil {
@@ -210,9 +210,9 @@ func TestExportExactThroughRandomTraffic(t *testing.T) {
 		}
 		_, recs := h.pending()
 		addDeltas(sums, recs)
-		h.ok(cmdExportAck, &exportAckCmd{Seq: cut, Records: refs(recs)})
+		h.OK(CmdExportAck, &ExportAckCmd{Seq: cut, Records: refs(recs)})
 	}
-	got := usageMicros(h.f)
+	got := usageMicros(h.F)
 	if !reflect.DeepEqual(sums, got) {
 		t.Fatalf("exported %v\nusage    %v", sums, got)
 	}
@@ -229,16 +229,16 @@ func TestExportExactThroughRandomTraffic(t *testing.T) {
 // unacknowledged (its usage in a period two back, still open at the cut)
 // does not hold the next cut back.
 func TestExportDeletedTenantDoesNotHoldTheCut(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	at := time.Date(2026, 9, 30, 23, 30, 0, 0, time.UTC)
-	h.items(at, "payg", full("a1", 1, 0))
-	h.region(at, "eu", batch("a1", 1, 1, wire.DeltaEntry{Tenant: "gone", Class: "audio", SessionMicros: 5}))
+	h.Items(at, "payg", Full("a1", 1, 0))
+	h.region(at, "eu", Batch("a1", 1, 1, wire.DeltaEntry{Tenant: "gone", Class: "audio", SessionMicros: 5}))
 	at = time.Date(2026, 10, 1, 0, 30, 0, 0, time.UTC) // 2026-09 still open (grace 1 h)
 	if res := h.cut(at, 1); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	at = time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC) // 2026-09 is two periods back: deletable
-	if res := h.apply(cmdTenantOp, &tenantOpCmd{Time: at.UnixNano(), Tenant: "gone", Op: "delete"}); res.Err != nil {
+	if res := h.Apply(CmdTenantOp, &TenantOpCmd{Time: at.UnixNano(), Tenant: "gone", Op: "delete"}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	if n, _ := h.pending(); n != 0 {

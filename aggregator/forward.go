@@ -26,7 +26,7 @@ const DefaultHoldTime = 7 * time.Second
 
 // setReadHeaders tells a reader how fresh a local answer is.
 func (s *Server) setReadHeaders(w http.ResponseWriter) {
-	w.Header().Set("X-Headroom-Index", strconv.FormatUint(s.fsm.appliedIndex(), 10))
+	w.Header().Set("X-Headroom-Index", strconv.FormatUint(s.fsm.AppliedIndex(), 10))
 	leader := s.advertised.HTTP
 	if s.node.Raft.State() != raft.Leader {
 		leader = ""

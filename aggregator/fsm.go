@@ -32,19 +32,19 @@ type FSM struct {
 
 	// onChange, if set, is called after each entry with the tenants it
 	// changed.
-	onChange func(tenants []string)
+	OnChange func(tenants []string)
 	// onAudit, if set, is called after each entry that appended to the
 	// audit log, with the entries it appended (the callee's to keep), after
 	// onChange.
-	onAudit func(entries []AuditEntry)
+	OnAudit func(entries []AuditEntry)
 	// onRefused, if set, is told of each command refused (malformed false)
 	// and of each entry skipped because it could not be decoded (malformed
 	// true): the server logs them.
-	onRefused func(index uint64, err error, malformed bool)
+	OnRefused func(index uint64, err error, malformed bool)
 	// timeApply, if set, is called before each command is applied and
 	// returns what is called once it is (for metrics only: the clock is the
 	// caller's; the state never sees it).
-	timeApply func() (done func())
+	TimeApply func() (done func())
 	// index is the tenant list's compact copy of the tenants' figures,
 	// told of every change under the write lock (tenant_index.go).
 	index tenantIndex
@@ -56,8 +56,8 @@ func NewFSM(catalogue []plans.Plan) *FSM {
 }
 
 // applyResult is what Apply returns for a command, read by the proposer.
-type applyResult struct {
-	Items     []itemResult // cmdAgentItems: one per item, in order
+type ApplyResult struct {
+	Items     []ItemResult // cmdAgentItems: one per item, in order
 	Scheduled uint64       // cmdSetPlan: the id of the change scheduled
 	Err       error        // a refused command
 }
@@ -74,10 +74,10 @@ func (f *FSM) Apply(l *raft.Log) any {
 		panic(fmt.Sprintf("aggregator: raft index %d: %v: upgrade this server", l.Index, err))
 	}
 	if err != nil {
-		if f.onRefused != nil {
-			f.onRefused(l.Index, err, true)
+		if f.OnRefused != nil {
+			f.OnRefused(l.Index, err, true)
 		}
-		return &applyResult{Err: err}
+		return &ApplyResult{Err: err}
 	}
 	c := newCommand(kind)
 	if c == nil {
@@ -85,16 +85,16 @@ func (f *FSM) Apply(l *raft.Log) any {
 		// a newer leader added it. Skipping it would diverge as surely.
 		panic(fmt.Sprintf("aggregator: raft index %d: unknown command kind %d: upgrade this server", l.Index, kind))
 	}
-	var res *applyResult
+	var res *ApplyResult
 	var changed []string
 	var audited []AuditEntry
 	var done func()
-	if f.timeApply != nil {
-		done = f.timeApply()
+	if f.TimeApply != nil {
+		done = f.TimeApply()
 	}
 	f.mu.Lock()
 	if err := msgpack.Unmarshal(body, c); err != nil {
-		res = &applyResult{Err: err}
+		res = &ApplyResult{Err: err}
 	} else {
 		a := f.s.newApplier(l.Index, c.when())
 		res = c.apply(a)
@@ -106,39 +106,39 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if done != nil {
 		done()
 	}
-	if res.Err != nil && f.onRefused != nil {
-		f.onRefused(l.Index, res.Err, false)
+	if res.Err != nil && f.OnRefused != nil {
+		f.OnRefused(l.Index, res.Err, false)
 	}
-	if len(changed) > 0 && f.onChange != nil {
-		f.onChange(changed)
+	if len(changed) > 0 && f.OnChange != nil {
+		f.OnChange(changed)
 	}
-	if len(audited) > 0 && f.onAudit != nil {
-		f.onAudit(audited)
+	if len(audited) > 0 && f.OnAudit != nil {
+		f.OnAudit(audited)
 	}
 	return res
 }
 
-func (a *applier) applyItem(it agentItem, c *agentItemsCmd) itemResult {
+func (a *applier) applyItem(it AgentItem, c *AgentItemsCmd) ItemResult {
 	defaultPlan := c.DefaultPlan
 	m, err := a.s.decoder().Decode(it.Body)
 	if err != nil {
-		return itemResult{Status: statusInvalid}
+		return ItemResult{Status: StatusInvalid}
 	}
 	switch it.Kind {
-	case itemDelta:
+	case ItemDelta:
 		if b, ok := m.(*wire.DeltaBatch); ok {
 			return a.applyDelta(b, it.Region, defaultPlan)
 		}
-	case itemFull:
+	case ItemFull:
 		if fs, ok := m.(*wire.FullState); ok {
 			return a.applyFull(fs, it.Region, defaultPlan)
 		}
-	case itemGrant:
+	case ItemGrant:
 		if g, ok := m.(*wire.GrantAsk); ok {
 			return a.applyGrantAsk(g, c.Lease, c.Margin)
 		}
 	}
-	return itemResult{Status: statusInvalid}
+	return ItemResult{Status: StatusInvalid}
 }
 
 // snapshotFile is the on-disk form of a snapshot.
@@ -190,7 +190,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	for _, a := range s.Agents {
 		if a.Counts == nil {
-			a.Counts = map[string]*classCounts{}
+			a.Counts = map[string]*ClassCounts{}
 		}
 	}
 	s.rebuildRegionOpen()
@@ -202,12 +202,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.s = s
 	f.mu.Unlock()
-	if f.onChange != nil {
+	if f.OnChange != nil {
 		all := make([]string, 0, len(s.Tenants))
 		for n := range s.Tenants {
 			all = append(all, n)
 		}
-		f.onChange(all)
+		f.OnChange(all)
 	}
 	return nil
 }
@@ -226,7 +226,7 @@ func (fsmSnapshot) Release() {}
 
 // appliedIndex is the Raft index of the last command this state machine
 // applied (or of the snapshot it restored).
-func (f *FSM) appliedIndex() uint64 {
+func (f *FSM) AppliedIndex() uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.s.Index
@@ -234,7 +234,7 @@ func (f *FSM) appliedIndex() uint64 {
 
 // read runs fn with the state under the read lock; fn must not keep
 // references to the state after it returns.
-func (f *FSM) read(fn func(s *State)) {
+func (f *FSM) Read(fn func(s *State)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	fn(f.s)

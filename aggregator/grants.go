@@ -149,7 +149,7 @@ func poolIdx(class string) int {
 	if class == "" {
 		return -1
 	}
-	return classIndex(class)
+	return ClassIndex(class)
 }
 
 // sessionsBooked is what of agent id's open sessions of a pool is booked
@@ -164,7 +164,7 @@ func (s *State) sessionsBooked(t *Tenant, id string, cls int, now int64) uint64 
 		return 0
 	}
 	if cls < 0 {
-		return c.total()
+		return c.Total()
 	}
 	return c[cls]
 }
@@ -202,7 +202,7 @@ func (s *State) poolBooked(t *Tenant, class string, now, margin int64) (total ui
 }
 
 // applyGrantAsk grants an agent's asks, in order.
-func (a *applier) applyGrantAsk(g *wire.GrantAsk, lease, margin int64) itemResult {
+func (a *applier) applyGrantAsk(g *wire.GrantAsk, lease, margin int64) ItemResult {
 	if lease <= 0 {
 		lease = int64(DefaultGrantLease)
 	}
@@ -216,7 +216,7 @@ func (a *applier) applyGrantAsk(g *wire.GrantAsk, lease, margin int64) itemResul
 	for i := range g.Wants {
 		shares[i] = a.grant(g.AgentID, &g.Wants[i], lease, margin)
 	}
-	return itemResult{Status: statusApplied, Shares: shares}
+	return ItemResult{Status: StatusApplied, Shares: shares}
 }
 
 func (a *applier) grant(agent string, w *wire.GrantWant, lease, margin int64) wire.GrantShare {
@@ -373,7 +373,7 @@ func (a *applier) admittedOver(t *Tenant, c int, n uint64) {
 
 // grantsJSON lists a strict tenant's pools with the shares live and the
 // bookings at now.
-func grantsJSON(s *State, t *Tenant, now, margin int64) []GrantPoolJSON {
+func GrantsJSONOf(s *State, t *Tenant, now, margin int64) []GrantPoolJSON {
 	p, ok := s.Plans[t.Plan]
 	if !ok || p.Mode != plans.Strict {
 		return nil
@@ -414,7 +414,7 @@ func grantsJSON(s *State, t *Tenant, now, margin int64) []GrantPoolJSON {
 // recallTargets returns, for the pools an ask of agent asker left short
 // with nothing free, the other agents holding shares of them that their
 // last reported counts do not use: the agents to send Recall.
-func recallTargets(s *State, asker string, wants []wire.GrantWant, got []wire.GrantShare, margin int64) map[string][]wire.GrantPool {
+func RecallTargets(s *State, asker string, wants []wire.GrantWant, got []wire.GrantShare, margin int64) map[string][]wire.GrantPool {
 	var out map[string][]wire.GrantPool
 	for i := range got {
 		g := &got[i]
@@ -427,7 +427,7 @@ func recallTargets(s *State, asker string, wants []wire.GrantWant, got []wire.Gr
 		}
 		cls := -1
 		if g.Class != "" {
-			if cls = classIndex(g.Class); cls < 0 {
+			if cls = ClassIndex(g.Class); cls < 0 {
 				continue
 			}
 		}
@@ -439,7 +439,7 @@ func recallTargets(s *State, asker string, wants []wire.GrantWant, got []wire.Gr
 			if rec := s.Agents[id]; rec != nil {
 				if c := rec.Counts[g.Tenant]; c != nil {
 					if cls < 0 {
-						used = c.total()
+						used = c.Total()
 					} else {
 						used = c[cls]
 					}

@@ -17,13 +17,13 @@ const (
 )
 
 // ask applies one agent's GrantAsk at time at and returns its shares.
-func (h *fsmHarness) ask(at time.Time, agent string, wants ...wire.GrantWant) []wire.GrantShare {
-	h.t.Helper()
-	cmd := itemsCmd(at.UnixNano(), "", &wire.GrantAsk{AgentID: agent, ReqID: 1, Wants: wants})
+func (h *Harness) ask(at time.Time, agent string, wants ...wire.GrantWant) []wire.GrantShare {
+	h.T.Helper()
+	cmd := ItemsCmd(at.UnixNano(), "", &wire.GrantAsk{AgentID: agent, ReqID: 1, Wants: wants})
 	cmd.Lease, cmd.Margin = int64(testLease), int64(testMargin)
-	res := h.apply(cmdAgentItems, cmd)
-	if res.Err != nil || len(res.Items) != 1 || res.Items[0].Status != statusApplied {
-		h.t.Fatalf("grant ask: %+v", res)
+	res := h.Apply(CmdAgentItems, cmd)
+	if res.Err != nil || len(res.Items) != 1 || res.Items[0].Status != StatusApplied {
+		h.T.Fatalf("grant ask: %+v", res)
 	}
 	return res.Items[0].Shares
 }
@@ -48,16 +48,9 @@ func want(tenant, class string, n uint64, hold ...uint64) wire.GrantWant {
 	return w
 }
 
-func (h *fsmHarness) setPlan(at time.Time, tenant, plan string) {
-	h.t.Helper()
-	if res := h.apply(cmdSetPlan, &setPlanCmd{Time: at.UnixNano(), Tenant: tenant, Plan: plan}); res.Err != nil {
-		h.t.Fatal(res.Err)
-	}
-}
-
 func TestGrantRules(t *testing.T) {
-	h := newHarness(t)
-	h.setPlan(t0, "t", "starter") // strict, ceiling 100
+	h := NewHarness(t)
+	h.SetPlan(t0, "t", "starter") // strict, ceiling 100
 	at := t0.Add(time.Second)
 	type step struct {
 		name  string
@@ -87,14 +80,14 @@ func TestGrantRules(t *testing.T) {
 			t.Fatalf("%s: %s asks %d holding %d: got %+v, want grant %d free %d", s.name, s.agent, s.want, s.hold, got, s.grant, s.free)
 		}
 	}
-	if g := h.tenant("t").Grants; len(g) != 0 {
+	if g := h.Tenant("t").Grants; len(g) != 0 {
 		t.Errorf("grants left after every share went back: %+v", g)
 	}
 }
 
 func TestGrantNonStrictAndUnknown(t *testing.T) {
-	h := newHarness(t)
-	h.setPlan(t0, "soft", "payg")
+	h := NewHarness(t)
+	h.SetPlan(t0, "soft", "payg")
 	got := h.ask(t0, "a", want("soft", "", 10), want("nobody", "", 10), want("soft", "audio", 5))
 	for _, g := range got {
 		if g.Grant != 0 {
@@ -104,11 +97,11 @@ func TestGrantNonStrictAndUnknown(t *testing.T) {
 }
 
 func TestGrantLoweredCeilingTakesNothing(t *testing.T) {
-	h := newHarness(t)
-	h.setPlan(t0, "t", "growth") // strict 1000
+	h := NewHarness(t)
+	h.SetPlan(t0, "t", "growth") // strict 1000
 	h.ask(t0, "a", want("t", "", 600))
 	h.ask(t0, "b", want("t", "", 300))
-	h.setPlan(t0.Add(time.Second), "t", "starter") // 100: below the 900 leased
+	h.SetPlan(t0.Add(time.Second), "t", "starter") // 100: below the 900 leased
 	if g := h.ask(t0.Add(2*time.Second), "a", want("t", "", 700, 600)); g[0].Grant != 600 || g[0].Free != 0 {
 		t.Errorf("after a lowered ceiling, a asks more: %+v, want its 600 kept and nothing more", g)
 	}
@@ -125,23 +118,23 @@ func TestGrantLoweredCeilingTakesNothing(t *testing.T) {
 	}
 	// Holding less than its old share (it saw the lower ceiling and
 	// stopped using the rest) it cannot grow back into it.
-	h.setPlan(t0.Add(5*time.Second), "t", "growth")
+	h.SetPlan(t0.Add(5*time.Second), "t", "growth")
 	h.ask(t0.Add(5*time.Second), "a", want("t", "", 900, 60))
-	h.setPlan(t0.Add(6*time.Second), "t", "starter")
+	h.SetPlan(t0.Add(6*time.Second), "t", "starter")
 	if g := h.ask(t0.Add(6*time.Second), "a", want("t", "", 70, 65)); g[0].Grant != 65 {
 		t.Errorf("a (share 900 under growth, holding 65 at starter, b holds 40) asks 70: %+v, want 65", g)
 	}
 }
 
 func TestGrantClassPools(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	p := defaultPlan(t, "starter")
 	p.Name = "starter-ai"
 	p.ClassCeilings = []plans.ClassLimit{{Class: "ai", Ceiling: 5}}
-	if res := h.apply(cmdPutPlan, &putPlanCmd{Time: t0.UnixNano(), Plan: p.Normalized(), Create: true}); res.Err != nil {
+	if res := h.Apply(CmdPutPlan, &PutPlanCmd{Time: t0.UnixNano(), Plan: p.Normalized(), Create: true}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	h.setPlan(t0, "t", "starter-ai")
+	h.SetPlan(t0, "t", "starter-ai")
 	got := h.ask(t0, "a", want("t", "", 50), want("t", "ai", 8), want("t", "audio", 3))
 	if got[0].Grant != 50 || got[1].Grant != 5 || got[1].Free != 0 || got[2].Grant != 0 {
 		t.Errorf("pools: %+v; want total 50, ai 5 of 5, audio none (no class ceiling)", got)
@@ -149,9 +142,9 @@ func TestGrantClassPools(t *testing.T) {
 }
 
 func TestRecallTargets(t *testing.T) {
-	h := newHarness(t)
-	h.setPlan(t0, "t", "starter")
-	h.items(t0, "", full("b", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 10}), full("c", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 30}))
+	h := NewHarness(t)
+	h.SetPlan(t0, "t", "starter")
+	h.Items(t0, "", Full("b", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 10}), Full("c", 1, 1, wire.CountEntry{Tenant: "t", Class: "audio", Open: 30}))
 	h.ask(t0, "b", want("t", "", 60)) // uses 10 of 60
 	h.ask(t0, "c", want("t", "", 30)) // uses all 30
 	wants := []wire.GrantWant{want("t", "", 20)}
@@ -160,7 +153,7 @@ func TestRecallTargets(t *testing.T) {
 		t.Fatalf("a: %+v", got)
 	}
 	var targets map[string][]wire.GrantPool
-	h.f.read(func(s *State) { targets = recallTargets(s, "a", wants, got, int64(testMargin)) })
+	h.F.Read(func(s *State) { targets = RecallTargets(s, "a", wants, got, int64(testMargin)) })
 	if len(targets) != 1 || len(targets["b"]) != 1 || targets["b"][0] != (wire.GrantPool{Tenant: "t"}) {
 		t.Errorf("recall targets %v, want only b (c uses its whole share, a is the asker)", targets)
 	}
@@ -183,20 +176,20 @@ func TestGrantProperties(t *testing.T) {
 		lease, margin := int64(testLease), int64(testMargin)
 		f := NewFSM(plans.Defaults())
 		var index uint64
-		apply := func(kind cmdKind, body any) *applyResult {
-			data, err := encodeCmd(kind, body)
+		apply := func(kind CmdKind, body any) *ApplyResult {
+			data, err := EncodeCmd(kind, body)
 			if err != nil {
 				rt.Fatal(err)
 			}
 			index++
-			return f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data}).(*applyResult)
+			return f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data}).(*ApplyResult)
 		}
 		p := defaultPlan(rt, "starter")
 		p.Name, p.Ceiling = "prop", ceiling
-		if res := apply(cmdPutPlan, &putPlanCmd{Time: t0.UnixNano(), Plan: p, Create: true}); res.Err != nil {
+		if res := apply(CmdPutPlan, &PutPlanCmd{Time: t0.UnixNano(), Plan: p, Create: true}); res.Err != nil {
 			rt.Fatal(res.Err)
 		}
-		if res := apply(cmdSetPlan, &setPlanCmd{Time: t0.UnixNano(), Tenant: "t", Plan: "prop"}); res.Err != nil {
+		if res := apply(CmdSetPlan, &SetPlanCmd{Time: t0.UnixNano(), Tenant: "t", Plan: "prop"}); res.Err != nil {
 			rt.Fatal(res.Err)
 		}
 
@@ -245,9 +238,9 @@ func TestGrantProperties(t *testing.T) {
 			// The leader's clock, off by less than half the margin either
 			// way (so two leaders differ by less than the margin).
 			skew := rapid.SampledFrom([]int64{-margin/2 + 1, 0, margin/2 - 1}).Draw(rt, "skew")
-			cmd := itemsCmd(now+skew, "", &wire.GrantAsk{AgentID: id(i), Wants: []wire.GrantWant{{Tenant: "t", Want: want, Hold: hold}}})
+			cmd := ItemsCmd(now+skew, "", &wire.GrantAsk{AgentID: id(i), Wants: []wire.GrantWant{{Tenant: "t", Want: want, Hold: hold}}})
 			cmd.Lease, cmd.Margin = lease, margin
-			res := apply(cmdAgentItems, cmd)
+			res := apply(CmdAgentItems, cmd)
 			return res.Items[0].Shares[0].Grant
 		}
 		actions := map[string]func(*rapid.T){
@@ -333,8 +326,8 @@ func TestGrantProperties(t *testing.T) {
 // behind is not given away by a later leader whose clock runs ahead, while
 // the agent's own lease (counted from sending) still runs.
 func TestGrantMarginCoversSkew(t *testing.T) {
-	h := newHarness(t)
-	h.setPlan(t0.Add(-time.Hour), "t", "starter")
+	h := NewHarness(t)
+	h.SetPlan(t0.Add(-time.Hour), "t", "starter")
 	sent := t0
 	behind := testMargin/2 - time.Millisecond
 	h.ask(sent.Add(-behind), "a", want("t", "", 100)) // entry time: behind the agent's clock

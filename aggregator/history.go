@@ -69,7 +69,7 @@ func newHistory(max int) *history {
 // changed records the tenants an entry changed (FSM.onChange), as the
 // entry left them. It takes the read lock of the state.
 func (h *history) changed(f *FSM, names []string) {
-	f.read(func(st *State) {
+	f.Read(func(st *State) {
 		minute := st.Time / int64(time.Minute)
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -81,9 +81,9 @@ func (h *history) changed(f *FSM, names []string) {
 				continue
 			}
 			if i == 0 || t.Plan != plan { // tenants of one batch often share a plan
-				plan, ceil = t.Plan, clamp32(ceilingOf(st, t.Plan))
+				plan, ceil = t.Plan, clamp32(CeilingOf(st, t.Plan))
 			}
-			h.recordLocked(n, minute, clamp32(t.Open.total()), ceil)
+			h.recordLocked(n, minute, clamp32(t.Open.Total()), ceil)
 		}
 	})
 }
@@ -229,7 +229,7 @@ func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var now int64
 	found := false
-	s.fsm.read(func(st *State) {
+	s.fsm.Read(func(st *State) {
 		now = st.Time
 		_, found = st.Tenants[id]
 	})

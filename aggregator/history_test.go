@@ -10,10 +10,10 @@ import (
 )
 
 // historyHarness is a state machine whose entries feed a history.
-func historyHarness(t *testing.T, max int) (*fsmHarness, *history) {
-	h := newHarness(t)
+func historyHarness(t *testing.T, max int) (*Harness, *history) {
+	h := NewHarness(t)
 	hist := newHistory(max)
-	h.f.onChange = func(names []string) { hist.changed(h.f, names) }
+	h.F.OnChange = func(names []string) { hist.changed(h.F, names) }
 	return h, hist
 }
 
@@ -31,13 +31,13 @@ func peaks(pts []HistoryPointJSON) []uint64 {
 func TestHistoryMinutes(t *testing.T) {
 	h, hist := historyHarness(t, 10)
 	at := time.Date(2026, 12, 3, 9, 0, 10, 0, time.UTC)
-	h.items(at, "starter", full("a1", 1, 0), batch("a1", 1, 1, open("t", "audio", 5)))
-	h.items(at.Add(20*time.Second), "", batch("a1", 1, 2, open("t", "audio", 4)))    // 9 in minute 0
-	h.items(at.Add(40*time.Second), "", batch("a1", 1, 3, closed("t", "audio", 7)))  // ends minute 0 at 2
-	h.items(at.Add(3*time.Minute), "", batch("a1", 1, 4, open("t", "video-hd", 1)))  // 3 in minute 3
-	h.items(at.Add(5*time.Minute), "", batch("a1", 1, 5, open("other", "audio", 1))) // the latest entry: minute 5
+	h.Items(at, "starter", Full("a1", 1, 0), Batch("a1", 1, 1, Open("t", "audio", 5)))
+	h.Items(at.Add(20*time.Second), "", Batch("a1", 1, 2, Open("t", "audio", 4)))    // 9 in minute 0
+	h.Items(at.Add(40*time.Second), "", Batch("a1", 1, 3, Closed("t", "audio", 7)))  // ends minute 0 at 2
+	h.Items(at.Add(3*time.Minute), "", Batch("a1", 1, 4, Open("t", "video-hd", 1)))  // 3 in minute 3
+	h.Items(at.Add(5*time.Minute), "", Batch("a1", 1, 5, Open("other", "audio", 1))) // the latest entry: minute 5
 	var now int64
-	h.f.read(func(s *State) { now = s.Time })
+	h.F.Read(func(s *State) { now = s.Time })
 	pts, tracked := hist.points("t", 0, now)
 	if !tracked || !reflect.DeepEqual(peaks(pts), []uint64{9, 2, 2, 3, 3, 3}) {
 		t.Fatalf("tracked %v, peaks %v, want 9 2 2 3 3 3", tracked, peaks(pts))
@@ -59,11 +59,11 @@ func TestHistoryMinutes(t *testing.T) {
 func TestHistoryBounded(t *testing.T) {
 	h, hist := historyHarness(t, 3)
 	at := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
-	h.items(at, "payg", full("a1", 1, 0))
+	h.Items(at, "payg", Full("a1", 1, 0))
 	seq := uint64(0)
 	for i := 1; i <= 10; i++ {
 		seq++
-		h.items(at, "", batch("a1", 1, seq, open(fmt.Sprintf("t%02d", i), "audio", uint64(i))))
+		h.Items(at, "", Batch("a1", 1, seq, Open(fmt.Sprintf("t%02d", i), "audio", uint64(i))))
 		if n := hist.tracked(); n > 3 {
 			t.Fatalf("%d tenants tracked, cap 3", n)
 		}
@@ -82,16 +82,16 @@ func TestHistoryBounded(t *testing.T) {
 		t.Fatalf("kept %v, want the busiest three", got)
 	}
 	seq++
-	h.items(at, "", batch("a1", 1, seq, open("quiet", "audio", 5))) // less busy than any kept
+	h.Items(at, "", Batch("a1", 1, seq, Open("quiet", "audio", 5))) // less busy than any kept
 	seq++
-	h.items(at, "", batch("a1", 1, seq, open("big", "audio", 20))) // busier: replaces t08
+	h.Items(at, "", Batch("a1", 1, seq, Open("big", "audio", 20))) // busier: replaces t08
 	if got := kept(); !reflect.DeepEqual(got, []string{"big", "t09", "t10"}) {
 		t.Fatalf("kept %v", got)
 	}
 	// Twelve hours of minutes, an entry each: at most six hours kept.
 	for m := 1; m <= 720; m++ {
 		seq++
-		h.items(at.Add(time.Duration(m)*time.Minute), "", batch("a1", 1, seq, open("t10", "audio", 1)))
+		h.Items(at.Add(time.Duration(m)*time.Minute), "", Batch("a1", 1, seq, Open("t10", "audio", 1)))
 	}
 	hist.mu.Lock()
 	for n, s := range hist.series {
@@ -101,15 +101,15 @@ func TestHistoryBounded(t *testing.T) {
 	}
 	hist.mu.Unlock()
 	var now int64
-	h.f.read(func(s *State) { now = s.Time })
+	h.F.Read(func(s *State) { now = s.Time })
 	pts, _ := hist.points("t09", 0, now)
 	if len(pts) != historyMinutes || pts[len(pts)-1].Peak != 9 {
 		t.Fatalf("t09, silent for 12 h: %d points, last %+v", len(pts), pts[len(pts)-1])
 	}
 	// A deleted tenant leaves the history.
 	seq++
-	h.items(at.Add(721*time.Minute), "", batch("a1", 1, seq, closed("t09", "audio", 9)))
-	if res := h.apply(cmdTenantOp, &tenantOpCmd{Time: at.Add(722 * time.Minute).UnixNano(), Tenant: "t09", Op: "delete"}); res.Err != nil {
+	h.Items(at.Add(721*time.Minute), "", Batch("a1", 1, seq, Closed("t09", "audio", 9)))
+	if res := h.Apply(CmdTenantOp, &TenantOpCmd{Time: at.Add(722 * time.Minute).UnixNano(), Tenant: "t09", Op: "delete"}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	if got := kept(); !reflect.DeepEqual(got, []string{"big", "t10"}) {
@@ -127,9 +127,9 @@ func TestHistoryEndpoint(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d", rec.Code)
 	}
-	commitItems(t, s, full("a1", 1, 0), batch("a1", 1, 1, open("app1", "audio", 7)))
+	commitItems(t, s, Full("a1", 1, 0), Batch("a1", 1, 1, Open("app1", "audio", 7)))
 	clock.Set(clock.Now().Add(2 * time.Minute))
-	commitItems(t, s, batch("a1", 1, 2, closed("app1", "audio", 3)))
+	commitItems(t, s, Batch("a1", 1, 2, Closed("app1", "audio", 3)))
 	var hj HistoryJSON
 	if code := get(t, s, "/v1/tenants/app1/history", &hj); code != 200 {
 		t.Fatalf("history: %d", code)

@@ -88,7 +88,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	leader, leaderID := rf.LeaderWithID()
 	st := StatusJSON{
 		ID: s.node.ID(), State: raftState(rf.State()), Leader: string(leader), LeaderID: string(leaderID),
-		AppliedIndex: s.fsm.appliedIndex(), CommitIndex: rf.CommitIndex(), LastIndex: rf.LastIndex(),
+		AppliedIndex: s.fsm.AppliedIndex(), CommitIndex: rf.CommitIndex(), LastIndex: rf.LastIndex(),
 		HTTPAddr: s.HTTPAddr(), WireAddr: s.WireAddr(), RaftAddr: s.RaftAddr(), Voters: []string{},
 		Insecure: s.Insecure(),
 	}
@@ -134,15 +134,15 @@ func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
 		out   TenantJSON
 		found bool
 	)
-	s.fsm.read(func(st *State) {
+	s.fsm.Read(func(st *State) {
 		t := st.Tenants[id]
 		if t == nil {
 			return
 		}
 		found = true
-		out = tenantJSON(st, t)
-		out.Usage = tenantUsageJSON(st, t, period)
-		out.Grants = grantsJSON(st, t, s.cfg.Now().UnixNano(), int64(s.cfg.GrantMargin))
+		out = TenantJSONOf(st, t)
+		out.Usage = TenantUsageJSONOf(st, t, period)
+		out.Grants = GrantsJSONOf(st, t, s.cfg.Now().UnixNano(), int64(s.cfg.GrantMargin))
 		out.AdmittedOverCeiling = t.AdmittedOver
 	})
 	if !found {
@@ -158,7 +158,7 @@ func sortPlans(ps []plans.Plan) {
 
 func (s *Server) handlePlans(w http.ResponseWriter, r *http.Request) {
 	var out []plans.Plan
-	s.fsm.read(func(st *State) {
+	s.fsm.Read(func(st *State) {
 		for _, p := range st.Plans {
 			out = append(out, p)
 		}
@@ -185,13 +185,13 @@ type AgentJSON struct {
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 	var out []AgentJSON
-	s.fsm.read(func(st *State) {
+	s.fsm.Read(func(st *State) {
 		out = make([]AgentJSON, 0, len(st.Agents))
 		for _, a := range st.Agents {
 			j := AgentJSON{ID: a.ID, Epoch: a.Epoch, LastSeq: a.LastSeq, Region: a.Region,
 				LastSeen: time.Unix(0, a.LastSeen).UTC().Format(time.RFC3339Nano), Tenants: len(a.Counts), Expired: a.Expired}
 			for _, c := range a.Counts {
-				j.Sessions += c.total()
+				j.Sessions += c.Total()
 			}
 			out = append(out, j)
 		}

@@ -61,9 +61,9 @@ func (s *Server) handleExportInvoices(w http.ResponseWriter, r *http.Request) {
 	var names []string
 	var closed bool
 	var now plans.Period
-	s.fsm.read(func(st *State) {
+	s.fsm.Read(func(st *State) {
 		now = plans.PeriodOf(time.Unix(0, st.Time))
-		closed = st.periodClosed(p.String())
+		closed = st.PeriodClosed(p.String())
 		names = make([]string, 0, len(st.Tenants))
 		for n := range st.Tenants {
 			names = append(names, n)
@@ -96,11 +96,11 @@ func (s *Server) handleExportInvoices(w http.ResponseWriter, r *http.Request) {
 	n := 0
 	for _, name := range names {
 		tu := s.gatherUsage(name, p)
-		if !tu.found {
+		if !tu.Found {
 			continue // deleted meanwhile
 		}
-		inv, err := tu.invoice(p)
-		if err != nil && len(tu.slices) == 0 {
+		inv, err := tu.Invoice(p)
+		if err != nil && len(tu.Slices) == 0 {
 			continue // held no plan and used nothing in the period
 		}
 		if n%1000 == 0 {

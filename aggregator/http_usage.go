@@ -31,12 +31,12 @@ func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tu := s.gatherUsage(r.PathValue("id"), p)
-	if !tu.found {
+	if !tu.Found {
 		jsonhttp.Error(w, http.StatusNotFound, fmt.Sprintf("no tenant %q", r.PathValue("id")))
 		return
 	}
-	rep := tu.report
-	if inv, err := tu.invoice(p); err != nil {
+	rep := tu.Report
+	if inv, err := tu.Invoice(p); err != nil {
 		rep.InvoiceError = err.Error()
 	} else {
 		rep.Invoice = inv
@@ -60,16 +60,16 @@ func (s *Server) handleAdvice(w http.ResponseWriter, r *http.Request) {
 		headroom = n
 	}
 	tu := s.gatherUsage(r.PathValue("id"), p)
-	if !tu.found {
+	if !tu.Found {
 		jsonhttp.Error(w, http.StatusNotFound, fmt.Sprintf("no tenant %q", r.PathValue("id")))
 		return
 	}
-	if tu.current.Name == "" {
+	if tu.Current.Name == "" {
 		jsonhttp.Error(w, http.StatusConflict, fmt.Sprintf("tenant %q is on no plan", r.PathValue("id")))
 		return
 	}
 	var catalogue []plans.Plan
-	s.fsm.read(func(st *State) {
+	s.fsm.Read(func(st *State) {
 		for _, pl := range st.Plans {
 			catalogue = append(catalogue, pl)
 		}
@@ -79,14 +79,14 @@ func (s *Server) handleAdvice(w http.ResponseWriter, r *http.Request) {
 	if asOf.After(p.End()) {
 		asOf = p.End()
 	}
-	adv := plans.Advise(plans.AdviceInput{Current: tu.current, Period: p, AsOf: asOf, Days: tu.days, HeadroomPct: uint32(headroom),
-		ObservedFrom: tu.observedFrom, Previous: tu.previous, MAU: tu.report.MAU, PeakDAU: tu.report.PeakDAU}, catalogue)
+	adv := plans.Advise(plans.AdviceInput{Current: tu.Current, Period: p, AsOf: asOf, Days: tu.Days, HeadroomPct: uint32(headroom),
+		ObservedFrom: tu.ObservedFrom, Previous: tu.Previous, MAU: tu.Report.MAU, PeakDAU: tu.Report.PeakDAU}, catalogue)
 	jsonhttp.Write(w, http.StatusOK, adv)
 }
 
 // gatherUsage gathers tenant id's usage of period p under the read lock.
-func (s *Server) gatherUsage(id string, p plans.Period) tenantUsage {
-	var tu tenantUsage
-	s.fsm.read(func(st *State) { tu = gatherUsage(st, id, p) })
+func (s *Server) gatherUsage(id string, p plans.Period) TenantUsage {
+	var tu TenantUsage
+	s.fsm.Read(func(st *State) { tu = GatherUsage(st, id, p) })
 	return tu
 }

@@ -50,8 +50,8 @@ func (l *liveness) run(ctx context.Context) {
 			leaderSince = l.now()
 		}
 		expire, forget := l.due(leaderSince)
-		l.propose(cmdExpire, expire)
-		l.propose(cmdForget, forget)
+		l.propose(CmdExpire, expire)
+		l.propose(CmdForget, forget)
 		l.applyDue()
 	})
 }
@@ -61,7 +61,7 @@ func (l *liveness) run(ctx context.Context) {
 func (l *liveness) applyDue() {
 	now := l.now().UnixNano()
 	due := false
-	l.fsm.read(func(s *State) {
+	l.fsm.Read(func(s *State) {
 		for _, sc := range s.Scheduled {
 			due = due || sc.At <= now
 		}
@@ -69,7 +69,7 @@ func (l *liveness) applyDue() {
 	if !due {
 		return
 	}
-	data, err := encodeCmd(cmdApplyDue, &applyDueCmd{Time: l.clock.stamp()})
+	data, err := EncodeCmd(CmdApplyDue, &ApplyDueCmd{Time: l.clock.stamp()})
 	if err == nil {
 		err = l.raft.Apply(data, 5*time.Second).Error()
 	}
@@ -79,15 +79,15 @@ func (l *liveness) applyDue() {
 }
 
 // due lists the agents to expire and to forget now.
-func (l *liveness) due(leaderSince time.Time) (expire, forget []agentRef) {
+func (l *liveness) due(leaderSince time.Time) (expire, forget []AgentRef) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.fsm.read(func(s *State) {
+	l.fsm.Read(func(s *State) {
 		for id, rec := range s.Agents {
 			if rec.Expired {
 				if now.Sub(time.Unix(0, rec.LastSeen)) > l.forget {
-					forget = append(forget, agentRef{ID: id, Epoch: rec.Epoch})
+					forget = append(forget, AgentRef{ID: id, Epoch: rec.Epoch})
 				}
 				continue
 			}
@@ -96,7 +96,7 @@ func (l *liveness) due(leaderSince time.Time) (expire, forget []agentRef) {
 				last = leaderSince
 			}
 			if now.Sub(last) > l.grace {
-				expire = append(expire, agentRef{ID: id, Epoch: rec.Epoch})
+				expire = append(expire, AgentRef{ID: id, Epoch: rec.Epoch})
 			}
 		}
 	})
@@ -108,11 +108,11 @@ func (l *liveness) due(leaderSince time.Time) (expire, forget []agentRef) {
 	return expire, forget
 }
 
-func (l *liveness) propose(kind cmdKind, refs []agentRef) {
+func (l *liveness) propose(kind CmdKind, refs []AgentRef) {
 	if len(refs) == 0 {
 		return
 	}
-	data, err := encodeCmd(kind, &agentsCmd{Time: l.clock.stamp(), Agents: refs})
+	data, err := EncodeCmd(kind, &AgentsCmd{Time: l.clock.stamp(), Agents: refs})
 	if err != nil {
 		l.log.Error("encoding agent expiry", "error", err)
 		return
@@ -122,7 +122,7 @@ func (l *liveness) propose(kind cmdKind, refs []agentRef) {
 		return
 	}
 	what := "expired silent agents"
-	if kind == cmdForget {
+	if kind == CmdForget {
 		what = "forgot agents gone past the forget period"
 	}
 	ids := make([]string, len(refs))

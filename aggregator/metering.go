@@ -43,14 +43,14 @@ const MaxUsageGrace = 28 * 24 * time.Hour
 // RegionUsage is what a tenant used in one period through one region's
 // agents.
 type RegionUsage struct {
-	Micros classCounts // session time, µs
+	Micros ClassCounts // session time, µs
 	PCU    uint64      // peak of the region's open count, all classes
 	// Export is the usage export's cursor of this record (export.go).
 	Export *ExportMark `msgpack:",omitempty"`
 }
 
 // IsZero reports whether every count is zero (msgpack's omitempty asks).
-func (c classCounts) IsZero() bool { return c == classCounts{} }
+func (c ClassCounts) IsZero() bool { return c == ClassCounts{} }
 
 // booking says where an agent message's usage goes.
 type booking struct {
@@ -61,7 +61,7 @@ type booking struct {
 }
 
 // grace is the grace for late batches in effect, ns.
-func (s *State) grace() int64 {
+func (s *State) Grace() int64 {
 	if s.UsageGrace > 0 {
 		return s.UsageGrace
 	}
@@ -71,14 +71,14 @@ func (s *State) grace() int64 {
 // closePeriods closes every period whose end plus the grace is not after
 // now: those before the period holding now − grace.
 func (s *State) closePeriods(now int64) {
-	p := plans.PeriodOf(time.Unix(0, now-s.grace())).Prev().String()
+	p := plans.PeriodOf(time.Unix(0, now-s.Grace())).Prev().String()
 	if p > s.ClosedThrough {
 		s.ClosedThrough = p
 	}
 }
 
 // periodClosed reports whether period p ("2006-01") is closed.
-func (s *State) periodClosed(p string) bool { return p <= s.ClosedThrough }
+func (s *State) PeriodClosed(p string) bool { return p <= s.ClosedThrough }
 
 // batchBooking is where the usage of a batch cut at agentMillis (unix ms;
 // 0 when unknown) goes, before a tenant's own plan history is considered.
@@ -90,7 +90,7 @@ func (a *applier) batchBooking(agentMillis int64, region string) booking {
 	p := plans.PeriodOf(time.UnixMilli(agentMillis)).String()
 	switch {
 	case p >= a.period:
-	case a.s.periodClosed(p):
+	case a.s.PeriodClosed(p):
 		bk.late = true
 	default:
 		bk.period, bk.at = p, agentMillis*1e6
@@ -178,7 +178,7 @@ func (a *applier) bookUsage(t *Tenant, c int, e *wire.DeltaEntry, agentNow uint6
 	if peak > u.PCUByClass[c] {
 		u.PCUByClass[c] = peak
 	}
-	a.raisePeak(u, b, t.Open.total())
+	a.raisePeak(u, b, t.Open.Total())
 	u.region(bk.region).Micros[c] += e.SessionMicros
 	if b.RegionPeaks == nil {
 		// A bucket without regional peaks yet (a new day or plan): every
@@ -224,7 +224,7 @@ func (a *applier) bookTenantPeaks(rec *AgentRec, peaks []wire.TenantPeak, bk boo
 		}
 		var mine uint64
 		if c := rec.Counts[p.Tenant]; c != nil {
-			mine = c.total()
+			mine = c.Total()
 		}
 		var over uint64
 		if p.Peak > mine {
@@ -233,7 +233,7 @@ func (a *applier) bookTenantPeaks(rec *AgentRec, peaks []wire.TenantPeak, bk boo
 		tb := a.tenantBooking(t, bk)
 		u := a.usageFor(t, tb.period)
 		b := a.bucketFor(t, u, tb)
-		peak, regional := t.Open.total()+over, t.RegionOpen.get(rec.Region)+over
+		peak, regional := t.Open.Total()+over, t.RegionOpen.get(rec.Region)+over
 		var regionPCU uint64
 		if ru := u.Regions.get(rec.Region); ru != nil {
 			regionPCU = ru.PCU
@@ -285,7 +285,7 @@ func (a *applier) setRegion(rec *AgentRec, region string) {
 	}
 	for name, counts := range rec.Counts {
 		if t := a.s.Tenants[name]; t != nil {
-			n := counts.total()
+			n := counts.Total()
 			t.addRegionOpen(rec.Region, n, 0)
 			t.addRegionOpen(region, 0, n)
 			a.touch(t)
@@ -303,7 +303,7 @@ func (s *State) rebuildRegionOpen() {
 	for _, rec := range s.Agents {
 		for name, counts := range rec.Counts {
 			if t := s.Tenants[name]; t != nil {
-				t.addRegionOpen(rec.Region, 0, counts.total())
+				t.addRegionOpen(rec.Region, 0, counts.Total())
 			}
 		}
 	}
@@ -323,7 +323,7 @@ func (a *applier) accountOver(t *Tenant) {
 		p := plans.PeriodOf(time.Unix(0, from))
 		to := min(a.now, p.End().UnixNano())
 		name := p.String()
-		if a.s.periodClosed(name) {
+		if a.s.PeriodClosed(name) {
 			name = a.period
 		}
 		a.usageFor(t, name).OverNanos += uint64(to - from)
@@ -350,7 +350,7 @@ func (a *applier) settle() {
 				ceiling = plan.Ceiling
 			}
 		}
-		if ceiling > 0 && t.Open.total() >= ceiling {
+		if ceiling > 0 && t.Open.Total() >= ceiling {
 			if t.OverSince == 0 {
 				t.OverSince = a.now
 			}
@@ -368,17 +368,17 @@ func (a *applier) settle() {
 // usageGraceCmd sets how long after its end a period still takes the
 // batches cut in it (0: DefaultUsageGrace). Periods already closed stay
 // closed.
-type usageGraceCmd struct {
+type UsageGraceCmd struct {
 	Time  int64 `msgpack:"t"`
 	Grace int64 `msgpack:"g,omitempty"` // ns
 }
 
-func (c *usageGraceCmd) when() int64 { return c.Time }
+func (c *UsageGraceCmd) when() int64 { return c.Time }
 
-func (c *usageGraceCmd) apply(a *applier) *applyResult {
+func (c *UsageGraceCmd) apply(a *applier) *ApplyResult {
 	if c.Grace < 0 || c.Grace > int64(MaxUsageGrace) {
 		return refused("usage grace %v: want 0 to %v", time.Duration(c.Grace), MaxUsageGrace)
 	}
 	a.s.UsageGrace = c.Grace
-	return &applyResult{}
+	return &ApplyResult{}
 }

@@ -26,10 +26,10 @@ func cutAt(b *wire.DeltaBatch, at time.Time) *wire.DeltaBatch {
 
 // usageOf copies a tenant's usage of a period (nil if none), deep enough to
 // compare before and after.
-func usageOf(t *testing.T, h *fsmHarness, tenant, period string) *Usage {
+func usageOf(t *testing.T, h *Harness, tenant, period string) *Usage {
 	t.Helper()
 	var b []byte
-	h.f.read(func(s *State) {
+	h.F.Read(func(s *State) {
 		if tn := s.Tenants[tenant]; tn != nil && tn.Usage[period] != nil {
 			var err error
 			if b, err = msgpack.Marshal(tn.Usage[period]); err != nil {
@@ -45,13 +45,6 @@ func usageOf(t *testing.T, h *fsmHarness, tenant, period string) *Usage {
 		t.Fatal(err)
 	}
 	return &u
-}
-
-func (h *fsmHarness) ok(kind cmdKind, body any) {
-	h.t.Helper()
-	if res := h.apply(kind, body); res.Err != nil {
-		h.t.Fatal(res.Err)
-	}
 }
 
 // TestBatchBookedToItsPeriodUntilItCloses: a batch goes to the period it was
@@ -79,27 +72,27 @@ func TestBatchBookedToItsPeriodUntilItCloses(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t)
+			h := NewHarness(t)
 			if tc.grace != 0 {
-				h.ok(cmdUsageGrace, &usageGraceCmd{Time: nov1.UnixNano(), Grace: int64(tc.grace)})
+				h.OK(CmdUsageGrace, &UsageGraceCmd{Time: nov1.UnixNano(), Grace: int64(tc.grace)})
 			}
-			h.ok(cmdSetPlan, &setPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "starter"})
+			h.OK(CmdSetPlan, &SetPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "starter"})
 			early := time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC)
-			h.items(early, "", full("a1", 1, 0), cutAt(batch("a1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 1, Peak: 1, SessionMicros: 1_000_000}), early))
+			h.Items(early, "", Full("a1", 1, 0), cutAt(Batch("a1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", Opened: 1, Peak: 1, SessionMicros: 1_000_000}), early))
 			before := usageOf(t, h, "t1", "2026-11")
 
-			b := batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", Closed: 1, SessionMicros: 7_000_000, ClosedMinutes: 1, Refused: 2, Peak: 1})
+			b := Batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", Closed: 1, SessionMicros: 7_000_000, ClosedMinutes: 1, Refused: 2, Peak: 1})
 			if !tc.cut.IsZero() {
 				cutAt(b, tc.cut)
 			}
-			if r := h.items(tc.applied, "", b); r[0].Status != statusApplied {
+			if r := h.Items(tc.applied, "", b); r[0].Status != StatusApplied {
 				t.Fatalf("batch: %+v", r[0])
 			}
 			nov, dec := usageOf(t, h, "t1", "2026-11"), usageOf(t, h, "t1", "2026-12")
 			if dec == nil {
 				dec = &Usage{}
 			}
-			a := classIndex("audio")
+			a := ClassIndex("audio")
 			booked, wantMicros := dec, uint64(7_000_000)
 			if tc.want == "2026-11" {
 				booked, wantMicros = nov, 8_000_000 // with the earlier batch's second
@@ -132,8 +125,8 @@ func TestBatchBookedToItsPeriodUntilItCloses(t *testing.T) {
 				grace = DefaultUsageGrace
 			}
 			closed := !tc.applied.Before(dec1(0, 0, 0).Add(grace))
-			h.f.read(func(s *State) {
-				if got := s.periodClosed("2026-11"); got != closed {
+			h.F.Read(func(s *State) {
+				if got := s.PeriodClosed("2026-11"); got != closed {
 					t.Errorf("2026-11 closed %v, want %v", got, closed)
 				}
 				if j := meteringJSON(s, s.Tenants["t1"], "2026-11"); j.Closed != closed {
@@ -147,24 +140,24 @@ func TestBatchBookedToItsPeriodUntilItCloses(t *testing.T) {
 // TestClosedPeriodStaysClosed: raising the grace after a period closed
 // does not reopen it; its usage never changes again.
 func TestClosedPeriodStaysClosed(t *testing.T) {
-	h := newHarness(t)
-	h.ok(cmdSetPlan, &setPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "starter"})
+	h := NewHarness(t)
+	h.OK(CmdSetPlan, &SetPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "starter"})
 	cut := time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
-	h.items(cut, "", full("a1", 1, 0), cutAt(batch("a1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1_000_000}), cut))
+	h.Items(cut, "", Full("a1", 1, 0), cutAt(Batch("a1", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1_000_000}), cut))
 	// An entry at 01:00 closes November (grace 1 h)...
-	h.items(dec1(1, 0, 0), "", cutAt(batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 2_000_000}), cut))
+	h.Items(dec1(1, 0, 0), "", cutAt(Batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 2_000_000}), cut))
 	before := usageOf(t, h, "t1", "2026-11")
 	// ...and a grace of 3 h set afterwards does not reopen it.
-	h.ok(cmdUsageGrace, &usageGraceCmd{Time: dec1(1, 0, 1).UnixNano(), Grace: int64(3 * time.Hour)})
-	h.items(dec1(1, 30, 0), "", cutAt(batch("a1", 1, 3, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 4_000_000}), cut))
-	if nov := usageOf(t, h, "t1", "2026-11"); !reflect.DeepEqual(nov, before) || nov.Micros[classIndex("audio")] != 1_000_000 {
+	h.OK(CmdUsageGrace, &UsageGraceCmd{Time: dec1(1, 0, 1).UnixNano(), Grace: int64(3 * time.Hour)})
+	h.Items(dec1(1, 30, 0), "", cutAt(Batch("a1", 1, 3, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 4_000_000}), cut))
+	if nov := usageOf(t, h, "t1", "2026-11"); !reflect.DeepEqual(nov, before) || nov.Micros[ClassIndex("audio")] != 1_000_000 {
 		t.Errorf("2026-11 changed after it closed: %+v", nov)
 	}
 	if dec := usageOf(t, h, "t1", "2026-12"); dec.Late != 2 || dec.LateMicros != 6_000_000 {
 		t.Errorf("2026-12: %d late batches, %d µs; want 2 and 6000000", dec.Late, dec.LateMicros)
 	}
 	for _, g := range []time.Duration{-1, MaxUsageGrace + 1} {
-		if res := h.apply(cmdUsageGrace, &usageGraceCmd{Time: dec1(2, 0, 0).UnixNano(), Grace: int64(g)}); !errors.Is(res.Err, errRefused) {
+		if res := h.Apply(CmdUsageGrace, &UsageGraceCmd{Time: dec1(2, 0, 0).UnixNano(), Grace: int64(g)}); !errors.Is(res.Err, ErrRefused) {
 			t.Errorf("grace %v: %v, want refused", g, res.Err)
 		}
 	}
@@ -178,33 +171,33 @@ func TestSecondsOverCeiling(t *testing.T) {
 	s := time.Second
 	touch := func() wire.DeltaEntry { return wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1} }
 	seq := uint64(0)
-	next := func(e wire.DeltaEntry) *wire.DeltaBatch { seq++; return batch("a1", 1, seq, e) }
-	h := newHarness(t)
+	next := func(e wire.DeltaEntry) *wire.DeltaBatch { seq++; return Batch("a1", 1, seq, e) }
+	h := NewHarness(t)
 	steps := []struct {
 		at   time.Duration
 		do   func(at time.Time)
 		want time.Duration // November's time at or over the ceiling after the step
 	}{
 		{0, func(at time.Time) {
-			h.ok(cmdSetPlan, &setPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: "starter"}) // strict, ceiling 100
-			h.items(at, "", full("a1", 1, 0), next(open("t1", "audio", 100)))
+			h.OK(CmdSetPlan, &SetPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: "starter"}) // strict, ceiling 100
+			h.Items(at, "", Full("a1", 1, 0), next(Open("t1", "audio", 100)))
 		}, 0},
-		{10 * s, func(at time.Time) { h.items(at, "", next(touch())) }, 10 * s},                  // at the ceiling counts
-		{30 * s, func(at time.Time) { h.items(at, "", next(closed("t1", "audio", 1))) }, 30 * s}, // 99: stops
-		{60 * s, func(at time.Time) { h.items(at, "", next(touch())) }, 30 * s},
-		{90 * s, func(at time.Time) { h.items(at, "", next(open("t1", "video-hd", 5))) }, 30 * s}, // 104, all classes: from 90 s
+		{10 * s, func(at time.Time) { h.Items(at, "", next(touch())) }, 10 * s},                  // at the ceiling counts
+		{30 * s, func(at time.Time) { h.Items(at, "", next(Closed("t1", "audio", 1))) }, 30 * s}, // 99: stops
+		{60 * s, func(at time.Time) { h.Items(at, "", next(touch())) }, 30 * s},
+		{90 * s, func(at time.Time) { h.Items(at, "", next(Open("t1", "video-hd", 5))) }, 30 * s}, // 104, all classes: from 90 s
 		{100 * s, func(at time.Time) {
-			h.ok(cmdSetPlan, &setPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: "growth"}) // ceiling 1,000: stops
+			h.OK(CmdSetPlan, &SetPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: "growth"}) // ceiling 1,000: stops
 		}, 40 * s},
-		{200 * s, func(at time.Time) { h.items(at, "", next(touch())) }, 40 * s},
-		{300 * s, func(at time.Time) { h.ok(cmdSetPlan, &setPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: "starter"}) }, 40 * s},
+		{200 * s, func(at time.Time) { h.Items(at, "", next(touch())) }, 40 * s},
+		{300 * s, func(at time.Time) { h.OK(CmdSetPlan, &SetPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: "starter"}) }, 40 * s},
 		{330 * s, func(at time.Time) {
-			h.ok(cmdExpire, &agentsCmd{Time: at.UnixNano(), Agents: []agentRef{{ID: "a1", Epoch: 1}}})
+			h.OK(CmdExpire, &AgentsCmd{Time: at.UnixNano(), Agents: []AgentRef{{ID: "a1", Epoch: 1}}})
 		}, 70 * s}, // counts gone: stops
 		{400 * s, func(at time.Time) {
-			h.items(at, "", full("a1", 1, seq, wire.CountEntry{Tenant: "t1", Class: "audio", Open: 150}))
+			h.Items(at, "", Full("a1", 1, seq, wire.CountEntry{Tenant: "t1", Class: "audio", Open: 150}))
 		}, 70 * s}, // 150 from 400 s
-		{460 * s, func(at time.Time) { h.items(at, "", next(touch())) }, 130 * s},
+		{460 * s, func(at time.Time) { h.Items(at, "", next(touch())) }, 130 * s},
 	}
 	for i, st := range steps {
 		at := base.Add(st.at)
@@ -230,11 +223,11 @@ func TestSecondsOverCeilingAcrossPeriods(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t)
+			h := NewHarness(t)
 			from := time.Date(2026, 11, 30, 23, 58, 0, 0, time.UTC)
-			h.ok(cmdSetPlan, &setPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "starter"})
-			h.items(from, "", full("a1", 1, 0), batch("a1", 1, 1, open("t1", "audio", 100)))
-			h.items(tc.touch, "", batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1}))
+			h.OK(CmdSetPlan, &SetPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "starter"})
+			h.Items(from, "", Full("a1", 1, 0), Batch("a1", 1, 1, Open("t1", "audio", 100)))
+			h.Items(tc.touch, "", Batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 1}))
 			nov, dec := usageOf(t, h, "t1", "2026-11"), usageOf(t, h, "t1", "2026-12")
 			if time.Duration(nov.OverNanos) != tc.nov || time.Duration(dec.OverNanos) != tc.dec {
 				t.Errorf("over the ceiling: 2026-11 %v, 2026-12 %v; want %v and %v", time.Duration(nov.OverNanos), time.Duration(dec.OverNanos), tc.nov, tc.dec)
@@ -260,14 +253,14 @@ func TestOverCeilingByPlan(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t)
-			h.ok(cmdPutPlan, &putPlanCmd{Time: nov1.UnixNano(), Plan: meterPlan, Create: true})
+			h := NewHarness(t)
+			h.OK(CmdPutPlan, &PutPlanCmd{Time: nov1.UnixNano(), Plan: meterPlan, Create: true})
 			at := time.Date(2026, 11, 10, 10, 0, 0, 0, time.UTC)
 			if tc.plan != "" {
-				h.ok(cmdSetPlan, &setPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: tc.plan})
+				h.OK(CmdSetPlan, &SetPlanCmd{Time: at.UnixNano(), Tenant: "t1", Plan: tc.plan})
 			}
-			h.items(at, "", full("a1", 1, 0), batch("a1", 1, 1, open("t1", "ai", tc.open)))
-			h.items(at.Add(time.Minute), "", batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "ai", SessionMicros: 1}))
+			h.Items(at, "", Full("a1", 1, 0), Batch("a1", 1, 1, Open("t1", "ai", tc.open)))
+			h.Items(at.Add(time.Minute), "", Batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "ai", SessionMicros: 1}))
 			if got := time.Duration(usageOf(t, h, "t1", "2026-11").OverNanos); got != tc.want {
 				t.Errorf("%v over the ceiling, want %v", got, tc.want)
 			}
@@ -277,16 +270,16 @@ func TestOverCeilingByPlan(t *testing.T) {
 
 // region applies agent messages, each from an agent of the given region,
 // as one entry; every one must apply.
-func (h *fsmHarness) region(at time.Time, region string, msgs ...wire.Message) {
-	h.t.Helper()
-	cmd := itemsCmd(at.UnixNano(), "", msgs...)
+func (h *Harness) region(at time.Time, region string, msgs ...wire.Message) {
+	h.T.Helper()
+	cmd := ItemsCmd(at.UnixNano(), "", msgs...)
 	for i := range cmd.Items {
 		cmd.Items[i].Region = region
 	}
-	res := h.apply(cmdAgentItems, cmd)
+	res := h.Apply(CmdAgentItems, cmd)
 	for i, r := range res.Items {
-		if res.Err != nil || r.Status != statusApplied {
-			h.t.Fatalf("item %d: %+v %v", i, r, res.Err)
+		if res.Err != nil || r.Status != StatusApplied {
+			h.T.Fatalf("item %d: %+v %v", i, r, res.Err)
 		}
 	}
 }
@@ -295,30 +288,30 @@ func (h *fsmHarness) region(at time.Time, region string, msgs ...wire.Message) {
 // regional peaks against the global peak; an agent that comes back in
 // another region takes its counts there.
 func TestRegionalUsageAndPeaks(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	regional := plans.Plan{Name: "regional", Billing: plans.Package, FeeMonthly: 1, Ceiling: 1000, Mode: plans.Soft, PeakBasis: plans.PeakRegional}
-	h.ok(cmdPutPlan, &putPlanCmd{Time: nov1.UnixNano(), Plan: regional, Create: true})
-	h.ok(cmdSetPlan, &setPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "growth"})
+	h.OK(CmdPutPlan, &PutPlanCmd{Time: nov1.UnixNano(), Plan: regional, Create: true})
+	h.OK(CmdSetPlan, &SetPlanCmd{Time: nov1.UnixNano(), Tenant: "t1", Plan: "growth"})
 	day := time.Date(2026, 11, 10, 10, 0, 0, 0, time.UTC)
-	h.region(day, "eu", full("a1", 1, 0))
-	h.region(day, "us", full("a2", 1, 0))
+	h.region(day, "eu", Full("a1", 1, 0))
+	h.region(day, "us", Full("a2", 1, 0))
 	// eu peaks at 30 at 10:00 while us has none.
-	h.region(day, "eu", batch("a1", 1, 1, open("t1", "audio", 30)))
+	h.region(day, "eu", Batch("a1", 1, 1, Open("t1", "audio", 30)))
 	// At 11:00 eu is down to 5; us went up to 25 within the interval and
 	// ended at 20: the global peak stays 30 (5 + 25), the regions' add up to 55.
-	h.region(day.Add(time.Hour), "eu", batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", Closed: 25, SessionMicros: 3_000_000, Peak: 30}))
-	b := batch("a2", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "video-hd", Opened: 20, Peak: 25, SessionMicros: 2_000_000})
+	h.region(day.Add(time.Hour), "eu", Batch("a1", 1, 2, wire.DeltaEntry{Tenant: "t1", Class: "audio", Closed: 25, SessionMicros: 3_000_000, Peak: 30}))
+	b := Batch("a2", 1, 1, wire.DeltaEntry{Tenant: "t1", Class: "video-hd", Opened: 20, Peak: 25, SessionMicros: 2_000_000})
 	b.Peaks = []wire.TenantPeak{{Tenant: "t1", Peak: 25}}
 	h.region(day.Add(time.Hour), "us", b)
 	// Next day a1 comes back from "ap" with its 5 sessions.
-	h.region(day.Add(24*time.Hour), "ap", batch("a1", 1, 3, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 4_000_000, Peak: 5}))
+	h.region(day.Add(24*time.Hour), "ap", Batch("a1", 1, 3, wire.DeltaEntry{Tenant: "t1", Class: "audio", SessionMicros: 4_000_000, Peak: 5}))
 
-	tn := h.tenant("t1")
+	tn := h.Tenant("t1")
 	if want := map[string]uint64{"ap": 5, "us": 20}; !reflect.DeepEqual(asMap(tn.RegionOpen), want) {
 		t.Errorf("regional open %v, want %v", tn.RegionOpen, want)
 	}
 	u := usageOf(t, h, "t1", "2026-11")
-	micros := func(class string, v uint64) (c classCounts) { c[classIndex(class)] = v; return c }
+	micros := func(class string, v uint64) (c ClassCounts) { c[ClassIndex(class)] = v; return c }
 	want := map[string]RegionUsage{
 		"eu": {PCU: 30, Micros: micros("audio", 3_000_000)},
 		"us": {PCU: 25, Micros: micros("video-hd", 2_000_000)},
@@ -337,8 +330,8 @@ func TestRegionalUsageAndPeaks(t *testing.T) {
 		basis plans.PeakBasis
 		pcu   uint64
 	}{{"growth", plans.PeakGlobal, 30}, {"regional", plans.PeakRegional, 60}} {
-		h.ok(cmdSetPlan, &setPlanCmd{Time: day.Add(25 * time.Hour).UnixNano(), Tenant: "t1", Plan: tc.plan})
-		h.f.read(func(s *State) {
+		h.OK(CmdSetPlan, &SetPlanCmd{Time: day.Add(25 * time.Hour).UnixNano(), Tenant: "t1", Plan: tc.plan})
+		h.F.Read(func(s *State) {
 			j := meteringJSON(s, s.Tenants["t1"], "2026-11")
 			if j.PeakBasis != string(tc.basis) || j.PlanPCU != tc.pcu || j.RegionalPCU != 60 || len(j.Regions) != 3 || j.Regions[0].Region != "ap" {
 				t.Errorf("on %s: %+v; want basis %s, plan PCU %d, regional 60", tc.plan, j, tc.basis, tc.pcu)
@@ -346,30 +339,30 @@ func TestRegionalUsageAndPeaks(t *testing.T) {
 		})
 	}
 	// Daily peaks: the 10th has eu 30 + us 25, the 11th ap 5 + us 20.
-	var tu tenantUsage
-	h.f.read(func(st *State) { tu = gatherUsage(st, "t1", plans.Period{Year: 2026, Month: time.November}) })
-	if len(tu.days) != 11 || tu.days[9].RegionalPeak != 55 || tu.days[9].Peak != 30 || tu.days[10].RegionalPeak != 25 {
-		t.Errorf("days %+v: want the 10th at 55 regional (30 global), the 11th at 25", tu.days)
+	var tu TenantUsage
+	h.F.Read(func(st *State) { tu = GatherUsage(st, "t1", plans.Period{Year: 2026, Month: time.November}) })
+	if len(tu.Days) != 11 || tu.Days[9].RegionalPeak != 55 || tu.Days[9].Peak != 30 || tu.Days[10].RegionalPeak != 25 {
+		t.Errorf("days %+v: want the 10th at 55 regional (30 global), the 11th at 25", tu.Days)
 	}
 }
 
 // TestRestoreRebuildsRegionalCounts: a snapshot without regional open
 // counts (written before they existed) restores them from the agents'.
 func TestRestoreRebuildsRegionalCounts(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	at := time.Date(2026, 11, 10, 10, 0, 0, 0, time.UTC)
-	h.region(at, "eu", full("a1", 1, 0), batch("a1", 1, 1, open("t1", "audio", 3), open("t2", "ai", 1)))
-	h.region(at, "us", full("a2", 1, 0), batch("a2", 1, 1, open("t1", "video-hd", 4)))
-	h.f.mu.Lock()
-	for _, tn := range h.f.s.Tenants {
+	h.region(at, "eu", Full("a1", 1, 0), Batch("a1", 1, 1, Open("t1", "audio", 3), Open("t2", "ai", 1)))
+	h.region(at, "us", Full("a2", 1, 0), Batch("a2", 1, 1, Open("t1", "video-hd", 4)))
+	h.F.mu.Lock()
+	for _, tn := range h.F.s.Tenants {
 		tn.RegionOpen = nil
 	}
-	h.f.mu.Unlock()
-	snap, err := h.f.Snapshot()
+	h.F.mu.Unlock()
+	snap, err := h.F.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sink memSink
+	var sink MemSink
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +370,7 @@ func TestRestoreRebuildsRegionalCounts(t *testing.T) {
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
-	g.read(func(s *State) {
+	g.Read(func(s *State) {
 		if got, want := asMap(s.Tenants["t1"].RegionOpen), map[string]uint64{"eu": 3, "us": 4}; !reflect.DeepEqual(got, want) {
 			t.Errorf("t1 regional open %v, want %v", got, want)
 		}

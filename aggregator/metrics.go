@@ -174,28 +174,28 @@ type streamStats struct {
 	accepted atomic.Uint64 // streams welcomed
 	// messages counts agent messages (deltas, full states) by kind and
 	// outcome: index [kind-1][status], status 0 for a failed commit.
-	messages [2][statusInvalid + 1]atomic.Uint64
+	messages [2][StatusInvalid + 1]atomic.Uint64
 }
 
 // result counts the outcome of one proposed agent message.
-func (s *streamStats) result(kind itemKind, res itemResult, err error) {
-	if kind != itemDelta && kind != itemFull {
+func (s *streamStats) result(kind ItemKind, res ItemResult, err error) {
+	if kind != ItemDelta && kind != ItemFull {
 		return
 	}
 	st := res.Status
-	if err != nil || st > statusInvalid {
+	if err != nil || st > StatusInvalid {
 		st = 0
 	}
 	s.messages[kind-1][st].Add(1)
 }
 
-var statusNames = [statusInvalid + 1]string{"error", "applied", "duplicate", "gap", "need_full", "old_epoch", "invalid"}
+var statusNames = [StatusInvalid + 1]string{"error", "applied", "duplicate", "gap", "need_full", "old_epoch", "invalid"}
 
 // className is the name of each class index; classesByName the indexes
 // in the order of their names.
 var (
-	className     [numClasses]string
-	classesByName [numClasses]int
+	className     [NumClasses]string
+	classesByName [NumClasses]int
 )
 
 func init() {
@@ -280,14 +280,14 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	if c.only != "" {
-		s.fsm.read(func(st *State) {
+		s.fsm.Read(func(st *State) {
 			if t := st.Tenants[c.only]; t != nil {
 				collectTenant(ch, st, t)
 			}
 		})
 		return
 	}
-	c.s.fsm.read(func(st *State) { c.collectState(ch, st) })
+	c.s.fsm.Read(func(st *State) { c.collectState(ch, st) })
 	if s.node != nil {
 		c.collectRaft(ch)
 	}
@@ -299,7 +299,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, descStreamAccepted, float64(s.st.stats.accepted.Load()))
 		for k, kind := range []string{"delta", "full"} {
 			for st := range statusNames {
-				if v := s.st.stats.messages[k][st].Load(); v > 0 || itemStatus(st) == statusApplied {
+				if v := s.st.stats.messages[k][st].Load(); v > 0 || ItemStatus(st) == StatusApplied {
 					counter(ch, descStreamMessages, float64(v), kind, statusNames[st])
 				}
 			}
@@ -337,7 +337,7 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 	gauge(ch, descAgents, float64(agents[0]), "false")
 	gauge(ch, descAgents, float64(agents[1]), "true")
 
-	var open, micros, refused classCounts
+	var open, micros, refused ClassCounts
 	var unitMins float64
 	var admittedOver uint64
 	poolsOver := map[string]int{OverLowered: 0, OverRestart: 0, OverReturned: 0}
@@ -350,11 +350,11 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 			poolsOver[o.Cause]++
 		}
 		for _, u := range t.Usage {
-			for i := range numClasses {
+			for i := range NumClasses {
 				micros[i] += u.Micros[i]
 				refused[i] += u.Refused[i]
 			}
-			unitMins += unitMinutes(u)
+			unitMins += UnitMinutes(u)
 		}
 	}
 	for i, name := range className {
@@ -369,15 +369,15 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 	}
 
 	// The busiest maxTenants tenants by their own label, the rest summed.
-	keys := make([]tenantKey, 0, min(len(st.Tenants), c.maxTenants))
+	keys := make([]TenantKey, 0, min(len(st.Tenants), c.maxTenants))
 	if len(st.Tenants) <= c.maxTenants {
 		for _, t := range st.Tenants {
-			keys = append(keys, tenantKey{name: t.Name, t: t})
+			keys = append(keys, TenantKey{Name: t.Name, T: t})
 		}
 	} else {
 		h := pageHeap{o: orderConcurrency, keys: keys}
 		for _, t := range st.Tenants {
-			k := tenantKey{name: t.Name, conc: t.Open.total(), t: t}
+			k := TenantKey{Name: t.Name, Conc: t.Open.Total(), T: t}
 			switch {
 			case len(h.keys) < c.maxTenants:
 				heap.Push(&h, k)
@@ -390,11 +390,11 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 	}
 	// Emitted in the order the registry sorts them in (label values, by
 	// label name: class before tenant), which makes its sort linear.
-	slices.SortFunc(keys, func(a, b tenantKey) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(keys, func(a, b TenantKey) int { return strings.Compare(a.Name, b.Name) })
 	otherOpen := open
 	var ceilings, otherCeiling uint64
 	for i := range keys {
-		t := keys[i].t
+		t := keys[i].T
 		p := st.Plans[t.Plan]
 		ceilings += p.Ceiling
 		gauge(ch, descTenantCeiling, float64(p.Ceiling), t.Name)
@@ -411,12 +411,12 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 			gauge(ch, descTenantConcurrency, float64(otherOpen[j]), otherTenant, className[j])
 		}
 		for i := range keys {
-			gauge(ch, descTenantConcurrency, float64(keys[i].t.Open[j]), keys[i].name, className[j])
+			gauge(ch, descTenantConcurrency, float64(keys[i].T.Open[j]), keys[i].Name, className[j])
 		}
 	}
 	gauge(ch, descOtherTenants, float64(others))
 	for i := range keys {
-		collectUsers(ch, st, keys[i].t)
+		collectUsers(ch, st, keys[i].T)
 	}
 	if others > 0 {
 		for _, t := range st.Tenants {
@@ -442,13 +442,13 @@ func collectTenant(ch chan<- prometheus.Metric, st *State, t *Tenant) {
 // collectUsers reports a tenant's active users of the state's current
 // period and day.
 func collectUsers(ch chan<- prometheus.Metric, st *State, t *Tenant) {
-	today := dayOf(st.Time)
+	today := DayOf(st.Time)
 	var mau uint64
-	if u := t.Usage[periodOfDay(today)]; u != nil {
+	if u := t.Usage[PeriodOfDay(today)]; u != nil {
 		mau = u.MAU
 	}
 	gauge(ch, descTenantMAU, float64(mau), t.Name)
-	gauge(ch, descTenantDAU, float64(t.dau(today)), t.Name)
+	gauge(ch, descTenantDAU, float64(t.DAU(today)), t.Name)
 }
 
 func (c *stateCollector) collectRaft(ch chan<- prometheus.Metric) {
@@ -466,7 +466,7 @@ func (c *stateCollector) collectRaft(ch chan<- prometheus.Metric) {
 	snap, _ := strconv.ParseUint(stats["last_snapshot_index"], 10, 64)
 	gauge(ch, descRaftTerm, float64(rf.CurrentTerm()))
 	gauge(ch, descRaftCommit, float64(rf.CommitIndex()))
-	gauge(ch, descRaftApplied, float64(s.fsm.appliedIndex()))
+	gauge(ch, descRaftApplied, float64(s.fsm.AppliedIndex()))
 	gauge(ch, descRaftLast, float64(rf.LastIndex()))
 	gauge(ch, descRaftSnapshot, float64(snap))
 	switch last := rf.LastContact(); {

@@ -54,7 +54,7 @@ func TestAggregatorMetrics(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 	}
-	commitItems(t, s, full("a1", 1, 0), batch("a1", 1, 1,
+	commitItems(t, s, Full("a1", 1, 0), Batch("a1", 1, 1,
 		wire.DeltaEntry{Tenant: "acme", Class: "audio", Opened: 7, Peak: 7, SessionMicros: 30e6, Refused: 2},
 		wire.DeltaEntry{Tenant: "acme", Class: "video-hd", Opened: 3, Peak: 10}))
 	if code := get(t, s, "/v1/tenants?limit=banana", nil); code != 400 {
@@ -118,11 +118,11 @@ func TestAggregatorMetrics(t *testing.T) {
 // TestMetricsTenantCap: beyond the cap, the busiest tenants keep their
 // label and the others are summed under tenant="_other".
 func TestMetricsTenantCap(t *testing.T) {
-	h := newHarness(t)
+	h := NewHarness(t)
 	for _, tn := range []string{"a", "b", "c", "d", "e"} {
-		h.apply(cmdSetPlan, &setPlanCmd{Time: t0.UnixNano(), Tenant: tn, Plan: "starter"})
+		h.Apply(CmdSetPlan, &SetPlanCmd{Time: t0.UnixNano(), Tenant: tn, Plan: "starter"})
 	}
-	h.items(t0, "", full("a1", 1, 0,
+	h.Items(t0, "", Full("a1", 1, 0,
 		wire.CountEntry{Tenant: "a", Class: "audio", Open: 1},
 		wire.CountEntry{Tenant: "b", Class: "audio", Open: 50}, wire.CountEntry{Tenant: "b", Class: "ai", Open: 5},
 		wire.CountEntry{Tenant: "c", Class: "audio", Open: 3},
@@ -130,7 +130,7 @@ func TestMetricsTenantCap(t *testing.T) {
 		wire.CountEntry{Tenant: "e", Class: "audio", Open: 3},
 	))
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&stateCollector{s: &Server{fsm: h.f}, maxTenants: 3})
+	reg.MustRegister(&stateCollector{s: &Server{fsm: h.F}, maxTenants: 3})
 	m, _ := scrape(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// b (55), d (20), then c and e tie at 3: c by its id.
 	for tenant, audio := range map[string]float64{"b": 50, "d": 20, "c": 3, otherTenant: 4} {
@@ -152,22 +152,22 @@ func TestMetricsTenantCap(t *testing.T) {
 			series++
 		}
 	}
-	if series != 4*numClasses {
-		t.Errorf("%d concurrency series, want %d", series, 4*numClasses)
+	if series != 4*NumClasses {
+		t.Errorf("%d concurrency series, want %d", series, 4*NumClasses)
 	}
 }
 
 // TestMetricsActiveUsers: a tenant's MAU and today's DAU are served.
 func TestMetricsActiveUsers(t *testing.T) {
-	h := newHarness(t)
-	h.setPlan(t0, "t", "payg")
+	h := NewHarness(t)
+	h.SetPlan(t0, "t", "payg")
 	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	h.items(at, "", full("a1", 1, 0))
-	b := batch("a1", 1, 1)
-	b.Users = []wire.UserSet{userSet("t", dayOf(at.Add(-24*time.Hour).UnixNano()), "u1", "u2", "u3"), userSet("t", dayOf(at.UnixNano()), "u3", "u4")}
-	h.items(at, "", b)
+	h.Items(at, "", Full("a1", 1, 0))
+	b := Batch("a1", 1, 1)
+	b.Users = []wire.UserSet{userSet("t", DayOf(at.Add(-24*time.Hour).UnixNano()), "u1", "u2", "u3"), userSet("t", DayOf(at.UnixNano()), "u3", "u4")}
+	h.Items(at, "", b)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&stateCollector{s: &Server{fsm: h.f}, maxTenants: 10})
+	reg.MustRegister(&stateCollector{s: &Server{fsm: h.F}, maxTenants: 10})
 	m, _ := scrape(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if mau, dau := m[`headroom_tenant_mau{tenant="t"}`], m[`headroom_tenant_dau{tenant="t"}`]; mau != 4 || dau != 2 {
 		t.Errorf("MAU %v, DAU %v; want 4 and 2", mau, dau)

@@ -19,7 +19,7 @@ func TestPlansFileCreatesMissingPlansOnly(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var got map[string]plans.Plan
-		s.fsm.read(func(st *State) {
+		s.fsm.Read(func(st *State) {
 			got = map[string]plans.Plan{"gold": st.Plans["gold"], "payg": st.Plans["payg"]}
 		})
 		if got["gold"].Name == "gold" {

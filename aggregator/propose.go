@@ -20,7 +20,7 @@ type leaderClock struct {
 func (c *leaderClock) stamp() int64 {
 	t := c.now().UnixNano()
 	var applied int64
-	c.fsm.read(func(s *State) { applied = s.Time })
+	c.fsm.Read(func(s *State) { applied = s.Time })
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t = max(t, applied, c.last)
@@ -30,11 +30,11 @@ func (c *leaderClock) stamp() int64 {
 
 // proposal is one agent message waiting to be put into the log.
 type proposal struct {
-	item    agentItem
+	item    AgentItem
 	entries int
 	// done is called once, in proposal order, from the proposer's
 	// completion goroutine; it must not block.
-	done func(res itemResult, index uint64, err error)
+	done func(res ItemResult, index uint64, err error)
 }
 
 type flight struct {
@@ -114,15 +114,15 @@ func (p *proposer) run(ctx context.Context) {
 				break drain
 			}
 		}
-		cmd := agentItemsCmd{Time: p.clock.stamp(), DefaultPlan: p.defaultPlan, Items: make([]agentItem, len(batch)),
+		cmd := AgentItemsCmd{Time: p.clock.stamp(), DefaultPlan: p.defaultPlan, Items: make([]AgentItem, len(batch)),
 			Lease: int64(p.lease), Margin: int64(p.margin)}
 		for i, pr := range batch {
 			cmd.Items[i] = pr.item
 		}
-		data, err := encodeCmd(cmdAgentItems, &cmd)
+		data, err := EncodeCmd(CmdAgentItems, &cmd)
 		if err != nil {
 			for _, pr := range batch {
-				pr.done(itemResult{}, 0, err)
+				pr.done(ItemResult{}, 0, err)
 			}
 			continue
 		}
@@ -141,14 +141,14 @@ func (p *proposer) complete(fl flight) {
 	}
 	if err != nil {
 		for _, pr := range fl.batch {
-			pr.done(itemResult{}, 0, err)
+			pr.done(ItemResult{}, 0, err)
 		}
 		return
 	}
-	res, _ := fl.f.Response().(*applyResult)
+	res, _ := fl.f.Response().(*ApplyResult)
 	for i, pr := range fl.batch {
 		if res == nil || res.Err != nil || i >= len(res.Items) {
-			pr.done(itemResult{Status: statusInvalid}, fl.f.Index(), nil)
+			pr.done(ItemResult{Status: StatusInvalid}, fl.f.Index(), nil)
 			continue
 		}
 		pr.done(res.Items[i], fl.f.Index(), nil)

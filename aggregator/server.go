@@ -263,8 +263,8 @@ func New(cfg Config) (*Server, error) {
 	s.fsm = loggedFSM(catalogue, s.log.Named("fsm"))
 	s.metrics = newServerMetrics(s, cfg.MetricsMaxTenants)
 	s.events = newEventHub(s.fsm, s.log.Named("events"), cfg.Now, s.leaderEvent)
-	s.fsm.onAudit = s.events.audit
-	s.fsm.timeApply = func() func() {
+	s.fsm.OnAudit = s.events.audit
+	s.fsm.TimeApply = func() func() {
 		start := time.Now()
 		return func() { s.metrics.fsmApply.Observe(time.Since(start).Seconds()) }
 	}
@@ -296,7 +296,7 @@ func New(cfg Config) (*Server, error) {
 		Bootstrap: cfg.Bootstrap, Logger: s.log,
 		GossipAddr: cfg.GossipAddr, AdvertiseHost: cfg.AdvertiseAddr, Join: cfg.Join,
 		BootstrapExpect: cfg.BootstrapExpect, DeadServerReap: cfg.DeadServerReap, Meta: s.advertised,
-		Applied: s.fsm.appliedIndex, TLS: cfg.TLS, GossipKey: cfg.GossipKey,
+		Applied: s.fsm.AppliedIndex, TLS: cfg.TLS, GossipKey: cfg.GossipKey,
 		Tuning: func(rc *raft.Config) {
 			if cfg.RaftSnapshotThreshold > 0 {
 				rc.SnapshotThreshold = cfg.RaftSnapshotThreshold
@@ -334,7 +334,7 @@ func New(cfg Config) (*Server, error) {
 	s.alerts = newAlerter(s.fsm, s.log.Named("alerts"), cfg.AlertThresholds, cfg.AlertWebhook, alertQueueSize,
 		func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader }, cfg.Now)
 	s.alerts.onAlert = s.events.alert
-	s.fsm.onChange = func(tenants []string) {
+	s.fsm.OnChange = func(tenants []string) {
 		s.st.tenantsChanged(tenants)
 		s.alerts.changed(tenants)
 		s.events.tenantsChanged(tenants)
@@ -502,11 +502,11 @@ func (s *Server) leaderBarrier() {
 func (s *Server) seedPlans() {
 	for _, p := range s.cfg.Plans {
 		var exists bool
-		s.fsm.read(func(st *State) { _, exists = st.Plans[p.Name] })
+		s.fsm.Read(func(st *State) { _, exists = st.Plans[p.Name] })
 		if exists {
 			continue
 		}
-		data, err := encodeCmd(cmdPutPlan, &putPlanCmd{Time: s.clock.stamp(), Plan: p, Create: true, Operator: "--plans"})
+		data, err := EncodeCmd(CmdPutPlan, &PutPlanCmd{Time: s.clock.stamp(), Plan: p, Create: true, Operator: "--plans"})
 		if err == nil {
 			err = s.node.Raft.Apply(data, 5*time.Second).Error()
 		}
@@ -556,11 +556,11 @@ func checkUsageGrace(d time.Duration) error {
 // when the state holds another.
 func (s *Server) syncUsageGrace() {
 	var have int64
-	s.fsm.read(func(st *State) { have = st.grace() })
+	s.fsm.Read(func(st *State) { have = st.Grace() })
 	if have == int64(s.cfg.UsageGrace) {
 		return
 	}
-	data, err := encodeCmd(cmdUsageGrace, &usageGraceCmd{Time: s.clock.stamp(), Grace: int64(s.cfg.UsageGrace)})
+	data, err := EncodeCmd(CmdUsageGrace, &UsageGraceCmd{Time: s.clock.stamp(), Grace: int64(s.cfg.UsageGrace)})
 	if err == nil {
 		err = s.node.Raft.Apply(data, 5*time.Second).Error()
 	}
@@ -575,7 +575,7 @@ func (s *Server) syncUsageGrace() {
 // it refuses or skips.
 func loggedFSM(catalogue []plans.Plan, log hclog.Logger) *FSM {
 	f := NewFSM(catalogue)
-	f.onRefused = func(index uint64, err error, malformed bool) {
+	f.OnRefused = func(index uint64, err error, malformed bool) {
 		if malformed {
 			log.Error("skipping malformed log entry", "index", index, "error", err)
 		} else {

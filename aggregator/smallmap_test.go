@@ -82,7 +82,7 @@ func TestSmallMapReadsTheOldSnapshots(t *testing.T) {
 		PCU     uint64
 		Regions smallMap[*RegionUsage] `msgpack:",omitempty"`
 	}
-	old := oldUsage{PCU: 9, Regions: map[string]*RegionUsage{"us": {PCU: 4}, "eu": {PCU: 5, Export: &ExportMark{Cut: classCounts{3}}}}}
+	old := oldUsage{PCU: 9, Regions: map[string]*RegionUsage{"us": {PCU: 4}, "eu": {PCU: 5, Export: &ExportMark{Cut: ClassCounts{3}}}}}
 	b, err := msgpack.Marshal(&old)
 	if err != nil {
 		t.Fatal(err)

@@ -295,7 +295,7 @@ func InspectSnapshot(r io.Reader) (*SnapshotInfo, error) {
 	if err != nil {
 		return info, fmt.Errorf("the state does not decode: %w", err)
 	}
-	fsm.read(func(st *State) { describeState(st, info) })
+	fsm.Read(func(st *State) { describeState(st, info) })
 	return info, nil
 }
 
@@ -305,7 +305,7 @@ func describeState(st *State, info *SnapshotInfo) {
 	}
 	onPlan := map[string]int{}
 	for _, t := range st.Tenants {
-		open := t.Open.total()
+		open := t.Open.Total()
 		info.Tenants = append(info.Tenants, SnapshotTenant{Tenant: t.Name, Plan: t.Plan, OpenSessions: open, Suspended: t.Suspended})
 		info.Counts.OpenSessions += open
 		onPlan[t.Plan]++

@@ -12,11 +12,11 @@ import (
 
 // numClasses is the number of session classes; classCounts is indexed by
 // plans.Class - 1.
-const numClasses = plans.NumClasses
+const NumClasses = plans.NumClasses
 
-type classCounts [numClasses]uint64
+type ClassCounts [NumClasses]uint64
 
-func (c *classCounts) total() uint64 {
+func (c *ClassCounts) Total() uint64 {
 	var t uint64
 	for _, v := range c {
 		t += v
@@ -24,11 +24,11 @@ func (c *classCounts) total() uint64 {
 	return t
 }
 
-func (c *classCounts) isZero() bool { return *c == classCounts{} }
+func (c *ClassCounts) isZero() bool { return *c == ClassCounts{} }
 
 // classNames lists the classes this server counts, as Welcome tells agents.
-var classNames = func() []string {
-	out := make([]string, 0, numClasses)
+var ClassNames = func() []string {
+	out := make([]string, 0, NumClasses)
 	for _, c := range plans.AllClasses {
 		out = append(out, c.String())
 	}
@@ -36,7 +36,7 @@ var classNames = func() []string {
 }()
 
 // classIndex maps a wire class name to its index, or -1.
-func classIndex(name string) int {
+func ClassIndex(name string) int {
 	c, err := plans.ParseClass(name)
 	if err != nil {
 		return -1
@@ -90,7 +90,7 @@ type Tenant struct {
 	// put on a plan (its sessions are counted all the same).
 	Plan string
 	// Open is the global open count per class, all agents together.
-	Open classCounts
+	Open ClassCounts
 	// Suspended tenants' new sessions are refused; running ones go on.
 	Suspended bool
 	// History lists the plans the tenant was put on, oldest first, each
@@ -131,17 +131,17 @@ type Tenant struct {
 
 // Usage is what a tenant used in one period.
 type Usage struct {
-	Micros     classCounts // session time, µs
-	Refused    classCounts // refused admissions
+	Micros     ClassCounts // session time, µs
+	Refused    ClassCounts // refused admissions
 	PCU        uint64      // peak concurrent sessions, all classes
-	PCUByClass classCounts
+	PCUByClass ClassCounts
 	// Buckets split the period's usage by UTC day and by plan held, in
 	// time order: what bills consume allowances in and daily peaks come
 	// from. Kept for the current and the previous period.
 	Buckets []Bucket
 	// ClosedMinutes are, per class, the sessions that ended, each rounded
 	// up to a whole minute (what plans rounding per session bill).
-	ClosedMinutes classCounts `msgpack:",omitempty"`
+	ClosedMinutes ClassCounts `msgpack:",omitempty"`
 	// OverNanos is the time the tenant's global open count stood at or over
 	// its plan's ceiling.
 	OverNanos uint64 `msgpack:",omitempty"`
@@ -164,11 +164,11 @@ type Usage struct {
 type Bucket struct {
 	From    int64 // unix ns
 	Plan    string
-	Micros  classCounts
+	Micros  ClassCounts
 	Refused uint64
 	Peak    uint64 // highest global open count seen
 	// Minutes are the sessions that ended, each rounded up to a minute.
-	Minutes classCounts `msgpack:",omitempty"`
+	Minutes ClassCounts `msgpack:",omitempty"`
 	// RegionPeaks is the highest open count seen per agent region.
 	RegionPeaks smallMap[uint64] `msgpack:",omitempty"`
 }
@@ -185,7 +185,7 @@ type AgentRec struct {
 	// with FullState, which replaces counts and adds usage.
 	Expired bool
 	// Counts is the agent's contribution to the tenants' open counts.
-	Counts map[string]*classCounts
+	Counts map[string]*ClassCounts
 	// Returned is the entry time at which the agent was last heard from
 	// after a silence longer than the grant lease and margin (its bookings
 	// had lapsed): what a strict pool it leaves over its ceiling is put down
@@ -208,19 +208,19 @@ func NewState(catalogue []plans.Plan) *State {
 }
 
 // itemStatus is the outcome of one agent message.
-type itemStatus uint8
+type ItemStatus uint8
 
 const (
-	statusApplied   itemStatus = iota + 1
-	statusDuplicate            // seq already applied: acknowledge, no effect
-	statusGap                  // seq skipped one: resend from LastSeq+1
-	statusNeedFull             // nothing held for this epoch: send FullState
-	statusOldEpoch             // an epoch older than the newest seen
-	statusInvalid              // could not be decoded
+	StatusApplied   ItemStatus = iota + 1
+	StatusDuplicate            // seq already applied: acknowledge, no effect
+	StatusGap                  // seq skipped one: resend from LastSeq+1
+	StatusNeedFull             // nothing held for this epoch: send FullState
+	StatusOldEpoch             // an epoch older than the newest seen
+	StatusInvalid              // could not be decoded
 )
 
-type itemResult struct {
-	Status  itemStatus
+type ItemResult struct {
+	Status  ItemStatus
 	LastSeq uint64
 	Shares  []wire.GrantShare // itemGrant: one per want
 }
@@ -302,21 +302,21 @@ func onlyRefused(e *wire.DeltaEntry) bool {
 }
 
 // applyDelta applies one agent batch once per (agent, epoch, seq).
-func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) itemResult {
+func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ItemResult {
 	rec := a.s.Agents[b.AgentID]
 	switch {
 	case rec == nil:
-		return itemResult{Status: statusNeedFull}
+		return ItemResult{Status: StatusNeedFull}
 	case b.Epoch < rec.Epoch:
-		return itemResult{Status: statusOldEpoch, LastSeq: rec.LastSeq}
+		return ItemResult{Status: StatusOldEpoch, LastSeq: rec.LastSeq}
 	case b.Epoch > rec.Epoch:
-		return itemResult{Status: statusNeedFull}
+		return ItemResult{Status: StatusNeedFull}
 	case rec.Expired:
-		return itemResult{Status: statusNeedFull, LastSeq: rec.LastSeq}
+		return ItemResult{Status: StatusNeedFull, LastSeq: rec.LastSeq}
 	case b.Seq <= rec.LastSeq:
-		return itemResult{Status: statusDuplicate, LastSeq: rec.LastSeq}
+		return ItemResult{Status: StatusDuplicate, LastSeq: rec.LastSeq}
 	case b.Seq > rec.LastSeq+1:
-		return itemResult{Status: statusGap, LastSeq: rec.LastSeq}
+		return ItemResult{Status: StatusGap, LastSeq: rec.LastSeq}
 	}
 	a.heard(rec)
 	rec.LastSeq = b.Seq
@@ -327,11 +327,11 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		a.touched = make([]*Tenant, 0, len(b.Entries))
 	}
 	if rec.Counts == nil {
-		rec.Counts = make(map[string]*classCounts)
+		rec.Counts = make(map[string]*ClassCounts)
 	}
 	for i := range b.Entries {
 		e := &b.Entries[i]
-		c := classIndex(e.Class)
+		c := ClassIndex(e.Class)
 		if c < 0 || e.Tenant == "" {
 			continue // refused before proposing; never trust it here either
 		}
@@ -348,7 +348,7 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		}
 		counts := rec.Counts[e.Tenant]
 		if counts == nil {
-			counts = &classCounts{}
+			counts = &ClassCounts{}
 			rec.Counts[e.Tenant] = counts
 			t.count(rec.ID, true)
 		}
@@ -376,7 +376,7 @@ func (a *applier) applyDelta(b *wire.DeltaBatch, region, defaultPlan string) ite
 		a.countLate(b.Entries)
 	}
 	a.applyUsers(b.Users, defaultPlan)
-	return itemResult{Status: statusApplied, LastSeq: rec.LastSeq}
+	return ItemResult{Status: StatusApplied, LastSeq: rec.LastSeq}
 }
 
 // raisePeak raises the period's and the bucket's peak to peak.
@@ -426,13 +426,13 @@ func (a *applier) bucket(t *Tenant, u *Usage) *Bucket {
 
 // applyFull replaces an agent's contribution with absolute counts and adds
 // the usage it carries. A newer epoch replaces the agent's record.
-func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemResult {
+func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) ItemResult {
 	rec := a.s.Agents[f.AgentID]
 	switch {
 	case rec != nil && f.Epoch < rec.Epoch:
-		return itemResult{Status: statusOldEpoch, LastSeq: rec.LastSeq}
+		return ItemResult{Status: StatusOldEpoch, LastSeq: rec.LastSeq}
 	case rec != nil && f.Epoch == rec.Epoch && f.Seq < rec.LastSeq:
-		return itemResult{Status: statusDuplicate, LastSeq: rec.LastSeq}
+		return ItemResult{Status: StatusDuplicate, LastSeq: rec.LastSeq}
 	}
 	if rec != nil {
 		a.dropContribution(rec)
@@ -449,18 +449,18 @@ func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemR
 		rec.Returned = a.now
 	}
 	a.heard(rec)
-	rec.Counts = make(map[string]*classCounts, len(f.Counts))
+	rec.Counts = make(map[string]*ClassCounts, len(f.Counts))
 	rec.LastSeq, rec.Expired = f.Seq, false
 	a.setRegion(rec, region)
 	for _, e := range f.Counts {
-		c := classIndex(e.Class)
+		c := ClassIndex(e.Class)
 		if c < 0 || e.Tenant == "" || e.Open == 0 {
 			continue
 		}
 		t := a.tenant(e.Tenant, defaultPlan)
 		counts := rec.Counts[e.Tenant]
 		if counts == nil {
-			counts = &classCounts{}
+			counts = &ClassCounts{}
 			rec.Counts[e.Tenant] = counts
 			t.count(rec.ID, true)
 		}
@@ -474,7 +474,7 @@ func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemR
 	bk := booking{period: a.period, at: a.now, region: rec.Region}
 	for i := range f.Usage {
 		e := &f.Usage[i]
-		c := classIndex(e.Class)
+		c := ClassIndex(e.Class)
 		if c < 0 || e.Tenant == "" {
 			continue
 		}
@@ -486,7 +486,7 @@ func (a *applier) applyFull(f *wire.FullState, region, defaultPlan string) itemR
 	}
 	a.bookTenantPeaks(rec, f.Peaks, bk)
 	a.applyUsers(f.Users, defaultPlan)
-	return itemResult{Status: statusApplied, LastSeq: rec.LastSeq}
+	return ItemResult{Status: StatusApplied, LastSeq: rec.LastSeq}
 }
 
 // dropContribution takes an agent's counts out of the tenants' figures.
@@ -499,7 +499,7 @@ func (a *applier) dropContribution(rec *AgentRec) {
 		for c, v := range counts {
 			t.Open[c] -= v
 		}
-		t.addRegionOpen(rec.Region, counts.total(), 0)
+		t.addRegionOpen(rec.Region, counts.Total(), 0)
 		t.count(rec.ID, false)
 		a.touch(t)
 	}
@@ -508,20 +508,20 @@ func (a *applier) dropContribution(rec *AgentRec) {
 
 // applyExpire takes silent agents' counts out of the figures; their
 // records stay, with their dedup state, until forgotten.
-func (a *applier) applyExpire(refs []agentRef) {
+func (a *applier) applyExpire(refs []AgentRef) {
 	for _, r := range refs {
 		rec := a.s.Agents[r.ID]
 		if rec == nil || rec.Epoch != r.Epoch || rec.Expired {
 			continue
 		}
 		a.dropContribution(rec)
-		rec.Counts = map[string]*classCounts{}
+		rec.Counts = map[string]*ClassCounts{}
 		rec.Expired = true
 	}
 }
 
 // applyForget drops expired agents' records and dedup state.
-func (a *applier) applyForget(refs []agentRef) {
+func (a *applier) applyForget(refs []AgentRef) {
 	for _, r := range refs {
 		if rec := a.s.Agents[r.ID]; rec != nil && rec.Epoch == r.Epoch && rec.Expired {
 			delete(a.s.Agents, r.ID)
@@ -536,8 +536,8 @@ const legacyClasses = 6
 // EncodeMsgpack writes c as an array of uint64 without its trailing zeros
 // beyond the first legacyClasses, so a state that holds no session of a class
 // added later (device) encodes byte for byte as it did before that class.
-func (c classCounts) EncodeMsgpack(e *msgpack.Encoder) error {
-	n := numClasses
+func (c ClassCounts) EncodeMsgpack(e *msgpack.Encoder) error {
+	n := NumClasses
 	for n > legacyClasses && c[n-1] == 0 {
 		n--
 	}
@@ -554,19 +554,19 @@ func (c classCounts) EncodeMsgpack(e *msgpack.Encoder) error {
 
 // DecodeMsgpack reads what EncodeMsgpack wrote, or the fixed arrays of
 // before (6 elements); the classes it does not list are 0.
-func (c *classCounts) DecodeMsgpack(d *msgpack.Decoder) error {
+func (c *ClassCounts) DecodeMsgpack(d *msgpack.Decoder) error {
 	n, err := d.DecodeArrayLen()
 	if err != nil {
 		return err
 	}
 	if n < 0 { // nil
-		*c = classCounts{}
+		*c = ClassCounts{}
 		return nil
 	}
-	if n > numClasses {
-		return fmt.Errorf("class counts: %d elements, this server knows %d classes", n, numClasses)
+	if n > NumClasses {
+		return fmt.Errorf("class counts: %d elements, this server knows %d classes", n, NumClasses)
 	}
-	*c = classCounts{}
+	*c = ClassCounts{}
 	for i := 0; i < n; i++ {
 		if c[i], err = d.DecodeUint64(); err != nil {
 			return err

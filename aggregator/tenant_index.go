@@ -20,23 +20,23 @@ import (
 type tenantIndex struct {
 	mu      sync.Mutex
 	state   *State // the state the rows are of; another one means a restore
-	rows    []tenantRow
+	rows    []TenantRow
 	slot    map[string]int // tenant → its row
 	pending []string       // tenants changed since the last refresh
 	stale   bool           // too many pending: rebuild at the next refresh
 }
 
 // tenantRow is one tenant's figures in the index.
-type tenantRow struct {
-	name    string
-	plan    string
+type TenantRow struct {
+	Name    string
+	Plan    string
 	conc    uint64 // open sessions, all classes
 	ceiling uint64 // the ceiling utilization is measured against; 0: none
 	t       *Tenant
 }
 
-func (r *tenantRow) key() tenantKey {
-	return tenantKey{name: r.name, conc: r.conc, util: utilization(r.conc, r.ceiling), t: r.t}
+func (r *TenantRow) Key() TenantKey {
+	return TenantKey{Name: r.Name, Conc: r.conc, Util: Utilization(r.conc, r.ceiling), T: r.t}
 }
 
 // note records tenants an entry changed; the state's write lock is held.
@@ -68,8 +68,8 @@ func (x *tenantIndex) refreshLocked(st *State) {
 		case t == nil && had: // deleted: the last row takes its place
 			last := len(x.rows) - 1
 			x.rows[i] = x.rows[last]
-			x.slot[x.rows[i].name] = i
-			x.rows[last] = tenantRow{}
+			x.slot[x.rows[i].Name] = i
+			x.rows[last] = TenantRow{}
 			x.rows = x.rows[:last]
 			delete(x.slot, name)
 		case t == nil:
@@ -87,7 +87,7 @@ func (x *tenantIndex) refreshLocked(st *State) {
 func (x *tenantIndex) rebuildLocked(st *State) {
 	ceil := planCeilings{st: st}
 	x.state, x.stale, x.pending = st, false, nil
-	x.rows = make([]tenantRow, 0, len(st.Tenants))
+	x.rows = make([]TenantRow, 0, len(st.Tenants))
 	x.slot = make(map[string]int, len(st.Tenants))
 	for name, t := range st.Tenants {
 		x.slot[name] = len(x.rows)
@@ -95,13 +95,13 @@ func (x *tenantIndex) rebuildLocked(st *State) {
 	}
 }
 
-func rowOf(t *Tenant, ceil *planCeilings) tenantRow {
-	return tenantRow{name: t.Name, plan: t.Plan, conc: t.Open.total(), ceiling: ceil.of(t.Plan), t: t}
+func rowOf(t *Tenant, ceil *planCeilings) TenantRow {
+	return TenantRow{Name: t.Name, Plan: t.Plan, conc: t.Open.Total(), ceiling: ceil.of(t.Plan), t: t}
 }
 
 // scan runs fn with rows up to date with st; under st's read lock. fn must
 // not keep the rows.
-func (x *tenantIndex) scan(st *State, fn func(rows []tenantRow)) {
+func (x *tenantIndex) scan(st *State, fn func(rows []TenantRow)) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.refreshLocked(st)
@@ -109,11 +109,11 @@ func (x *tenantIndex) scan(st *State, fn func(rows []tenantRow)) {
 }
 
 // tenantKey is what the list sorts a tenant by.
-type tenantKey struct {
-	name string
-	util float64
-	conc uint64
-	t    *Tenant // valid under the read lock it was taken in only
+type TenantKey struct {
+	Name string
+	Util float64
+	Conc uint64
+	T    *Tenant // valid under the read lock it was taken in only
 }
 
 // planCeilings caches the ceiling that utilization is measured against,
@@ -130,7 +130,7 @@ func (p *planCeilings) of(name string) uint64 {
 			return p.ceils[i]
 		}
 	}
-	c := ceilingOf(p.st, name)
+	c := CeilingOf(p.st, name)
 	if len(p.names) < 16 {
 		p.names, p.ceils = append(p.names, name), append(p.ceils, c)
 	}
@@ -139,7 +139,7 @@ func (p *planCeilings) of(name string) uint64 {
 
 // ceilingOf is the ceiling of plan name that utilization is measured
 // against: 0 for none (no plan, or a meter plan).
-func ceilingOf(st *State, name string) uint64 {
+func CeilingOf(st *State, name string) uint64 {
 	p, ok := st.Plans[name]
 	if !ok || p.Mode == plans.Meter {
 		return 0
@@ -148,9 +148,18 @@ func ceilingOf(st *State, name string) uint64 {
 }
 
 // utilization is concurrency / ceiling; 0 without a ceiling.
-func utilization(conc, ceiling uint64) float64 {
+func Utilization(conc, ceiling uint64) float64 {
 	if ceiling == 0 {
 		return 0
 	}
 	return float64(conc) / float64(ceiling)
 }
+
+// tenantRowOf is t's row, as the index would hold it; under st's read lock.
+func TenantRowOf(st *State, t *Tenant) TenantRow { return rowOf(t, &planCeilings{st: st}) }
+
+// scanTenants calls fn with the tenant index's rows brought up to date with
+// st, the state of a read in progress (FSM.read: the read lock is held); fn
+// must not keep the rows. The rows hold the figures the tenant list sorts
+// and filters by (tenant_list.go in the API).
+func (f *FSM) ScanTenants(st *State, fn func(rows []TenantRow)) { f.index.scan(st, fn) }

@@ -64,25 +64,25 @@ func (o tenantOrder) String() string {
 }
 
 // before reports whether a comes before b in order o.
-func (o tenantOrder) before(a, b *tenantKey) bool {
+func (o tenantOrder) before(a, b *TenantKey) bool {
 	switch o {
 	case orderUtilization:
-		if a.util != b.util {
-			return a.util > b.util
+		if a.Util != b.Util {
+			return a.Util > b.Util
 		}
 	case orderConcurrency:
-		if a.conc != b.conc {
-			return a.conc > b.conc
+		if a.Conc != b.Conc {
+			return a.Conc > b.Conc
 		}
 	}
-	return a.name < b.name
+	return a.Name < b.Name
 }
 
 // tenantQuery is a parsed GET /v1/tenants query.
 type tenantQuery struct {
 	order   tenantOrder
 	limit   int        // 0: no paging
-	after   *tenantKey // from the cursor
+	after   *TenantKey // from the cursor
 	plan    string
 	minUtil float64 // 0: no filter
 	q       string  // lower case
@@ -136,19 +136,19 @@ func parseTenantQuery(r *http.Request) (tenantQuery, error) {
 
 // encodeTenantCursor is the cursor after k in order o: the order's initial,
 // the sort value and the tenant id, base64url.
-func encodeTenantCursor(o tenantOrder, k *tenantKey) string {
+func encodeTenantCursor(o tenantOrder, k *TenantKey) string {
 	var val string
 	switch o {
 	case orderUtilization:
-		val = strconv.FormatFloat(k.util, 'g', -1, 64)
+		val = strconv.FormatFloat(k.Util, 'g', -1, 64)
 	case orderConcurrency:
-		val = strconv.FormatUint(k.conc, 10)
+		val = strconv.FormatUint(k.Conc, 10)
 	}
-	return base64.RawURLEncoding.EncodeToString([]byte(o.String()[:1] + ":" + val + ":" + k.name))
+	return base64.RawURLEncoding.EncodeToString([]byte(o.String()[:1] + ":" + val + ":" + k.Name))
 }
 
-func decodeTenantCursor(s string, o tenantOrder) (tenantKey, error) {
-	var k tenantKey
+func decodeTenantCursor(s string, o tenantOrder) (TenantKey, error) {
+	var k TenantKey
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return k, fmt.Errorf("not a cursor this server issued")
@@ -170,15 +170,15 @@ func decodeTenantCursor(s string, o tenantOrder) (tenantKey, error) {
 	if which != o {
 		return k, fmt.Errorf("the cursor is for sort=%s, not sort=%s", which, o)
 	}
-	k.name = parts[2]
+	k.Name = parts[2]
 	switch o {
 	case orderUtilization:
-		k.util, err = strconv.ParseFloat(parts[1], 64)
-		if err != nil || math.IsNaN(k.util) || k.util < 0 {
+		k.Util, err = strconv.ParseFloat(parts[1], 64)
+		if err != nil || math.IsNaN(k.Util) || k.Util < 0 {
 			return k, fmt.Errorf("not a cursor this server issued")
 		}
 	case orderConcurrency:
-		k.conc, err = strconv.ParseUint(parts[1], 10, 64)
+		k.Conc, err = strconv.ParseUint(parts[1], 10, 64)
 	default:
 		if parts[1] != "" {
 			err = fmt.Errorf("value in a tenant cursor")
@@ -215,13 +215,13 @@ func containsFold(s, substr string) bool {
 // pageHeap keeps the best limit+1 keys seen; its root is the worst of them.
 type pageHeap struct {
 	o    tenantOrder
-	keys []tenantKey
+	keys []TenantKey
 }
 
 func (h *pageHeap) Len() int           { return len(h.keys) }
 func (h *pageHeap) Less(i, j int) bool { return h.o.before(&h.keys[j], &h.keys[i]) }
 func (h *pageHeap) Swap(i, j int)      { h.keys[i], h.keys[j] = h.keys[j], h.keys[i] }
-func (h *pageHeap) Push(x any)         { h.keys = append(h.keys, x.(tenantKey)) }
+func (h *pageHeap) Push(x any)         { h.keys = append(h.keys, x.(TenantKey)) }
 func (h *pageHeap) Pop() any {
 	k := h.keys[len(h.keys)-1]
 	h.keys = h.keys[:len(h.keys)-1]
@@ -237,19 +237,19 @@ type tenantPage struct {
 
 // listTenants selects and renders a page of the state's tenants, whose
 // index rows are rows; under the state's read lock.
-func listTenants(st *State, rows []tenantRow, q tenantQuery) tenantPage {
+func listTenants(st *State, rows []TenantRow, q tenantQuery) tenantPage {
 	var page tenantPage
-	var all []tenantKey       // without a limit
+	var all []TenantKey       // without a limit
 	h := pageHeap{o: q.order} // with one: the best limit+1 after the cursor
-	consider := func(r *tenantRow) {
-		if q.plan != "" && r.plan != q.plan {
+	consider := func(r *TenantRow) {
+		if q.plan != "" && r.Plan != q.plan {
 			return
 		}
-		if q.q != "" && !containsFold(r.name, q.q) {
+		if q.q != "" && !containsFold(r.Name, q.q) {
 			return
 		}
-		k := r.key()
-		if q.minUtil > 0 && k.util < q.minUtil {
+		k := r.Key()
+		if q.minUtil > 0 && k.Util < q.minUtil {
 			return
 		}
 		page.total++
@@ -268,7 +268,7 @@ func listTenants(st *State, rows []tenantRow, q tenantQuery) tenantPage {
 	}
 	if q.only != "" {
 		if t := st.Tenants[q.only]; t != nil {
-			r := rowOf(t, &planCeilings{st: st})
+			r := TenantRowOf(st, t)
 			consider(&r)
 		}
 	} else {
@@ -280,7 +280,7 @@ func listTenants(st *State, rows []tenantRow, q tenantQuery) tenantPage {
 	if q.limit > 0 {
 		keys = h.keys
 	}
-	slices.SortFunc(keys, func(a, b tenantKey) int {
+	slices.SortFunc(keys, func(a, b TenantKey) int {
 		switch {
 		case q.order.before(&a, &b):
 			return -1
@@ -295,7 +295,7 @@ func listTenants(st *State, rows []tenantRow, q tenantQuery) tenantPage {
 	}
 	page.tenants = make([]TenantJSON, len(keys))
 	for i := range keys {
-		page.tenants[i] = tenantJSON(st, keys[i].t)
+		page.tenants[i] = TenantJSONOf(st, keys[i].T)
 	}
 	return page
 }
@@ -308,8 +308,8 @@ func (s *Server) handleTenants(w http.ResponseWriter, r *http.Request) {
 	}
 	q.only = tenantScope(r) // a tenant's token lists its tenant alone
 	var page tenantPage
-	s.fsm.read(func(st *State) {
-		s.fsm.index.scan(st, func(rows []tenantRow) { page = listTenants(st, rows, q) })
+	s.fsm.Read(func(st *State) {
+		s.fsm.ScanTenants(st, func(rows []TenantRow) { page = listTenants(st, rows, q) })
 	})
 	if page.next != "" {
 		w.Header().Set("X-Next-Cursor", page.next)

@@ -27,18 +27,18 @@ import (
 //	eps      payg     1000     0     0
 //	free     (none)   0        30    0     (no plan: no ceiling)
 //	meter1   meterp   0        40    0     (meter plan: no ceiling)
-func tenantListFixture(t *testing.T) (*Server, *fsmHarness) {
-	h := newHarness(t)
-	if r := h.apply(cmdPutPlan, &putPlanCmd{Time: t0.UnixNano(), Create: true,
+func tenantListFixture(t *testing.T) (*Server, *Harness) {
+	h := NewHarness(t)
+	if r := h.Apply(CmdPutPlan, &PutPlanCmd{Time: t0.UnixNano(), Create: true,
 		Plan: plans.Plan{Name: "meterp", Billing: plans.PayAsYouGo, Mode: plans.Meter}}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
 	for tenant, plan := range map[string]string{"acme": "starter", "Beta": "starter", "gamma": "growth", "delta": "growth", "eps": "payg", "meter1": "meterp"} {
-		if r := h.apply(cmdSetPlan, &setPlanCmd{Time: t0.UnixNano(), Tenant: tenant, Plan: plan}); r.Err != nil {
+		if r := h.Apply(CmdSetPlan, &SetPlanCmd{Time: t0.UnixNano(), Tenant: tenant, Plan: plan}); r.Err != nil {
 			t.Fatal(r.Err)
 		}
 	}
-	h.items(t0, "", full("a1", 1, 0,
+	h.Items(t0, "", Full("a1", 1, 0,
 		wire.CountEntry{Tenant: "acme", Class: "audio", Open: 60}, wire.CountEntry{Tenant: "acme", Class: "video-hd", Open: 30},
 		wire.CountEntry{Tenant: "Beta", Class: "audio", Open: 90},
 		wire.CountEntry{Tenant: "gamma", Class: "audio", Open: 900},
@@ -46,7 +46,7 @@ func tenantListFixture(t *testing.T) (*Server, *fsmHarness) {
 		wire.CountEntry{Tenant: "free", Class: "audio", Open: 30},
 		wire.CountEntry{Tenant: "meter1", Class: "audio", Open: 40},
 	))
-	return &Server{fsm: h.f}, h
+	return &Server{fsm: h.F}, h
 }
 
 // listPage asks the tenant list and returns the code, the tenants' ids, the
@@ -224,20 +224,20 @@ func TestTenantListPagingMatchesSort(t *testing.T) {
 				name = strings.ToUpper(name)
 			}
 			tn := &Tenant{Name: name, Plan: planNames[rng.IntN(len(planNames))]}
-			tn.Open[rng.IntN(numClasses)] = uint64(rng.IntN(25))
+			tn.Open[rng.IntN(NumClasses)] = uint64(rng.IntN(25))
 			st.Tenants[name] = tn
 		}
 		for _, sort := range []tenantOrder{orderTenant, orderUtilization, orderConcurrency} {
 			for _, minUtil := range []float64{0, 0.5} {
-				var want []tenantKey
+				var want []TenantKey
 				for _, tn := range st.Tenants {
-					k := tenantKey{name: tn.Name, conc: tn.Open.total()}
-					k.util = utilization(k.conc, ceilings[tn.Plan])
-					if k.util >= minUtil {
+					k := TenantKey{Name: tn.Name, Conc: tn.Open.Total()}
+					k.Util = Utilization(k.Conc, ceilings[tn.Plan])
+					if k.Util >= minUtil {
 						want = append(want, k)
 					}
 				}
-				slices.SortFunc(want, func(a, b tenantKey) int {
+				slices.SortFunc(want, func(a, b TenantKey) int {
 					if sort.before(&a, &b) {
 						return -1
 					}
@@ -247,9 +247,8 @@ func TestTenantListPagingMatchesSort(t *testing.T) {
 				q := tenantQuery{order: sort, limit: limit, minUtil: minUtil}
 				var got []string
 				for pages := 0; ; pages++ {
-					var x tenantIndex
 					var page tenantPage
-					x.scan(st, func(rows []tenantRow) { page = listTenants(st, rows, q) })
+					TestingScan(st, func(rows []TenantRow) { page = listTenants(st, rows, q) })
 					if page.total != len(want) {
 						t.Fatalf("round %d: total %d, want %d", round, page.total, len(want))
 					}
@@ -267,7 +266,7 @@ func TestTenantListPagingMatchesSort(t *testing.T) {
 				}
 				var wantIDs []string
 				for _, k := range want {
-					wantIDs = append(wantIDs, k.name)
+					wantIDs = append(wantIDs, k.Name)
 				}
 				if !slices.Equal(got, wantIDs) {
 					t.Fatalf("round %d sort=%s limit=%d min=%v:\n got %v\nwant %v", round, sort, limit, minUtil, got, wantIDs)

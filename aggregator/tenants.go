@@ -43,20 +43,20 @@ type AuditEntry struct {
 
 // maxAudit bounds the audit log kept in the state; older entries are
 // dropped first (plan changes are rare: this is years of them).
-const maxAudit = 100_000
+const MaxAudit = 100_000
 
 // errRefused marks a command the state machine refused for the caller's
 // reasons (bad input), as opposed to a failure.
-var errRefused = errors.New("refused")
+var ErrRefused = errors.New("refused")
 
-func refused(format string, args ...any) *applyResult {
-	return &applyResult{Err: fmt.Errorf("%w: %s", errRefused, fmt.Sprintf(format, args...))}
+func refused(format string, args ...any) *ApplyResult {
+	return &ApplyResult{Err: fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))}
 }
 
 func (a *applier) audit(e AuditEntry) {
 	e.Index, e.Time = a.index, a.now
-	if len(a.s.Audit) >= maxAudit {
-		a.s.Audit = append(a.s.Audit[:0:0], a.s.Audit[len(a.s.Audit)-maxAudit+1:]...)
+	if len(a.s.Audit) >= MaxAudit {
+		a.s.Audit = append(a.s.Audit[:0:0], a.s.Audit[len(a.s.Audit)-MaxAudit+1:]...)
 	}
 	a.s.Audit = append(a.s.Audit, e)
 	a.audited = append(a.audited, e)
@@ -72,7 +72,7 @@ func (a *applier) putOnPlan(t *Tenant, plan string, at int64) {
 	a.touch(t)
 }
 
-func (c *setPlanCmd) apply(a *applier) *applyResult {
+func (c *SetPlanCmd) apply(a *applier) *ApplyResult {
 	if _, ok := a.s.Plans[c.Plan]; !ok {
 		return refused("unknown plan %q", c.Plan)
 	}
@@ -80,27 +80,27 @@ func (c *setPlanCmd) apply(a *applier) *applyResult {
 	if old := a.s.Scheduled[c.Tenant]; old != nil {
 		delete(a.s.Scheduled, c.Tenant)
 		a.audit(AuditEntry{Tenant: c.Tenant, Kind: "cancel", Operator: c.Operator,
-			Before: fmt.Sprintf("%s at %s", old.Plan, fmtTime(old.At)), After: "replaced by a newer change"})
+			Before: fmt.Sprintf("%s at %s", old.Plan, FormatTime(old.At)), After: "replaced by a newer change"})
 	}
 	if c.At <= a.now {
 		before := t.Plan
 		a.putOnPlan(t, c.Plan, a.now)
 		a.audit(AuditEntry{Tenant: c.Tenant, Kind: "set-plan", Operator: c.Operator, Before: before, After: c.Plan})
-		return &applyResult{}
+		return &ApplyResult{}
 	}
 	a.s.NextID++
 	sc := &Scheduled{ID: a.s.NextID, Tenant: c.Tenant, Plan: c.Plan, At: c.At, Created: a.now, Operator: c.Operator}
 	a.s.Scheduled[c.Tenant] = sc
 	a.touch(t)
-	a.audit(AuditEntry{Tenant: c.Tenant, Kind: "schedule", Operator: c.Operator, Before: t.Plan, After: fmt.Sprintf("%s at %s", c.Plan, fmtTime(c.At))})
-	return &applyResult{Scheduled: sc.ID}
+	a.audit(AuditEntry{Tenant: c.Tenant, Kind: "schedule", Operator: c.Operator, Before: t.Plan, After: fmt.Sprintf("%s at %s", c.Plan, FormatTime(c.At))})
+	return &ApplyResult{Scheduled: sc.ID}
 }
 
 // apply puts every tenant whose scheduled change is due at the entry's time
 // on its plan, effective at the scheduled time itself (a downgrade for the
 // period's end is effective exactly at the boundary, however late the
 // entry that applies it).
-func (c *applyDueCmd) apply(a *applier) *applyResult {
+func (c *ApplyDueCmd) apply(a *applier) *ApplyResult {
 	var due []*Scheduled
 	for _, sc := range a.s.Scheduled {
 		if sc.At <= a.now {
@@ -122,10 +122,10 @@ func (c *applyDueCmd) apply(a *applier) *applyResult {
 		a.putOnPlan(t, sc.Plan, sc.At)
 		a.audit(AuditEntry{Tenant: name, Kind: "apply-scheduled", Operator: sc.Operator, Before: before, After: sc.Plan})
 	}
-	return &applyResult{}
+	return &ApplyResult{}
 }
 
-func (c *cancelCmd) apply(a *applier) *applyResult {
+func (c *CancelCmd) apply(a *applier) *ApplyResult {
 	sc := a.s.Scheduled[c.Tenant]
 	if sc == nil || (c.ID != 0 && sc.ID != c.ID) {
 		return refused("tenant %q has no scheduled change%s", c.Tenant, idSuffix(c.ID))
@@ -134,8 +134,8 @@ func (c *cancelCmd) apply(a *applier) *applyResult {
 	if t := a.s.Tenants[c.Tenant]; t != nil {
 		a.touch(t)
 	}
-	a.audit(AuditEntry{Tenant: c.Tenant, Kind: "cancel", Operator: c.Operator, Before: fmt.Sprintf("%s at %s", sc.Plan, fmtTime(sc.At))})
-	return &applyResult{}
+	a.audit(AuditEntry{Tenant: c.Tenant, Kind: "cancel", Operator: c.Operator, Before: fmt.Sprintf("%s at %s", sc.Plan, FormatTime(sc.At))})
+	return &ApplyResult{}
 }
 
 func idSuffix(id uint64) string {
@@ -145,7 +145,7 @@ func idSuffix(id uint64) string {
 	return fmt.Sprintf(" with id %d", id)
 }
 
-func (c *tenantOpCmd) apply(a *applier) *applyResult {
+func (c *TenantOpCmd) apply(a *applier) *ApplyResult {
 	t := a.s.Tenants[c.Tenant]
 	if t == nil {
 		return refused("no tenant %q", c.Tenant)
@@ -157,7 +157,7 @@ func (c *tenantOpCmd) apply(a *applier) *applyResult {
 		a.touch(t)
 		a.audit(AuditEntry{Tenant: c.Tenant, Kind: c.Op, Operator: c.Operator, Before: before, After: standing(t.Suspended)})
 	case "delete":
-		if n := t.Open.total(); n > 0 {
+		if n := t.Open.Total(); n > 0 {
 			return refused("tenant %q has %d open sessions", c.Tenant, n)
 		}
 		if p := unbilledPeriod(t, a.now); p != "" {
@@ -174,7 +174,7 @@ func (c *tenantOpCmd) apply(a *applier) *applyResult {
 	default:
 		return refused("unknown tenant operation %q", c.Op)
 	}
-	return &applyResult{}
+	return &ApplyResult{}
 }
 
 func standing(suspended bool) string {
@@ -190,14 +190,14 @@ func standing(suspended bool) string {
 func unbilledPeriod(t *Tenant, now int64) string {
 	cur := plans.PeriodOf(time.Unix(0, now))
 	for _, p := range []plans.Period{cur, cur.Prev()} {
-		if u := t.Usage[p.String()]; u != nil && (u.Micros != classCounts{}) {
+		if u := t.Usage[p.String()]; u != nil && (u.Micros != ClassCounts{}) {
 			return p.String()
 		}
 	}
 	return ""
 }
 
-func (c *putPlanCmd) apply(a *applier) *applyResult {
+func (c *PutPlanCmd) apply(a *applier) *ApplyResult {
 	p := c.Plan
 	if err := p.Validate(); err != nil {
 		return refused("%v", err)
@@ -220,10 +220,10 @@ func (c *putPlanCmd) apply(a *applier) *applyResult {
 		}
 	}
 	a.audit(AuditEntry{Kind: kind, Operator: c.Operator, Before: before, After: describePlan(p)})
-	return &applyResult{}
+	return &ApplyResult{}
 }
 
-func (c *deletePlanCmd) apply(a *applier) *applyResult {
+func (c *DeletePlanCmd) apply(a *applier) *ApplyResult {
 	p, ok := a.s.Plans[c.Name]
 	if !ok {
 		return refused("no plan %q", c.Name)
@@ -244,29 +244,29 @@ func (c *deletePlanCmd) apply(a *applier) *applyResult {
 	}
 	delete(a.s.Plans, c.Name)
 	a.audit(AuditEntry{Kind: "plan-delete", Operator: c.Operator, Before: describePlan(p)})
-	return &applyResult{}
+	return &ApplyResult{}
 }
 
 func describePlan(p plans.Plan) string {
 	return fmt.Sprintf("%s: %s/month, ceiling %d %s, %d unit-minutes included", p.Name, plans.FormatMicro(p.FeeMonthly), p.Ceiling, p.Mode, p.IncludedUnitMinutes)
 }
 
-func fmtTime(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339) }
+func FormatTime(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339) }
 
 // tenantInfo is what agents are told of a tenant; tenants on no plan are
 // not told (agents refuse them as unknown).
-func tenantInfo(s *State, t *Tenant) (wire.TenantInfo, bool) {
+func TenantInfo(s *State, t *Tenant) (wire.TenantInfo, bool) {
 	p, ok := s.Plans[t.Plan]
 	if !ok {
 		return wire.TenantInfo{}, false
 	}
 	info := wire.TenantInfo{
 		Tenant: t.Name, Plan: p.Name, Ceiling: p.Ceiling, Mode: string(p.Mode),
-		BurstPct: p.BurstPct, Concurrency: t.Open.total(), Suspended: t.Suspended,
+		BurstPct: p.BurstPct, Concurrency: t.Open.Total(), Suspended: t.Suspended,
 		Over: t.overBy(""),
 	}
 	for _, cl := range p.ClassCeilings {
-		if i := classIndex(cl.Class); i >= 0 {
+		if i := ClassIndex(cl.Class); i >= 0 {
 			info.ClassLimits = append(info.ClassLimits, wire.ClassLimit{Class: cl.Class, Ceiling: cl.Ceiling, Concurrency: t.Open[i], Over: t.overBy(cl.Class)})
 		}
 	}

@@ -48,13 +48,13 @@ type Token struct {
 }
 
 // hashSecret is the form a secret is kept and looked up in.
-func hashSecret(secret string) string {
+func HashSecret(secret string) string {
 	h := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(h[:])
 }
 
 // newSecret returns a fresh accessor id and secret.
-func newSecret() (accessor, secret string) {
+func NewSecret() (accessor, secret string) {
 	var b [16 + 32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic(err) // crypto/rand does not fail on supported platforms
@@ -64,7 +64,7 @@ func newSecret() (accessor, secret string) {
 
 // tokenCreateCmd adds a token; with Bootstrap, only while no token was
 // ever bootstrapped.
-type tokenCreateCmd struct {
+type TokenCreateCmd struct {
 	Time      int64  `msgpack:"t"`
 	Token     Token  `msgpack:"k"`
 	Bootstrap bool   `msgpack:"b,omitempty"`
@@ -72,16 +72,16 @@ type tokenCreateCmd struct {
 }
 
 // tokenRevokeCmd deletes a token by accessor.
-type tokenRevokeCmd struct {
+type TokenRevokeCmd struct {
 	Time     int64  `msgpack:"t"`
 	Accessor string `msgpack:"a"`
 	Operator string `msgpack:"o,omitempty"`
 }
 
-func (c *tokenCreateCmd) when() int64 { return c.Time }
-func (c *tokenRevokeCmd) when() int64 { return c.Time }
+func (c *TokenCreateCmd) when() int64 { return c.Time }
+func (c *TokenRevokeCmd) when() int64 { return c.Time }
 
-func (c *tokenCreateCmd) apply(a *applier) *applyResult {
+func (c *TokenCreateCmd) apply(a *applier) *ApplyResult {
 	tk := c.Token
 	switch {
 	case c.Bootstrap && a.s.ACLBootstrapped:
@@ -111,10 +111,10 @@ func (c *tokenCreateCmd) apply(a *applier) *applyResult {
 	a.s.Tokens[tk.Accessor] = &tk
 	a.s.tokenIndex()[tk.SecretHash] = tk.Accessor
 	a.audit(AuditEntry{Tenant: tk.Tenant, Kind: "token-create", Operator: c.Operator, After: tokenDesc(&tk)})
-	return &applyResult{}
+	return &ApplyResult{}
 }
 
-func (c *tokenRevokeCmd) apply(a *applier) *applyResult {
+func (c *TokenRevokeCmd) apply(a *applier) *ApplyResult {
 	tk := a.s.Tokens[c.Accessor]
 	if tk == nil {
 		return refused("no token %q", c.Accessor)
@@ -122,7 +122,7 @@ func (c *tokenRevokeCmd) apply(a *applier) *applyResult {
 	delete(a.s.Tokens, c.Accessor)
 	delete(a.s.tokenIndex(), tk.SecretHash)
 	a.audit(AuditEntry{Tenant: tk.Tenant, Kind: "token-revoke", Operator: c.Operator, Before: tokenDesc(tk)})
-	return &applyResult{}
+	return &ApplyResult{}
 }
 
 // tokenDesc is how the audit log names a token: never its secret.
@@ -148,11 +148,11 @@ func (s *State) tokenIndex() map[string]string {
 }
 
 // tokenBySecret returns the token whose secret is secret, or nil.
-func (s *State) tokenBySecret(secret string) *Token {
+func (s *State) TokenBySecret(secret string) *Token {
 	if secret == "" || len(s.Tokens) == 0 {
 		return nil
 	}
-	h := hashSecret(secret)
+	h := HashSecret(secret)
 	if s.byHash == nil { // not built yet: only reads since start
 		for _, tk := range s.Tokens {
 			if tk.SecretHash == h {

@@ -32,7 +32,7 @@ func TestUsageReportMetering(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				var g int64
-				s.fsm.read(func(st *State) { g = st.UsageGrace })
+				s.fsm.Read(func(st *State) { g = st.UsageGrace })
 				if g == int64(2*time.Hour) {
 					break
 				}
@@ -41,7 +41,7 @@ func TestUsageReportMetering(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			data, err := encodeCmd(cmdPutPlan, &putPlanCmd{Time: s.clock.stamp(), Plan: tc.plan, Create: true})
+			data, err := EncodeCmd(CmdPutPlan, &PutPlanCmd{Time: s.clock.stamp(), Plan: tc.plan, Create: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,13 +54,13 @@ func TestUsageReportMetering(t *testing.T) {
 				t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 			}
 			clock.Set(time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC))
-			b := batch("a1", 1, 1, wire.DeltaEntry{Tenant: "app1", Class: "audio", Opened: 6, Closed: 5, Peak: 6, SessionMicros: 50_000_000 + 10_000_000, ClosedMinutes: 5})
+			b := Batch("a1", 1, 1, wire.DeltaEntry{Tenant: "app1", Class: "audio", Opened: 6, Closed: 5, Peak: 6, SessionMicros: 50_000_000 + 10_000_000, ClosedMinutes: 5})
 			b.Peaks = []wire.TenantPeak{{Tenant: "app1", Peak: 6}}
-			commitItems(t, s, full("a1", 1, 0), b)
+			commitItems(t, s, Full("a1", 1, 0), b)
 			clock.Set(time.Date(2026, 11, 2, 10, 1, 0, 0, time.UTC))
 			// The open session's next minute, and a batch cut in October
 			// (closed since 2026-11-01 02:00): booked here, late.
-			commitItems(t, s, cutAt(batch("a1", 1, 2, wire.DeltaEntry{Tenant: "app1", Class: "audio", SessionMicros: 60_000_000, Peak: 1}),
+			commitItems(t, s, cutAt(Batch("a1", 1, 2, wire.DeltaEntry{Tenant: "app1", Class: "audio", SessionMicros: 60_000_000, Peak: 1}),
 				time.Date(2026, 10, 31, 23, 0, 0, 0, time.UTC)))
 
 			var got UsageReportJSON

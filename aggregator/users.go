@@ -268,19 +268,19 @@ func (d *DayUsers) count() uint64 {
 	return d.Users.Count()
 }
 
-func dayOf(t int64) uint32 { return uint32(t / int64(24*time.Hour)) }
+func DayOf(t int64) uint32 { return uint32(t / int64(24*time.Hour)) }
 
 func dayStart(d uint32) time.Time { return time.Unix(int64(d)*86400, 0).UTC() }
 
 // periodOfDay is the billing period a UTC day belongs to.
-func periodOfDay(d uint32) string { return plans.PeriodOf(dayStart(d)).String() }
+func PeriodOfDay(d uint32) string { return plans.PeriodOf(dayStart(d)).String() }
 
 // applyUsers books the users agents saw: each set to its day and that
 // day's period, or, when that period is closed, to the entry's period
 // only (late, like usage). A day after the entry's is taken as the entry's
 // (an agent's clock ahead).
 func (a *applier) applyUsers(sets []wire.UserSet, defaultPlan string) {
-	today := dayOf(a.now)
+	today := DayOf(a.now)
 	for i := range sets {
 		us := &sets[i]
 		if us.Tenant == "" || len(us.Hashes) == 0 {
@@ -293,9 +293,9 @@ func (a *applier) applyUsers(sets []wire.UserSet, defaultPlan string) {
 		day := min(us.Day, today)
 		period := a.period
 		if day != today {
-			period = periodOfDay(day)
+			period = PeriodOfDay(day)
 		}
-		if a.s.periodClosed(period) {
+		if a.s.PeriodClosed(period) {
 			u := a.usage(t)
 			if u.Users == nil {
 				u.Users = &Users{}
@@ -332,7 +332,7 @@ func (t *Tenant) dayUsers(day uint32) *DayUsers {
 // days and periods now closed: their figures (DAU, MAU, PeakDAU) stay,
 // their users go.
 func (a *applier) pruneUsers(t *Tenant) {
-	today := dayOf(a.now)
+	today := DayOf(a.now)
 	for i := range t.Days {
 		if d := &t.Days[i]; d.Users != nil && d.Day+settleAfter <= today {
 			d.DAU, d.Users = d.Users.Count(), nil
@@ -342,7 +342,7 @@ func (a *applier) pruneUsers(t *Tenant) {
 		return
 	}
 	n := 0
-	for n < len(t.Days) && a.s.periodClosed(periodOfDay(t.Days[n].Day)) {
+	for n < len(t.Days) && a.s.PeriodClosed(PeriodOfDay(t.Days[n].Day)) {
 		n++
 	}
 	if n > 0 {
@@ -352,14 +352,14 @@ func (a *applier) pruneUsers(t *Tenant) {
 		}
 	}
 	for p, u := range t.Usage {
-		if u.Users != nil && a.s.periodClosed(p) {
+		if u.Users != nil && a.s.PeriodClosed(p) {
 			u.Users = nil
 		}
 	}
 }
 
 // dau is t's distinct users of day (0 when not kept).
-func (t *Tenant) dau(day uint32) uint64 {
+func (t *Tenant) DAU(day uint32) uint64 {
 	i, found := slices.BinarySearchFunc(t.Days, day, func(d DayUsers, day uint32) int { return int(int64(d.Day) - int64(day)) })
 	if !found {
 		return 0
@@ -368,4 +368,4 @@ func (t *Tenant) dau(day uint32) uint64 {
 }
 
 // maxUserHashes bounds the hashes of one UserSet (PROTOCOL.md).
-const maxUserHashes = 10_000
+const MaxUserHashes = 10_000

@@ -27,10 +27,10 @@ func userSet(tenant string, day uint32, users ...string) wire.UserSet {
 // users on several agents and on both days: DAU per day, MAU and the peak
 // DAU exactly, and a resent batch changes nothing.
 func TestActiveUsersExactBelow1000(t *testing.T) {
-	h := newHarness(t)
-	h.setPlan(t0, "t", "payg")
+	h := NewHarness(t)
+	h.SetPlan(t0, "t", "payg")
 	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	d1, d2 := dayOf(at.Add(-24*time.Hour).UnixNano()), dayOf(at.UnixNano())
+	d1, d2 := DayOf(at.Add(-24*time.Hour).UnixNano()), DayOf(at.UnixNano())
 	var users []string
 	for i := range 999 {
 		users = append(users, fmt.Sprintf("user-%04d", i))
@@ -42,12 +42,12 @@ func TestActiveUsersExactBelow1000(t *testing.T) {
 	send := func(when time.Time, agent string, sets ...wire.UserSet) {
 		seq[agent]++
 		if seq[agent] == 1 {
-			h.items(when, "", full(agent, 1, 0))
+			h.Items(when, "", Full(agent, 1, 0))
 		}
-		b := batch(agent, 1, seq[agent])
+		b := Batch(agent, 1, seq[agent])
 		b.Users = sets
-		for _, r := range h.items(when, "", b) {
-			if r.Status != statusApplied {
+		for _, r := range h.Items(when, "", b) {
+			if r.Status != StatusApplied {
 				t.Fatalf("batch of %s: %+v", agent, r)
 			}
 		}
@@ -61,22 +61,22 @@ func TestActiveUsersExactBelow1000(t *testing.T) {
 	for i := 400; i < 999; i += 50 {
 		send(at, agents[i%3], userSet("t", d2, users[i:min(i+50, 999)]...))
 	}
-	u := h.tenant("t").Usage[periodOfDay(d2)]
-	tn := h.tenant("t")
-	if u.MAU != 999 || tn.dau(d1) != 600 || tn.dau(d2) != 599 || u.PeakDAU != 600 {
-		t.Fatalf("MAU %d, DAU %d and %d, peak DAU %d; want 999, 600, 599, 600", u.MAU, tn.dau(d1), tn.dau(d2), u.PeakDAU)
+	u := h.Tenant("t").Usage[PeriodOfDay(d2)]
+	tn := h.Tenant("t")
+	if u.MAU != 999 || tn.DAU(d1) != 600 || tn.DAU(d2) != 599 || u.PeakDAU != 600 {
+		t.Fatalf("MAU %d, DAU %d and %d, peak DAU %d; want 999, 600, 599, 600", u.MAU, tn.DAU(d1), tn.DAU(d2), u.PeakDAU)
 	}
 	// A batch resent (the same seq) is a duplicate; the same users in a new
 	// batch merge to nothing new.
-	b := batch("a", 1, seq["a"])
+	b := Batch("a", 1, seq["a"])
 	b.Users = []wire.UserSet{userSet("t", d2, "someone-new")}
-	if r := h.items(at, "", b); r[0].Status != statusDuplicate {
+	if r := h.Items(at, "", b); r[0].Status != StatusDuplicate {
 		t.Fatalf("resent batch: %+v", r)
 	}
 	send(at, "a", userSet("t", d2, users[500:700]...))
-	tn = h.tenant("t")
-	if u := tn.Usage[periodOfDay(d2)]; u.MAU != 999 || tn.dau(d2) != 599 {
-		t.Fatalf("after users seen again: MAU %d, DAU %d", u.MAU, tn.dau(d2))
+	tn = h.Tenant("t")
+	if u := tn.Usage[PeriodOfDay(d2)]; u.MAU != 999 || tn.DAU(d2) != 599 {
+		t.Fatalf("after users seen again: MAU %d, DAU %d", u.MAU, tn.DAU(d2))
 	}
 }
 
@@ -123,28 +123,28 @@ func TestUsersMergeProperty(t *testing.T) {
 // goes on counting the same.
 func TestUsersSurviveSnapshot(t *testing.T) {
 	for _, n := range []int{10, 2000, 50_000} {
-		h := newHarness(t)
-		h.setPlan(t0, "t", "payg")
+		h := NewHarness(t)
+		h.SetPlan(t0, "t", "payg")
 		at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-		day := dayOf(at.UnixNano())
-		h.items(at, "", full("a", 1, 0))
+		day := DayOf(at.UnixNano())
+		h.Items(at, "", Full("a", 1, 0))
 		var hs []uint64
 		for i := range n {
 			hs = append(hs, userHash(fmt.Sprint("u", i)))
 		}
-		b := batch("a", 1, 1)
+		b := Batch("a", 1, 1)
 		b.Users = splitSets("t", day, hs)
-		h.items(at, "", b)
-		g := restoredCopy(t, h.f)
-		h2 := &fsmHarness{t: t, f: g, index: h.index}
-		if a, b := h.tenant("t").Usage["2026-12"].MAU, h2.tenant("t").Usage["2026-12"].MAU; a != b || a == 0 {
+		h.Items(at, "", b)
+		g := restoredCopy(t, h.F)
+		h2 := &Harness{T: t, F: g, Index: h.Index}
+		if a, b := h.Tenant("t").Usage["2026-12"].MAU, h2.Tenant("t").Usage["2026-12"].MAU; a != b || a == 0 {
 			t.Fatalf("%d users: MAU %d, restored %d", n, a, b)
 		}
-		more := batch("a", 1, 2)
+		more := Batch("a", 1, 2)
 		more.Users = []wire.UserSet{userSet("t", day, "late-1", "late-2")}
-		h.items(at, "", more)
-		h2.items(at, "", more)
-		if a, b := h.tenant("t").Usage["2026-12"].MAU, h2.tenant("t").Usage["2026-12"].MAU; a != b {
+		h.Items(at, "", more)
+		h2.Items(at, "", more)
+		if a, b := h.Tenant("t").Usage["2026-12"].MAU, h2.Tenant("t").Usage["2026-12"].MAU; a != b {
 			t.Fatalf("%d users, then 2 more: MAU %d, restored %d", n, a, b)
 		}
 	}
@@ -153,7 +153,7 @@ func TestUsersSurviveSnapshot(t *testing.T) {
 func splitSets(tenant string, day uint32, hs []uint64) []wire.UserSet {
 	var out []wire.UserSet
 	for len(hs) > 0 {
-		k := min(len(hs), maxUserHashes)
+		k := min(len(hs), MaxUserHashes)
 		out = append(out, wire.UserSet{Tenant: tenant, Day: day, Hashes: hs[:k]})
 		hs = hs[k:]
 	}
@@ -164,18 +164,18 @@ func splitSets(tenant string, day uint32, hs []uint64) []wire.UserSet {
 // its users sketch go, its MAU and peak DAU stay; users of a day in a
 // closed period count in the open one.
 func TestUsersOfAClosedPeriod(t *testing.T) {
-	h := newHarness(t)
-	h.setPlan(t0, "t", "payg")
+	h := NewHarness(t)
+	h.SetPlan(t0, "t", "payg")
 	nov := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
-	h.items(nov, "", full("a", 1, 0))
-	b := batch("a", 1, 1)
-	b.Users = []wire.UserSet{userSet("t", dayOf(nov.UnixNano()), "x", "y")}
-	h.items(nov, "", b)
+	h.Items(nov, "", Full("a", 1, 0))
+	b := Batch("a", 1, 1)
+	b.Users = []wire.UserSet{userSet("t", DayOf(nov.UnixNano()), "x", "y")}
+	h.Items(nov, "", b)
 	dec := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC) // November closed (1 h grace)
-	late := batch("a", 1, 2)
-	late.Users = []wire.UserSet{userSet("t", dayOf(nov.UnixNano()), "z")}
-	h.items(dec, "", late)
-	tn := h.tenant("t")
+	late := Batch("a", 1, 2)
+	late.Users = []wire.UserSet{userSet("t", DayOf(nov.UnixNano()), "z")}
+	h.Items(dec, "", late)
+	tn := h.Tenant("t")
 	if u := tn.Usage["2026-11"]; u.MAU != 2 || u.PeakDAU != 2 || u.Users != nil {
 		t.Errorf("November: MAU %d, peak DAU %d, sketch kept %v", u.MAU, u.PeakDAU, u.Users != nil)
 	}

@@ -54,37 +54,37 @@ type UsageJSON struct {
 	MeteringJSON
 }
 
-func byClass(c *classCounts) map[string]uint64 {
-	m := make(map[string]uint64, numClasses)
+func ByClass(c *ClassCounts) map[string]uint64 {
+	m := make(map[string]uint64, NumClasses)
 	for i, v := range c {
 		m[plans.Class(i+1).String()] = v
 	}
 	return m
 }
 
-func tenantJSON(s *State, t *Tenant) TenantJSON {
-	j := TenantJSON{Tenant: t.Name, Plan: t.Plan, Suspended: t.Suspended, Concurrency: ConcurrencyJSON{Total: t.Open.total(), ByClass: byClass(&t.Open)}}
+func TenantJSONOf(s *State, t *Tenant) TenantJSON {
+	j := TenantJSON{Tenant: t.Name, Plan: t.Plan, Suspended: t.Suspended, Concurrency: ConcurrencyJSON{Total: t.Open.Total(), ByClass: ByClass(&t.Open)}}
 	if p, ok := s.Plans[t.Plan]; ok {
 		j.Ceiling, j.Mode = p.Ceiling, string(p.Mode)
 	}
-	j.Utilization = utilization(j.Concurrency.Total, ceilingOf(s, t.Plan))
+	j.Utilization = Utilization(j.Concurrency.Total, CeilingOf(s, t.Plan))
 	if sc := s.Scheduled[t.Name]; sc != nil {
-		j.Scheduled = scheduledJSON(sc)
+		j.Scheduled = ScheduledJSONOf(sc)
 	}
 	return j
 }
 
-func usageJSON(t *Tenant, period string) *UsageJSON {
+func UsageJSONOf(t *Tenant, period string) *UsageJSON {
 	u := t.Usage[period]
 	if u == nil {
 		u = &Usage{}
 	}
-	j := &UsageJSON{Period: period, SecondsByClass: make(map[string]float64, numClasses), PCU: u.PCU,
-		PCUByClass: byClass(&u.PCUByClass), RefusedByClass: byClass(&u.Refused)}
+	j := &UsageJSON{Period: period, SecondsByClass: make(map[string]float64, NumClasses), PCU: u.PCU,
+		PCUByClass: ByClass(&u.PCUByClass), RefusedByClass: ByClass(&u.Refused)}
 	for i, m := range u.Micros {
 		j.SecondsByClass[plans.Class(i+1).String()] = float64(m) / 1e6
 	}
-	j.UnitMinutes = unitMinutes(u)
+	j.UnitMinutes = UnitMinutes(u)
 	j.MAU, j.PeakDAU = u.MAU, u.PeakDAU
 	return j
 }
@@ -92,7 +92,7 @@ func usageJSON(t *Tenant, period string) *UsageJSON {
 // unitMinutes is a period's usage in unit-minutes: session minutes times
 // class weight, summed over the classes (the usage report's figure, which
 // alerts compare with a plan's included unit-minutes).
-func unitMinutes(u *Usage) float64 {
+func UnitMinutes(u *Usage) float64 {
 	var unitMicros float64
 	for i, m := range u.Micros {
 		unitMicros += float64(m) * float64(plans.Class(i+1).Weight(plans.DefaultAIWeight))
@@ -149,11 +149,11 @@ type RegionJSON struct {
 }
 
 // tenantUsageJSON is a tenant's usage of a period with its metering.
-func tenantUsageJSON(st *State, t *Tenant, period string) *UsageJSON {
-	j := usageJSON(t, period)
+func TenantUsageJSONOf(st *State, t *Tenant, period string) *UsageJSON {
+	j := UsageJSONOf(t, period)
 	j.MeteringJSON = meteringJSON(st, t, period)
-	if today := dayOf(st.Time); periodOfDay(today) == period {
-		j.DAU = t.dau(today)
+	if today := DayOf(st.Time); PeriodOfDay(today) == period {
+		j.DAU = t.DAU(today)
 	}
 	return j
 }
@@ -164,16 +164,16 @@ func meteringJSON(st *State, t *Tenant, period string) MeteringJSON {
 		u = &Usage{}
 	}
 	j := MeteringJSON{
-		Closed: st.periodClosed(period), LateBatches: u.Late, LateSeconds: float64(u.LateMicros) / 1e6,
-		SecondsOverCeiling: float64(u.OverNanos) / 1e9, SessionMinutesByClass: byClass(&u.ClosedMinutes),
+		Closed: st.PeriodClosed(period), LateBatches: u.Late, LateSeconds: float64(u.LateMicros) / 1e6,
+		SecondsOverCeiling: float64(u.OverNanos) / 1e9, SessionMinutesByClass: ByClass(&u.ClosedMinutes),
 		PeakBasis: string(plans.PeakGlobal), Regions: []RegionJSON{},
 	}
 	if p, err := plans.ParsePeriod(period); err == nil {
-		j.ClosesAt = p.End().Add(time.Duration(st.grace())).Format(time.RFC3339)
+		j.ClosesAt = p.End().Add(time.Duration(st.Grace())).Format(time.RFC3339)
 	}
 	for _, kv := range u.Regions {
 		r := kv.Val
-		rj := RegionJSON{Region: kv.Key, SecondsByClass: make(map[string]float64, numClasses), PCU: r.PCU}
+		rj := RegionJSON{Region: kv.Key, SecondsByClass: make(map[string]float64, NumClasses), PCU: r.PCU}
 		var unitMicros float64
 		for i, m := range r.Micros {
 			c := plans.Class(i + 1)
@@ -204,49 +204,49 @@ type UsageReportJSON struct {
 // tenantUsage gathers what billing and advice need of one tenant and
 // period, under the read lock: the plans held, the usage in time order and
 // the days.
-type tenantUsage struct {
-	found   bool
-	current plans.Plan
+type TenantUsage struct {
+	Found   bool
+	Current plans.Plan
 	held    []plans.Holding
-	slices  []plans.UsageSlice
-	days    []plans.DayUsage
-	report  UsageReportJSON
+	Slices  []plans.UsageSlice
+	Days    []plans.DayUsage
+	Report  UsageReportJSON
 	heldErr error
 	// observedFrom is when the tenant was first on a plan or first had
 	// usage in the period (zero: from its start); previous is the previous
 	// period's usage, if any.
-	observedFrom time.Time
-	previous     *plans.PeriodUsage
+	ObservedFrom time.Time
+	Previous     *plans.PeriodUsage
 }
 
-func gatherUsage(st *State, id string, p plans.Period) tenantUsage {
-	var tu tenantUsage
+func GatherUsage(st *State, id string, p plans.Period) TenantUsage {
+	var tu TenantUsage
 	func() {
 		t := st.Tenants[id]
 		if t == nil {
 			return
 		}
-		tu.found = true
-		tu.current = st.Plans[t.Plan]
-		tu.report = UsageReportJSON{Tenant: id, UsageJSON: *tenantUsageJSON(st, t, p.String()), Days: []DayJSON{}}
+		tu.Found = true
+		tu.Current = st.Plans[t.Plan]
+		tu.Report = UsageReportJSON{Tenant: id, UsageJSON: *TenantUsageJSONOf(st, t, p.String()), Days: []DayJSON{}}
 		tu.held, tu.heldErr = holdings(st, t, p)
-		tu.previous = previousUsage(t, p.Prev())
+		tu.Previous = previousUsage(t, p.Prev())
 		u := t.Usage[p.String()]
-		tu.observedFrom = observedFrom(t, u, p)
+		tu.ObservedFrom = observedFrom(t, u, p)
 		if u == nil {
 			return
 		}
-		var micros []classCounts            // per day
+		var micros []ClassCounts            // per day
 		var regionPeaks []map[string]uint64 // per day
 		for _, b := range u.Buckets {
 			at := time.Unix(0, b.From).UTC()
 			day := int(at.Sub(p.Start()) / (24 * time.Hour))
-			for len(tu.days) <= day {
-				tu.days = append(tu.days, plans.DayUsage{})
-				micros = append(micros, classCounts{})
+			for len(tu.Days) <= day {
+				tu.Days = append(tu.Days, plans.DayUsage{})
+				micros = append(micros, ClassCounts{})
 				regionPeaks = append(regionPeaks, nil)
 			}
-			d := &tu.days[day]
+			d := &tu.Days[day]
 			d.Peak = max(d.Peak, b.Peak)
 			d.Refused += b.Refused
 			for _, rp := range b.RegionPeaks {
@@ -258,23 +258,23 @@ func gatherUsage(st *State, id string, p plans.Period) tenantUsage {
 			for c, m := range b.Micros {
 				micros[day][c] += m
 				if m > 0 || b.Minutes[c] > 0 {
-					tu.slices = append(tu.slices, plans.UsageSlice{At: at, Class: plans.Class(c + 1), Micros: m, Minutes: b.Minutes[c]})
+					tu.Slices = append(tu.Slices, plans.UsageSlice{At: at, Class: plans.Class(c + 1), Micros: m, Minutes: b.Minutes[c]})
 				}
 			}
 		}
-		for i := range tu.days {
-			d := &tu.days[i]
+		for i := range tu.Days {
+			d := &tu.Days[i]
 			for _, peak := range regionPeaks[i] {
 				d.RegionalPeak += peak
 			}
 			date := p.Start().AddDate(0, 0, i)
 			dj := DayJSON{Date: date.Format("2006-01-02"), Peak: d.Peak, RegionalPeak: d.RegionalPeak, Refused: d.Refused,
-				SecondsByClass: map[string]float64{}, DAU: t.dau(dayOf(date.UnixNano()))}
+				SecondsByClass: map[string]float64{}, DAU: t.DAU(DayOf(date.UnixNano()))}
 			for c, m := range micros[i] {
 				d.Minutes[c] = m / 60_000_000
 				dj.SecondsByClass[plans.Class(c+1).String()] = float64(m) / 1e6
 			}
-			tu.report.Days = append(tu.report.Days, dj)
+			tu.Report.Days = append(tu.Report.Days, dj)
 		}
 	}()
 	return tu
@@ -369,11 +369,11 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // invoice bills the gathered usage under the plans held.
-func (tu *tenantUsage) invoice(p plans.Period) (*plans.Invoice, error) {
+func (tu *TenantUsage) Invoice(p plans.Period) (*plans.Invoice, error) {
 	if tu.heldErr != nil {
 		return nil, tu.heldErr
 	}
-	inv, err := plans.BillUsers(p, tu.held, tu.slices, tu.report.MAU)
+	inv, err := plans.BillUsers(p, tu.held, tu.Slices, tu.Report.MAU)
 	if err != nil {
 		return nil, err
 	}
@@ -389,6 +389,6 @@ type ScheduledJSON struct {
 	Operator string `json:"operator,omitempty"`
 }
 
-func scheduledJSON(sc *Scheduled) *ScheduledJSON {
-	return &ScheduledJSON{ID: sc.ID, Plan: sc.Plan, At: fmtTime(sc.At), Created: fmtTime(sc.Created), Operator: sc.Operator}
+func ScheduledJSONOf(sc *Scheduled) *ScheduledJSON {
+	return &ScheduledJSON{ID: sc.ID, Plan: sc.Plan, At: FormatTime(sc.At), Created: FormatTime(sc.Created), Operator: sc.Operator}
 }
