@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/cluster"
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
 )
@@ -73,14 +75,14 @@ type tokenKey struct{}
 
 // requestToken is the token a request was authorised with (nil when ACLs
 // are off or the route is public).
-func requestToken(r *http.Request) *Token {
-	tk, _ := r.Context().Value(tokenKey{}).(*Token)
+func requestToken(r *http.Request) *fsm.Token {
+	tk, _ := r.Context().Value(tokenKey{}).(*fsm.Token)
 	return tk
 }
 
 // tenantScope returns the only tenant a request may see, or "" for all.
 func tenantScope(r *http.Request) string {
-	if tk := requestToken(r); tk != nil && tk.Role == RoleTenant {
+	if tk := requestToken(r); tk != nil && tk.Role == fsm.RoleTenant {
 		return tk.Tenant
 	}
 	return ""
@@ -119,9 +121,9 @@ func (s *Server) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
 			return
 		}
 		secret := bearer(r)
-		var tk *Token
+		var tk *fsm.Token
 		if secret != "" {
-			s.fsm.Read(func(st *State) {
+			s.fsm.Read(func(st *fsm.State) {
 				if t := st.TokenBySecret(secret); t != nil {
 					c := *t
 					tk = &c
@@ -148,16 +150,16 @@ func (s *Server) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
 
 // allowed reports whether tk may use a route: 0, or the code and message
 // to answer.
-func allowed(tk *Token, need access, pattern string, r *http.Request) (int, string) {
+func allowed(tk *fsm.Token, need access, pattern string, r *http.Request) (int, string) {
 	switch tk.Role {
-	case RoleOperator:
+	case fsm.RoleOperator:
 		return 0, ""
-	case RoleReader:
+	case fsm.RoleReader:
 		if need == accessOperator {
 			return http.StatusForbidden, "a reader token may not do this"
 		}
 		return 0, ""
-	case RoleTenant:
+	case fsm.RoleTenant:
 		switch need {
 		case accessScoped:
 			return 0, ""
@@ -252,20 +254,20 @@ type TokenJSON struct {
 	CreatedBy   string `json:"created_by,omitempty"`
 }
 
-func tokenJSON(tk *Token) TokenJSON {
+func tokenJSON(tk *fsm.Token) TokenJSON {
 	return TokenJSON{Accessor: tk.Accessor, Role: tk.Role, Tenant: tk.Tenant, Description: tk.Description,
-		Created: FormatTime(tk.Created), CreatedBy: tk.CreatedBy}
+		Created: fsm.FormatTime(tk.Created), CreatedBy: tk.CreatedBy}
 }
 
 // handleBootstrap creates the first operator token, once.
 func (s *Server) handleBootstrap(w http.ResponseWriter, r *http.Request) {
 	var done bool
-	s.fsm.Read(func(st *State) { done = st.ACLBootstrapped })
+	s.fsm.Read(func(st *fsm.State) { done = st.ACLBootstrapped })
 	if done {
 		jsonhttp.Error(w, http.StatusForbidden, "ACL already bootstrapped: create tokens with an operator token")
 		return
 	}
-	s.createToken(w, r, Token{Role: RoleOperator, Description: "bootstrap"}, true)
+	s.createToken(w, r, fsm.Token{Role: fsm.RoleOperator, Description: "bootstrap"}, true)
 }
 
 func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
@@ -277,20 +279,20 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	if !jsonhttp.Decode(w, r, maxBody, &body) {
 		return
 	}
-	tk := Token{Role: body.Role, Tenant: body.Tenant, Description: body.Description}
+	tk := fsm.Token{Role: body.Role, Tenant: body.Tenant, Description: body.Description}
 	if by := requestToken(r); by != nil {
 		tk.CreatedBy = by.Accessor
 	}
 	s.createToken(w, r, tk, false)
 }
 
-func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tk Token, bootstrap bool) {
-	accessor, secret := NewSecret()
-	tk.Accessor, tk.SecretHash, tk.Created = accessor, HashSecret(secret), s.clock.stamp()
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tk fsm.Token, bootstrap bool) {
+	accessor, secret := fsm.NewSecret()
+	tk.Accessor, tk.SecretHash, tk.Created = accessor, fsm.HashSecret(secret), s.clock.stamp()
 	if bootstrap {
 		tk.CreatedBy = "bootstrap"
 	}
-	if res, _ := s.commit(w, CmdTokenCreate, &TokenCreateCmd{Time: tk.Created, Token: tk, Bootstrap: bootstrap, Operator: operator(r)}); res == nil {
+	if res, _ := s.commit(w, fsm.CmdTokenCreate, &fsm.TokenCreateCmd{Time: tk.Created, Token: tk, Bootstrap: bootstrap, Operator: operator(r)}); res == nil {
 		return
 	}
 	out := tokenJSON(&tk)
@@ -300,7 +302,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tk Token, b
 
 func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) {
 	var out []TokenJSON
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		out = make([]TokenJSON, 0, len(st.Tokens))
 		for _, tk := range st.Tokens {
 			out = append(out, tokenJSON(tk))
@@ -314,7 +316,7 @@ func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 	acc := r.PathValue("accessor")
-	if res, _ := s.commit(w, CmdTokenRevoke, &TokenRevokeCmd{Time: s.clock.stamp(), Accessor: acc, Operator: operator(r)}); res != nil {
+	if res, _ := s.commit(w, fsm.CmdTokenRevoke, &fsm.TokenRevokeCmd{Time: s.clock.stamp(), Accessor: acc, Operator: operator(r)}); res != nil {
 		jsonhttp.Write(w, http.StatusOK, map[string]string{"revoked": acc})
 	}
 }

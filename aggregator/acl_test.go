@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -59,16 +61,16 @@ func newACLFixture(t *testing.T) *aclFixture {
 	s := newTestServer(t, clock, withACL)
 	rec := do(t, s, "POST", "/v1/acl/bootstrap", "", "")
 	var op TokenJSON
-	if rec.Code != http.StatusCreated || json.Unmarshal(rec.Body.Bytes(), &op) != nil || op.Secret == "" || op.Role != RoleOperator {
+	if rec.Code != http.StatusCreated || json.Unmarshal(rec.Body.Bytes(), &op) != nil || op.Secret == "" || op.Role != fsm.RoleOperator {
 		t.Fatalf("bootstrap: %d %s", rec.Code, rec.Body)
 	}
 	if rec := do(t, s, "POST", "/v1/acl/bootstrap", "", ""); rec.Code != http.StatusForbidden {
 		t.Fatalf("second bootstrap: %d %s", rec.Code, rec.Body)
 	}
 	f := &aclFixture{s: s, operator: op}
-	f.reader = createToken(t, s, op.Secret, RoleReader, "")
-	f.tenant = createToken(t, s, op.Secret, RoleTenant, "acme")
-	f.ag = createToken(t, s, op.Secret, RoleAgent, "")
+	f.reader = createToken(t, s, op.Secret, fsm.RoleReader, "")
+	f.tenant = createToken(t, s, op.Secret, fsm.RoleTenant, "acme")
+	f.ag = createToken(t, s, op.Secret, fsm.RoleAgent, "")
 	for _, tn := range []string{"acme", "globex"} {
 		if rec := do(t, s, "PUT", "/v1/tenants/"+tn+"/plan", op.Secret, `{"plan":"starter"}`); rec.Code != 200 {
 			t.Fatalf("set plan %s: %d %s", tn, rec.Code, rec.Body)
@@ -146,7 +148,7 @@ func TestACLRoles(t *testing.T) {
 	}
 	// Lists show a tenant token its tenant only.
 	rec := do(t, f.s, "GET", "/v1/tenants", f.tenant.Secret, "")
-	var list []TenantJSON
+	var list []fsm.TenantJSON
 	if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &list) != nil || len(list) != 1 || list[0].Tenant != "acme" || strings.Contains(rec.Body.String(), "globex") {
 		t.Errorf("tenant list with a tenant token: %d %s", rec.Code, rec.Body)
 	}
@@ -328,7 +330,7 @@ func TestACLWireMessages(t *testing.T) {
 		}
 	}
 	var total uint64
-	f.s.fsm.Read(func(s *State) { total = s.Tenants["acme"].Open.Total() })
+	f.s.fsm.Read(func(s *fsm.State) { total = s.Tenants["acme"].Open.Total() })
 	if total != 0 {
 		t.Errorf("acme counts %d sessions from streams that never said Hello", total)
 	}

@@ -64,6 +64,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/headroom-rtc/headroom/plans"
@@ -212,7 +214,7 @@ type alertStats struct {
 // delivers them.
 type alerter struct {
 	log        hclog.Logger
-	fsm        *FSM
+	fsm        *fsm.FSM
 	thresholds []uint32
 	webhook    string // "" logs alerts only
 	client     *http.Client
@@ -231,7 +233,7 @@ type alerter struct {
 	mu sync.Mutex
 	// state is the state the marks were computed from; another pointer
 	// means the FSM restored a snapshot.
-	state *State
+	state *fsm.State
 	// marks holds, per tenant and kind, the thresholds fired and not yet
 	// re-armed (bit i for thresholds[i]); tenants with none are absent.
 	marks map[string]kindMarks
@@ -248,12 +250,12 @@ type alerter struct {
 	stats       alertStats
 }
 
-func newAlerter(fsm *FSM, log hclog.Logger, thresholds []uint32, webhook string, queue int, leading func() bool, now func() time.Time) *alerter {
+func newAlerter(sm *fsm.FSM, log hclog.Logger, thresholds []uint32, webhook string, queue int, leading func() bool, now func() time.Time) *alerter {
 	if len(thresholds) == 0 {
 		thresholds = DefaultAlertThresholds
 	}
 	a := &alerter{
-		log: log, fsm: fsm, thresholds: append([]uint32(nil), thresholds...), webhook: webhook,
+		log: log, fsm: sm, thresholds: append([]uint32(nil), thresholds...), webhook: webhook,
 		client: &http.Client{
 			Timeout:       alertTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -261,7 +263,7 @@ func newAlerter(fsm *FSM, log hclog.Logger, thresholds []uint32, webhook string,
 		leading: leading, now: now, backoff: 500 * time.Millisecond, maxBackoff: 30 * time.Second,
 		attempts: alertAttempts, wake: make(chan struct{}, 1), ring: make([]alertRec, max(queue, 1)),
 	}
-	fsm.Read(a.prime)
+	sm.Read(a.prime)
 	return a
 }
 
@@ -270,7 +272,7 @@ func newAlerter(fsm *FSM, log hclog.Logger, thresholds []uint32, webhook string,
 // block: the sender is woken with a non-blocking send.
 func (a *alerter) changed(names []string) {
 	crossed := false
-	a.fsm.Read(func(st *State) {
+	a.fsm.Read(func(st *fsm.State) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if st != a.state {
@@ -304,13 +306,13 @@ func (a *alerter) changed(names []string) {
 
 // prime sets the marks from a state without alerting: every threshold a
 // tenant reaches counts as fired.
-func (a *alerter) prime(st *State) {
+func (a *alerter) prime(st *fsm.State) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.primeLocked(st)
 }
 
-func (a *alerter) primeLocked(st *State) {
+func (a *alerter) primeLocked(st *fsm.State) {
 	a.state = st
 	a.marks = make(map[string]kindMarks)
 	pass := alertPass{st: st, period: plans.PeriodOf(time.Unix(0, st.Time)).String()}
@@ -345,7 +347,7 @@ func (l alertLevel) utilization() float64 { return 100 * l.value / float64(l.lim
 
 // alertPass checks tenants against one state: the one an entry left.
 type alertPass struct {
-	st     *State
+	st     *fsm.State
 	period string // of the entry's time
 	limits []planLimits
 }
@@ -378,7 +380,7 @@ func (p *alertPass) plan(name string) planLimits {
 
 // levels returns a tenant's concurrency, unit-minutes and active users of
 // the period against its plan.
-func (p *alertPass) levels(t *Tenant) [len(alertKinds)]alertLevel {
+func (p *alertPass) levels(t *fsm.Tenant) [len(alertKinds)]alertLevel {
 	l := p.plan(t.Plan)
 	out := [len(alertKinds)]alertLevel{{limit: l.ceiling}, {limit: l.included}, {limit: l.mau}}
 	if l.ceiling > 0 {
@@ -386,7 +388,7 @@ func (p *alertPass) levels(t *Tenant) [len(alertKinds)]alertLevel {
 	}
 	if u := t.Usage[p.period]; u != nil {
 		if l.included > 0 {
-			out[1].value = UnitMinutes(u)
+			out[1].value = fsm.UnitMinutes(u)
 		}
 		if l.mau > 0 {
 			out[2].value = float64(u.MAU)
@@ -447,7 +449,7 @@ func (a *alerter) check(p *alertPass, name string) bool {
 }
 
 // push queues a crossing, overwriting the oldest when the queue is full.
-func (a *alerter) push(p *alertPass, t *Tenant, kind AlertKind, th uint32, l alertLevel) {
+func (a *alerter) push(p *alertPass, t *fsm.Tenant, kind AlertKind, th uint32, l alertLevel) {
 	st, period := p.st, p.period
 	util := math.Round(l.utilization()*100) / 100
 	what := "concurrency ceiling"

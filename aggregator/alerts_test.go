@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/headroom-rtc/headroom/wire"
@@ -107,14 +109,14 @@ func alertWait(t interface {
 // with an alerter on its onChange hook and running its sender. Tenants are
 // put on starter (ceiling 100, 300,000 unit-minutes included).
 type alertRig struct {
-	h       *Harness
+	h       *fsm.Harness
 	a       *alerter
 	clock   *fakeClock
 	leading atomic.Bool
 	seq     uint64
 }
 
-func newAlertRig(t *testing.T, h *Harness, clock *fakeClock, webhook string, queue int, leading bool) *alertRig {
+func newAlertRig(t *testing.T, h *fsm.Harness, clock *fakeClock, webhook string, queue int, leading bool) *alertRig {
 	r := &alertRig{h: h, clock: clock}
 	r.leading.Store(leading)
 	r.a = newAlerter(h.F, hclog.NewNullLogger(), nil, webhook, queue, r.leading.Load, clock.Now)
@@ -146,10 +148,10 @@ func (r *alertRig) lead(on bool) {
 // newAlertHarness returns one rig on its own state machine, with agent a1
 // known to it.
 func newAlertHarness(t *testing.T, webhook string, queue int) *alertRig {
-	h := NewHarness(t)
+	h := fsm.NewHarness(t)
 	r := newAlertRig(t, h, &fakeClock{t: alertT0}, webhook, queue, true)
 	h.F.OnChange = r.a.changed
-	h.Items(alertT0, "", Full("a1", 1, 0))
+	h.Items(alertT0, "", fsm.Full("a1", 1, 0))
 	return r
 }
 
@@ -157,8 +159,8 @@ func newAlertHarness(t *testing.T, webhook string, queue int) *alertRig {
 func (r *alertRig) send(entries ...wire.DeltaEntry) {
 	r.h.T.Helper()
 	r.seq++
-	res := r.h.Items(r.clock.Now(), "starter", Batch("a1", 1, r.seq, entries...))
-	if res[0].Status != StatusApplied {
+	res := r.h.Items(r.clock.Now(), "starter", fsm.Batch("a1", 1, r.seq, entries...))
+	if res[0].Status != fsm.StatusApplied {
 		r.h.T.Fatalf("batch %d: %+v", r.seq, res[0])
 	}
 }
@@ -169,9 +171,9 @@ func (r *alertRig) setOpen(tenant string, n uint64) {
 	o := r.h.Tenant(tenant).Open
 	have := o.Total()
 	if n >= have {
-		r.send(Open(tenant, "audio", n-have))
+		r.send(fsm.Open(tenant, "audio", n-have))
 	} else {
-		r.send(Closed(tenant, "audio", have-n))
+		r.send(fsm.Closed(tenant, "audio", have-n))
 	}
 }
 
@@ -406,7 +408,7 @@ func TestAlertNewLeaderResendsRecentWithSameIDs(t *testing.T) {
 	rcv := newAlertReceiver(t, nil)
 	clock := &fakeClock{t: alertT0.Add(-10 * time.Minute)}
 	// Two replicas applying the same entries: a leader and a follower.
-	ha, hb := NewHarness(t), NewHarness(t)
+	ha, hb := fsm.NewHarness(t), fsm.NewHarness(t)
 	a := newAlertRig(t, ha, clock, rcv.URL, 16, true)
 	b := newAlertRig(t, hb, clock, rcv.URL, 16, false)
 	ha.F.OnChange, hb.F.OnChange = a.a.changed, b.a.changed
@@ -415,20 +417,20 @@ func TestAlertNewLeaderResendsRecentWithSameIDs(t *testing.T) {
 		t.Helper()
 		var msgs []wire.Message
 		if seq == 0 {
-			msgs = append(msgs, Full("a1", 1, 0))
+			msgs = append(msgs, fsm.Full("a1", 1, 0))
 		}
 		seq++
-		msgs = append(msgs, Batch("a1", 1, seq, entries...))
-		for _, h := range []*Harness{ha, hb} {
+		msgs = append(msgs, fsm.Batch("a1", 1, seq, entries...))
+		for _, h := range []*fsm.Harness{ha, hb} {
 			h.Items(clock.Now(), "starter", msgs...)
 		}
 	}
-	both(Open("old", "audio", 100)) // ten minutes before the failover
+	both(fsm.Open("old", "audio", 100)) // ten minutes before the failover
 	clock.Set(alertT0)
-	both(Open("t1", "audio", 95))
+	both(fsm.Open("t1", "audio", 95))
 	got := rcv.waitAlerts(t, 2) // the leader delivered both
 	a.lead(false)               // the leader is cut off...
-	both(Open("t2", "audio", 75))
+	both(fsm.Open("t2", "audio", 75))
 	b.lead(true) // ...and the follower takes over
 	alertWait(t, "the new leader's resends", func() bool { return b.a.snapshot().Sent == 2 })
 	all := rcv.waitAlerts(t, 4)
@@ -446,11 +448,11 @@ func TestAlertNewLeaderResendsRecentWithSameIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sink MemSink
+	var sink fsm.MemSink
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	hc := &Harness{T: t, F: NewFSM(nil), Index: ha.Index}
+	hc := &fsm.Harness{T: t, F: fsm.NewFSM(nil), Index: ha.Index}
 	c := newAlertRig(t, hc, clock, rcv.URL, 16, false)
 	hc.F.OnChange = c.a.changed
 	if err := hc.F.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
@@ -459,8 +461,8 @@ func TestAlertNewLeaderResendsRecentWithSameIDs(t *testing.T) {
 	b.lead(false)
 	c.lead(true)
 	seq++
-	for _, h := range []*Harness{ha, hb, hc} {
-		h.Items(clock.Now(), "starter", Batch("a1", 1, seq, Open("t1", "audio", 1), Open("t3", "audio", 90)))
+	for _, h := range []*fsm.Harness{ha, hb, hc} {
+		h.Items(clock.Now(), "starter", fsm.Batch("a1", 1, seq, fsm.Open("t1", "audio", 1), fsm.Open("t3", "audio", 90)))
 	}
 	all = rcv.waitAlerts(t, 5) // only t3's crossing; standing ones are not refired
 	checkAlert(t, all[4], "t3", AlertConcurrency, 90, 90, 100)
@@ -530,7 +532,7 @@ func TestAlertWebhookFromServer(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 	}
-	commitItems(t, s, Full("a1", 1, 0), Batch("a1", 1, 1, Open("app1", "video-hd", 60)))
+	commitItems(t, s, fsm.Full("a1", 1, 0), fsm.Batch("a1", 1, 1, fsm.Open("app1", "video-hd", 60)))
 	got := rcv.waitAlerts(t, 1)
 	checkAlert(t, got[0], "app1", AlertConcurrency, 50, 60, 100)
 	alertWait(t, "the alert's log line", func() bool { return strings.Contains(logs.String(), "id="+got[0].ID) })
@@ -567,14 +569,14 @@ func TestAlertMAU(t *testing.T) {
 	r := newAlertHarness(t, rcv.URL, 16)
 	p := defaultPlan(t, "starter")
 	p.Name, p.IncludedMAU, p.OveragePerMAU = "chat", 10, 1
-	r.h.OK(CmdPutPlan, &PutPlanCmd{Time: alertT0.UnixNano(), Plan: p.Normalized(), Create: true})
-	r.h.OK(CmdSetPlan, &SetPlanCmd{Time: alertT0.UnixNano(), Tenant: "t1", Plan: "chat"})
-	day := DayOf(r.clock.Now().UnixNano())
+	r.h.OK(fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: alertT0.UnixNano(), Plan: p.Normalized(), Create: true})
+	r.h.OK(fsm.CmdSetPlan, &fsm.SetPlanCmd{Time: alertT0.UnixNano(), Tenant: "t1", Plan: "chat"})
+	day := fsm.DayOf(r.clock.Now().UnixNano())
 	users := func(names ...string) {
 		r.seq++
-		b := Batch("a1", 1, r.seq)
+		b := fsm.Batch("a1", 1, r.seq)
 		b.Users = []wire.UserSet{userSet("t1", day, names...)}
-		if res := r.h.Items(r.clock.Now(), "", b); res[0].Status != StatusApplied {
+		if res := r.h.Items(r.clock.Now(), "", b); res[0].Status != fsm.StatusApplied {
 			t.Fatalf("batch: %+v", res[0])
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/raft"
 
 	"github.com/headroom-rtc/headroom/internal/atomicfile"
@@ -18,7 +20,7 @@ import (
 
 func planOf(t *testing.T, s *Server, tenant string) string {
 	t.Helper()
-	var tj TenantJSON
+	var tj fsm.TenantJSON
 	if code := get(t, s, "/v1/tenants/"+tenant, &tj); code != http.StatusOK {
 		t.Fatalf("GET tenant %s: %d", tenant, code)
 	}
@@ -80,7 +82,7 @@ func TestSnapshotFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sink MemSink
+	var sink fsm.MemSink
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}

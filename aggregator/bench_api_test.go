@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,24 +22,24 @@ import (
 // benchState returns a state machine holding n tenants spread over the
 // default plans, with 0 to 1,200 open sessions each over the classes (some
 // over their ceiling, many tied), as an FSM built directly.
-func benchState(n int) *FSM {
-	f := NewFSM(plans.Defaults())
+func benchState(n int) *fsm.FSM {
+	f := fsm.NewFSM(plans.Defaults())
 	rng := rand.New(rand.NewPCG(7, 7))
 	names := []string{"payg", "starter", "growth", "scale"}
 	for i := range n {
-		t := &Tenant{Name: fmt.Sprintf("tenant-%06d", i), Plan: names[i%len(names)], Usage: map[string]*Usage{}}
-		for c := range NumClasses {
+		t := &fsm.Tenant{Name: fmt.Sprintf("tenant-%06d", i), Plan: names[i%len(names)], Usage: map[string]*fsm.Usage{}}
+		for c := range fsm.NumClasses {
 			if rng.IntN(3) == 0 {
 				t.Open[c] = uint64(rng.IntN(200))
 			}
 		}
-		u := &Usage{}
-		for c := range NumClasses {
+		u := &fsm.Usage{}
+		for c := range fsm.NumClasses {
 			u.Micros[c] = uint64(rng.IntN(1e9))
 			u.Refused[c] = uint64(rng.IntN(10))
 		}
 		t.Usage["2026-11"] = u
-		f.TestingEdit(func(s *State) { s.Tenants[t.Name] = t })
+		f.TestingEdit(func(s *fsm.State) { s.Tenants[t.Name] = t })
 	}
 	return f
 }
@@ -65,8 +67,8 @@ func BenchmarkTenantList100k(b *testing.B) {
 				query := "/v1/tenants?sort=utilization&limit=50"
 				if page == "deep" {
 					var p tenantPage
-					f.Read(func(st *State) {
-						f.ScanTenants(st, func(rows []TenantRow) {
+					f.Read(func(st *fsm.State) {
+						f.ScanTenants(st, func(rows []fsm.TenantRow) {
 							p = listTenants(st, rows, tenantQuery{order: orderUtilization, limit: 50_000})
 						})
 					})
@@ -99,9 +101,9 @@ func BenchmarkTenantList100k(b *testing.B) {
 
 // applyLoad applies a 1,000-entry batch of agent a1 every 10 ms until
 // stopped.
-func applyLoad(b *testing.B, f *FSM) (stop func()) {
+func applyLoad(b *testing.B, f *fsm.FSM) (stop func()) {
 	idx := uint64(1)
-	data, _ := EncodeCmd(CmdAgentItems, ItemsCmd(t0.UnixNano(), "", &wire.FullState{AgentID: "a1", Epoch: 1}))
+	data, _ := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(t0.UnixNano(), "", &wire.FullState{AgentID: "a1", Epoch: 1}))
 	f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data})
 	entries := make([]wire.DeltaEntry, 1000)
 	done, quit := make(chan struct{}), make(chan struct{})
@@ -118,9 +120,9 @@ func applyLoad(b *testing.B, f *FSM) (stop func()) {
 			for i := range entries {
 				entries[i] = wire.DeltaEntry{Tenant: fmt.Sprintf("tenant-%06d", (int(seq)*1000+i)%100_000), Class: "audio", Opened: 1, Peak: 1}
 			}
-			cmd := AgentItemsCmd{Time: t0.UnixNano() + int64(seq)*1e7, Items: []AgentItem{{Kind: ItemDelta,
+			cmd := fsm.AgentItemsCmd{Time: t0.UnixNano() + int64(seq)*1e7, Items: []fsm.AgentItem{{Kind: fsm.ItemDelta,
 				Body: wire.Append(nil, &wire.DeltaBatch{AgentID: "a1", Epoch: 1, Seq: seq, Entries: entries})}}}
-			data, _ := EncodeCmd(CmdAgentItems, &cmd)
+			data, _ := fsm.EncodeCmd(fsm.CmdAgentItems, &cmd)
 			idx++
 			f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data})
 		}

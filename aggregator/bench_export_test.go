@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/headroom-rtc/headroom/plans"
@@ -40,7 +42,7 @@ func BenchmarkExport100k(b *testing.B) {
 	classes := []string{"audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai"}
 	seq := uint64(0)
 	commit := func(msgs ...wire.Message) {
-		data, err := EncodeCmd(CmdAgentItems, ItemsCmd(s.clock.stamp(), "", msgs...))
+		data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.stamp(), "", msgs...))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -138,11 +140,11 @@ func BenchmarkExportEncodeSDK(b *testing.B) {
 	b.SetBytes(int64(n))
 }
 
-func encodeFixture() (*ExportState, []ExportRecord) {
-	st := &ExportState{Seq: 7, To: time.Date(2026, 12, 1, 10, 5, 0, 0, time.UTC).UnixNano(), Source: "headroom/0123456789ab"}
-	recs := make([]ExportRecord, 1000)
+func encodeFixture() (*fsm.ExportState, []fsm.ExportRecord) {
+	st := &fsm.ExportState{Seq: 7, To: time.Date(2026, 12, 1, 10, 5, 0, 0, time.UTC).UnixNano(), Source: "headroom/0123456789ab"}
+	recs := make([]fsm.ExportRecord, 1000)
 	for i := range recs {
-		recs[i] = ExportRecord{ExportRef: ExportRef{Tenant: fmt.Sprintf("tenant-%06d", i), Period: "2026-12", Region: "eu-west"}}
+		recs[i] = fsm.ExportRecord{ExportRef: fsm.ExportRef{Tenant: fmt.Sprintf("tenant-%06d", i), Period: "2026-12", Region: "eu-west"}}
 		for c := range recs[i].Delta {
 			recs[i].Delta[c] = uint64(60_000_000 + i*7 + c)
 		}
@@ -154,13 +156,13 @@ func encodeFixture() (*ExportState, []ExportRecord) {
 // each applied entry: recording 1,000 changed tenants (the onChange hook of
 // a 1,000-entry batch) into a history of 10,000, each entry a second later.
 func BenchmarkHistoryChanged1000(b *testing.B) {
-	f := NewFSM(nil)
+	f := fsm.NewFSM(nil)
 	names := make([]string, 1000)
-	f.TestingEdit(func(s *State) { s.Plans["payg"] = plans.Defaults()[0] })
+	f.TestingEdit(func(s *fsm.State) { s.Plans["payg"] = plans.Defaults()[0] })
 	for i := range 10_000 {
-		t := &Tenant{Name: fmt.Sprintf("tenant-%05d", i), Plan: "payg", Usage: map[string]*Usage{}}
+		t := &fsm.Tenant{Name: fmt.Sprintf("tenant-%05d", i), Plan: "payg", Usage: map[string]*fsm.Usage{}}
 		t.Open[0] = uint64(i%50 + 1)
-		f.TestingEdit(func(s *State) { s.Tenants[t.Name] = t })
+		f.TestingEdit(func(s *fsm.State) { s.Tenants[t.Name] = t })
 		if i < len(names) {
 			names[i] = t.Name
 		}
@@ -169,7 +171,7 @@ func BenchmarkHistoryChanged1000(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		at := t0.Add(time.Duration(i) * time.Second).UnixNano()
-		f.TestingEdit(func(s *State) { s.Time = at })
+		f.TestingEdit(func(s *fsm.State) { s.Time = at })
 		hist.changed(f, names)
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/entry")

@@ -52,6 +52,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
@@ -114,7 +116,7 @@ type LeaderEventJSON struct {
 type tenantFigures struct {
 	plan    string
 	ceiling uint64
-	open    ClassCounts
+	open    fsm.ClassCounts
 }
 
 var keepaliveFrame = []byte(": keepalive\n\n")
@@ -231,7 +233,7 @@ func eventIndex(name string) int {
 // eventHub fans events out to the connections of GET /v1/events.
 type eventHub struct {
 	log    hclog.Logger
-	fsm    *FSM
+	fsm    *fsm.FSM
 	now    func() time.Time
 	leader func() LeaderEventJSON
 	// Bounds of one connection (tests lower them).
@@ -252,12 +254,12 @@ type eventHub struct {
 	polled     bool
 }
 
-func newEventHub(fsm *FSM, log hclog.Logger, now func() time.Time, leader func() LeaderEventJSON) *eventHub {
+func newEventHub(sm *fsm.FSM, log hclog.Logger, now func() time.Time, leader func() LeaderEventJSON) *eventHub {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
 	return &eventHub{
-		log: log, fsm: fsm, now: now, leader: leader,
+		log: log, fsm: sm, now: now, leader: leader,
 		maxBytes: eventQueueBytes, maxFrames: eventQueueFrames, writeTimeout: eventWriteTimeout,
 		subs: make(map[*eventSub]struct{}), published: make(map[string]tenantFigures),
 	}
@@ -366,7 +368,7 @@ func (h *eventHub) tenantsChanged(names []string) {
 }
 
 // audit publishes audit entries as plan events (FSM.onAudit).
-func (h *eventHub) audit(entries []AuditEntry) {
+func (h *eventHub) audit(entries []fsm.AuditEntry) {
 	if !h.listening() {
 		return
 	}
@@ -426,13 +428,13 @@ func (h *eventHub) flushConcurrency() {
 		return
 	}
 	var out []TenantConcurrencyJSON
-	h.fsm.Read(func(st *State) {
+	h.fsm.Read(func(st *fsm.State) {
 		for name := range dirty {
 			t := st.Tenants[name]
 			old, had := h.published[name]
 			if t == nil {
 				delete(h.published, name)
-				out = append(out, TenantConcurrencyJSON{Tenant: name, ByClass: ByClass(&ClassCounts{}), Deleted: true})
+				out = append(out, TenantConcurrencyJSON{Tenant: name, ByClass: fsm.ByClass(&fsm.ClassCounts{}), Deleted: true})
 				continue
 			}
 			fig := tenantFigures{plan: t.Plan, open: t.Open}
@@ -446,7 +448,7 @@ func (h *eventHub) flushConcurrency() {
 			total := t.Open.Total()
 			out = append(out, TenantConcurrencyJSON{
 				Tenant: name, Plan: fig.plan, Ceiling: fig.ceiling, Concurrency: total,
-				Utilization: Utilization(total, CeilingOf(st, t.Plan)), ByClass: ByClass(&t.Open),
+				Utilization: fsm.Utilization(total, fsm.CeilingOf(st, t.Plan)), ByClass: fsm.ByClass(&t.Open),
 			})
 		}
 	})
@@ -608,7 +610,7 @@ func (h *eventHub) serve(w http.ResponseWriter, r *http.Request, only string) {
 }
 
 // auditJSON is an audit entry as GET /v1/audit and plan events show it.
-func auditJSON(e AuditEntry) AuditJSON {
+func auditJSON(e fsm.AuditEntry) AuditJSON {
 	return AuditJSON{Index: e.Index, Time: time.Unix(0, e.Time).UTC().Format(time.RFC3339Nano), Tenant: e.Tenant,
 		Kind: e.Kind, Operator: e.Operator, Before: e.Before, After: e.After}
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/headroom-rtc/headroom/wire"
@@ -22,7 +24,7 @@ import (
 // with an event hub on its hooks, driven by tickers the test sends on, and
 // an HTTP server streaming the hub's events.
 type eventRig struct {
-	h                      *Harness
+	h                      *fsm.Harness
 	hub                    *eventHub
 	clock                  *fakeClock
 	tick, keep, leaderTick chan time.Time
@@ -33,7 +35,7 @@ type eventRig struct {
 
 func newEventRig(t *testing.T, withLeader bool, adjust func(*eventHub)) *eventRig {
 	r := &eventRig{
-		h: NewHarness(t), clock: &fakeClock{t: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)},
+		h: fsm.NewHarness(t), clock: &fakeClock{t: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)},
 		tick: make(chan time.Time), keep: make(chan time.Time), leaderTick: make(chan time.Time),
 	}
 	r.leader.Store(&LeaderEventJSON{Leader: "agg1", Address: "10.0.0.1:9370", Term: 2})
@@ -56,7 +58,7 @@ func newEventRig(t *testing.T, withLeader bool, adjust func(*eventHub)) *eventRi
 		<-done
 		r.srv.Close()
 	})
-	r.h.Items(r.clock.Now(), "", Full("a1", 1, 0))
+	r.h.Items(r.clock.Now(), "", fsm.Full("a1", 1, 0))
 	return r
 }
 
@@ -64,7 +66,7 @@ func newEventRig(t *testing.T, withLeader bool, adjust func(*eventHub)) *eventRi
 func (r *eventRig) send(entries ...wire.DeltaEntry) {
 	r.h.T.Helper()
 	r.seq++
-	if res := r.h.Items(r.clock.Now(), "payg", Batch("a1", 1, r.seq, entries...)); res[0].Status != StatusApplied {
+	if res := r.h.Items(r.clock.Now(), "payg", fsm.Batch("a1", 1, r.seq, entries...)); res[0].Status != fsm.StatusApplied {
 		r.h.T.Fatalf("batch %d: %+v", r.seq, res[0])
 	}
 }
@@ -190,9 +192,9 @@ func TestEventsConcurrencyCoalescedPerTick(t *testing.T) {
 	}
 
 	// Many entries between two ticks: one event, with the latest figures.
-	r.send(Open("acme", "audio", 5), Open("beta", "video-hd", 2))
-	r.send(Open("acme", "audio", 3))
-	r.send(Closed("acme", "audio", 2), Open("acme", "ai", 1))
+	r.send(fsm.Open("acme", "audio", 5), fsm.Open("beta", "video-hd", 2))
+	r.send(fsm.Open("acme", "audio", 3))
+	r.send(fsm.Closed("acme", "audio", 2), fsm.Open("acme", "ai", 1))
 	r.quiet(t, c) // nothing before the tick
 	r.tick <- r.clock.Now()
 	var ev ConcurrencyEventJSON
@@ -203,7 +205,7 @@ func TestEventsConcurrencyCoalescedPerTick(t *testing.T) {
 	got := figuresOf(ev)
 	acme, beta := got["acme"], got["beta"]
 	if len(got) != 2 || acme.Concurrency != 7 || acme.ByClass["audio"] != 6 || acme.ByClass["ai"] != 1 || acme.Plan != "payg" || acme.Ceiling != 1000 ||
-		acme.Utilization != 0.007 || beta.Concurrency != 2 || len(acme.ByClass) != NumClasses {
+		acme.Utilization != 0.007 || beta.Concurrency != 2 || len(acme.ByClass) != fsm.NumClasses {
 		t.Fatalf("event %+v", ev)
 	}
 
@@ -211,13 +213,13 @@ func TestEventsConcurrencyCoalescedPerTick(t *testing.T) {
 	// changes that came back to the figures last sent.
 	r.tick <- r.clock.Now()
 	r.quiet(t, c)
-	r.send(Open("acme", "audio", 1))
-	r.send(Closed("acme", "audio", 1))
+	r.send(fsm.Open("acme", "audio", 1))
+	r.send(fsm.Closed("acme", "audio", 1))
 	r.tick <- r.clock.Now()
 	r.quiet(t, c)
 
 	// Only the tenants that changed since the previous event.
-	r.send(Open("beta", "video-hd", 1))
+	r.send(fsm.Open("beta", "video-hd", 1))
 	r.tick <- r.clock.Now()
 	ev = ConcurrencyEventJSON{}
 	c.expect(t, eventConcurrency, &ev)
@@ -227,7 +229,7 @@ func TestEventsConcurrencyCoalescedPerTick(t *testing.T) {
 
 	// A plan change: a plan event at once, and the new plan and ceiling in
 	// the next concurrency event.
-	if res := r.h.Apply(CmdSetPlan, &SetPlanCmd{Time: r.clock.Now().UnixNano(), Tenant: "acme", Plan: "starter", Operator: "ops"}); res.Err != nil {
+	if res := r.h.Apply(fsm.CmdSetPlan, &fsm.SetPlanCmd{Time: r.clock.Now().UnixNano(), Tenant: "acme", Plan: "starter", Operator: "ops"}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	var pe AuditJSON
@@ -242,11 +244,11 @@ func TestEventsConcurrencyCoalescedPerTick(t *testing.T) {
 	}
 
 	// A deleted tenant is sent once more, marked deleted.
-	if res := r.h.Apply(CmdSetPlan, &SetPlanCmd{Time: r.clock.Now().UnixNano(), Tenant: "gone", Plan: "payg"}); res.Err != nil {
+	if res := r.h.Apply(fsm.CmdSetPlan, &fsm.SetPlanCmd{Time: r.clock.Now().UnixNano(), Tenant: "gone", Plan: "payg"}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	c.expect(t, eventPlan, nil)
-	if res := r.h.Apply(CmdTenantOp, &TenantOpCmd{Time: r.clock.Now().UnixNano(), Tenant: "gone", Op: "delete"}); res.Err != nil {
+	if res := r.h.Apply(fsm.CmdTenantOp, &fsm.TenantOpCmd{Time: r.clock.Now().UnixNano(), Tenant: "gone", Op: "delete"}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	pe = AuditJSON{}
@@ -261,7 +263,7 @@ func TestEventsConcurrencyCoalescedPerTick(t *testing.T) {
 	}
 
 	// A catalogue change is a plan event too.
-	if res := r.h.Apply(CmdDeletePlan, &DeletePlanCmd{Time: r.clock.Now().UnixNano(), Name: "scale", Operator: "ops"}); res.Err != nil {
+	if res := r.h.Apply(fsm.CmdDeletePlan, &fsm.DeletePlanCmd{Time: r.clock.Now().UnixNano(), Name: "scale", Operator: "ops"}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	pe = AuditJSON{}
@@ -293,7 +295,7 @@ func TestEventsTenantFilterAndAlerts(t *testing.T) {
 	al := newAlerter(r.h.F, hclog.NewNullLogger(), nil, "", 16, func() bool { return false }, r.clock.Now)
 	al.onAlert = r.hub.alert
 	r.h.F.OnChange = func(names []string) { r.hub.tenantsChanged(names); al.changed(names) }
-	if res := r.h.Apply(CmdSetPlan, &SetPlanCmd{Time: r.clock.Now().UnixNano(), Tenant: "acme", Plan: "starter"}); res.Err != nil {
+	if res := r.h.Apply(fsm.CmdSetPlan, &fsm.SetPlanCmd{Time: r.clock.Now().UnixNano(), Tenant: "acme", Plan: "starter"}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	all := openEvents(t, r.srv.URL)
@@ -301,7 +303,7 @@ func TestEventsTenantFilterAndAlerts(t *testing.T) {
 	// Without a leader function, no leader event: the headers came alone.
 	r.quiet(t, all, one)
 
-	r.send(Open("acme", "audio", 95), Open("beta", "audio", 4))
+	r.send(fsm.Open("acme", "audio", 95), fsm.Open("beta", "audio", 4))
 	var a Alert
 	all.expect(t, eventAlert, &a)
 	if a.Tenant != "acme" || a.Kind != AlertConcurrency || a.ThresholdPct != 90 || a.Value != 95 || a.Limit != 100 || a.ID == "" {
@@ -319,7 +321,7 @@ func TestEventsTenantFilterAndAlerts(t *testing.T) {
 		t.Fatalf("filtered event %+v", ev)
 	}
 	// Another tenant's change reaches only the unfiltered stream.
-	r.send(Open("beta", "audio", 1))
+	r.send(fsm.Open("beta", "audio", 1))
 	r.tick <- r.clock.Now()
 	all.expect(t, eventConcurrency, &ev)
 	r.quiet(t, one)
@@ -388,7 +390,7 @@ func TestEventsSlowClientDropped(t *testing.T) {
 // beyond the bytes or frames drop the client, whose queue is released; an
 // empty queue takes one frame of any size.
 func TestEventHubQueueBound(t *testing.T) {
-	h := newEventHub(NewFSM(nil), nil, time.Now, nil)
+	h := newEventHub(fsm.NewFSM(nil), nil, time.Now, nil)
 	h.maxBytes, h.maxFrames = 1000, 4
 	big, _ := h.subscribe("")
 	many, _ := h.subscribe("")

@@ -45,6 +45,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,8 +90,8 @@ func checkExport(cfg *Config) error {
 	switch {
 	case cfg.ExportBatch == 0:
 		cfg.ExportBatch = DefaultExportBatch
-	case cfg.ExportBatch < NumClasses || cfg.ExportBatch > MaxExportBatch:
-		return fmt.Errorf("export batch %d: want %d to %d events", cfg.ExportBatch, NumClasses, MaxExportBatch)
+	case cfg.ExportBatch < fsm.NumClasses || cfg.ExportBatch > MaxExportBatch:
+		return fmt.Errorf("export batch %d: want %d to %d events", cfg.ExportBatch, fsm.NumClasses, MaxExportBatch)
 	}
 	if cfg.exportBackoff <= 0 {
 		cfg.exportBackoff = 500 * time.Millisecond
@@ -100,7 +102,7 @@ func checkExport(cfg *Config) error {
 // exporter sends the export's windows from the leader.
 type exporter struct {
 	log     hclog.Logger
-	fsm     *FSM
+	fsm     *fsm.FSM
 	raft    *raft.Raft
 	clock   *leaderClock
 	now     func() time.Time
@@ -155,9 +157,9 @@ func (x *exporter) step(ctx context.Context) {
 	if !x.leading() || x.blocked.Load() == x.raft.CurrentTerm() {
 		return
 	}
-	var st ExportState
-	var recs []ExportRecord
-	x.fsm.Read(func(s *State) {
+	var st fsm.ExportState
+	var recs []fsm.ExportRecord
+	x.fsm.Read(func(s *fsm.State) {
 		if s.Export != nil {
 			st = *s.Export
 		}
@@ -173,7 +175,7 @@ func (x *exporter) step(ctx context.Context) {
 			return
 		}
 		var dirty bool
-		x.fsm.Read(func(s *State) { dirty = s.ExportDirty() })
+		x.fsm.Read(func(s *fsm.State) { dirty = s.ExportDirty() })
 		if !dirty {
 			x.nextCheck = (now/x.window + 1) * x.window // nothing new: look again at the next boundary
 			return
@@ -181,7 +183,7 @@ func (x *exporter) step(ctx context.Context) {
 		if !x.cut(st) {
 			return
 		}
-		x.fsm.Read(func(s *State) {
+		x.fsm.Read(func(s *fsm.State) {
 			st = *s.Export
 			recs = s.ExportPending()
 		})
@@ -190,7 +192,7 @@ func (x *exporter) step(ctx context.Context) {
 }
 
 // cut proposes the cut after st's.
-func (x *exporter) cut(st ExportState) bool {
+func (x *exporter) cut(st fsm.ExportState) bool {
 	src := x.source
 	if src == "" {
 		src = st.Source
@@ -200,15 +202,15 @@ func (x *exporter) cut(st ExportState) bool {
 		crand.Read(r[:])
 		src = "headroom/" + hex.EncodeToString(r[:])
 	}
-	if err := x.commit(CmdExportCut, &ExportCutCmd{Time: x.clock.stamp(), Seq: st.Seq + 1, Source: src}); err != nil {
+	if err := x.commit(fsm.CmdExportCut, &fsm.ExportCutCmd{Time: x.clock.stamp(), Seq: st.Seq + 1, Source: src}); err != nil {
 		x.log.Warn("export window not cut", "cut", st.Seq+1, "error", err)
 		return false
 	}
 	return true
 }
 
-func (x *exporter) commit(kind CmdKind, c Command) error {
-	data, err := EncodeCmd(kind, c)
+func (x *exporter) commit(kind fsm.CmdKind, c fsm.Command) error {
+	data, err := fsm.EncodeCmd(kind, c)
 	if err != nil {
 		return err
 	}
@@ -222,14 +224,14 @@ func applyErr(f raft.ApplyFuture) error {
 	if err := f.Error(); err != nil {
 		return err
 	}
-	if res, _ := f.Response().(*ApplyResult); res != nil && res.Err != nil {
+	if res, _ := f.Response().(*fsm.ApplyResult); res != nil && res.Err != nil {
 		return res.Err
 	}
 	return nil
 }
 
 // send POSTs the records in batches, committing each one accepted.
-func (x *exporter) send(ctx context.Context, st ExportState, recs []ExportRecord) {
+func (x *exporter) send(ctx context.Context, st fsm.ExportState, recs []fsm.ExportRecord) {
 	start := time.Now()
 	var acks []raft.ApplyFuture
 	waitAck := func(f raft.ApplyFuture) bool {
@@ -271,11 +273,11 @@ func (x *exporter) send(ctx context.Context, st ExportState, recs []ExportRecord
 		x.stats.events.Add(uint64(n))
 		x.stats.batches.Add(1)
 		events, batches = events+n, batches+1
-		refs := make([]ExportRef, 0, j-i)
+		refs := make([]fsm.ExportRef, 0, j-i)
 		for _, r := range recs[i:j] {
 			refs = append(refs, r.ExportRef)
 		}
-		data, err := EncodeCmd(CmdExportAck, &ExportAckCmd{Time: x.clock.stamp(), Seq: st.Seq, Records: refs})
+		data, err := fsm.EncodeCmd(fsm.CmdExportAck, &fsm.ExportAckCmd{Time: x.clock.stamp(), Seq: st.Seq, Records: refs})
 		if err != nil {
 			x.log.Error("export acknowledgement not encoded", "error", err)
 			return
@@ -392,7 +394,7 @@ func retryAfter(v string, now time.Time) time.Duration {
 }
 
 // appendEvent appends the event of class c of a record of cut st.
-func appendEvent(b []byte, st *ExportState, r *ExportRecord, c int, micros uint64) []byte {
+func appendEvent(b []byte, st *fsm.ExportState, r *fsm.ExportRecord, c int, micros uint64) []byte {
 	class := className[c]
 	b = append(b, `{"specversion":"1.0","type":"headroom.usage","source":`...)
 	b = appendJSONString(b, st.Source)
@@ -477,8 +479,8 @@ func (x *exporter) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, descExportFailed, float64(x.stats.failed[r]), r)
 	}
 	x.stats.mu.Unlock()
-	var st ExportState
-	x.fsm.Read(func(s *State) {
+	var st fsm.ExportState
+	x.fsm.Read(func(s *fsm.State) {
 		if s.Export != nil {
 			st = *s.Export
 		}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/headroom-rtc/headroom/internal/exporttest"
@@ -40,7 +42,7 @@ func endpointMicros(t *testing.T, s *Server, tenants []string, periods ...string
 	out := map[string]uint64{}
 	for _, tn := range tenants {
 		for _, p := range periods {
-			var u UsageReportJSON
+			var u fsm.UsageReportJSON
 			if code := get(t, s, "/v1/tenants/"+tn+"/usage?period="+p, &u); code != 200 {
 				t.Fatalf("usage of %s: %d", tn, code)
 			}
@@ -64,7 +66,7 @@ func exactly(got, want map[string]uint64) error {
 
 func exportServer(t *testing.T, clock *fakeClock, rcv *exporttest.Receiver, tweak ...func(*Config)) *Server {
 	return newTestServer(t, clock, append([]func(*Config){func(c *Config) {
-		c.ExportURL, c.ExportWindow, c.ExportBatch, c.exportBackoff = rcv.URL+"/ingest", 100*time.Millisecond, NumClasses, 20*time.Millisecond
+		c.ExportURL, c.ExportWindow, c.ExportBatch, c.exportBackoff = rcv.URL+"/ingest", 100*time.Millisecond, fsm.NumClasses, 20*time.Millisecond
 	}}, tweak...)...)
 }
 
@@ -78,7 +80,7 @@ func traffic(t *testing.T, s *Server, seq *uint64, micros uint64) {
 		}
 	}
 	*seq++
-	data, err := EncodeCmd(CmdAgentItems, ItemsCmd(s.clock.stamp(), "", Batch("a1", 1, *seq, es...)))
+	data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.stamp(), "", fsm.Batch("a1", 1, *seq, es...)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +88,7 @@ func traffic(t *testing.T, s *Server, seq *uint64, micros uint64) {
 	if err := applyErr(f); err != nil {
 		t.Fatal(err)
 	}
-	if st := f.Response().(*ApplyResult).Items[0].Status; st != StatusApplied {
+	if st := f.Response().(*fsm.ApplyResult).Items[0].Status; st != fsm.StatusApplied {
 		t.Fatalf("batch %d: status %d", *seq, st)
 	}
 }
@@ -108,7 +110,7 @@ func TestExportRetriedAndDeduplicatedExactly(t *testing.T) {
 		return exporttest.Reply{Code: 200, Keep: true}
 	}
 	s := exportServer(t, nil, rcv, func(c *Config) { c.ExportToken = "s3cret" })
-	commitItems(t, s, Full("a1", 1, 0))
+	commitItems(t, s, fsm.Full("a1", 1, 0))
 	var seq uint64
 	period := s.cfg.Now().UTC().Format("2006-01")
 	for round := 1; round <= 3; round++ {
@@ -154,7 +156,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 	}
 	var logs lockedBuffer
 	s := exportServer(t, nil, rcv, func(c *Config) { c.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info}) })
-	commitItems(t, s, Full("a1", 1, 0))
+	commitItems(t, s, fsm.Full("a1", 1, 0))
 	var seq uint64
 	traffic(t, s, &seq, 1_000_000)
 	waitUntil(t, 30*time.Second, "the refusal logged with its body", func() error {
@@ -172,7 +174,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 		t.Fatalf("the refused batch was sent %d times", n)
 	}
 	var pending uint64
-	s.fsm.Read(func(st *State) { pending = st.Export.Pending() })
+	s.fsm.Read(func(st *fsm.State) { pending = st.Export.Pending() })
 	if pending == 0 {
 		t.Fatal("the refused records were marked sent")
 	}
@@ -190,7 +192,7 @@ func TestExportRetryAfter(t *testing.T) {
 		return exporttest.Reply{Code: 200, Keep: true}
 	}
 	s := exportServer(t, nil, rcv)
-	commitItems(t, s, Full("a1", 1, 0))
+	commitItems(t, s, fsm.Full("a1", 1, 0))
 	var seq uint64
 	traffic(t, s, &seq, 3_000_001)
 	period := s.cfg.Now().UTC().Format("2006-01")
@@ -222,7 +224,7 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 	}
 	clock := &fakeClock{t: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)}
 	s := exportServer(t, clock, rcv, func(c *Config) { c.ExportWindow, c.AgentGrace = time.Minute, 24*time.Hour })
-	commitItems(t, s, Full("a1", 1, 0))
+	commitItems(t, s, fsm.Full("a1", 1, 0))
 	var seq uint64
 	for m := 0; m < 60; m++ {
 		clock.Set(clock.Now().Add(time.Minute))
@@ -237,7 +239,7 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 		}
 	}
 	var cutBefore uint64
-	s.fsm.Read(func(st *State) { cutBefore = st.Export.Seq })
+	s.fsm.Read(func(st *fsm.State) { cutBefore = st.Export.Seq })
 	if cutBefore != 1 {
 		t.Fatalf("%d windows cut while the receiver was down, want 1 held back", cutBefore)
 	}
@@ -248,7 +250,7 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 		return exactly(rcv.Totals(), endpointMicros(t, s, exportTenants, "2026-12"))
 	})
 	var cut uint64
-	s.fsm.Read(func(st *State) { cut = st.Export.Seq })
+	s.fsm.Read(func(st *fsm.State) { cut = st.Export.Seq })
 	st := rcv.Stats()
 	// Cut 1 held 15 events; cut 2 the other 59 minutes of 5 tenants × 3
 	// classes: 15 events, not 59 × 15.
@@ -259,9 +261,9 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 
 // TestExportEventShape: one event as the SDK reads it, every field.
 func TestExportEventShape(t *testing.T) {
-	st := &ExportState{Seq: 42, To: time.Date(2026, 12, 1, 10, 5, 0, 213_000, time.UTC).UnixNano(), Source: "headroom/abc"}
-	rec := &ExportRecord{ExportRef: ExportRef{Tenant: `ac"me/1`, Period: "2026-12", Region: "eu west"}}
-	b := appendEvent(nil, st, rec, ClassIndex("video-fhd"), 61_250_000)
+	st := &fsm.ExportState{Seq: 42, To: time.Date(2026, 12, 1, 10, 5, 0, 213_000, time.UTC).UnixNano(), Source: "headroom/abc"}
+	rec := &fsm.ExportRecord{ExportRef: fsm.ExportRef{Tenant: `ac"me/1`, Period: "2026-12", Region: "eu west"}}
+	b := appendEvent(nil, st, rec, fsm.ClassIndex("video-fhd"), 61_250_000)
 	var ev map[string]any
 	if err := json.Unmarshal(b, &ev); err != nil {
 		t.Fatalf("%s: %v", b, err)

@@ -27,6 +27,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
 )
 
@@ -68,8 +70,8 @@ func newHistory(max int) *history {
 
 // changed records the tenants an entry changed (FSM.onChange), as the
 // entry left them. It takes the read lock of the state.
-func (h *history) changed(f *FSM, names []string) {
-	f.Read(func(st *State) {
+func (h *history) changed(f *fsm.FSM, names []string) {
+	f.Read(func(st *fsm.State) {
 		minute := st.Time / int64(time.Minute)
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -81,7 +83,7 @@ func (h *history) changed(f *FSM, names []string) {
 				continue
 			}
 			if i == 0 || t.Plan != plan { // tenants of one batch often share a plan
-				plan, ceil = t.Plan, clamp32(CeilingOf(st, t.Plan))
+				plan, ceil = t.Plan, clamp32(fsm.CeilingOf(st, t.Plan))
 			}
 			h.recordLocked(n, minute, clamp32(t.Open.Total()), ceil)
 		}
@@ -229,7 +231,7 @@ func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var now int64
 	found := false
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		now = st.Time
 		_, found = st.Tenants[id]
 	})

@@ -7,11 +7,13 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 )
 
 // historyHarness is a state machine whose entries feed a history.
-func historyHarness(t *testing.T, max int) (*Harness, *history) {
-	h := NewHarness(t)
+func historyHarness(t *testing.T, max int) (*fsm.Harness, *history) {
+	h := fsm.NewHarness(t)
 	hist := newHistory(max)
 	h.F.OnChange = func(names []string) { hist.changed(h.F, names) }
 	return h, hist
@@ -31,13 +33,13 @@ func peaks(pts []HistoryPointJSON) []uint64 {
 func TestHistoryMinutes(t *testing.T) {
 	h, hist := historyHarness(t, 10)
 	at := time.Date(2026, 12, 3, 9, 0, 10, 0, time.UTC)
-	h.Items(at, "starter", Full("a1", 1, 0), Batch("a1", 1, 1, Open("t", "audio", 5)))
-	h.Items(at.Add(20*time.Second), "", Batch("a1", 1, 2, Open("t", "audio", 4)))    // 9 in minute 0
-	h.Items(at.Add(40*time.Second), "", Batch("a1", 1, 3, Closed("t", "audio", 7)))  // ends minute 0 at 2
-	h.Items(at.Add(3*time.Minute), "", Batch("a1", 1, 4, Open("t", "video-hd", 1)))  // 3 in minute 3
-	h.Items(at.Add(5*time.Minute), "", Batch("a1", 1, 5, Open("other", "audio", 1))) // the latest entry: minute 5
+	h.Items(at, "starter", fsm.Full("a1", 1, 0), fsm.Batch("a1", 1, 1, fsm.Open("t", "audio", 5)))
+	h.Items(at.Add(20*time.Second), "", fsm.Batch("a1", 1, 2, fsm.Open("t", "audio", 4)))    // 9 in minute 0
+	h.Items(at.Add(40*time.Second), "", fsm.Batch("a1", 1, 3, fsm.Closed("t", "audio", 7)))  // ends minute 0 at 2
+	h.Items(at.Add(3*time.Minute), "", fsm.Batch("a1", 1, 4, fsm.Open("t", "video-hd", 1)))  // 3 in minute 3
+	h.Items(at.Add(5*time.Minute), "", fsm.Batch("a1", 1, 5, fsm.Open("other", "audio", 1))) // the latest entry: minute 5
 	var now int64
-	h.F.Read(func(s *State) { now = s.Time })
+	h.F.Read(func(s *fsm.State) { now = s.Time })
 	pts, tracked := hist.points("t", 0, now)
 	if !tracked || !reflect.DeepEqual(peaks(pts), []uint64{9, 2, 2, 3, 3, 3}) {
 		t.Fatalf("tracked %v, peaks %v, want 9 2 2 3 3 3", tracked, peaks(pts))
@@ -59,11 +61,11 @@ func TestHistoryMinutes(t *testing.T) {
 func TestHistoryBounded(t *testing.T) {
 	h, hist := historyHarness(t, 3)
 	at := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
-	h.Items(at, "payg", Full("a1", 1, 0))
+	h.Items(at, "payg", fsm.Full("a1", 1, 0))
 	seq := uint64(0)
 	for i := 1; i <= 10; i++ {
 		seq++
-		h.Items(at, "", Batch("a1", 1, seq, Open(fmt.Sprintf("t%02d", i), "audio", uint64(i))))
+		h.Items(at, "", fsm.Batch("a1", 1, seq, fsm.Open(fmt.Sprintf("t%02d", i), "audio", uint64(i))))
 		if n := hist.tracked(); n > 3 {
 			t.Fatalf("%d tenants tracked, cap 3", n)
 		}
@@ -82,16 +84,16 @@ func TestHistoryBounded(t *testing.T) {
 		t.Fatalf("kept %v, want the busiest three", got)
 	}
 	seq++
-	h.Items(at, "", Batch("a1", 1, seq, Open("quiet", "audio", 5))) // less busy than any kept
+	h.Items(at, "", fsm.Batch("a1", 1, seq, fsm.Open("quiet", "audio", 5))) // less busy than any kept
 	seq++
-	h.Items(at, "", Batch("a1", 1, seq, Open("big", "audio", 20))) // busier: replaces t08
+	h.Items(at, "", fsm.Batch("a1", 1, seq, fsm.Open("big", "audio", 20))) // busier: replaces t08
 	if got := kept(); !reflect.DeepEqual(got, []string{"big", "t09", "t10"}) {
 		t.Fatalf("kept %v", got)
 	}
 	// Twelve hours of minutes, an entry each: at most six hours kept.
 	for m := 1; m <= 720; m++ {
 		seq++
-		h.Items(at.Add(time.Duration(m)*time.Minute), "", Batch("a1", 1, seq, Open("t10", "audio", 1)))
+		h.Items(at.Add(time.Duration(m)*time.Minute), "", fsm.Batch("a1", 1, seq, fsm.Open("t10", "audio", 1)))
 	}
 	hist.mu.Lock()
 	for n, s := range hist.series {
@@ -101,15 +103,15 @@ func TestHistoryBounded(t *testing.T) {
 	}
 	hist.mu.Unlock()
 	var now int64
-	h.F.Read(func(s *State) { now = s.Time })
+	h.F.Read(func(s *fsm.State) { now = s.Time })
 	pts, _ := hist.points("t09", 0, now)
 	if len(pts) != historyMinutes || pts[len(pts)-1].Peak != 9 {
 		t.Fatalf("t09, silent for 12 h: %d points, last %+v", len(pts), pts[len(pts)-1])
 	}
 	// A deleted tenant leaves the history.
 	seq++
-	h.Items(at.Add(721*time.Minute), "", Batch("a1", 1, seq, Closed("t09", "audio", 9)))
-	if res := h.Apply(CmdTenantOp, &TenantOpCmd{Time: at.Add(722 * time.Minute).UnixNano(), Tenant: "t09", Op: "delete"}); res.Err != nil {
+	h.Items(at.Add(721*time.Minute), "", fsm.Batch("a1", 1, seq, fsm.Closed("t09", "audio", 9)))
+	if res := h.Apply(fsm.CmdTenantOp, &fsm.TenantOpCmd{Time: at.Add(722 * time.Minute).UnixNano(), Tenant: "t09", Op: "delete"}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	if got := kept(); !reflect.DeepEqual(got, []string{"big", "t10"}) {
@@ -127,9 +129,9 @@ func TestHistoryEndpoint(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d", rec.Code)
 	}
-	commitItems(t, s, Full("a1", 1, 0), Batch("a1", 1, 1, Open("app1", "audio", 7)))
+	commitItems(t, s, fsm.Full("a1", 1, 0), fsm.Batch("a1", 1, 1, fsm.Open("app1", "audio", 7)))
 	clock.Set(clock.Now().Add(2 * time.Minute))
-	commitItems(t, s, Batch("a1", 1, 2, Closed("app1", "audio", 3)))
+	commitItems(t, s, fsm.Batch("a1", 1, 2, fsm.Closed("app1", "audio", 3)))
 	var hj HistoryJSON
 	if code := get(t, s, "/v1/tenants/app1/history", &hj); code != 200 {
 		t.Fatalf("history: %d", code)

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/raft"
 
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
@@ -131,18 +133,18 @@ func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var (
-		out   TenantJSON
+		out   fsm.TenantJSON
 		found bool
 	)
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		t := st.Tenants[id]
 		if t == nil {
 			return
 		}
 		found = true
-		out = TenantJSONOf(st, t)
-		out.Usage = TenantUsageJSONOf(st, t, period)
-		out.Grants = GrantsJSONOf(st, t, s.cfg.Now().UnixNano(), int64(s.cfg.GrantMargin))
+		out = fsm.TenantJSONOf(st, t)
+		out.Usage = fsm.TenantUsageJSONOf(st, t, period)
+		out.Grants = fsm.GrantsJSONOf(st, t, s.cfg.Now().UnixNano(), int64(s.cfg.GrantMargin))
 		out.AdmittedOverCeiling = t.AdmittedOver
 	})
 	if !found {
@@ -158,7 +160,7 @@ func sortPlans(ps []plans.Plan) {
 
 func (s *Server) handlePlans(w http.ResponseWriter, r *http.Request) {
 	var out []plans.Plan
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		for _, p := range st.Plans {
 			out = append(out, p)
 		}
@@ -185,7 +187,7 @@ type AgentJSON struct {
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 	var out []AgentJSON
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		out = make([]AgentJSON, 0, len(st.Agents))
 		for _, a := range st.Agents {
 			j := AgentJSON{ID: a.ID, Epoch: a.Epoch, LastSeq: a.LastSeq, Region: a.Region,

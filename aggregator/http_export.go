@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
 	"github.com/headroom-rtc/headroom/plans"
 )
@@ -61,7 +63,7 @@ func (s *Server) handleExportInvoices(w http.ResponseWriter, r *http.Request) {
 	var names []string
 	var closed bool
 	var now plans.Period
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		now = plans.PeriodOf(time.Unix(0, st.Time))
 		closed = st.PeriodClosed(p.String())
 		names = make([]string, 0, len(st.Tenants))

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -35,13 +37,13 @@ func TestInvoiceExport(t *testing.T) {
 		}
 	}
 	hour := uint64(time.Hour / time.Microsecond)
-	commitItems(t, s, Full("a1", 1, 0), Batch("a1", 1, 1,
+	commitItems(t, s, fsm.Full("a1", 1, 0), fsm.Batch("a1", 1, 1,
 		wire.DeltaEntry{Tenant: "app-a", Class: "audio", SessionMicros: 200 * hour},
 		wire.DeltaEntry{Tenant: "app-a", Class: "video-fhd", SessionMicros: 3 * hour},
 		wire.DeltaEntry{Tenant: "app-b", Class: "video-hd", SessionMicros: 9000 * hour},
 		wire.DeltaEntry{Tenant: "nobody", Class: "audio", SessionMicros: hour})) // seen in a batch, on no plan
 	clock.Set(time.Date(2026, 12, 1, 1, 30, 0, 0, time.UTC)) // 2026-11 closes at 01:00
-	commitItems(t, s, Batch("a1", 1, 2))
+	commitItems(t, s, fsm.Batch("a1", 1, 2))
 
 	code, csvA, closed := getRaw(t, s, "/v1/export/invoices?period=2026-11&format=csv")
 	if code != 200 || closed != "true" {
@@ -68,7 +70,7 @@ func TestInvoiceExport(t *testing.T) {
 	// The same lines and amounts as each tenant's usage report.
 	lines := 0
 	for _, inv := range ex.Invoices {
-		var u UsageReportJSON
+		var u fsm.UsageReportJSON
 		if code := get(t, s, "/v1/tenants/"+inv.Tenant+"/usage?period=2026-11", &u); code != 200 {
 			t.Fatalf("usage of %s: %d", inv.Tenant, code)
 		}
@@ -99,9 +101,9 @@ func TestInvoiceExport(t *testing.T) {
 
 	// What happens after the close changes nothing of it.
 	clock.Set(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
-	commitItems(t, s, Batch("a1", 1, 3, wire.DeltaEntry{Tenant: "app-a", Class: "audio", SessionMicros: 7 * hour},
+	commitItems(t, s, fsm.Batch("a1", 1, 3, wire.DeltaEntry{Tenant: "app-a", Class: "audio", SessionMicros: 7 * hour},
 		wire.DeltaEntry{Tenant: "app-new", Class: "audio", SessionMicros: hour}))
-	late := Batch("a1", 1, 4, wire.DeltaEntry{Tenant: "app-b", Class: "video-hd", SessionMicros: 5 * hour})
+	late := fsm.Batch("a1", 1, 4, wire.DeltaEntry{Tenant: "app-b", Class: "video-hd", SessionMicros: 5 * hour})
 	late.AgentTime = time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC).UnixMilli()
 	commitItems(t, s, late)
 	rec := httptest.NewRecorder()

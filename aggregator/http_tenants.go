@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
 	"github.com/headroom-rtc/headroom/plans"
 )
@@ -34,8 +36,8 @@ func operator(r *http.Request) string {
 // commit proposes a command on the leader and answers the error of one
 // that failed: 400 for a command the state machine refused, 503 when
 // leadership was lost, 500 otherwise. It returns nil then.
-func (s *Server) commit(w http.ResponseWriter, kind CmdKind, c Command) (*ApplyResult, uint64) {
-	data, err := EncodeCmd(kind, c)
+func (s *Server) commit(w http.ResponseWriter, kind fsm.CmdKind, c fsm.Command) (*fsm.ApplyResult, uint64) {
+	data, err := fsm.EncodeCmd(kind, c)
 	if err != nil {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
 		return nil, 0
@@ -49,13 +51,13 @@ func (s *Server) commit(w http.ResponseWriter, kind CmdKind, c Command) (*ApplyR
 		jsonhttp.Error(w, code, fmt.Sprintf("not committed: %v", err))
 		return nil, 0
 	}
-	res, _ := f.Response().(*ApplyResult)
+	res, _ := f.Response().(*fsm.ApplyResult)
 	if res == nil {
-		res = &ApplyResult{}
+		res = &fsm.ApplyResult{}
 	}
 	if res.Err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(res.Err, ErrRefused) {
+		if errors.Is(res.Err, fsm.ErrRefused) {
 			code = http.StatusBadRequest
 		}
 		jsonhttp.Error(w, code, res.Err.Error())
@@ -104,7 +106,7 @@ func (s *Server) handleSetPlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var from, to *plans.Plan
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		if p, ok := st.Plans[body.Plan]; ok {
 			to = &p
 		}
@@ -124,18 +126,18 @@ func (s *Server) handleSetPlan(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if _, index := s.commit(w, CmdSetPlan, &SetPlanCmd{Time: stamp, Tenant: id, Plan: body.Plan, At: at, Operator: operator(r)}); index == 0 {
+	if _, index := s.commit(w, fsm.CmdSetPlan, &fsm.SetPlanCmd{Time: stamp, Tenant: id, Plan: body.Plan, At: at, Operator: operator(r)}); index == 0 {
 		return
 	}
 	s.writeTenant(w, id)
 }
 
 func (s *Server) writeTenant(w http.ResponseWriter, id string) {
-	var out TenantJSON
+	var out fsm.TenantJSON
 	found := false
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		if t := st.Tenants[id]; t != nil {
-			out, found = TenantJSONOf(st, t), true
+			out, found = fsm.TenantJSONOf(st, t), true
 		}
 	})
 	if !found {
@@ -147,12 +149,12 @@ func (s *Server) writeTenant(w http.ResponseWriter, id string) {
 
 func (s *Server) handleSchedule(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	out := []*ScheduledJSON{}
+	out := []*fsm.ScheduledJSON{}
 	found := false
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		_, found = st.Tenants[id]
 		if sc := st.Scheduled[id]; sc != nil {
-			out = append(out, ScheduledJSONOf(sc))
+			out = append(out, fsm.ScheduledJSONOf(sc))
 		}
 	})
 	if !found {
@@ -173,7 +175,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 		}
 		sid = n
 	}
-	if _, index := s.commit(w, CmdCancel, &CancelCmd{Time: s.clock.stamp(), Tenant: id, ID: sid, Operator: operator(r)}); index != 0 {
+	if _, index := s.commit(w, fsm.CmdCancel, &fsm.CancelCmd{Time: s.clock.stamp(), Tenant: id, ID: sid, Operator: operator(r)}); index != 0 {
 		s.writeTenant(w, id)
 	}
 }
@@ -181,7 +183,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleTenantOp(op string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if _, index := s.commit(w, CmdTenantOp, &TenantOpCmd{Time: s.clock.stamp(), Tenant: id, Op: op, Operator: operator(r)}); index != 0 {
+		if _, index := s.commit(w, fsm.CmdTenantOp, &fsm.TenantOpCmd{Time: s.clock.stamp(), Tenant: id, Op: op, Operator: operator(r)}); index != 0 {
 			s.writeTenant(w, id)
 		}
 	}
@@ -204,14 +206,14 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 	limit := 1000
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxAudit {
-			jsonhttp.Error(w, http.StatusBadRequest, fmt.Sprintf("limit=%q: want 1 to %d", v, MaxAudit))
+		if err != nil || n < 1 || n > fsm.MaxAudit {
+			jsonhttp.Error(w, http.StatusBadRequest, fmt.Sprintf("limit=%q: want 1 to %d", v, fsm.MaxAudit))
 			return
 		}
 		limit = n
 	}
 	out := []AuditJSON{}
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		for i := len(st.Audit) - 1; i >= 0 && len(out) < limit; i-- { // newest first
 			e := st.Audit[i]
 			if tenant != "" && e.Tenant != tenant {
@@ -227,7 +229,7 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request) {
 	var p plans.Plan
 	var ok bool
-	s.fsm.Read(func(st *State) { p, ok = st.Plans[r.PathValue("name")] })
+	s.fsm.Read(func(st *fsm.State) { p, ok = st.Plans[r.PathValue("name")] })
 	if !ok {
 		jsonhttp.Error(w, http.StatusNotFound, fmt.Sprintf("no plan %q", r.PathValue("name")))
 		return
@@ -252,7 +254,7 @@ func (s *Server) handlePutPlan(create bool) http.HandlerFunc {
 			jsonhttp.Error(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		if _, index := s.commit(w, CmdPutPlan, &PutPlanCmd{Time: s.clock.stamp(), Plan: p, Create: create, Operator: operator(r)}); index != 0 {
+		if _, index := s.commit(w, fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: s.clock.stamp(), Plan: p, Create: create, Operator: operator(r)}); index != 0 {
 			code := http.StatusOK
 			if create {
 				code = http.StatusCreated
@@ -264,7 +266,7 @@ func (s *Server) handlePutPlan(create bool) http.HandlerFunc {
 
 func (s *Server) handleDeletePlan(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if _, index := s.commit(w, CmdDeletePlan, &DeletePlanCmd{Time: s.clock.stamp(), Name: name, Operator: operator(r)}); index != 0 {
+	if _, index := s.commit(w, fsm.CmdDeletePlan, &fsm.DeletePlanCmd{Time: s.clock.stamp(), Name: name, Operator: operator(r)}); index != 0 {
 		jsonhttp.Write(w, http.StatusOK, map[string]string{"deleted": name})
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
 	"github.com/headroom-rtc/headroom/plans"
 )
@@ -69,7 +71,7 @@ func (s *Server) handleAdvice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var catalogue []plans.Plan
-	s.fsm.Read(func(st *State) {
+	s.fsm.Read(func(st *fsm.State) {
 		for _, pl := range st.Plans {
 			catalogue = append(catalogue, pl)
 		}
@@ -85,8 +87,8 @@ func (s *Server) handleAdvice(w http.ResponseWriter, r *http.Request) {
 }
 
 // gatherUsage gathers tenant id's usage of period p under the read lock.
-func (s *Server) gatherUsage(id string, p plans.Period) TenantUsage {
-	var tu TenantUsage
-	s.fsm.Read(func(st *State) { tu = GatherUsage(st, id, p) })
+func (s *Server) gatherUsage(id string, p plans.Period) fsm.TenantUsage {
+	var tu fsm.TenantUsage
+	s.fsm.Read(func(st *fsm.State) { tu = fsm.GatherUsage(st, id, p) })
 	return tu
 }

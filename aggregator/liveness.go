@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -19,7 +21,7 @@ import (
 type liveness struct {
 	log    hclog.Logger
 	raft   *raft.Raft
-	fsm    *FSM
+	fsm    *fsm.FSM
 	clock  *leaderClock
 	now    func() time.Time
 	grace  time.Duration
@@ -50,8 +52,8 @@ func (l *liveness) run(ctx context.Context) {
 			leaderSince = l.now()
 		}
 		expire, forget := l.due(leaderSince)
-		l.propose(CmdExpire, expire)
-		l.propose(CmdForget, forget)
+		l.propose(fsm.CmdExpire, expire)
+		l.propose(fsm.CmdForget, forget)
 		l.applyDue()
 	})
 }
@@ -61,7 +63,7 @@ func (l *liveness) run(ctx context.Context) {
 func (l *liveness) applyDue() {
 	now := l.now().UnixNano()
 	due := false
-	l.fsm.Read(func(s *State) {
+	l.fsm.Read(func(s *fsm.State) {
 		for _, sc := range s.Scheduled {
 			due = due || sc.At <= now
 		}
@@ -69,7 +71,7 @@ func (l *liveness) applyDue() {
 	if !due {
 		return
 	}
-	data, err := EncodeCmd(CmdApplyDue, &ApplyDueCmd{Time: l.clock.stamp()})
+	data, err := fsm.EncodeCmd(fsm.CmdApplyDue, &fsm.ApplyDueCmd{Time: l.clock.stamp()})
 	if err == nil {
 		err = l.raft.Apply(data, 5*time.Second).Error()
 	}
@@ -79,15 +81,15 @@ func (l *liveness) applyDue() {
 }
 
 // due lists the agents to expire and to forget now.
-func (l *liveness) due(leaderSince time.Time) (expire, forget []AgentRef) {
+func (l *liveness) due(leaderSince time.Time) (expire, forget []fsm.AgentRef) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.fsm.Read(func(s *State) {
+	l.fsm.Read(func(s *fsm.State) {
 		for id, rec := range s.Agents {
 			if rec.Expired {
 				if now.Sub(time.Unix(0, rec.LastSeen)) > l.forget {
-					forget = append(forget, AgentRef{ID: id, Epoch: rec.Epoch})
+					forget = append(forget, fsm.AgentRef{ID: id, Epoch: rec.Epoch})
 				}
 				continue
 			}
@@ -96,7 +98,7 @@ func (l *liveness) due(leaderSince time.Time) (expire, forget []AgentRef) {
 				last = leaderSince
 			}
 			if now.Sub(last) > l.grace {
-				expire = append(expire, AgentRef{ID: id, Epoch: rec.Epoch})
+				expire = append(expire, fsm.AgentRef{ID: id, Epoch: rec.Epoch})
 			}
 		}
 	})
@@ -108,11 +110,11 @@ func (l *liveness) due(leaderSince time.Time) (expire, forget []AgentRef) {
 	return expire, forget
 }
 
-func (l *liveness) propose(kind CmdKind, refs []AgentRef) {
+func (l *liveness) propose(kind fsm.CmdKind, refs []fsm.AgentRef) {
 	if len(refs) == 0 {
 		return
 	}
-	data, err := EncodeCmd(kind, &AgentsCmd{Time: l.clock.stamp(), Agents: refs})
+	data, err := fsm.EncodeCmd(kind, &fsm.AgentsCmd{Time: l.clock.stamp(), Agents: refs})
 	if err != nil {
 		l.log.Error("encoding agent expiry", "error", err)
 		return
@@ -122,7 +124,7 @@ func (l *liveness) propose(kind CmdKind, refs []AgentRef) {
 		return
 	}
 	what := "expired silent agents"
-	if kind == CmdForget {
+	if kind == fsm.CmdForget {
 		what = "forgot agents gone past the forget period"
 	}
 	ids := make([]string, len(refs))

@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -174,28 +176,28 @@ type streamStats struct {
 	accepted atomic.Uint64 // streams welcomed
 	// messages counts agent messages (deltas, full states) by kind and
 	// outcome: index [kind-1][status], status 0 for a failed commit.
-	messages [2][StatusInvalid + 1]atomic.Uint64
+	messages [2][fsm.StatusInvalid + 1]atomic.Uint64
 }
 
 // result counts the outcome of one proposed agent message.
-func (s *streamStats) result(kind ItemKind, res ItemResult, err error) {
-	if kind != ItemDelta && kind != ItemFull {
+func (s *streamStats) result(kind fsm.ItemKind, res fsm.ItemResult, err error) {
+	if kind != fsm.ItemDelta && kind != fsm.ItemFull {
 		return
 	}
 	st := res.Status
-	if err != nil || st > StatusInvalid {
+	if err != nil || st > fsm.StatusInvalid {
 		st = 0
 	}
 	s.messages[kind-1][st].Add(1)
 }
 
-var statusNames = [StatusInvalid + 1]string{"error", "applied", "duplicate", "gap", "need_full", "old_epoch", "invalid"}
+var statusNames = [fsm.StatusInvalid + 1]string{"error", "applied", "duplicate", "gap", "need_full", "old_epoch", "invalid"}
 
 // className is the name of each class index; classesByName the indexes
 // in the order of their names.
 var (
-	className     [NumClasses]string
-	classesByName [NumClasses]int
+	className     [fsm.NumClasses]string
+	classesByName [fsm.NumClasses]int
 )
 
 func init() {
@@ -280,14 +282,14 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	if c.only != "" {
-		s.fsm.Read(func(st *State) {
+		s.fsm.Read(func(st *fsm.State) {
 			if t := st.Tenants[c.only]; t != nil {
 				collectTenant(ch, st, t)
 			}
 		})
 		return
 	}
-	c.s.fsm.Read(func(st *State) { c.collectState(ch, st) })
+	c.s.fsm.Read(func(st *fsm.State) { c.collectState(ch, st) })
 	if s.node != nil {
 		c.collectRaft(ch)
 	}
@@ -299,7 +301,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, descStreamAccepted, float64(s.st.stats.accepted.Load()))
 		for k, kind := range []string{"delta", "full"} {
 			for st := range statusNames {
-				if v := s.st.stats.messages[k][st].Load(); v > 0 || ItemStatus(st) == StatusApplied {
+				if v := s.st.stats.messages[k][st].Load(); v > 0 || fsm.ItemStatus(st) == fsm.StatusApplied {
 					counter(ch, descStreamMessages, float64(v), kind, statusNames[st])
 				}
 			}
@@ -323,7 +325,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // collectState reports the state machine's figures; under the read lock.
-func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
+func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *fsm.State) {
 	gauge(ch, descTenants, float64(len(st.Tenants)))
 	gauge(ch, descPlans, float64(len(st.Plans)))
 	var agents [2]int
@@ -337,10 +339,10 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 	gauge(ch, descAgents, float64(agents[0]), "false")
 	gauge(ch, descAgents, float64(agents[1]), "true")
 
-	var open, micros, refused ClassCounts
+	var open, micros, refused fsm.ClassCounts
 	var unitMins float64
 	var admittedOver uint64
-	poolsOver := map[string]int{OverLowered: 0, OverRestart: 0, OverReturned: 0}
+	poolsOver := map[string]int{fsm.OverLowered: 0, fsm.OverRestart: 0, fsm.OverReturned: 0}
 	for _, t := range st.Tenants {
 		for i, v := range t.Open {
 			open[i] += v
@@ -350,11 +352,11 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 			poolsOver[o.Cause]++
 		}
 		for _, u := range t.Usage {
-			for i := range NumClasses {
+			for i := range fsm.NumClasses {
 				micros[i] += u.Micros[i]
 				refused[i] += u.Refused[i]
 			}
-			unitMins += UnitMinutes(u)
+			unitMins += fsm.UnitMinutes(u)
 		}
 	}
 	for i, name := range className {
@@ -364,20 +366,20 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 	}
 	counter(ch, descUsageUnitMinutes, unitMins)
 	counter(ch, descAdmittedOver, float64(admittedOver))
-	for _, cause := range []string{OverLowered, OverRestart, OverReturned} {
+	for _, cause := range []string{fsm.OverLowered, fsm.OverRestart, fsm.OverReturned} {
 		gauge(ch, descPoolsOver, float64(poolsOver[cause]), cause)
 	}
 
 	// The busiest maxTenants tenants by their own label, the rest summed.
-	keys := make([]TenantKey, 0, min(len(st.Tenants), c.maxTenants))
+	keys := make([]fsm.TenantKey, 0, min(len(st.Tenants), c.maxTenants))
 	if len(st.Tenants) <= c.maxTenants {
 		for _, t := range st.Tenants {
-			keys = append(keys, TenantKey{Name: t.Name, T: t})
+			keys = append(keys, fsm.TenantKey{Name: t.Name, T: t})
 		}
 	} else {
 		h := pageHeap{o: orderConcurrency, keys: keys}
 		for _, t := range st.Tenants {
-			k := TenantKey{Name: t.Name, Conc: t.Open.Total(), T: t}
+			k := fsm.TenantKey{Name: t.Name, Conc: t.Open.Total(), T: t}
 			switch {
 			case len(h.keys) < c.maxTenants:
 				heap.Push(&h, k)
@@ -390,7 +392,7 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 	}
 	// Emitted in the order the registry sorts them in (label values, by
 	// label name: class before tenant), which makes its sort linear.
-	slices.SortFunc(keys, func(a, b TenantKey) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(keys, func(a, b fsm.TenantKey) int { return strings.Compare(a.Name, b.Name) })
 	otherOpen := open
 	var ceilings, otherCeiling uint64
 	for i := range keys {
@@ -427,7 +429,7 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *State) {
 }
 
 // collectTenant reports one tenant's concurrency and ceilings.
-func collectTenant(ch chan<- prometheus.Metric, st *State, t *Tenant) {
+func collectTenant(ch chan<- prometheus.Metric, st *fsm.State, t *fsm.Tenant) {
 	p := st.Plans[t.Plan]
 	gauge(ch, descTenantCeiling, float64(p.Ceiling), t.Name)
 	for j, name := range className {
@@ -441,10 +443,10 @@ func collectTenant(ch chan<- prometheus.Metric, st *State, t *Tenant) {
 
 // collectUsers reports a tenant's active users of the state's current
 // period and day.
-func collectUsers(ch chan<- prometheus.Metric, st *State, t *Tenant) {
-	today := DayOf(st.Time)
+func collectUsers(ch chan<- prometheus.Metric, st *fsm.State, t *fsm.Tenant) {
+	today := fsm.DayOf(st.Time)
 	var mau uint64
-	if u := t.Usage[PeriodOfDay(today)]; u != nil {
+	if u := t.Usage[fsm.PeriodOfDay(today)]; u != nil {
 		mau = u.MAU
 	}
 	gauge(ch, descTenantMAU, float64(mau), t.Name)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -54,7 +56,7 @@ func TestAggregatorMetrics(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 	}
-	commitItems(t, s, Full("a1", 1, 0), Batch("a1", 1, 1,
+	commitItems(t, s, fsm.Full("a1", 1, 0), fsm.Batch("a1", 1, 1,
 		wire.DeltaEntry{Tenant: "acme", Class: "audio", Opened: 7, Peak: 7, SessionMicros: 30e6, Refused: 2},
 		wire.DeltaEntry{Tenant: "acme", Class: "video-hd", Opened: 3, Peak: 10}))
 	if code := get(t, s, "/v1/tenants?limit=banana", nil); code != 400 {
@@ -118,11 +120,11 @@ func TestAggregatorMetrics(t *testing.T) {
 // TestMetricsTenantCap: beyond the cap, the busiest tenants keep their
 // label and the others are summed under tenant="_other".
 func TestMetricsTenantCap(t *testing.T) {
-	h := NewHarness(t)
+	h := fsm.NewHarness(t)
 	for _, tn := range []string{"a", "b", "c", "d", "e"} {
-		h.Apply(CmdSetPlan, &SetPlanCmd{Time: t0.UnixNano(), Tenant: tn, Plan: "starter"})
+		h.Apply(fsm.CmdSetPlan, &fsm.SetPlanCmd{Time: t0.UnixNano(), Tenant: tn, Plan: "starter"})
 	}
-	h.Items(t0, "", Full("a1", 1, 0,
+	h.Items(t0, "", fsm.Full("a1", 1, 0,
 		wire.CountEntry{Tenant: "a", Class: "audio", Open: 1},
 		wire.CountEntry{Tenant: "b", Class: "audio", Open: 50}, wire.CountEntry{Tenant: "b", Class: "ai", Open: 5},
 		wire.CountEntry{Tenant: "c", Class: "audio", Open: 3},
@@ -152,19 +154,19 @@ func TestMetricsTenantCap(t *testing.T) {
 			series++
 		}
 	}
-	if series != 4*NumClasses {
-		t.Errorf("%d concurrency series, want %d", series, 4*NumClasses)
+	if series != 4*fsm.NumClasses {
+		t.Errorf("%d concurrency series, want %d", series, 4*fsm.NumClasses)
 	}
 }
 
 // TestMetricsActiveUsers: a tenant's MAU and today's DAU are served.
 func TestMetricsActiveUsers(t *testing.T) {
-	h := NewHarness(t)
+	h := fsm.NewHarness(t)
 	h.SetPlan(t0, "t", "payg")
 	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	h.Items(at, "", Full("a1", 1, 0))
-	b := Batch("a1", 1, 1)
-	b.Users = []wire.UserSet{userSet("t", DayOf(at.Add(-24*time.Hour).UnixNano()), "u1", "u2", "u3"), userSet("t", DayOf(at.UnixNano()), "u3", "u4")}
+	h.Items(at, "", fsm.Full("a1", 1, 0))
+	b := fsm.Batch("a1", 1, 1)
+	b.Users = []wire.UserSet{userSet("t", fsm.DayOf(at.Add(-24*time.Hour).UnixNano()), "u1", "u2", "u3"), userSet("t", fsm.DayOf(at.UnixNano()), "u3", "u4")}
 	h.Items(at, "", b)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&stateCollector{s: &Server{fsm: h.F}, maxTenants: 10})

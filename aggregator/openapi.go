@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/cluster"
 	"github.com/headroom-rtc/headroom/plans"
 )
@@ -76,21 +78,21 @@ var apiOps = []apiOp{
 			{"q", "string", "only tenants whose id contains this (ASCII letters case-insensitive)"},
 			consistentParam,
 		},
-		resp: []TenantJSON{}, errs: []int{400},
+		resp: []fsm.TenantJSON{}, errs: []int{400},
 		headers: map[string]string{
 			"X-Next-Cursor": "cursor of the next page; absent on the last page",
 			"X-Total-Count": "tenants matching the filters, over all pages",
 		}},
 	{method: "GET", path: "/v1/tenants/{id}", tag: tagTenants, summary: "A tenant: figures, usage of a period, a strict plan's pools",
-		query: []apiParam{periodParam, consistentParam}, resp: TenantJSON{}, errs: []int{400, 404}},
+		query: []apiParam{periodParam, consistentParam}, resp: fsm.TenantJSON{}, errs: []int{400, 404}},
 	{method: "PUT", path: "/v1/tenants/{id}/plan", tag: tagTenants, summary: "Put a tenant on a plan (creates the tenant)",
 		desc: `"at": "now", "period-end" or an RFC 3339 time; empty: an upgrade (higher fee) now, a downgrade at the period's end.`,
 		body: struct {
 			Plan string `json:"plan"`
 			At   string `json:"at,omitempty"`
-		}{}, resp: TenantJSON{}, errs: []int{400, 503}},
+		}{}, resp: fsm.TenantJSON{}, errs: []int{400, 503}},
 	{method: "GET", path: "/v1/tenants/{id}/usage", tag: tagTenants, summary: "Usage of a period, day by day, and the invoice",
-		query: []apiParam{periodParam, consistentParam}, resp: UsageReportJSON{}, errs: []int{400, 404}},
+		query: []apiParam{periodParam, consistentParam}, resp: fsm.UsageReportJSON{}, errs: []int{400, 404}},
 	{method: "GET", path: "/v1/tenants/{id}/advice", tag: tagTenants, summary: "Does the plan fit? The cheapest that does",
 		query: []apiParam{periodParam, {"headroom", "integer", "headroom over the projected peak, percent (1 to 1000)"}, consistentParam},
 		resp:  plans.Advice{}, errs: []int{400, 404, 409}},
@@ -100,12 +102,12 @@ var apiOps = []apiOp{
 		query: []apiParam{{"since", "string", "an RFC 3339 time, or a duration before the latest entry such as 1h (default: 6h)"}, consistentParam},
 		resp:  HistoryJSON{}, errs: []int{400, 404}},
 	{method: "GET", path: "/v1/tenants/{id}/schedule", tag: tagTenants, summary: "The tenant's pending plan change, if any",
-		query: []apiParam{consistentParam}, resp: []ScheduledJSON{}, errs: []int{404}},
+		query: []apiParam{consistentParam}, resp: []fsm.ScheduledJSON{}, errs: []int{404}},
 	{method: "DELETE", path: "/v1/tenants/{id}/schedule", tag: tagTenants, summary: "Cancel the pending plan change",
-		query: []apiParam{{"id", "integer", "cancel only the change with this id"}}, resp: TenantJSON{}, errs: []int{400, 503}},
+		query: []apiParam{{"id", "integer", "cancel only the change with this id"}}, resp: fsm.TenantJSON{}, errs: []int{400, 503}},
 	{method: "POST", path: "/v1/tenants/{id}/suspend", tag: tagTenants, summary: "Suspend: new sessions are refused, running ones go on",
-		resp: TenantJSON{}, errs: []int{400, 503}},
-	{method: "POST", path: "/v1/tenants/{id}/resume", tag: tagTenants, summary: "Resume a suspended tenant", resp: TenantJSON{}, errs: []int{400, 503}},
+		resp: fsm.TenantJSON{}, errs: []int{400, 503}},
+	{method: "POST", path: "/v1/tenants/{id}/resume", tag: tagTenants, summary: "Resume a suspended tenant", resp: fsm.TenantJSON{}, errs: []int{400, 503}},
 	{method: "DELETE", path: "/v1/tenants/{id}", tag: tagTenants, summary: "Delete a tenant without open sessions or unbilled usage",
 		resp: map[string]string{}, errs: []int{400, 503}},
 	{method: "GET", path: "/v1/audit", tag: tagTenants, summary: "Audit log, newest first",

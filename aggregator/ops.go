@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/raft"
 
 	"github.com/headroom-rtc/headroom/cluster"
@@ -151,7 +153,7 @@ func (s *Server) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	rd, err := readSnapshotFile(tmp, func(state io.Reader) error { return NewFSM(nil).Restore(io.NopCloser(state)) })
+	rd, err := readSnapshotFile(tmp, func(state io.Reader) error { return fsm.NewFSM(nil).Restore(io.NopCloser(state)) })
 	if err != nil {
 		jsonhttp.Error(w, http.StatusBadRequest, "refused, nothing changed: not a good headroom snapshot: "+err.Error())
 		return

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/plans"
 )
 
@@ -19,7 +21,7 @@ func TestPlansFileCreatesMissingPlansOnly(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var got map[string]plans.Plan
-		s.fsm.Read(func(st *State) {
+		s.fsm.Read(func(st *fsm.State) {
 			got = map[string]plans.Plan{"gold": st.Plans["gold"], "payg": st.Plans["payg"]}
 		})
 		if got["gold"].Name == "gold" {

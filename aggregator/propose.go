@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/raft"
 )
 
@@ -12,7 +14,7 @@ import (
 // leader change: a new stamp is at least the last time the FSM applied.
 type leaderClock struct {
 	now  func() time.Time
-	fsm  *FSM
+	fsm  *fsm.FSM
 	mu   sync.Mutex
 	last int64
 }
@@ -20,7 +22,7 @@ type leaderClock struct {
 func (c *leaderClock) stamp() int64 {
 	t := c.now().UnixNano()
 	var applied int64
-	c.fsm.Read(func(s *State) { applied = s.Time })
+	c.fsm.Read(func(s *fsm.State) { applied = s.Time })
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t = max(t, applied, c.last)
@@ -30,11 +32,11 @@ func (c *leaderClock) stamp() int64 {
 
 // proposal is one agent message waiting to be put into the log.
 type proposal struct {
-	item    AgentItem
+	item    fsm.AgentItem
 	entries int
 	// done is called once, in proposal order, from the proposer's
 	// completion goroutine; it must not block.
-	done func(res ItemResult, index uint64, err error)
+	done func(res fsm.ItemResult, index uint64, err error)
 }
 
 type flight struct {
@@ -114,15 +116,15 @@ func (p *proposer) run(ctx context.Context) {
 				break drain
 			}
 		}
-		cmd := AgentItemsCmd{Time: p.clock.stamp(), DefaultPlan: p.defaultPlan, Items: make([]AgentItem, len(batch)),
+		cmd := fsm.AgentItemsCmd{Time: p.clock.stamp(), DefaultPlan: p.defaultPlan, Items: make([]fsm.AgentItem, len(batch)),
 			Lease: int64(p.lease), Margin: int64(p.margin)}
 		for i, pr := range batch {
 			cmd.Items[i] = pr.item
 		}
-		data, err := EncodeCmd(CmdAgentItems, &cmd)
+		data, err := fsm.EncodeCmd(fsm.CmdAgentItems, &cmd)
 		if err != nil {
 			for _, pr := range batch {
-				pr.done(ItemResult{}, 0, err)
+				pr.done(fsm.ItemResult{}, 0, err)
 			}
 			continue
 		}
@@ -141,14 +143,14 @@ func (p *proposer) complete(fl flight) {
 	}
 	if err != nil {
 		for _, pr := range fl.batch {
-			pr.done(ItemResult{}, 0, err)
+			pr.done(fsm.ItemResult{}, 0, err)
 		}
 		return
 	}
-	res, _ := fl.f.Response().(*ApplyResult)
+	res, _ := fl.f.Response().(*fsm.ApplyResult)
 	for i, pr := range fl.batch {
 		if res == nil || res.Err != nil || i >= len(res.Items) {
-			pr.done(ItemResult{Status: StatusInvalid}, fl.f.Index(), nil)
+			pr.done(fsm.ItemResult{Status: fsm.StatusInvalid}, fl.f.Index(), nil)
 			continue
 		}
 		pr.done(res.Items[i], fl.f.Index(), nil)

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"golang.org/x/net/netutil"
@@ -156,7 +158,7 @@ type Config struct {
 type Server struct {
 	cfg   Config
 	log   hclog.Logger
-	fsm   *FSM
+	fsm   *fsm.FSM
 	node  *cluster.Node
 	clock *leaderClock
 	st    *streams
@@ -209,10 +211,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxFrame = wire.DefaultMaxFrame
 	}
 	if cfg.GrantLease <= 0 {
-		cfg.GrantLease = DefaultGrantLease
+		cfg.GrantLease = fsm.DefaultGrantLease
 	}
 	if cfg.GrantMargin <= 0 {
-		cfg.GrantMargin = DefaultGrantMargin
+		cfg.GrantMargin = fsm.DefaultGrantMargin
 	}
 	if cfg.AgentGrace <= 0 {
 		cfg.AgentGrace = 15 * time.Second
@@ -223,7 +225,7 @@ func New(cfg Config) (*Server, error) {
 	if err := checkUsageGrace(cfg.UsageGrace); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	} else if cfg.UsageGrace == 0 {
-		cfg.UsageGrace = DefaultUsageGrace
+		cfg.UsageGrace = fsm.DefaultUsageGrace
 	}
 	if err := checkBackups(&cfg); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
@@ -502,11 +504,11 @@ func (s *Server) leaderBarrier() {
 func (s *Server) seedPlans() {
 	for _, p := range s.cfg.Plans {
 		var exists bool
-		s.fsm.Read(func(st *State) { _, exists = st.Plans[p.Name] })
+		s.fsm.Read(func(st *fsm.State) { _, exists = st.Plans[p.Name] })
 		if exists {
 			continue
 		}
-		data, err := EncodeCmd(CmdPutPlan, &PutPlanCmd{Time: s.clock.stamp(), Plan: p, Create: true, Operator: "--plans"})
+		data, err := fsm.EncodeCmd(fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: s.clock.stamp(), Plan: p, Create: true, Operator: "--plans"})
 		if err == nil {
 			err = s.node.Raft.Apply(data, 5*time.Second).Error()
 		}
@@ -546,8 +548,8 @@ func (s *Server) Close() error {
 
 // checkUsageGrace validates a configured grace (0: the default).
 func checkUsageGrace(d time.Duration) error {
-	if d < 0 || d > MaxUsageGrace {
-		return fmt.Errorf("usage grace %v: want 0 (default %v) to %v", d, DefaultUsageGrace, MaxUsageGrace)
+	if d < 0 || d > fsm.MaxUsageGrace {
+		return fmt.Errorf("usage grace %v: want 0 (default %v) to %v", d, fsm.DefaultUsageGrace, fsm.MaxUsageGrace)
 	}
 	return nil
 }
@@ -556,11 +558,11 @@ func checkUsageGrace(d time.Duration) error {
 // when the state holds another.
 func (s *Server) syncUsageGrace() {
 	var have int64
-	s.fsm.Read(func(st *State) { have = st.Grace() })
+	s.fsm.Read(func(st *fsm.State) { have = st.Grace() })
 	if have == int64(s.cfg.UsageGrace) {
 		return
 	}
-	data, err := EncodeCmd(CmdUsageGrace, &UsageGraceCmd{Time: s.clock.stamp(), Grace: int64(s.cfg.UsageGrace)})
+	data, err := fsm.EncodeCmd(fsm.CmdUsageGrace, &fsm.UsageGraceCmd{Time: s.clock.stamp(), Grace: int64(s.cfg.UsageGrace)})
 	if err == nil {
 		err = s.node.Raft.Apply(data, 5*time.Second).Error()
 	}
@@ -573,8 +575,8 @@ func (s *Server) syncUsageGrace() {
 
 // loggedFSM returns a state machine holding catalogue that logs to log what
 // it refuses or skips.
-func loggedFSM(catalogue []plans.Plan, log hclog.Logger) *FSM {
-	f := NewFSM(catalogue)
+func loggedFSM(catalogue []plans.Plan, log hclog.Logger) *fsm.FSM {
+	f := fsm.NewFSM(catalogue)
 	f.OnRefused = func(index uint64, err error, malformed bool) {
 		if malformed {
 			log.Error("skipping malformed log entry", "index", index, "error", err)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/raft"
 )
 
@@ -275,8 +277,8 @@ type SnapshotToken struct {
 // (nil if nothing) with an error wrapping ErrSnapshotCorrupt, or the decode
 // error.
 func InspectSnapshot(r io.Reader) (*SnapshotInfo, error) {
-	fsm := NewFSM(nil)
-	rd, err := readSnapshotFile(r, func(state io.Reader) error { return fsm.Restore(io.NopCloser(state)) })
+	sm := fsm.NewFSM(nil)
+	rd, err := readSnapshotFile(r, func(state io.Reader) error { return sm.Restore(io.NopCloser(state)) })
 	if rd == nil {
 		return nil, err
 	}
@@ -295,11 +297,11 @@ func InspectSnapshot(r io.Reader) (*SnapshotInfo, error) {
 	if err != nil {
 		return info, fmt.Errorf("the state does not decode: %w", err)
 	}
-	fsm.Read(func(st *State) { describeState(st, info) })
+	sm.Read(func(st *fsm.State) { describeState(st, info) })
 	return info, nil
 }
 
-func describeState(st *State, info *SnapshotInfo) {
+func describeState(st *fsm.State, info *SnapshotInfo) {
 	if info.Index == 0 {
 		info.Index = st.Index
 	}

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
@@ -42,7 +44,7 @@ func validID(s string, max int) bool { return plans.ValidateID("", s, max) == ni
 // streams accepts agent streams and pushes tenant state to them.
 type streams struct {
 	log      hclog.Logger
-	fsm      *FSM
+	fsm      *fsm.FSM
 	raft     *raft.Raft
 	prop     *proposer
 	maxFrame int
@@ -167,7 +169,7 @@ func (st *streams) dropRevoked() {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.fsm.Read(func(s *State) {
+	st.fsm.Read(func(s *fsm.State) {
 		for c := range st.conns {
 			if c.token != "" && s.Tokens[c.token] == nil {
 				c.log.Info("token revoked: closing agent stream", "accessor", c.token)
@@ -341,13 +343,13 @@ func (c *agentConn) greet(h *wire.Hello) (reply wire.Message, ok bool) {
 		}
 		return &wire.Error{Code: wire.CodeNotLeader, Message: "this server is not the leader and knows none"}, false
 	}
-	w := &wire.Welcome{ServerID: c.st.selfID, Version: wire.ProtocolVersion, Servers: all, Classes: ClassNames}
+	w := &wire.Welcome{ServerID: c.st.selfID, Version: wire.ProtocolVersion, Servers: all, Classes: fsm.ClassNames}
 	var old *wire.Error
 	// Epochs are the agent's clock when it made its memory: an unknown
 	// agent whose memory is older than the forget period may have been
 	// forgotten with its dedup state, so it must start a new epoch.
 	forgotten := c.st.live.now().Add(-c.st.live.forget).UnixNano()
-	c.st.fsm.Read(func(s *State) {
+	c.st.fsm.Read(func(s *fsm.State) {
 		rec := s.Agents[h.AgentID]
 		switch {
 		case rec == nil && h.Epoch < uint64(max(forgotten, 0)):
@@ -377,13 +379,13 @@ func (c *agentConn) authenticate(secret string) *wire.Error {
 		return &wire.Error{Code: wire.CodeUnauthenticated, Message: "too many failed authentications from this address; retry later"}
 	}
 	var role, acc string
-	c.st.fsm.Read(func(s *State) {
+	c.st.fsm.Read(func(s *fsm.State) {
 		if tk := s.TokenBySecret(secret); tk != nil {
 			role, acc = tk.Role, tk.Accessor
 		}
 	})
 	switch role {
-	case RoleAgent, RoleOperator:
+	case fsm.RoleAgent, fsm.RoleOperator:
 		c.token = acc
 		return nil
 	case "":
@@ -435,7 +437,7 @@ func (c *agentConn) handle(ctx context.Context, m wire.Message) error {
 		if err := c.checkAgentLimits(m.Entries, nil); err != nil {
 			return err
 		}
-		return c.propose(ctx, ItemDelta, m, len(m.Entries), m.Seq)
+		return c.propose(ctx, fsm.ItemDelta, m, len(m.Entries), m.Seq)
 	case *wire.FullState:
 		return c.fullPart(ctx, m)
 	case *wire.GrantAsk:
@@ -475,17 +477,17 @@ func (c *agentConn) grantAsk(ctx context.Context, g *wire.GrantAsk) error {
 	}
 	st := c.st
 	pr := &proposal{
-		item:    AgentItem{Kind: ItemGrant, Body: wire.Append(nil, g)},
+		item:    fsm.AgentItem{Kind: fsm.ItemGrant, Body: wire.Append(nil, g)},
 		entries: len(g.Wants),
-		done: func(res ItemResult, index uint64, err error) {
-			if err != nil || res.Status != StatusApplied {
+		done: func(res fsm.ItemResult, index uint64, err error) {
+			if err != nil || res.Status != fsm.StatusApplied {
 				c.send(resultMessage(res, index, err, 0))
 				return
 			}
 			c.send(&wire.Grant{ReqID: g.ReqID, LeaseMillis: uint64(st.prop.lease / time.Millisecond), Shares: res.Shares})
 			var targets map[string][]wire.GrantPool
-			st.fsm.Read(func(s *State) {
-				targets = RecallTargets(s, g.AgentID, g.Wants, res.Shares, int64(st.prop.margin))
+			st.fsm.Read(func(s *fsm.State) {
+				targets = fsm.RecallTargets(s, g.AgentID, g.Wants, res.Shares, int64(st.prop.margin))
 			})
 			if len(targets) == 0 {
 				return
@@ -518,7 +520,7 @@ func (c *agentConn) checkAgentLimits(entries []wire.DeltaEntry, counts []wire.Co
 		}
 	} else {
 		held := 0
-		c.st.fsm.Read(func(s *State) {
+		c.st.fsm.Read(func(s *fsm.State) {
 			if rec := s.Agents[c.hello.AgentID]; rec != nil {
 				held = len(rec.Counts)
 				for _, cc := range rec.Counts {
@@ -552,8 +554,8 @@ func checkUsers(sets []wire.UserSet) error {
 		if err := plans.ValidateTenantID(sets[i].Tenant); err != nil {
 			return badMessage("user set %d: %v", i, err)
 		}
-		if n := len(sets[i].Hashes); n > MaxUserHashes {
-			return badMessage("user set %d: %d hashes, over %d", i, n, MaxUserHashes)
+		if n := len(sets[i].Hashes); n > fsm.MaxUserHashes {
+			return badMessage("user set %d: %d hashes, over %d", i, n, fsm.MaxUserHashes)
 		}
 	}
 	return nil
@@ -613,17 +615,17 @@ func (c *agentConn) fullPart(ctx context.Context, f *wire.FullState) error {
 	if err := c.checkAgentLimits(nil, whole.Counts); err != nil {
 		return err
 	}
-	return c.propose(ctx, ItemFull, &whole, len(whole.Counts)+len(whole.Usage), whole.Seq)
+	return c.propose(ctx, fsm.ItemFull, &whole, len(whole.Counts)+len(whole.Usage), whole.Seq)
 }
 
-func (c *agentConn) propose(ctx context.Context, kind ItemKind, m wire.Message, entries int, seq uint64) error {
+func (c *agentConn) propose(ctx context.Context, kind fsm.ItemKind, m wire.Message, entries int, seq uint64) error {
 	raise(&c.recvSeq, seq)
 	pr := &proposal{
-		item:    AgentItem{Kind: kind, Region: c.region, Body: wire.Append(nil, m)},
+		item:    fsm.AgentItem{Kind: kind, Region: c.region, Body: wire.Append(nil, m)},
 		entries: entries,
-		done: func(res ItemResult, index uint64, err error) {
+		done: func(res fsm.ItemResult, index uint64, err error) {
 			c.st.stats.result(kind, res, err)
-			if err == nil && (res.Status == StatusApplied || res.Status == StatusDuplicate) {
+			if err == nil && (res.Status == fsm.StatusApplied || res.Status == fsm.StatusDuplicate) {
 				raise(&c.ackSeq, res.LastSeq)
 			}
 			c.send(resultMessage(res, index, err, seq))
@@ -659,7 +661,7 @@ func (st *streams) unacked(agentID string) (uint64, bool) {
 }
 
 // resultMessage is what the agent is told about one of its messages.
-func resultMessage(res ItemResult, index uint64, err error, seq uint64) wire.Message {
+func resultMessage(res fsm.ItemResult, index uint64, err error, seq uint64) wire.Message {
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
 			return &wire.Error{Code: wire.CodeNotLeader, Message: err.Error()}
@@ -667,13 +669,13 @@ func resultMessage(res ItemResult, index uint64, err error, seq uint64) wire.Mes
 		return &wire.Error{Code: wire.CodeInternal, Message: err.Error()}
 	}
 	switch res.Status {
-	case StatusApplied, StatusDuplicate:
+	case fsm.StatusApplied, fsm.StatusDuplicate:
 		return &wire.Ack{Seq: res.LastSeq, Index: index}
-	case StatusGap:
+	case fsm.StatusGap:
 		return &wire.Error{Code: wire.CodeSeqGap, Message: fmt.Sprintf("seq %d skips ahead of %d", seq, res.LastSeq), LastSeq: res.LastSeq}
-	case StatusNeedFull:
+	case fsm.StatusNeedFull:
 		return &wire.Error{Code: wire.CodeNeedFullState, Message: "the cluster holds nothing for this epoch: send full state"}
-	case StatusOldEpoch:
+	case fsm.StatusOldEpoch:
 		return &wire.Error{Code: wire.CodeOldEpoch, Message: "a newer epoch of this agent has been seen", LastSeq: res.LastSeq}
 	}
 	return &wire.Error{Code: wire.CodeBadMessage, Message: "message could not be applied"}
@@ -730,11 +732,11 @@ func (c *agentConn) push(full bool) error {
 		return nil
 	}
 	var infos []wire.TenantInfo
-	c.st.fsm.Read(func(s *State) {
+	c.st.fsm.Read(func(s *fsm.State) {
 		if all {
 			infos = make([]wire.TenantInfo, 0, len(s.Tenants))
 			for _, t := range s.Tenants {
-				if info, ok := TenantInfo(s, t); ok {
+				if info, ok := fsm.TenantInfo(s, t); ok {
 					infos = append(infos, info)
 				}
 			}
@@ -742,7 +744,7 @@ func (c *agentConn) push(full bool) error {
 		}
 		for n := range names {
 			if t := s.Tenants[n]; t != nil {
-				if info, ok := TenantInfo(s, t); ok {
+				if info, ok := fsm.TenantInfo(s, t); ok {
 					infos = append(infos, info)
 				}
 			}

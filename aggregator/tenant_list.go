@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/internal/jsonhttp"
 	"github.com/headroom-rtc/headroom/plans"
 )
@@ -64,7 +66,7 @@ func (o tenantOrder) String() string {
 }
 
 // before reports whether a comes before b in order o.
-func (o tenantOrder) before(a, b *TenantKey) bool {
+func (o tenantOrder) before(a, b *fsm.TenantKey) bool {
 	switch o {
 	case orderUtilization:
 		if a.Util != b.Util {
@@ -81,8 +83,8 @@ func (o tenantOrder) before(a, b *TenantKey) bool {
 // tenantQuery is a parsed GET /v1/tenants query.
 type tenantQuery struct {
 	order   tenantOrder
-	limit   int        // 0: no paging
-	after   *TenantKey // from the cursor
+	limit   int            // 0: no paging
+	after   *fsm.TenantKey // from the cursor
 	plan    string
 	minUtil float64 // 0: no filter
 	q       string  // lower case
@@ -136,7 +138,7 @@ func parseTenantQuery(r *http.Request) (tenantQuery, error) {
 
 // encodeTenantCursor is the cursor after k in order o: the order's initial,
 // the sort value and the tenant id, base64url.
-func encodeTenantCursor(o tenantOrder, k *TenantKey) string {
+func encodeTenantCursor(o tenantOrder, k *fsm.TenantKey) string {
 	var val string
 	switch o {
 	case orderUtilization:
@@ -147,8 +149,8 @@ func encodeTenantCursor(o tenantOrder, k *TenantKey) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(o.String()[:1] + ":" + val + ":" + k.Name))
 }
 
-func decodeTenantCursor(s string, o tenantOrder) (TenantKey, error) {
-	var k TenantKey
+func decodeTenantCursor(s string, o tenantOrder) (fsm.TenantKey, error) {
+	var k fsm.TenantKey
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return k, fmt.Errorf("not a cursor this server issued")
@@ -215,13 +217,13 @@ func containsFold(s, substr string) bool {
 // pageHeap keeps the best limit+1 keys seen; its root is the worst of them.
 type pageHeap struct {
 	o    tenantOrder
-	keys []TenantKey
+	keys []fsm.TenantKey
 }
 
 func (h *pageHeap) Len() int           { return len(h.keys) }
 func (h *pageHeap) Less(i, j int) bool { return h.o.before(&h.keys[j], &h.keys[i]) }
 func (h *pageHeap) Swap(i, j int)      { h.keys[i], h.keys[j] = h.keys[j], h.keys[i] }
-func (h *pageHeap) Push(x any)         { h.keys = append(h.keys, x.(TenantKey)) }
+func (h *pageHeap) Push(x any)         { h.keys = append(h.keys, x.(fsm.TenantKey)) }
 func (h *pageHeap) Pop() any {
 	k := h.keys[len(h.keys)-1]
 	h.keys = h.keys[:len(h.keys)-1]
@@ -230,18 +232,18 @@ func (h *pageHeap) Pop() any {
 
 // tenantPage is one answer of the tenant list.
 type tenantPage struct {
-	tenants []TenantJSON
+	tenants []fsm.TenantJSON
 	next    string // cursor of the next page; "" on the last
 	total   int    // tenants matching the filters, all pages
 }
 
 // listTenants selects and renders a page of the state's tenants, whose
 // index rows are rows; under the state's read lock.
-func listTenants(st *State, rows []TenantRow, q tenantQuery) tenantPage {
+func listTenants(st *fsm.State, rows []fsm.TenantRow, q tenantQuery) tenantPage {
 	var page tenantPage
-	var all []TenantKey       // without a limit
+	var all []fsm.TenantKey   // without a limit
 	h := pageHeap{o: q.order} // with one: the best limit+1 after the cursor
-	consider := func(r *TenantRow) {
+	consider := func(r *fsm.TenantRow) {
 		if q.plan != "" && r.Plan != q.plan {
 			return
 		}
@@ -268,7 +270,7 @@ func listTenants(st *State, rows []TenantRow, q tenantQuery) tenantPage {
 	}
 	if q.only != "" {
 		if t := st.Tenants[q.only]; t != nil {
-			r := TenantRowOf(st, t)
+			r := fsm.TenantRowOf(st, t)
 			consider(&r)
 		}
 	} else {
@@ -280,7 +282,7 @@ func listTenants(st *State, rows []TenantRow, q tenantQuery) tenantPage {
 	if q.limit > 0 {
 		keys = h.keys
 	}
-	slices.SortFunc(keys, func(a, b TenantKey) int {
+	slices.SortFunc(keys, func(a, b fsm.TenantKey) int {
 		switch {
 		case q.order.before(&a, &b):
 			return -1
@@ -293,9 +295,9 @@ func listTenants(st *State, rows []TenantRow, q tenantQuery) tenantPage {
 		keys = keys[:q.limit]
 		page.next = encodeTenantCursor(q.order, &keys[len(keys)-1])
 	}
-	page.tenants = make([]TenantJSON, len(keys))
+	page.tenants = make([]fsm.TenantJSON, len(keys))
 	for i := range keys {
-		page.tenants[i] = TenantJSONOf(st, keys[i].T)
+		page.tenants[i] = fsm.TenantJSONOf(st, keys[i].T)
 	}
 	return page
 }
@@ -308,8 +310,8 @@ func (s *Server) handleTenants(w http.ResponseWriter, r *http.Request) {
 	}
 	q.only = tenantScope(r) // a tenant's token lists its tenant alone
 	var page tenantPage
-	s.fsm.Read(func(st *State) {
-		s.fsm.ScanTenants(st, func(rows []TenantRow) { page = listTenants(st, rows, q) })
+	s.fsm.Read(func(st *fsm.State) {
+		s.fsm.ScanTenants(st, func(rows []fsm.TenantRow) { page = listTenants(st, rows, q) })
 	})
 	if page.next != "" {
 		w.Header().Set("X-Next-Cursor", page.next)

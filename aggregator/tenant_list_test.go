@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
 )
@@ -27,18 +29,18 @@ import (
 //	eps      payg     1000     0     0
 //	free     (none)   0        30    0     (no plan: no ceiling)
 //	meter1   meterp   0        40    0     (meter plan: no ceiling)
-func tenantListFixture(t *testing.T) (*Server, *Harness) {
-	h := NewHarness(t)
-	if r := h.Apply(CmdPutPlan, &PutPlanCmd{Time: t0.UnixNano(), Create: true,
+func tenantListFixture(t *testing.T) (*Server, *fsm.Harness) {
+	h := fsm.NewHarness(t)
+	if r := h.Apply(fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: t0.UnixNano(), Create: true,
 		Plan: plans.Plan{Name: "meterp", Billing: plans.PayAsYouGo, Mode: plans.Meter}}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
 	for tenant, plan := range map[string]string{"acme": "starter", "Beta": "starter", "gamma": "growth", "delta": "growth", "eps": "payg", "meter1": "meterp"} {
-		if r := h.Apply(CmdSetPlan, &SetPlanCmd{Time: t0.UnixNano(), Tenant: tenant, Plan: plan}); r.Err != nil {
+		if r := h.Apply(fsm.CmdSetPlan, &fsm.SetPlanCmd{Time: t0.UnixNano(), Tenant: tenant, Plan: plan}); r.Err != nil {
 			t.Fatal(r.Err)
 		}
 	}
-	h.Items(t0, "", Full("a1", 1, 0,
+	h.Items(t0, "", fsm.Full("a1", 1, 0,
 		wire.CountEntry{Tenant: "acme", Class: "audio", Open: 60}, wire.CountEntry{Tenant: "acme", Class: "video-hd", Open: 30},
 		wire.CountEntry{Tenant: "Beta", Class: "audio", Open: 90},
 		wire.CountEntry{Tenant: "gamma", Class: "audio", Open: 900},
@@ -51,7 +53,7 @@ func tenantListFixture(t *testing.T) (*Server, *Harness) {
 
 // listPage asks the tenant list and returns the code, the tenants' ids, the
 // next cursor and the error message of a 4xx.
-func listPage(t *testing.T, s *Server, query string) (code int, ids []string, next, errMsg string, body []TenantJSON) {
+func listPage(t *testing.T, s *Server, query string) (code int, ids []string, next, errMsg string, body []fsm.TenantJSON) {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	s.handleTenants(rec, httptest.NewRequest("GET", "/v1/tenants?"+query, nil))
@@ -215,7 +217,7 @@ func TestTenantListPagingMatchesSort(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	ceilings := map[string]uint64{"p10": 10, "p20": 20, "m": 0}
 	for round := range 30 {
-		st := NewState([]plans.Plan{{Name: "p10", Ceiling: 10, Mode: plans.Soft}, {Name: "p20", Ceiling: 20, Mode: plans.Strict}, {Name: "m", Mode: plans.Meter}})
+		st := fsm.NewState([]plans.Plan{{Name: "p10", Ceiling: 10, Mode: plans.Soft}, {Name: "p20", Ceiling: 20, Mode: plans.Strict}, {Name: "m", Mode: plans.Meter}})
 		n := rng.IntN(60)
 		planNames := []string{"p10", "p20", "m", ""}
 		for i := range n {
@@ -223,21 +225,21 @@ func TestTenantListPagingMatchesSort(t *testing.T) {
 			if i%7 == 0 {
 				name = strings.ToUpper(name)
 			}
-			tn := &Tenant{Name: name, Plan: planNames[rng.IntN(len(planNames))]}
-			tn.Open[rng.IntN(NumClasses)] = uint64(rng.IntN(25))
+			tn := &fsm.Tenant{Name: name, Plan: planNames[rng.IntN(len(planNames))]}
+			tn.Open[rng.IntN(fsm.NumClasses)] = uint64(rng.IntN(25))
 			st.Tenants[name] = tn
 		}
 		for _, sort := range []tenantOrder{orderTenant, orderUtilization, orderConcurrency} {
 			for _, minUtil := range []float64{0, 0.5} {
-				var want []TenantKey
+				var want []fsm.TenantKey
 				for _, tn := range st.Tenants {
-					k := TenantKey{Name: tn.Name, Conc: tn.Open.Total()}
-					k.Util = Utilization(k.Conc, ceilings[tn.Plan])
+					k := fsm.TenantKey{Name: tn.Name, Conc: tn.Open.Total()}
+					k.Util = fsm.Utilization(k.Conc, ceilings[tn.Plan])
 					if k.Util >= minUtil {
 						want = append(want, k)
 					}
 				}
-				slices.SortFunc(want, func(a, b TenantKey) int {
+				slices.SortFunc(want, func(a, b fsm.TenantKey) int {
 					if sort.before(&a, &b) {
 						return -1
 					}
@@ -248,7 +250,7 @@ func TestTenantListPagingMatchesSort(t *testing.T) {
 				var got []string
 				for pages := 0; ; pages++ {
 					var page tenantPage
-					TestingScan(st, func(rows []TenantRow) { page = listTenants(st, rows, q) })
+					fsm.TestingScan(st, func(rows []fsm.TenantRow) { page = listTenants(st, rows, q) })
 					if page.total != len(want) {
 						t.Fatalf("round %d: total %d, want %d", round, page.total, len(want))
 					}

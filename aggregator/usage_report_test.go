@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/plans"
 	"github.com/headroom-rtc/headroom/wire"
 )
@@ -32,7 +34,7 @@ func TestUsageReportMetering(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				var g int64
-				s.fsm.Read(func(st *State) { g = st.UsageGrace })
+				s.fsm.Read(func(st *fsm.State) { g = st.UsageGrace })
 				if g == int64(2*time.Hour) {
 					break
 				}
@@ -41,7 +43,7 @@ func TestUsageReportMetering(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			data, err := EncodeCmd(CmdPutPlan, &PutPlanCmd{Time: s.clock.stamp(), Plan: tc.plan, Create: true})
+			data, err := fsm.EncodeCmd(fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: s.clock.stamp(), Plan: tc.plan, Create: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,16 +56,16 @@ func TestUsageReportMetering(t *testing.T) {
 				t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 			}
 			clock.Set(time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC))
-			b := Batch("a1", 1, 1, wire.DeltaEntry{Tenant: "app1", Class: "audio", Opened: 6, Closed: 5, Peak: 6, SessionMicros: 50_000_000 + 10_000_000, ClosedMinutes: 5})
+			b := fsm.Batch("a1", 1, 1, wire.DeltaEntry{Tenant: "app1", Class: "audio", Opened: 6, Closed: 5, Peak: 6, SessionMicros: 50_000_000 + 10_000_000, ClosedMinutes: 5})
 			b.Peaks = []wire.TenantPeak{{Tenant: "app1", Peak: 6}}
-			commitItems(t, s, Full("a1", 1, 0), b)
+			commitItems(t, s, fsm.Full("a1", 1, 0), b)
 			clock.Set(time.Date(2026, 11, 2, 10, 1, 0, 0, time.UTC))
 			// The open session's next minute, and a batch cut in October
 			// (closed since 2026-11-01 02:00): booked here, late.
-			commitItems(t, s, cutAt(Batch("a1", 1, 2, wire.DeltaEntry{Tenant: "app1", Class: "audio", SessionMicros: 60_000_000, Peak: 1}),
+			commitItems(t, s, cutAt(fsm.Batch("a1", 1, 2, wire.DeltaEntry{Tenant: "app1", Class: "audio", SessionMicros: 60_000_000, Peak: 1}),
 				time.Date(2026, 10, 31, 23, 0, 0, 0, time.UTC)))
 
-			var got UsageReportJSON
+			var got fsm.UsageReportJSON
 			if code := get(t, s, "/v1/tenants/app1/usage?period=2026-11", &got); code != 200 {
 				t.Fatalf("usage: %d", code)
 			}
@@ -85,7 +87,7 @@ func TestUsageReportMetering(t *testing.T) {
 			if l := got.Invoice.Lines; len(l) != 1 || l[0].Kind != plans.LineOverage || l[0].Class != "audio" || l[0].Quantity != tc.minutes || int64(l[0].Amount) != int64(tc.minutes)*1000 {
 				t.Errorf("lines %+v: want one audio overage line of %d unit-minutes", l, tc.minutes)
 			}
-			var october UsageReportJSON
+			var october fsm.UsageReportJSON
 			if code := get(t, s, "/v1/tenants/app1/usage?period=2026-10", &october); code != 200 || !october.Closed || october.SecondsByClass["audio"] != 0 {
 				t.Errorf("october: %d %+v; want closed and empty", code, october.MeteringJSON)
 			}
@@ -95,7 +97,7 @@ func TestUsageReportMetering(t *testing.T) {
 
 // TestUsageGraceConfig: the grace is checked when the server is made.
 func TestUsageGraceConfig(t *testing.T) {
-	for _, g := range []time.Duration{-time.Second, MaxUsageGrace + time.Second} {
+	for _, g := range []time.Duration{-time.Second, fsm.MaxUsageGrace + time.Second} {
 		_, err := New(Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", WireAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", UsageGrace: g})
 		if err == nil {
 			t.Errorf("grace %v accepted", g)

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/headroom-rtc/headroom/cluster"
 	"github.com/headroom-rtc/headroom/plans"
 )
@@ -31,12 +32,12 @@ func aggregatorCommand() *cli.Command {
 			&cli.BoolFlag{Name: "bootstrap", Usage: "form a single-server cluster on an empty data directory (a no-op on one that holds a cluster)"},
 			&cli.StringFlag{Name: "plans", Usage: "JSON or YAML file {\"plans\":[...]} of plans the leader creates when the catalogue lacks them (never overwriting)"},
 			&cli.StringFlag{Name: "default-plan", Usage: "put tenants first seen in agent batches on this plan (default: refuse them as unknown)"},
-			&cli.DurationFlag{Name: "grant-lease", Value: aggregator.DefaultGrantLease, Usage: "how long a share of a strict ceiling leased to an agent lasts without renewal"},
-			&cli.DurationFlag{Name: "grant-margin", Value: aggregator.DefaultGrantMargin, Usage: "how much longer than its lease the leader waits before it gives a silent agent's share to another (covers clock skew between servers)"},
+			&cli.DurationFlag{Name: "grant-lease", Value: fsm.DefaultGrantLease, Usage: "how long a share of a strict ceiling leased to an agent lasts without renewal"},
+			&cli.DurationFlag{Name: "grant-margin", Value: fsm.DefaultGrantMargin, Usage: "how much longer than its lease the leader waits before it gives a silent agent's share to another (covers clock skew between servers)"},
 			&cli.BoolFlag{Name: "acl", Usage: "require a token on every request and agent stream (bootstrap the first one with `headroom acl bootstrap`)"},
 			&cli.DurationFlag{Name: "agent-grace", Value: 15 * time.Second, Usage: "an agent silent this long has its sessions expired from the global figures"},
 			&cli.DurationFlag{Name: "agent-forget", Value: 24 * time.Hour, Usage: "an expired agent gone this long has its record and dedup state dropped"},
-			&cli.DurationFlag{Name: "usage-grace", Value: aggregator.DefaultUsageGrace, Usage: "a billing period closes this long after its end; batches cut in it that arrive later go to the open period, flagged late"},
+			&cli.DurationFlag{Name: "usage-grace", Value: fsm.DefaultUsageGrace, Usage: "a billing period closes this long after its end; batches cut in it that arrive later go to the open period, flagged late"},
 			&cli.DurationFlag{Name: "dead-server-reap", Value: 5 * time.Minute, Usage: "a failed server stays a Raft voter this long before the leader removes it"},
 			&cli.Uint64Flag{Name: "raft-snapshot-threshold", Usage: "log entries between snapshots (default 16384)"},
 			&cli.Uint64Flag{Name: "raft-trailing-logs", Usage: "log entries kept behind a snapshot for slow followers (default 10240)"},

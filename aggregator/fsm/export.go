@@ -1,4 +1,4 @@
-package aggregator
+package fsm
 
 // The usage export's cursor, kept in the replicated state: the state
 // machine's half of the export to billing systems. The sending half (the
