@@ -115,7 +115,7 @@ func (s *Server) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
 			return
 		}
 		host := remoteHost(r)
-		if s.authFails.blocked(host) {
+		if s.authFails.Blocked(host) {
 			w.Header().Set("Retry-After", "1")
 			jsonhttp.Error(w, http.StatusTooManyRequests, "too many failed authentications from this address; retry later")
 			return
@@ -135,7 +135,7 @@ func (s *Server) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
 			if secret == "" {
 				jsonhttp.Error(w, http.StatusUnauthorized, "this server requires a token: Authorization: Bearer SECRET")
 			} else {
-				s.authFails.fail(host) // a wrong secret, not a missing one
+				s.authFails.Fail(host) // a wrong secret, not a missing one
 				jsonhttp.Error(w, http.StatusUnauthorized, "unknown or revoked token")
 			}
 			return
@@ -226,13 +226,13 @@ func (l *failLimiter) prune(host string, now time.Time) []time.Time {
 	return ts
 }
 
-func (l *failLimiter) blocked(host string) bool {
+func (l *failLimiter) Blocked(host string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.prune(host, l.now())) >= l.burst
 }
 
-func (l *failLimiter) fail(host string) {
+func (l *failLimiter) Fail(host string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -288,7 +288,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tk fsm.Token, bootstrap bool) {
 	accessor, secret := fsm.NewSecret()
-	tk.Accessor, tk.SecretHash, tk.Created = accessor, fsm.HashSecret(secret), s.clock.stamp()
+	tk.Accessor, tk.SecretHash, tk.Created = accessor, fsm.HashSecret(secret), s.clock.Stamp()
 	if bootstrap {
 		tk.CreatedBy = "bootstrap"
 	}
@@ -316,7 +316,7 @@ func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 	acc := r.PathValue("accessor")
-	if res, _ := s.commit(w, fsm.CmdTokenRevoke, &fsm.TokenRevokeCmd{Time: s.clock.stamp(), Accessor: acc, Operator: operator(r)}); res != nil {
+	if res, _ := s.commit(w, fsm.CmdTokenRevoke, &fsm.TokenRevokeCmd{Time: s.clock.Stamp(), Accessor: acc, Operator: operator(r)}); res != nil {
 		jsonhttp.Write(w, http.StatusOK, map[string]string{"revoked": acc})
 	}
 }

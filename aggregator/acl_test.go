@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/stream"
+
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
 
 	"github.com/headroom-rtc/headroom/wire"
@@ -220,7 +222,7 @@ func TestAgentLimits(t *testing.T) {
 	} else if _, ok := m.(*wire.Welcome); !ok {
 		t.Fatalf("hello: %#v", m)
 	}
-	if err := wire.WriteFrame(nc, &wire.FullState{AgentID: "big", Epoch: epoch, Seq: 1, Counts: []wire.CountEntry{{Tenant: "t", Class: "audio", Open: maxAgentSessions + 1}}}); err != nil {
+	if err := wire.WriteFrame(nc, &wire.FullState{AgentID: "big", Epoch: epoch, Seq: 1, Counts: []wire.CountEntry{{Tenant: "t", Class: "audio", Open: stream.MaxAgentSessions + 1}}}); err != nil {
 		t.Fatal(err)
 	}
 	for {

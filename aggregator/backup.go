@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/headroom-rtc/headroom/internal/atomicfile"
+	"github.com/headroom-rtc/headroom/internal/loop"
 )
 
 // Backups: with Config.BackupInterval set, the leader writes a snapshot file
@@ -120,7 +121,7 @@ func (b *backups) run(ctx context.Context) {
 		}
 	}
 	b.log.Info("backups on", "dir", b.dir, "interval", b.every, "retain", b.retain)
-	every(ctx, b.every, func() {
+	loop.Every(ctx, b.every, func() {
 		if !b.leader() {
 			return
 		}

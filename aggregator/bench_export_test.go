@@ -42,7 +42,7 @@ func BenchmarkExport100k(b *testing.B) {
 	classes := []string{"audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai"}
 	seq := uint64(0)
 	commit := func(msgs ...wire.Message) {
-		data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.stamp(), "", msgs...))
+		data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.Stamp(), "", msgs...))
 		if err != nil {
 			b.Fatal(err)
 		}

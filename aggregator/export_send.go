@@ -45,7 +45,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/stream"
+
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
+	"github.com/headroom-rtc/headroom/internal/loop"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -104,7 +107,7 @@ type exporter struct {
 	log     hclog.Logger
 	fsm     *fsm.FSM
 	raft    *raft.Raft
-	clock   *leaderClock
+	clock   *stream.Clock
 	now     func() time.Time
 	leading func() bool // leader, with its term's barrier done
 	url     string
@@ -148,7 +151,7 @@ func newExporter(s *Server) *exporter {
 // run steps the export until ctx ends: a few times a window, at most every
 // second.
 func (x *exporter) run(ctx context.Context) {
-	every(ctx, min(max(time.Duration(x.window)/4, 20*time.Millisecond), time.Second), func() { x.step(ctx) })
+	loop.Every(ctx, min(max(time.Duration(x.window)/4, 20*time.Millisecond), time.Second), func() { x.step(ctx) })
 }
 
 // step sends the latest cut's unacknowledged records, or cuts a window
@@ -202,7 +205,7 @@ func (x *exporter) cut(st fsm.ExportState) bool {
 		crand.Read(r[:])
 		src = "headroom/" + hex.EncodeToString(r[:])
 	}
-	if err := x.commit(fsm.CmdExportCut, &fsm.ExportCutCmd{Time: x.clock.stamp(), Seq: st.Seq + 1, Source: src}); err != nil {
+	if err := x.commit(fsm.CmdExportCut, &fsm.ExportCutCmd{Time: x.clock.Stamp(), Seq: st.Seq + 1, Source: src}); err != nil {
 		x.log.Warn("export window not cut", "cut", st.Seq+1, "error", err)
 		return false
 	}
@@ -277,7 +280,7 @@ func (x *exporter) send(ctx context.Context, st fsm.ExportState, recs []fsm.Expo
 		for _, r := range recs[i:j] {
 			refs = append(refs, r.ExportRef)
 		}
-		data, err := fsm.EncodeCmd(fsm.CmdExportAck, &fsm.ExportAckCmd{Time: x.clock.stamp(), Seq: st.Seq, Records: refs})
+		data, err := fsm.EncodeCmd(fsm.CmdExportAck, &fsm.ExportAckCmd{Time: x.clock.Stamp(), Seq: st.Seq, Records: refs})
 		if err != nil {
 			x.log.Error("export acknowledgement not encoded", "error", err)
 			return

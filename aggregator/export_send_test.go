@@ -80,7 +80,7 @@ func traffic(t *testing.T, s *Server, seq *uint64, micros uint64) {
 		}
 	}
 	*seq++
-	data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.stamp(), "", fsm.Batch("a1", 1, *seq, es...)))
+	data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.Stamp(), "", fsm.Batch("a1", 1, *seq, es...)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,9 +104,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.st.mu.Lock()
-	st.Agents = len(s.st.conns)
-	s.st.mu.Unlock()
+	st.Agents = s.st.Agents()
 	jsonhttp.Write(w, http.StatusOK, st)
 }
 
@@ -199,7 +197,7 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	for i := range out {
-		if n, ok := s.st.unacked(out[i].ID); ok {
+		if n, ok := s.st.Unacked(out[i].ID); ok {
 			out[i].UnackedBatches = &n
 		}
 	}

@@ -120,7 +120,7 @@ func (s *Server) handleSetPlan(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, http.StatusBadRequest, fmt.Sprintf("unknown plan %q", body.Plan))
 		return
 	}
-	stamp := s.clock.stamp()
+	stamp := s.clock.Stamp()
 	at, err := resolveAt(body.At, time.Unix(0, stamp), from, to)
 	if err != nil {
 		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
@@ -175,7 +175,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 		}
 		sid = n
 	}
-	if _, index := s.commit(w, fsm.CmdCancel, &fsm.CancelCmd{Time: s.clock.stamp(), Tenant: id, ID: sid, Operator: operator(r)}); index != 0 {
+	if _, index := s.commit(w, fsm.CmdCancel, &fsm.CancelCmd{Time: s.clock.Stamp(), Tenant: id, ID: sid, Operator: operator(r)}); index != 0 {
 		s.writeTenant(w, id)
 	}
 }
@@ -183,7 +183,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleTenantOp(op string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if _, index := s.commit(w, fsm.CmdTenantOp, &fsm.TenantOpCmd{Time: s.clock.stamp(), Tenant: id, Op: op, Operator: operator(r)}); index != 0 {
+		if _, index := s.commit(w, fsm.CmdTenantOp, &fsm.TenantOpCmd{Time: s.clock.Stamp(), Tenant: id, Op: op, Operator: operator(r)}); index != 0 {
 			s.writeTenant(w, id)
 		}
 	}
@@ -254,7 +254,7 @@ func (s *Server) handlePutPlan(create bool) http.HandlerFunc {
 			jsonhttp.Error(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		if _, index := s.commit(w, fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: s.clock.stamp(), Plan: p, Create: create, Operator: operator(r)}); index != 0 {
+		if _, index := s.commit(w, fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: s.clock.Stamp(), Plan: p, Create: create, Operator: operator(r)}); index != 0 {
 			code := http.StatusOK
 			if create {
 				code = http.StatusCreated
@@ -266,7 +266,7 @@ func (s *Server) handlePutPlan(create bool) http.HandlerFunc {
 
 func (s *Server) handleDeletePlan(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if _, index := s.commit(w, fsm.CmdDeletePlan, &fsm.DeletePlanCmd{Time: s.clock.stamp(), Name: name, Operator: operator(r)}); index != 0 {
+	if _, index := s.commit(w, fsm.CmdDeletePlan, &fsm.DeletePlanCmd{Time: s.clock.Stamp(), Name: name, Operator: operator(r)}); index != 0 {
 		jsonhttp.Write(w, http.StatusOK, map[string]string{"deleted": name})
 	}
 }

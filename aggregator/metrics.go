@@ -18,7 +18,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
@@ -171,26 +170,6 @@ func (w *statusWriter) Flush() {
 	}
 }
 
-// streamStats counts agent stream traffic on this server.
-type streamStats struct {
-	accepted atomic.Uint64 // streams welcomed
-	// messages counts agent messages (deltas, full states) by kind and
-	// outcome: index [kind-1][status], status 0 for a failed commit.
-	messages [2][fsm.StatusInvalid + 1]atomic.Uint64
-}
-
-// result counts the outcome of one proposed agent message.
-func (s *streamStats) result(kind fsm.ItemKind, res fsm.ItemResult, err error) {
-	if kind != fsm.ItemDelta && kind != fsm.ItemFull {
-		return
-	}
-	st := res.Status
-	if err != nil || st > fsm.StatusInvalid {
-		st = 0
-	}
-	s.messages[kind-1][st].Add(1)
-}
-
 var statusNames = [fsm.StatusInvalid + 1]string{"error", "applied", "duplicate", "gap", "need_full", "old_epoch", "invalid"}
 
 // className is the name of each class index; classesByName the indexes
@@ -294,14 +273,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		c.collectRaft(ch)
 	}
 	if s.st != nil {
-		s.st.mu.Lock()
-		n := len(s.st.conns)
-		s.st.mu.Unlock()
-		gauge(ch, descStreamAgents, float64(n))
-		counter(ch, descStreamAccepted, float64(s.st.stats.accepted.Load()))
+		gauge(ch, descStreamAgents, float64(s.st.Agents()))
+		accepted, messages := s.st.Traffic()
+		counter(ch, descStreamAccepted, float64(accepted))
 		for k, kind := range []string{"delta", "full"} {
 			for st := range statusNames {
-				if v := s.st.stats.messages[k][st].Load(); v > 0 || fsm.ItemStatus(st) == fsm.StatusApplied {
+				if v := messages[k][st]; v > 0 || fsm.ItemStatus(st) == fsm.StatusApplied {
 					counter(ch, descStreamMessages, float64(v), kind, statusNames[st])
 				}
 			}

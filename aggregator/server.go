@@ -18,7 +18,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/stream"
+
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
+	"github.com/headroom-rtc/headroom/internal/loop"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -160,8 +163,8 @@ type Server struct {
 	log   hclog.Logger
 	fsm   *fsm.FSM
 	node  *cluster.Node
-	clock *leaderClock
-	st    *streams
+	clock *stream.Clock
+	st    *stream.Server
 
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
@@ -314,30 +317,24 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.advertised.Raft = s.node.Addr() // the cluster resolves the Raft address itself
 	s.initSecurity()
-	s.clock = &leaderClock{now: cfg.Now, fsm: s.fsm}
+	s.clock = stream.NewClock(cfg.Now, s.fsm)
 	s.authFails = newFailLimiter(cfg.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	prop := newProposer(s.node.Raft, s.clock, cfg.DefaultPlan)
-	prop.lease, prop.margin = cfg.GrantLease, cfg.GrantMargin
-	prop.observe = func(d time.Duration) { s.metrics.commit.Observe(d.Seconds()) }
-	prop.grouped = func(n int) { s.metrics.grouped.Observe(float64(n)) }
-	live := &liveness{
-		log: s.log.Named("liveness"), raft: s.node.Raft, fsm: s.fsm, clock: s.clock, now: cfg.Now,
-		grace: cfg.AgentGrace, forget: cfg.AgentForget, seen: make(map[string]time.Time),
-	}
-	s.st = &streams{
-		log: s.log.Named("stream"), fsm: s.fsm, raft: s.node.Raft, prop: prop,
-		maxFrame: cfg.MaxFrame, selfAddr: s.advertised.Wire, selfID: s.node.ID(), live: live, servers: s.wireServers,
-		ready: func() bool { ok, _ := s.Ready(); return ok },
-		conns: make(map[*agentConn]struct{}), byAgent: make(map[string]*agentConn),
-		acl: cfg.ACL, authFails: s.authFails,
-	}
+	s.st = stream.New(stream.Config{
+		Log: s.log, FSM: s.fsm, Raft: s.node.Raft, Clock: s.clock, Now: cfg.Now, DefaultPlan: cfg.DefaultPlan,
+		GrantLease: cfg.GrantLease, GrantMargin: cfg.GrantMargin, AgentGrace: cfg.AgentGrace, AgentForget: cfg.AgentForget,
+		MaxFrame: cfg.MaxFrame, SelfAddr: s.advertised.Wire, SelfID: s.node.ID(), Servers: s.wireServers,
+		Ready: func() bool { ok, _ := s.Ready(); return ok },
+		ACL:   cfg.ACL, AuthFails: s.authFails,
+		ObserveCommit:  func(d time.Duration) { s.metrics.commit.Observe(d.Seconds()) },
+		ObserveGrouped: func(n int) { s.metrics.grouped.Observe(float64(n)) },
+	})
 	s.alerts = newAlerter(s.fsm, s.log.Named("alerts"), cfg.AlertThresholds, cfg.AlertWebhook, alertQueueSize,
 		func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader }, cfg.Now)
 	s.alerts.onAlert = s.events.alert
 	s.fsm.OnChange = func(tenants []string) {
-		s.st.tenantsChanged(tenants)
+		s.st.TenantsChanged(tenants)
 		s.alerts.changed(tenants)
 		s.events.tenantsChanged(tenants)
 		s.history.changed(s.fsm, tenants)
@@ -351,13 +348,11 @@ func New(cfg Config) (*Server, error) {
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	s.httpSrv.RegisterOnShutdown(s.events.close) // streams never go idle by themselves
-	s.wg.Add(7)
+	s.wg.Add(5)
 	go func() { defer s.wg.Done(); s.alerts.run(ctx) }()
 	go func() { defer s.wg.Done(); s.events.runTickers(ctx) }()
-	go func() { defer s.wg.Done(); every(ctx, 50*time.Millisecond, s.leaderBarrier) }()
-	go func() { defer s.wg.Done(); prop.run(ctx) }()
-	go func() { defer s.wg.Done(); live.run(ctx) }()
-	go func() { defer s.wg.Done(); s.st.serve(ctx, s.wireLn) }()
+	go func() { defer s.wg.Done(); loop.Every(ctx, 50*time.Millisecond, s.leaderBarrier) }()
+	go func() { defer s.wg.Done(); s.st.Run(ctx, s.wireLn) }()
 	if cfg.ExportURL != "" {
 		s.export = newExporter(s)
 		s.metrics.reg.MustRegister(s.export)
@@ -408,7 +403,7 @@ func nodeID(dir, want string) (string, error) {
 		rand.Read(r[:])
 		want = "node-" + hex.EncodeToString(r[:])
 	}
-	if !validID(want, maxIDLen) {
+	if plans.ValidateID("", want, plans.MaxIDLen) != nil {
 		return "", fmt.Errorf("aggregator: node id %q: want 1-128 printable characters without spaces", want)
 	}
 	if err := os.WriteFile(path, []byte(want+"\n"), 0o600); err != nil {
@@ -508,7 +503,7 @@ func (s *Server) seedPlans() {
 		if exists {
 			continue
 		}
-		data, err := fsm.EncodeCmd(fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: s.clock.stamp(), Plan: p, Create: true, Operator: "--plans"})
+		data, err := fsm.EncodeCmd(fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: s.clock.Stamp(), Plan: p, Create: true, Operator: "--plans"})
 		if err == nil {
 			err = s.node.Raft.Apply(data, 5*time.Second).Error()
 		}
@@ -517,20 +512,6 @@ func (s *Server) seedPlans() {
 			return
 		}
 		s.log.Info("created plan from --plans", "plan", p.Name)
-	}
-}
-
-// every calls fn every d until ctx ends.
-func every(ctx context.Context, d time.Duration, fn func()) {
-	tick := time.NewTicker(d)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			fn()
-		}
 	}
 }
 
@@ -562,7 +543,7 @@ func (s *Server) syncUsageGrace() {
 	if have == int64(s.cfg.UsageGrace) {
 		return
 	}
-	data, err := fsm.EncodeCmd(fsm.CmdUsageGrace, &fsm.UsageGraceCmd{Time: s.clock.stamp(), Grace: int64(s.cfg.UsageGrace)})
+	data, err := fsm.EncodeCmd(fsm.CmdUsageGrace, &fsm.UsageGraceCmd{Time: s.clock.Stamp(), Grace: int64(s.cfg.UsageGrace)})
 	if err == nil {
 		err = s.node.Raft.Apply(data, 5*time.Second).Error()
 	}

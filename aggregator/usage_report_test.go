@@ -43,7 +43,7 @@ func TestUsageReportMetering(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			data, err := fsm.EncodeCmd(fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: s.clock.stamp(), Plan: tc.plan, Create: true})
+			data, err := fsm.EncodeCmd(fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: s.clock.Stamp(), Plan: tc.plan, Create: true})
 			if err != nil {
 				t.Fatal(err)
 			}

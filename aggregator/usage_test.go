@@ -68,7 +68,7 @@ func newTestServer(t testing.TB, clock *fakeClock, opts ...func(*Config)) *Serve
 // commitItems puts agent messages into the log at the clock's time.
 func commitItems(t *testing.T, s *Server, msgs ...wire.Message) {
 	t.Helper()
-	data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.stamp(), "", msgs...))
+	data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.Stamp(), "", msgs...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,11 +20,13 @@ func TestDependencyDirection(t *testing.T) {
 		"internal/exporttest": {},
 		"internal/loadgen":    {},
 		"cluster":             {"wire"},
-		"aggregator":          {"wire", "plans", "cluster", "internal/jsonhttp", "internal/atomicfile", "aggregator/fsm"},
+		"internal/loop":       {},
+		"aggregator":          {"wire", "plans", "cluster", "internal/jsonhttp", "internal/atomicfile", "internal/loop", "aggregator/fsm", "aggregator/stream"},
 		// The state machine is pure: the rest of the aggregator wraps it
 		// (aggregator/deps_test.go holds the finer rules).
-		"aggregator/fsm": {"wire", "plans"},
-		"agent":          {"wire", "plans", "internal/jsonhttp"},
+		"aggregator/fsm":    {"wire", "plans"},
+		"aggregator/stream": {"wire", "plans", "internal/loop", "aggregator/fsm"},
+		"agent":             {"wire", "plans", "internal/jsonhttp"},
 		// Connectors and the stand-in server build on the agent, never the
 		// other way round.
 		"agent/agenttest":                   {"agent", "wire", "plans", "internal/jsonhttp"},

@@ -1,4 +1,4 @@
-package aggregator
+package stream
 
 import (
 	"context"
@@ -12,14 +12,19 @@ import (
 
 // leaderClock stamps log entries. Stamps never go backwards, also across a
 // leader change: a new stamp is at least the last time the FSM applied.
-type leaderClock struct {
+type Clock struct {
 	now  func() time.Time
 	fsm  *fsm.FSM
 	mu   sync.Mutex
 	last int64
 }
 
-func (c *leaderClock) stamp() int64 {
+// NewClock returns a clock that reads now and never stamps before what fsm
+// last applied.
+func NewClock(now func() time.Time, fsm *fsm.FSM) *Clock { return &Clock{now: now, fsm: fsm} }
+
+// Stamp is the time for a new log entry, unix ns. Safe for concurrent use.
+func (c *Clock) Stamp() int64 {
 	t := c.now().UnixNano()
 	var applied int64
 	c.fsm.Read(func(s *fsm.State) { applied = s.Time })
@@ -50,7 +55,7 @@ type flight struct {
 // them); results come back in order.
 type proposer struct {
 	raft        *raft.Raft
-	clock       *leaderClock
+	clock       *Clock
 	defaultPlan string
 	maxItems    int
 	maxEntries  int
@@ -65,7 +70,7 @@ type proposer struct {
 	inflight chan flight
 }
 
-func newProposer(r *raft.Raft, clock *leaderClock, defaultPlan string) *proposer {
+func newProposer(r *raft.Raft, clock *Clock, defaultPlan string) *proposer {
 	return &proposer{
 		raft: r, clock: clock, defaultPlan: defaultPlan,
 		maxItems: 512, maxEntries: 64 << 10,
@@ -116,7 +121,7 @@ func (p *proposer) run(ctx context.Context) {
 				break drain
 			}
 		}
-		cmd := fsm.AgentItemsCmd{Time: p.clock.stamp(), DefaultPlan: p.defaultPlan, Items: make([]fsm.AgentItem, len(batch)),
+		cmd := fsm.AgentItemsCmd{Time: p.clock.Stamp(), DefaultPlan: p.defaultPlan, Items: make([]fsm.AgentItem, len(batch)),
 			Lease: int64(p.lease), Margin: int64(p.margin)}
 		for i, pr := range batch {
 			cmd.Items[i] = pr.item

@@ -1,4 +1,4 @@
-package aggregator
+package stream
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
+	"github.com/headroom-rtc/headroom/internal/loop"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -34,7 +35,7 @@ const (
 	// most maxAgentSessions sessions; a batch or full state beyond is
 	// refused (too-large) before it reaches the log.
 	maxAgentTenants  = 100_000
-	maxAgentSessions = 10_000_000
+	MaxAgentSessions = 10_000_000
 	maxTenantIDLen   = plans.MaxTenantIDLen
 )
 
@@ -60,7 +61,7 @@ type streams struct {
 	// acl requires Hello to carry the secret of an agent or operator
 	// token; authFails slows down guessing.
 	acl       bool
-	authFails *failLimiter
+	authFails AuthLimiter
 	stats     streamStats // for metrics
 
 	mu      sync.Mutex
@@ -96,7 +97,7 @@ func (st *streams) serve(ctx context.Context, ln net.Listener) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		every(ctx, 250*time.Millisecond, st.dropWhenFollower)
+		loop.Every(ctx, 250*time.Millisecond, st.dropWhenFollower)
 	}()
 	for {
 		nc, err := ln.Accept()
@@ -375,7 +376,7 @@ func (c *agentConn) authenticate(secret string) *wire.Error {
 	if err != nil {
 		host = c.nc.RemoteAddr().String()
 	}
-	if c.st.authFails.blocked(host) {
+	if c.st.authFails.Blocked(host) {
 		return &wire.Error{Code: wire.CodeUnauthenticated, Message: "too many failed authentications from this address; retry later"}
 	}
 	var role, acc string
@@ -389,7 +390,7 @@ func (c *agentConn) authenticate(secret string) *wire.Error {
 		c.token = acc
 		return nil
 	case "":
-		c.st.authFails.fail(host)
+		c.st.authFails.Fail(host)
 		return &wire.Error{Code: wire.CodeUnauthenticated, Message: "missing, unknown or revoked token"}
 	}
 	return &wire.Error{Code: wire.CodeUnauthenticated, Message: "a " + role + " token may not open an agent stream"}
@@ -516,7 +517,7 @@ func (c *agentConn) checkAgentLimits(entries []wire.DeltaEntry, counts []wire.Co
 			if e.Open > 0 {
 				tenants[e.Tenant] = struct{}{}
 			}
-			sessions += min(e.Open, maxAgentSessions+1)
+			sessions += min(e.Open, MaxAgentSessions+1)
 		}
 	} else {
 		held := 0
@@ -534,7 +535,7 @@ func (c *agentConn) checkAgentLimits(entries []wire.DeltaEntry, counts []wire.Co
 			}
 		})
 		for _, e := range entries {
-			sessions += min(e.Opened, maxAgentSessions+1)
+			sessions += min(e.Opened, MaxAgentSessions+1)
 		}
 		if held+len(tenants) > maxAgentTenants {
 			return &protocolError{code: wire.CodeTooLarge, msg: fmt.Sprintf("an agent may hold sessions of at most %d tenants", maxAgentTenants)}
@@ -543,8 +544,8 @@ func (c *agentConn) checkAgentLimits(entries []wire.DeltaEntry, counts []wire.Co
 	if len(tenants) > maxAgentTenants {
 		return &protocolError{code: wire.CodeTooLarge, msg: fmt.Sprintf("an agent may hold sessions of at most %d tenants", maxAgentTenants)}
 	}
-	if sessions > maxAgentSessions {
-		return &protocolError{code: wire.CodeTooLarge, msg: fmt.Sprintf("an agent may hold at most %d sessions", maxAgentSessions)}
+	if sessions > MaxAgentSessions {
+		return &protocolError{code: wire.CodeTooLarge, msg: fmt.Sprintf("an agent may hold at most %d sessions", MaxAgentSessions)}
 	}
 	return nil
 }
@@ -759,4 +760,24 @@ func (c *agentConn) push(full bool) error {
 		}
 	}
 	return nil
+}
+
+// streamStats counts agent stream traffic on this server.
+type streamStats struct {
+	accepted atomic.Uint64 // streams welcomed
+	// messages counts agent messages (deltas, full states) by kind and
+	// outcome: index [kind-1][status], status 0 for a failed commit.
+	messages [2][fsm.StatusInvalid + 1]atomic.Uint64
+}
+
+// result counts the outcome of one proposed agent message.
+func (s *streamStats) result(kind fsm.ItemKind, res fsm.ItemResult, err error) {
+	if kind != fsm.ItemDelta && kind != fsm.ItemFull {
+		return
+	}
+	st := res.Status
+	if err != nil || st > fsm.StatusInvalid {
+		st = 0
+	}
+	s.messages[kind-1][st].Add(1)
 }

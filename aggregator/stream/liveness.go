@@ -1,4 +1,4 @@
-package aggregator
+package stream
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
+	"github.com/headroom-rtc/headroom/internal/loop"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -22,7 +23,7 @@ type liveness struct {
 	log    hclog.Logger
 	raft   *raft.Raft
 	fsm    *fsm.FSM
-	clock  *leaderClock
+	clock  *Clock
 	now    func() time.Time
 	grace  time.Duration
 	forget time.Duration
@@ -43,7 +44,7 @@ func (l *liveness) heard(agent string) {
 // and proposing scheduled plan changes once due.
 func (l *liveness) run(ctx context.Context) {
 	var leaderSince time.Time
-	every(ctx, min(l.grace/4, 250*time.Millisecond), func() {
+	loop.Every(ctx, min(l.grace/4, 250*time.Millisecond), func() {
 		if l.raft.State() != raft.Leader {
 			leaderSince = time.Time{}
 			return
@@ -71,7 +72,7 @@ func (l *liveness) applyDue() {
 	if !due {
 		return
 	}
-	data, err := fsm.EncodeCmd(fsm.CmdApplyDue, &fsm.ApplyDueCmd{Time: l.clock.stamp()})
+	data, err := fsm.EncodeCmd(fsm.CmdApplyDue, &fsm.ApplyDueCmd{Time: l.clock.Stamp()})
 	if err == nil {
 		err = l.raft.Apply(data, 5*time.Second).Error()
 	}
@@ -114,7 +115,7 @@ func (l *liveness) propose(kind fsm.CmdKind, refs []fsm.AgentRef) {
 	if len(refs) == 0 {
 		return
 	}
-	data, err := fsm.EncodeCmd(kind, &fsm.AgentsCmd{Time: l.clock.stamp(), Agents: refs})
+	data, err := fsm.EncodeCmd(kind, &fsm.AgentsCmd{Time: l.clock.Stamp(), Agents: refs})
 	if err != nil {
 		l.log.Error("encoding agent expiry", "error", err)
 		return
