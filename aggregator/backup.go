@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"io"
 	"os"
 	"path/filepath"
@@ -21,7 +22,7 @@ import (
 )
 
 // Backups: with Config.BackupInterval set, the leader writes a snapshot file
-// (snapfile.go) to Config.BackupDir every interval, named by its time and
+// (fsm/snapfile.go) to Config.BackupDir every interval, named by its time and
 // index (headroom-20261130T120000Z-4711.snap), written atomically and
 // durably (atomicfile), and keeps the newest Config.BackupRetain of the files
 // so named. A failure is logged as an error and counted in
@@ -67,7 +68,7 @@ func checkBackups(cfg *Config) error {
 // openSnapshot takes a Raft snapshot of this server's state and returns the
 // header of its snapshot file and the state to follow it, for the caller to
 // close.
-func (s *Server) openSnapshot() (*SnapshotHeader, io.ReadCloser, error) {
+func (s *Server) openSnapshot() (*fsm.SnapshotHeader, io.ReadCloser, error) {
 	f := s.node.Raft.Snapshot()
 	if err := f.Error(); err != nil {
 		return nil, nil, fmt.Errorf("take a snapshot: %w", err)
@@ -76,9 +77,9 @@ func (s *Server) openSnapshot() (*SnapshotHeader, io.ReadCloser, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("open the snapshot: %w", err)
 	}
-	return &SnapshotHeader{
+	return &fsm.SnapshotHeader{
 		Index: meta.Index, Term: meta.Term, Time: s.cfg.Now().UTC().Truncate(time.Second), Server: s.node.ID(),
-		Size: meta.Size, Configuration: SnapshotServers(meta.Configuration),
+		Size: meta.Size, Configuration: fsm.SnapshotServers(meta.Configuration),
 	}, rc, nil
 }
 
@@ -89,7 +90,7 @@ type backups struct {
 	retain int
 	log    hclog.Logger
 	leader func() bool
-	open   func() (*SnapshotHeader, io.ReadCloser, error)
+	open   func() (*fsm.SnapshotHeader, io.ReadCloser, error)
 
 	lastOK, lastIndex prometheus.Gauge
 	failures          prometheus.Counter
@@ -144,7 +145,7 @@ func (b *backups) once() (string, error) {
 	var sum string
 	err = atomicfile.Write(path, 0o600, func(w io.Writer) error {
 		var err error
-		sum, err = writeSnapshotFile(w, hdr, rc)
+		sum, err = fsm.WriteSnapshotFile(w, hdr, rc)
 		return err
 	})
 	if err != nil {

@@ -49,7 +49,7 @@ func TestSnapshotFile(t *testing.T) {
 	if cl := rec.Header().Get("Content-Length"); cl != "" && cl != itoa(len(good)) {
 		t.Fatalf("Content-Length %s, body %d bytes", cl, len(good))
 	}
-	info, err := InspectSnapshot(bytes.NewReader(good))
+	info, err := fsm.InspectSnapshot(bytes.NewReader(good))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,18 +62,18 @@ func TestSnapshotFile(t *testing.T) {
 	}
 
 	damaged := map[string][]byte{"truncated": good[:len(good)-40], "empty": nil}
-	for _, at := range []int{5, len(snapshotMagic) + 10, len(good) / 2, len(good) - 10} {
+	for _, at := range []int{5, len(fsm.SnapshotMagic) + 10, len(good) / 2, len(good) - 10} {
 		b := bytes.Clone(good)
 		b[at] ^= 0x01
 		damaged["byte "+itoa(at)] = b
 	}
 	for name, b := range damaged {
-		info, err := InspectSnapshot(bytes.NewReader(b))
-		if !errors.Is(err, ErrSnapshotCorrupt) {
+		info, err := fsm.InspectSnapshot(bytes.NewReader(b))
+		if !errors.Is(err, fsm.ErrSnapshotCorrupt) {
 			t.Fatalf("%s: inspect says %v (%+v)", name, err, info)
 		}
 	}
-	if _, err := InspectSnapshot(bytes.NewReader(damaged["byte "+itoa(len(good)/2)])); !strings.Contains(err.Error(), "checksum mismatch") {
+	if _, err := fsm.InspectSnapshot(bytes.NewReader(damaged["byte "+itoa(len(good)/2)])); !strings.Contains(err.Error(), "checksum mismatch") {
 		t.Fatalf("a flipped byte in the state: %v", err)
 	}
 
@@ -87,7 +87,7 @@ func TestSnapshotFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	legacy := sink.Bytes()
-	if info, err := InspectSnapshot(bytes.NewReader(legacy)); err != nil || info.Checksum != "none" || info.Counts.Tenants != 1 {
+	if info, err := fsm.InspectSnapshot(bytes.NewReader(legacy)); err != nil || info.Checksum != "none" || info.Counts.Tenants != 1 {
 		t.Fatalf("legacy file: %+v %v", info, err)
 	}
 
@@ -132,7 +132,7 @@ func TestBackupsRetention(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := InspectSnapshot(f)
+		info, err := fsm.InspectSnapshot(f)
 		f.Close()
 		if err != nil || info.Counts.Tenants != i+1 {
 			t.Fatalf("backup %s: %+v %v", p, info, err)

@@ -112,7 +112,7 @@ func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleSnapshotSave takes a Raft snapshot of this server's state and
-// streams it as a snapshot file (snapfile.go).
+// streams it as a snapshot file (fsm/snapfile.go).
 func (s *Server) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
 	hdr, rc, err := s.openSnapshot()
 	if err != nil {
@@ -120,15 +120,15 @@ func (s *Server) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rc.Close()
-	pre, err := snapshotPreamble(hdr)
+	pre, err := fsm.SnapshotPreamble(hdr)
 	if err != nil {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(int64(len(pre))+hdr.Size+int64(snapshotSumLen), 10))
+	w.Header().Set("Content-Length", strconv.FormatInt(int64(len(pre))+hdr.Size+int64(fsm.SnapshotSumLen), 10))
 	w.Header().Set("X-Headroom-Index", strconv.FormatUint(hdr.Index, 10))
-	if _, err := writeSnapshotFile(w, hdr, rc); err != nil {
+	if _, err := fsm.WriteSnapshotFile(w, hdr, rc); err != nil {
 		s.log.Warn("sending a snapshot", "error", err)
 	}
 }
@@ -153,7 +153,7 @@ func (s *Server) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	rd, err := readSnapshotFile(tmp, func(state io.Reader) error { return fsm.NewFSM(nil).Restore(io.NopCloser(state)) })
+	rd, err := fsm.ReadSnapshotFile(tmp, func(state io.Reader) error { return fsm.NewFSM(nil).Restore(io.NopCloser(state)) })
 	if err != nil {
 		jsonhttp.Error(w, http.StatusBadRequest, "refused, nothing changed: not a good headroom snapshot: "+err.Error())
 		return

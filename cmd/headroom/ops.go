@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/headroom-rtc/headroom/internal/atomicfile"
 )
 
@@ -80,14 +81,14 @@ func snapshotCommand() *cli.Command {
 					return err
 				}
 				defer resp.Body.Close()
-				var info *aggregator.SnapshotInfo
+				var info *fsm.SnapshotInfo
 				var size int64
 				// The file is checked as it arrives and kept only if it
 				// passes: its checksum, and a state that decodes.
 				err = atomicfile.Write(args[0], 0o600, func(w io.Writer) error {
 					cw := &countWriter{w: w}
 					var err error
-					info, err = aggregator.InspectSnapshot(io.TeeReader(&progress{r: resp.Body, total: resp.ContentLength}, cw))
+					info, err = fsm.InspectSnapshot(io.TeeReader(&progress{r: resp.Body, total: resp.ContentLength}, cw))
 					size = cw.n
 					return err
 				})
@@ -135,20 +136,20 @@ func snapshotCommand() *cli.Command {
 
 // inspectFile reads a snapshot file offline; a damaged one is an error
 // naming the file.
-func inspectFile(path string) (*aggregator.SnapshotInfo, error) {
+func inspectFile(path string) (*fsm.SnapshotInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	info, err := aggregator.InspectSnapshot(f)
+	info, err := fsm.InspectSnapshot(f)
 	if err != nil {
 		return info, fmt.Errorf("%s: %w", path, err)
 	}
 	return info, nil
 }
 
-func printSnapshotInfo(w io.Writer, path string, info *aggregator.SnapshotInfo) {
+func printSnapshotInfo(w io.Writer, path string, info *fsm.SnapshotInfo) {
 	fmt.Fprintf(w, "file:\t%s\n", path)
 	fmt.Fprintf(w, "format:\t%s\n", info.Format)
 	fmt.Fprintf(w, "index:\t%d\n", info.Index)

@@ -1,4 +1,4 @@
-package aggregator
+package fsm
 
 import (
 	"bufio"
@@ -12,8 +12,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/headroom-rtc/headroom/aggregator/fsm"
 
 	"github.com/hashicorp/raft"
 )
@@ -31,9 +29,9 @@ import (
 // alone) still read, as "legacy", with nothing to verify.
 
 const (
-	snapshotMagic     = "headroom-snapshot 1\n"
+	SnapshotMagic     = "headroom-snapshot 1\n"
 	snapshotSumPrefix = "sha256 "
-	snapshotSumLen    = len(snapshotSumPrefix) + 64 + 1
+	SnapshotSumLen    = len(snapshotSumPrefix) + 64 + 1
 	maxSnapshotHeader = 1 << 20
 )
 
@@ -66,18 +64,18 @@ func SnapshotServers(c raft.Configuration) []SnapshotServer {
 
 // snapshotPreamble is what comes before the state: the magic line and the
 // header line.
-func snapshotPreamble(hdr *SnapshotHeader) ([]byte, error) {
+func SnapshotPreamble(hdr *SnapshotHeader) ([]byte, error) {
 	j, err := json.Marshal(hdr)
 	if err != nil {
 		return nil, err
 	}
-	return append(append([]byte(snapshotMagic), j...), '\n'), nil
+	return append(append([]byte(SnapshotMagic), j...), '\n'), nil
 }
 
 // writeSnapshotFile writes a snapshot file of hdr and hdr.Size bytes read
 // from state to w, and returns its checksum.
-func writeSnapshotFile(w io.Writer, hdr *SnapshotHeader, state io.Reader) (string, error) {
-	pre, err := snapshotPreamble(hdr)
+func WriteSnapshotFile(w io.Writer, hdr *SnapshotHeader, state io.Reader) (string, error) {
+	pre, err := SnapshotPreamble(hdr)
 	if err != nil {
 		return "", err
 	}
@@ -124,16 +122,16 @@ type snapshotRead struct {
 // checksum, which must match. A legacy file is handed to state whole. A
 // checksum that does not match wins over state's error, since damage
 // explains both.
-func readSnapshotFile(r io.Reader, state func(io.Reader) error) (*snapshotRead, error) {
+func ReadSnapshotFile(r io.Reader, state func(io.Reader) error) (*snapshotRead, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
-	head, err := br.Peek(len(snapshotMagic))
+	head, err := br.Peek(len(SnapshotMagic))
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
-	if string(head) != snapshotMagic {
+	if string(head) != SnapshotMagic {
 		// A legacy file is a msgpack map: fixmap, map16 or map32.
 		if len(head) == 0 || !(head[0]&0xf0 == 0x80 || head[0] == 0xde || head[0] == 0xdf) {
-			return nil, corruptSnapshot("the first line is not %q, nor is it a snapshot saved before checksums", strings.TrimSpace(snapshotMagic))
+			return nil, corruptSnapshot("the first line is not %q, nor is it a snapshot saved before checksums", strings.TrimSpace(SnapshotMagic))
 		}
 		out := &snapshotRead{Legacy: true}
 		if state != nil {
@@ -151,7 +149,7 @@ func readSnapshotFile(r io.Reader, state func(io.Reader) error) (*snapshotRead, 
 	if err != nil {
 		return nil, corruptSnapshot("the first line: %v", err)
 	}
-	if line != snapshotMagic {
+	if line != SnapshotMagic {
 		return nil, corruptSnapshot("the first line is %q", line)
 	}
 	line, err = readLine(tr, maxSnapshotHeader)
@@ -164,7 +162,7 @@ func readSnapshotFile(r io.Reader, state func(io.Reader) error) (*snapshotRead, 
 	if err := dec.Decode(&hdr); err != nil || hdr.Size < 0 {
 		return nil, corruptSnapshot("the header line does not read (%v)", err)
 	}
-	out := &snapshotRead{Header: &hdr, Offset: int64(len(snapshotMagic) + len(line)), Size: hdr.Size}
+	out := &snapshotRead{Header: &hdr, Offset: int64(len(SnapshotMagic) + len(line)), Size: hdr.Size}
 	body := &countingReader{r: io.LimitReader(tr, hdr.Size)}
 	var stateErr error
 	if state != nil {
@@ -177,10 +175,10 @@ func readSnapshotFile(r io.Reader, state func(io.Reader) error) (*snapshotRead, 
 		return out, corruptSnapshot("truncated: the state ends after %d of %d bytes", body.n, hdr.Size)
 	}
 	want := hex.EncodeToString(h.Sum(nil))
-	trailer := make([]byte, snapshotSumLen)
+	trailer := make([]byte, SnapshotSumLen)
 	n, _ := io.ReadFull(br, trailer)
 	trailer = trailer[:n]
-	if !bytes.HasPrefix(trailer, []byte(snapshotSumPrefix)) || n != snapshotSumLen || trailer[n-1] != '\n' {
+	if !bytes.HasPrefix(trailer, []byte(snapshotSumPrefix)) || n != SnapshotSumLen || trailer[n-1] != '\n' {
 		return out, corruptSnapshot("truncated: no checksum at the end")
 	}
 	out.Sum = string(trailer[len(snapshotSumPrefix) : n-1])
@@ -277,12 +275,12 @@ type SnapshotToken struct {
 // (nil if nothing) with an error wrapping ErrSnapshotCorrupt, or the decode
 // error.
 func InspectSnapshot(r io.Reader) (*SnapshotInfo, error) {
-	sm := fsm.NewFSM(nil)
-	rd, err := readSnapshotFile(r, func(state io.Reader) error { return sm.Restore(io.NopCloser(state)) })
+	sm := NewFSM(nil)
+	rd, err := ReadSnapshotFile(r, func(state io.Reader) error { return sm.Restore(io.NopCloser(state)) })
 	if rd == nil {
 		return nil, err
 	}
-	info := &SnapshotInfo{Format: strings.TrimSpace(snapshotMagic), StateBytes: rd.Size, SHA256: rd.Sum, Checksum: "ok"}
+	info := &SnapshotInfo{Format: strings.TrimSpace(SnapshotMagic), StateBytes: rd.Size, SHA256: rd.Sum, Checksum: "ok"}
 	if rd.Legacy {
 		info.Format, info.Checksum = "legacy (no checksum)", "none"
 	} else {
@@ -297,11 +295,11 @@ func InspectSnapshot(r io.Reader) (*SnapshotInfo, error) {
 	if err != nil {
 		return info, fmt.Errorf("the state does not decode: %w", err)
 	}
-	sm.Read(func(st *fsm.State) { describeState(st, info) })
+	sm.Read(func(st *State) { describeState(st, info) })
 	return info, nil
 }
 
-func describeState(st *fsm.State, info *SnapshotInfo) {
+func describeState(st *State, info *SnapshotInfo) {
 	if info.Index == 0 {
 		info.Index = st.Index
 	}
