@@ -99,7 +99,7 @@ func bearer(r *http.Request) string {
 
 // aclGate authorises requests to mux's routes, then serves them with
 // next (mux, wrapped).
-func (s *Server) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
+func (s *apiServer) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
 	if !s.cfg.ACL {
 		return next
 	}
@@ -260,7 +260,7 @@ func tokenJSON(tk *fsm.Token) TokenJSON {
 }
 
 // handleBootstrap creates the first operator token, once.
-func (s *Server) handleBootstrap(w http.ResponseWriter, r *http.Request) {
+func (s *apiServer) handleBootstrap(w http.ResponseWriter, r *http.Request) {
 	var done bool
 	s.fsm.Read(func(st *fsm.State) { done = st.ACLBootstrapped })
 	if done {
@@ -270,7 +270,7 @@ func (s *Server) handleBootstrap(w http.ResponseWriter, r *http.Request) {
 	s.createToken(w, r, fsm.Token{Role: fsm.RoleOperator, Description: "bootstrap"}, true)
 }
 
-func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
+func (s *apiServer) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Role        string `json:"role"`
 		Tenant      string `json:"tenant"`
@@ -286,9 +286,9 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	s.createToken(w, r, tk, false)
 }
 
-func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tk fsm.Token, bootstrap bool) {
+func (s *apiServer) createToken(w http.ResponseWriter, r *http.Request, tk fsm.Token, bootstrap bool) {
 	accessor, secret := fsm.NewSecret()
-	tk.Accessor, tk.SecretHash, tk.Created = accessor, fsm.HashSecret(secret), s.clock.Stamp()
+	tk.Accessor, tk.SecretHash, tk.Created = accessor, fsm.HashSecret(secret), s.stamp()
 	if bootstrap {
 		tk.CreatedBy = "bootstrap"
 	}
@@ -300,7 +300,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tk fsm.Toke
 	jsonhttp.Write(w, http.StatusCreated, out)
 }
 
-func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) {
+func (s *apiServer) handleTokens(w http.ResponseWriter, r *http.Request) {
 	var out []TokenJSON
 	s.fsm.Read(func(st *fsm.State) {
 		out = make([]TokenJSON, 0, len(st.Tokens))
@@ -314,15 +314,15 @@ func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, out)
 }
 
-func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
+func (s *apiServer) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 	acc := r.PathValue("accessor")
-	if res, _ := s.commit(w, fsm.CmdTokenRevoke, &fsm.TokenRevokeCmd{Time: s.clock.Stamp(), Accessor: acc, Operator: operator(r)}); res != nil {
+	if res, _ := s.commit(w, fsm.CmdTokenRevoke, &fsm.TokenRevokeCmd{Time: s.stamp(), Accessor: acc, Operator: operator(r)}); res != nil {
 		jsonhttp.Write(w, http.StatusOK, map[string]string{"revoked": acc})
 	}
 }
 
 // aclRoutes registers the token endpoints.
-func (s *Server) aclRoutes(mux *http.ServeMux) {
+func (s *apiServer) aclRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/acl/bootstrap", s.leaderOnly(s.handleBootstrap))
 	mux.HandleFunc("POST /v1/tokens", s.leaderOnly(s.handleCreateToken))
 	mux.HandleFunc("GET /v1/tokens", s.consistentRead(s.handleTokens))

@@ -36,7 +36,7 @@ func do(t *testing.T, s *Server, method, path, secret, body string) *httptest.Re
 		req.Header.Set("Authorization", "Bearer "+secret)
 	}
 	rec := httptest.NewRecorder()
-	s.routes().ServeHTTP(rec, req)
+	s.api.routes().ServeHTTP(rec, req)
 	return rec
 }
 
@@ -256,7 +256,7 @@ func TestACLEveryRoute(t *testing.T) {
 	operatorReads := map[string]bool{"GET /v1/tokens": true, "GET /v1/snapshot": true, "GET /v1/keyring": true,
 		"GET /v1/keyring/local": true}
 	const passed = 299
-	gate := f.s.aclGate(f.s.mux(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(passed) }))
+	gate := f.s.api.aclGate(f.s.api.mux(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(passed) }))
 	roles := []struct {
 		name   string
 		secret string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -65,24 +66,6 @@ func checkBackups(cfg *Config) error {
 	return nil
 }
 
-// openSnapshot takes a Raft snapshot of this server's state and returns the
-// header of its snapshot file and the state to follow it, for the caller to
-// close.
-func (s *Server) openSnapshot() (*fsm.SnapshotHeader, io.ReadCloser, error) {
-	f := s.node.Raft.Snapshot()
-	if err := f.Error(); err != nil {
-		return nil, nil, fmt.Errorf("take a snapshot: %w", err)
-	}
-	meta, rc, err := f.Open()
-	if err != nil {
-		return nil, nil, fmt.Errorf("open the snapshot: %w", err)
-	}
-	return &fsm.SnapshotHeader{
-		Index: meta.Index, Term: meta.Term, Time: s.cfg.Now().UTC().Truncate(time.Second), Server: s.node.ID(),
-		Size: meta.Size, Configuration: fsm.SnapshotServers(meta.Configuration),
-	}, rc, nil
-}
-
 // backups writes the leader's backups.
 type backups struct {
 	dir    string
@@ -101,7 +84,7 @@ func (s *Server) newBackups() *backups {
 		dir: s.cfg.BackupDir, every: s.cfg.BackupInterval, retain: s.cfg.BackupRetain,
 		log:    s.log.Named("backup"),
 		leader: func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader },
-		open:   s.openSnapshot,
+		open:   s.api.openSnapshot,
 		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "headroom_backup_last_success_timestamp_seconds",
 			Help: "When this server last wrote a backup to --backup-dir (unix seconds; 0: never since it started)."}),
 		lastIndex: prometheus.NewGauge(prometheus.GaugeOpts{Name: "headroom_backup_last_index",
@@ -109,7 +92,7 @@ func (s *Server) newBackups() *backups {
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "headroom_backup_failures_total",
 			Help: "Backups this server failed to write while leader."}),
 	}
-	s.metrics.reg.MustRegister(b.lastOK, b.lastIndex, b.failures)
+	s.api.metrics.reg.MustRegister(b.lastOK, b.lastIndex, b.failures)
 	return b
 }
 

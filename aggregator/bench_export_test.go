@@ -37,8 +37,8 @@ func BenchmarkExport100k(b *testing.B) {
 	}))
 	defer rcv.Close()
 	s := newTestServer(b, nil, func(c *Config) { c.RaftSnapshotThreshold = 1 << 30 })
-	s.cfg.ExportURL, s.cfg.ExportBatch, s.cfg.ExportWindow, s.cfg.exportBackoff = rcv.URL, DefaultExportBatch, time.Millisecond, time.Millisecond
-	x := newExporter(s)
+	s.api.cfg.Export = exportConfig{URL: rcv.URL, Batch: DefaultExportBatch, Window: time.Millisecond, Backoff: time.Millisecond}
+	x := newExporter(s.api)
 	classes := []string{"audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai"}
 	seq := uint64(0)
 	commit := func(msgs ...wire.Message) {

@@ -45,8 +45,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/headroom-rtc/headroom/aggregator/stream"
-
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/headroom-rtc/headroom/internal/loop"
 
@@ -76,28 +74,29 @@ const (
 // ExportContentType is the media type of a batch of CloudEvents.
 const ExportContentType = "application/cloudevents-batch+json"
 
-// checkExport validates the export's configuration (an empty URL: off).
-func checkExport(cfg *Config) error {
-	if cfg.ExportURL == "" {
+// check validates the export's configuration (an empty URL: off) and
+// fills in its defaults.
+func (c *exportConfig) check() error {
+	if c.URL == "" {
 		return nil
 	}
-	if err := checkHTTPURL("export URL", cfg.ExportURL); err != nil {
+	if err := checkHTTPURL("export URL", c.URL); err != nil {
 		return err
 	}
 	switch {
-	case cfg.ExportWindow == 0:
-		cfg.ExportWindow = DefaultExportWindow
-	case cfg.ExportWindow < MinExportWindow:
-		return fmt.Errorf("export window %v: at least %v", cfg.ExportWindow, MinExportWindow)
+	case c.Window == 0:
+		c.Window = DefaultExportWindow
+	case c.Window < MinExportWindow:
+		return fmt.Errorf("export window %v: at least %v", c.Window, MinExportWindow)
 	}
 	switch {
-	case cfg.ExportBatch == 0:
-		cfg.ExportBatch = DefaultExportBatch
-	case cfg.ExportBatch < fsm.NumClasses || cfg.ExportBatch > MaxExportBatch:
-		return fmt.Errorf("export batch %d: want %d to %d events", cfg.ExportBatch, fsm.NumClasses, MaxExportBatch)
+	case c.Batch == 0:
+		c.Batch = DefaultExportBatch
+	case c.Batch < fsm.NumClasses || c.Batch > MaxExportBatch:
+		return fmt.Errorf("export batch %d: want %d to %d events", c.Batch, fsm.NumClasses, MaxExportBatch)
 	}
-	if cfg.exportBackoff <= 0 {
-		cfg.exportBackoff = 500 * time.Millisecond
+	if c.Backoff <= 0 {
+		c.Backoff = 500 * time.Millisecond
 	}
 	return nil
 }
@@ -107,7 +106,7 @@ type exporter struct {
 	log     hclog.Logger
 	fsm     *fsm.FSM
 	raft    *raft.Raft
-	clock   *stream.Clock
+	stamp   func() int64 // the time of a new log entry
 	now     func() time.Time
 	leading func() bool // leader, with its term's barrier done
 	url     string
@@ -133,13 +132,13 @@ type exportStats struct {
 	failed          map[string]uint64 // by reason
 }
 
-func newExporter(s *Server) *exporter {
+func newExporter(s *apiServer) *exporter {
 	cfg := &s.cfg
 	return &exporter{
-		log: s.log.Named("export"), fsm: s.fsm, raft: s.node.Raft, clock: s.clock, now: cfg.Now,
+		log: s.log.Named("export"), fsm: s.fsm, raft: s.node.Raft, stamp: s.stamp, now: cfg.Now,
 		leading: func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader },
-		url:     cfg.ExportURL, token: cfg.ExportToken, window: int64(cfg.ExportWindow), batch: cfg.ExportBatch,
-		source: cfg.ExportSource, backoff: cfg.exportBackoff,
+		url:     cfg.Export.URL, token: cfg.Export.Token, window: int64(cfg.Export.Window), batch: cfg.Export.Batch,
+		source: cfg.Export.Source, backoff: cfg.Export.Backoff,
 		client: &http.Client{
 			Timeout:       exportTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -205,7 +204,7 @@ func (x *exporter) cut(st fsm.ExportState) bool {
 		crand.Read(r[:])
 		src = "headroom/" + hex.EncodeToString(r[:])
 	}
-	if err := x.commit(fsm.CmdExportCut, &fsm.ExportCutCmd{Time: x.clock.Stamp(), Seq: st.Seq + 1, Source: src}); err != nil {
+	if err := x.commit(fsm.CmdExportCut, &fsm.ExportCutCmd{Time: x.stamp(), Seq: st.Seq + 1, Source: src}); err != nil {
 		x.log.Warn("export window not cut", "cut", st.Seq+1, "error", err)
 		return false
 	}
@@ -280,7 +279,7 @@ func (x *exporter) send(ctx context.Context, st fsm.ExportState, recs []fsm.Expo
 		for _, r := range recs[i:j] {
 			refs = append(refs, r.ExportRef)
 		}
-		data, err := fsm.EncodeCmd(fsm.CmdExportAck, &fsm.ExportAckCmd{Time: x.clock.Stamp(), Seq: st.Seq, Records: refs})
+		data, err := fsm.EncodeCmd(fsm.CmdExportAck, &fsm.ExportAckCmd{Time: x.stamp(), Seq: st.Seq, Records: refs})
 		if err != nil {
 			x.log.Error("export acknowledgement not encoded", "error", err)
 			return

@@ -132,7 +132,7 @@ func TestExportRetriedAndDeduplicatedExactly(t *testing.T) {
 	if st.Token != "Bearer s3cret" || len(st.Sources) != 1 || !strings.HasPrefix(st.Sources[0], "headroom/") {
 		t.Errorf("token %q, sources %v", st.Token, st.Sources)
 	}
-	m, _ := scrape(t, s.metrics.handler())
+	m, _ := scrape(t, s.api.metrics.handler())
 	if m["headroom_export_events_sent_total"] < 15 || m[`headroom_export_batches_failed_total{reason="5xx"}`] < 3 {
 		t.Errorf("metrics: sent %v, failed 5xx %v", m["headroom_export_events_sent_total"], m[`headroom_export_batches_failed_total{reason="5xx"}`])
 	}
@@ -165,7 +165,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 		}
 		return nil
 	})
-	m, _ := scrape(t, s.metrics.handler())
+	m, _ := scrape(t, s.api.metrics.handler())
 	if m["headroom_export_blocked"] != 1 || m[`headroom_export_batches_failed_total{reason="4xx"}`] != 1 {
 		t.Fatalf("blocked %v, 4xx failures %v", m["headroom_export_blocked"], m[`headroom_export_batches_failed_total{reason="4xx"}`])
 	}
@@ -199,7 +199,7 @@ func TestExportRetryAfter(t *testing.T) {
 	waitUntil(t, 30*time.Second, "exported exactly after the 429", func() error {
 		return exactly(rcv.Totals(), endpointMicros(t, s, exportTenants, period))
 	})
-	m, _ := scrape(t, s.metrics.handler())
+	m, _ := scrape(t, s.api.metrics.handler())
 	if m[`headroom_export_batches_failed_total{reason="429"}`] != 1 {
 		t.Fatalf("429 failures: %v", m[`headroom_export_batches_failed_total{reason="429"}`])
 	}

@@ -125,7 +125,7 @@ func TestHistoryEndpoint(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)}
 	s := newTestServer(t, clock)
 	rec := httptest.NewRecorder()
-	s.routes().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app1/plan", jsonBody(`{"plan":"starter"}`)))
+	s.api.routes().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app1/plan", jsonBody(`{"plan":"starter"}`)))
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d", rec.Code)
 	}

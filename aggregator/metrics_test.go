@@ -50,7 +50,7 @@ func scrape(t *testing.T, h interface {
 func TestAggregatorMetrics(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
 	s := newTestServer(t, clock)
-	h := s.routes()
+	h := s.api.routes()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/acme/plan", jsonBody(`{"plan":"starter"}`)))
 	if rec.Code != 200 {
@@ -132,7 +132,7 @@ func TestMetricsTenantCap(t *testing.T) {
 		wire.CountEntry{Tenant: "e", Class: "audio", Open: 3},
 	))
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&stateCollector{s: &Server{fsm: h.F}, maxTenants: 3})
+	reg.MustRegister(&stateCollector{s: &apiServer{fsm: h.F}, maxTenants: 3})
 	m, _ := scrape(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// b (55), d (20), then c and e tie at 3: c by its id.
 	for tenant, audio := range map[string]float64{"b": 50, "d": 20, "c": 3, otherTenant: 4} {
@@ -169,7 +169,7 @@ func TestMetricsActiveUsers(t *testing.T) {
 	b.Users = []wire.UserSet{userSet("t", fsm.DayOf(at.Add(-24*time.Hour).UnixNano()), "u1", "u2", "u3"), userSet("t", fsm.DayOf(at.UnixNano()), "u3", "u4")}
 	h.Items(at, "", b)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&stateCollector{s: &Server{fsm: h.F}, maxTenants: 10})
+	reg.MustRegister(&stateCollector{s: &apiServer{fsm: h.F}, maxTenants: 10})
 	m, _ := scrape(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if mau, dau := m[`headroom_tenant_mau{tenant="t"}`], m[`headroom_tenant_dau{tenant="t"}`]; mau != 4 || dau != 2 {
 		t.Errorf("MAU %v, DAU %v; want 4 and 2", mau, dau)

@@ -29,7 +29,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatalf("found only %d route registrations in the source: %v", len(registered), registered)
 	}
 	s := newTestServer(t, &fakeClock{t: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)})
-	mux := s.routes().(*apiHandler).mux
+	mux := s.api.routes().(*apiHandler).mux
 
 	documented := map[string]bool{}
 	for _, op := range apiOps {

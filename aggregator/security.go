@@ -1,9 +1,7 @@
 package aggregator
 
 import (
-	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 
@@ -19,15 +17,13 @@ type security struct {
 	insecure []string
 }
 
-// initSecurity wraps the HTTP and wire listeners in TLS when configured,
-// prepares the transport that forwards to the leader, and logs a warning
-// for each listener reachable beyond this machine without protection (see
-// Insecure). Called by New before the listeners serve.
-func (s *Server) initSecurity() {
+// initSecurity prepares the transport that forwards to the leader, and logs
+// a warning for each listener reachable beyond this machine without
+// protection (see Insecure). Called by New before the listeners serve (New
+// has wrapped them in TLS when configured: tlsListener).
+func (s *apiServer) initSecurity() {
 	s.sec.scheme, s.sec.proxy = "http", http.DefaultTransport
 	if t := s.cfg.TLS; t != nil {
-		s.httpLn = tlsListener(s.httpLn, t)
-		s.wireLn = tlsListener(s.wireLn, t)
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = t.Client.Clone()
 		s.sec.scheme, s.sec.proxy = "https", tr
@@ -48,13 +44,9 @@ func (s *Server) initSecurity() {
 	s.AddInsecure(notes...)
 }
 
-func tlsListener(ln net.Listener, t *cluster.TLS) net.Listener {
-	return tls.NewListener(ln, t.Server.Clone())
-}
-
 // AddInsecure records more of what the server exposes unprotected, for
 // GET /v1/status.
-func (s *Server) AddInsecure(notes ...string) {
+func (s *apiServer) AddInsecure(notes ...string) {
 	s.sec.mu.Lock()
 	defer s.sec.mu.Unlock()
 	s.sec.insecure = append(s.sec.insecure, notes...)
@@ -64,7 +56,7 @@ func (s *Server) AddInsecure(notes ...string) {
 // protection (empty when nothing): a listener on a non-loopback address
 // in plaintext, Raft taking peers without client certificates, gossip
 // without encryption. GET /v1/status shows it as "insecure".
-func (s *Server) Insecure() []string {
+func (s *apiServer) Insecure() []string {
 	s.sec.mu.Lock()
 	defer s.sec.mu.Unlock()
 	return append([]string{}, s.sec.insecure...)

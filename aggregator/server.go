@@ -6,6 +6,7 @@ package aggregator
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -157,7 +157,8 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Server is a running aggregator.
+// Server is a running aggregator: the state machine under Raft, the agent
+// stream server that feeds it and the HTTP API that reads it, wired.
 type Server struct {
 	cfg   Config
 	log   hclog.Logger
@@ -165,23 +166,12 @@ type Server struct {
 	node  *cluster.Node
 	clock *stream.Clock
 	st    *stream.Server
+	api   *apiServer
 
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
-	alerts         *alerter
-	export         *exporter // nil without Config.ExportURL
-	history        *history
-	authFails      *failLimiter // failed authentications per address
-	events         *eventHub
-	metrics        *serverMetrics
-	hold           time.Duration
-	bar            barrier
 	advertised     cluster.Meta
-	sec            security // TLS, and what is exposed unprotected (security.go)
 	backup         *backups // nil without Config.BackupInterval (backup.go)
-
-	left     chan struct{}
-	leftOnce sync.Once
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -201,7 +191,9 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("aggregator: %w", err)
 		}
 	}
-	if err := checkExport(&cfg); err != nil {
+	export := exportConfig{URL: cfg.ExportURL, Token: cfg.ExportToken, Window: cfg.ExportWindow, Batch: cfg.ExportBatch,
+		Source: cfg.ExportSource, Backoff: cfg.exportBackoff}
+	if err := export.check(); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	if cfg.Logger == nil {
@@ -264,15 +256,13 @@ func New(cfg Config) (*Server, error) {
 	case cfg.HistoryMaxTenants == 0:
 		cfg.HistoryMaxTenants = DefaultHistoryMaxTenants
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, hold: cfg.HoldTime, left: make(chan struct{}), history: newHistory(cfg.HistoryMaxTenants)}
+	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.fsm = loggedFSM(catalogue, s.log.Named("fsm"))
-	s.metrics = newServerMetrics(s, cfg.MetricsMaxTenants)
-	s.events = newEventHub(s.fsm, s.log.Named("events"), cfg.Now, s.leaderEvent)
-	s.fsm.OnAudit = s.events.audit
-	s.fsm.TimeApply = func() func() {
-		start := time.Now()
-		return func() { s.metrics.fsmApply.Observe(time.Since(start).Seconds()) }
-	}
+	s.api = newAPIServer(apiConfig{
+		Log: s.log, FSM: s.fsm, Now: cfg.Now, ACL: cfg.ACL, TLS: cfg.TLS, DataDir: cfg.DataDir, GrantMargin: cfg.GrantMargin,
+		HoldTime: cfg.HoldTime, MetricsMaxTenants: cfg.MetricsMaxTenants, HistoryMaxTenants: cfg.HistoryMaxTenants,
+		AlertWebhook: cfg.AlertWebhook, AlertThresholds: cfg.AlertThresholds, Export: export,
+	})
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("aggregator: HTTP listen: %w", err)
@@ -316,49 +306,41 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.advertised.Raft = s.node.Addr() // the cluster resolves the Raft address itself
-	s.initSecurity()
+	if cfg.TLS != nil {
+		s.httpLn = tlsListener(s.httpLn, cfg.TLS)
+		s.wireLn = tlsListener(s.wireLn, cfg.TLS)
+	}
 	s.clock = stream.NewClock(cfg.Now, s.fsm)
-	s.authFails = newFailLimiter(cfg.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.st = stream.New(stream.Config{
 		Log: s.log, FSM: s.fsm, Raft: s.node.Raft, Clock: s.clock, Now: cfg.Now, DefaultPlan: cfg.DefaultPlan,
 		GrantLease: cfg.GrantLease, GrantMargin: cfg.GrantMargin, AgentGrace: cfg.AgentGrace, AgentForget: cfg.AgentForget,
 		MaxFrame: cfg.MaxFrame, SelfAddr: s.advertised.Wire, SelfID: s.node.ID(), Servers: s.wireServers,
-		Ready: func() bool { ok, _ := s.Ready(); return ok },
-		ACL:   cfg.ACL, AuthFails: s.authFails,
-		ObserveCommit:  func(d time.Duration) { s.metrics.commit.Observe(d.Seconds()) },
-		ObserveGrouped: func(n int) { s.metrics.grouped.Observe(float64(n)) },
+		Ready:          func() bool { ok, _ := s.Ready(); return ok },
+		ACL:            cfg.ACL, AuthFails: s.api.authFails,
+		ObserveCommit:  func(d time.Duration) { s.api.metrics.commit.Observe(d.Seconds()) },
+		ObserveGrouped: func(n int) { s.api.metrics.grouped.Observe(float64(n)) },
 	})
-	s.alerts = newAlerter(s.fsm, s.log.Named("alerts"), cfg.AlertThresholds, cfg.AlertWebhook, alertQueueSize,
-		func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader }, cfg.Now)
-	s.alerts.onAlert = s.events.alert
+	s.api.attach(apiAttachment{Node: s.node, Advertised: s.advertised, HTTPAddr: s.HTTPAddr(), WireAddr: s.WireAddr(),
+		Streams: s.st, Stamp: s.clock.Stamp})
 	s.fsm.OnChange = func(tenants []string) {
 		s.st.TenantsChanged(tenants)
-		s.alerts.changed(tenants)
-		s.events.tenantsChanged(tenants)
-		s.history.changed(s.fsm, tenants)
+		s.api.tenantsChanged(tenants)
 	}
 	s.httpSrv = &http.Server{
-		Handler:           s.routes(),
+		Handler:           s.api.routes(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	s.httpSrv.RegisterOnShutdown(s.events.close) // streams never go idle by themselves
-	s.wg.Add(5)
-	go func() { defer s.wg.Done(); s.alerts.run(ctx) }()
-	go func() { defer s.wg.Done(); s.events.runTickers(ctx) }()
+	s.httpSrv.RegisterOnShutdown(s.api.events.close) // streams never go idle by themselves
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.api.run(ctx) }()
 	go func() { defer s.wg.Done(); loop.Every(ctx, 50*time.Millisecond, s.leaderBarrier) }()
 	go func() { defer s.wg.Done(); s.st.Run(ctx, s.wireLn) }()
-	if cfg.ExportURL != "" {
-		s.export = newExporter(s)
-		s.metrics.reg.MustRegister(s.export)
-		s.wg.Add(1)
-		go func() { defer s.wg.Done(); s.export.run(ctx) }()
-	}
 	go func() {
 		defer s.wg.Done()
 		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -412,21 +394,6 @@ func nodeID(dir, want string) (string, error) {
 	return want, nil
 }
 
-// leaderEvent is the leader as this server sees it, for leader events.
-func (s *Server) leaderEvent() LeaderEventJSON {
-	_, id := s.node.Raft.LeaderWithID()
-	l := LeaderEventJSON{Leader: string(id), Term: s.node.Raft.CurrentTerm()}
-	if id == "" {
-		return l
-	}
-	if s.node.Raft.State() == raft.Leader {
-		l.Address = s.advertised.HTTP
-	} else if m, ok := s.node.LeaderMeta(); ok {
-		l.Address = m.HTTP
-	}
-	return l
-}
-
 // wireServers returns the leader's wire address and every live server's.
 func (s *Server) wireServers() (leader string, all []string) {
 	if s.node.Raft.State() == raft.Leader {
@@ -447,7 +414,7 @@ func (s *Server) wireServers() (leader string, all []string) {
 
 // Done is closed once the server has left the cluster (POST /v1/leave);
 // the process should then Close it and exit.
-func (s *Server) Done() <-chan struct{} { return s.left }
+func (s *Server) Done() <-chan struct{} { return s.api.Done() }
 
 // HTTPAddr is the address the HTTP API listens on.
 func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
@@ -458,42 +425,26 @@ func (s *Server) WireAddr() string { return s.wireLn.Addr().String() }
 // RaftAddr is the advertised Raft address.
 func (s *Server) RaftAddr() string { return s.node.Addr() }
 
-// Ready reports whether the server can answer reads and take writes: it
-// knows a leader, its state machine has applied everything committed that
-// it knows of, and, on a leader, a barrier in its term has made sure of
-// everything committed before it became leader.
-func (s *Server) Ready() (bool, string) {
-	if ok, why := s.node.Ready(); !ok {
-		return false, why
-	}
-	if s.node.Raft.State() == raft.Leader && !s.bar.done(s.term()) {
-		return false, "new leader still applying what was committed before it"
-	}
-	return true, ""
-}
-
-func (s *Server) term() uint64 {
-	t, _ := strconv.ParseUint(s.node.Raft.Stats()["term"], 10, 64)
-	return t
-}
-
-// leaderBarrier runs a barrier once per term on a new leader, so it serves
-// reads and agent streams only once it has applied everything committed
-// before it.
+// leaderBarrier runs a barrier once per term on a new leader (the API's
+// ensureBarrier), so it serves reads and agent streams only once it has
+// applied everything committed before it; then it seeds the plans, and on
+// every call the leader keeps the usage grace in the log.
 func (s *Server) leaderBarrier() {
-	if s.node.Raft.State() != raft.Leader {
+	ok, fresh := s.api.ensureBarrier()
+	if !ok {
 		return
 	}
-	if term := s.term(); !s.bar.done(term) {
-		if err := s.node.Raft.Barrier(5 * time.Second).Error(); err != nil {
-			s.log.Debug("leader barrier", "error", err)
-			return
-		}
-		s.bar.set(term)
+	if fresh {
 		s.seedPlans()
 	}
 	s.syncUsageGrace()
 }
+
+// Ready reports whether the server can answer reads and take writes: it
+// knows a leader, its state machine has applied everything committed that
+// it knows of, and, on a leader, a barrier in its term has made sure of
+// everything committed before it became leader.
+func (s *Server) Ready() (bool, string) { return s.api.Ready() }
 
 // seedPlans creates the configured plans the catalogue lacks.
 func (s *Server) seedPlans() {
@@ -567,3 +518,17 @@ func loggedFSM(catalogue []plans.Plan, log hclog.Logger) *fsm.FSM {
 	}
 	return f
 }
+
+func tlsListener(ln net.Listener, t *cluster.TLS) net.Listener {
+	return tls.NewListener(ln, t.Server.Clone())
+}
+
+// AddInsecure records more of what the server exposes unprotected, for
+// GET /v1/status.
+func (s *Server) AddInsecure(notes ...string) { s.api.AddInsecure(notes...) }
+
+// Insecure lists what this server exposes beyond its own machine without
+// protection (empty when nothing): a listener on a non-loopback address
+// in plaintext, Raft taking peers without client certificates, gossip
+// without encryption. GET /v1/status shows it as "insecure".
+func (s *Server) Insecure() []string { return s.api.Insecure() }
