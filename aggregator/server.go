@@ -317,8 +317,8 @@ func New(cfg Config) (*Server, error) {
 		Log: s.log, FSM: s.fsm, Raft: s.node.Raft, Clock: s.clock, Now: cfg.Now, DefaultPlan: cfg.DefaultPlan,
 		GrantLease: cfg.GrantLease, GrantMargin: cfg.GrantMargin, AgentGrace: cfg.AgentGrace, AgentForget: cfg.AgentForget,
 		MaxFrame: cfg.MaxFrame, SelfAddr: s.advertised.Wire, SelfID: s.node.ID(), Servers: s.wireServers,
-		Ready:          func() bool { ok, _ := s.Ready(); return ok },
-		ACL:            cfg.ACL, AuthFails: s.api.authFails,
+		Ready: func() bool { ok, _ := s.Ready(); return ok },
+		ACL:   cfg.ACL, AuthFails: s.api.authFails,
 		ObserveCommit:  func(d time.Duration) { s.api.metrics.commit.Observe(d.Seconds()) },
 		ObserveGrouped: func(n int) { s.api.metrics.grouped.Observe(float64(n)) },
 	})
