@@ -99,7 +99,7 @@ func bearer(r *http.Request) string {
 
 // aclGate authorises requests to mux's routes, then serves them with
 // next (mux, wrapped).
-func (s *apiServer) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
+func (s *APIServer) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
 	if !s.cfg.ACL {
 		return next
 	}
@@ -199,7 +199,7 @@ func remoteHost(r *http.Request) string {
 
 // failLimiter slows down guessing: an address with more than burst failed
 // authentications within window is refused (429) until the window passes.
-type failLimiter struct {
+type FailLimiter struct {
 	mu     sync.Mutex
 	now    func() time.Time
 	burst  int
@@ -207,11 +207,11 @@ type failLimiter struct {
 	fails  map[string][]time.Time
 }
 
-func newFailLimiter(now func() time.Time) *failLimiter {
-	return &failLimiter{now: now, burst: 20, window: 10 * time.Second, fails: make(map[string][]time.Time)}
+func newFailLimiter(now func() time.Time) *FailLimiter {
+	return &FailLimiter{now: now, burst: 20, window: 10 * time.Second, fails: make(map[string][]time.Time)}
 }
 
-func (l *failLimiter) prune(host string, now time.Time) []time.Time {
+func (l *FailLimiter) prune(host string, now time.Time) []time.Time {
 	ts := l.fails[host]
 	i := 0
 	for i < len(ts) && now.Sub(ts[i]) > l.window {
@@ -226,13 +226,13 @@ func (l *failLimiter) prune(host string, now time.Time) []time.Time {
 	return ts
 }
 
-func (l *failLimiter) Blocked(host string) bool {
+func (l *FailLimiter) Blocked(host string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.prune(host, l.now())) >= l.burst
 }
 
-func (l *failLimiter) Fail(host string) {
+func (l *FailLimiter) Fail(host string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -260,7 +260,7 @@ func tokenJSON(tk *fsm.Token) TokenJSON {
 }
 
 // handleBootstrap creates the first operator token, once.
-func (s *apiServer) handleBootstrap(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleBootstrap(w http.ResponseWriter, r *http.Request) {
 	var done bool
 	s.fsm.Read(func(st *fsm.State) { done = st.ACLBootstrapped })
 	if done {
@@ -270,7 +270,7 @@ func (s *apiServer) handleBootstrap(w http.ResponseWriter, r *http.Request) {
 	s.createToken(w, r, fsm.Token{Role: fsm.RoleOperator, Description: "bootstrap"}, true)
 }
 
-func (s *apiServer) handleCreateToken(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Role        string `json:"role"`
 		Tenant      string `json:"tenant"`
@@ -286,7 +286,7 @@ func (s *apiServer) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	s.createToken(w, r, tk, false)
 }
 
-func (s *apiServer) createToken(w http.ResponseWriter, r *http.Request, tk fsm.Token, bootstrap bool) {
+func (s *APIServer) createToken(w http.ResponseWriter, r *http.Request, tk fsm.Token, bootstrap bool) {
 	accessor, secret := fsm.NewSecret()
 	tk.Accessor, tk.SecretHash, tk.Created = accessor, fsm.HashSecret(secret), s.stamp()
 	if bootstrap {
@@ -300,7 +300,7 @@ func (s *apiServer) createToken(w http.ResponseWriter, r *http.Request, tk fsm.T
 	jsonhttp.Write(w, http.StatusCreated, out)
 }
 
-func (s *apiServer) handleTokens(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleTokens(w http.ResponseWriter, r *http.Request) {
 	var out []TokenJSON
 	s.fsm.Read(func(st *fsm.State) {
 		out = make([]TokenJSON, 0, len(st.Tokens))
@@ -314,7 +314,7 @@ func (s *apiServer) handleTokens(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, out)
 }
 
-func (s *apiServer) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 	acc := r.PathValue("accessor")
 	if res, _ := s.commit(w, fsm.CmdTokenRevoke, &fsm.TokenRevokeCmd{Time: s.stamp(), Accessor: acc, Operator: operator(r)}); res != nil {
 		jsonhttp.Write(w, http.StatusOK, map[string]string{"revoked": acc})
@@ -322,7 +322,7 @@ func (s *apiServer) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // aclRoutes registers the token endpoints.
-func (s *apiServer) aclRoutes(mux *http.ServeMux) {
+func (s *APIServer) aclRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/acl/bootstrap", s.leaderOnly(s.handleBootstrap))
 	mux.HandleFunc("POST /v1/tokens", s.leaderOnly(s.handleCreateToken))
 	mux.HandleFunc("GET /v1/tokens", s.consistentRead(s.handleTokens))

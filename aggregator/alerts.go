@@ -159,7 +159,7 @@ func ParseAlertThresholds(s string) ([]uint32, error) {
 		}
 		out = append(out, uint32(n))
 	}
-	if err := validateAlertThresholds(out); err != nil {
+	if err := ValidateAlertThresholds(out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -167,7 +167,7 @@ func ParseAlertThresholds(s string) ([]uint32, error) {
 
 // validateAlertThresholds checks thresholds: 1 to 1000, ascending, at most
 // maxAlertThresholds.
-func validateAlertThresholds(ths []uint32) error {
+func ValidateAlertThresholds(ths []uint32) error {
 	if len(ths) > maxAlertThresholds {
 		return fmt.Errorf("%d given, at most %d", len(ths), maxAlertThresholds)
 	}
@@ -183,7 +183,7 @@ func validateAlertThresholds(ths []uint32) error {
 }
 
 // validateWebhook checks an alert webhook URL.
-func validateWebhook(raw string) error { return checkHTTPURL("alert webhook", raw) }
+func ValidateWebhook(raw string) error { return checkHTTPURL("alert webhook", raw) }
 
 // checkHTTPURL checks that raw, the URL of what, is an http:// or https://
 // URL with a host.

@@ -12,11 +12,12 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/headroom-rtc/headroom/cluster"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // apiConfig configures the HTTP API. Fields are required unless marked
 // optional.
-type apiConfig struct {
+type APIConfig struct {
 	Log hclog.Logger
 	FSM *fsm.FSM
 	// Now is the clock reads use for the current period and alerts,
@@ -42,11 +43,11 @@ type apiConfig struct {
 	AlertWebhook    string
 	AlertThresholds []uint32
 	// Export configures the usage export (Optional: Export.URL "" is off).
-	Export exportConfig
+	Export ExportConfig
 }
 
 // exportConfig configures the usage export (export_send.go).
-type exportConfig struct {
+type ExportConfig struct {
 	URL, Token string
 	Window     time.Duration
 	Batch      int
@@ -69,8 +70,8 @@ type streamsView interface {
 
 // apiServer is the HTTP side of a server: the handlers, the ACL gate,
 // events, alerts, metrics, history and the usage export.
-type apiServer struct {
-	cfg        apiConfig
+type APIServer struct {
+	cfg        APIConfig
 	log        hclog.Logger
 	fsm        *fsm.FSM
 	node       *cluster.Node
@@ -79,7 +80,7 @@ type apiServer struct {
 	alerts     *alerter
 	export     *exporter // nil without Config.ExportURL
 	history    *history
-	authFails  *failLimiter // failed authentications per address
+	authFails  *FailLimiter // failed authentications per address
 	events     *eventHub
 	metrics    *serverMetrics
 	hold       time.Duration
@@ -96,8 +97,8 @@ type apiServer struct {
 // newAPIServer returns the API before Raft opens: its metrics, events and
 // history, on the state machine's hooks from the first entry Raft applies.
 // attach completes it once Raft is open.
-func newAPIServer(cfg apiConfig) *apiServer {
-	s := &apiServer{cfg: cfg, log: cfg.Log, fsm: cfg.FSM, hold: cfg.HoldTime, left: make(chan struct{}), history: newHistory(cfg.HistoryMaxTenants)}
+func NewAPIServer(cfg APIConfig) *APIServer {
+	s := &APIServer{cfg: cfg, log: cfg.Log, fsm: cfg.FSM, hold: cfg.HoldTime, left: make(chan struct{}), history: newHistory(cfg.HistoryMaxTenants)}
 	s.metrics = newServerMetrics(s, cfg.MetricsMaxTenants)
 	s.events = newEventHub(s.fsm, s.log.Named("events"), cfg.Now, s.leaderEvent)
 	s.fsm.OnAudit = s.events.audit
@@ -110,7 +111,7 @@ func newAPIServer(cfg apiConfig) *apiServer {
 }
 
 // apiAttachment is what the API needs once Raft is open.
-type apiAttachment struct {
+type APIAttachment struct {
 	Node       *cluster.Node
 	Advertised cluster.Meta
 	// HTTPAddr and WireAddr are the bound addresses.
@@ -122,7 +123,7 @@ type apiAttachment struct {
 }
 
 // attach completes the API once Raft is open: security, alerts, the export.
-func (s *apiServer) attach(a apiAttachment) {
+func (s *APIServer) Attach(a APIAttachment) {
 	s.node, s.advertised, s.httpAddr, s.wireAddr, s.st, s.stamp = a.Node, a.Advertised, a.HTTPAddr, a.WireAddr, a.Streams, a.Stamp
 	s.initSecurity()
 	s.alerts = newAlerter(s.fsm, s.log.Named("alerts"), s.cfg.AlertThresholds, s.cfg.AlertWebhook, alertQueueSize,
@@ -136,7 +137,7 @@ func (s *apiServer) attach(a apiAttachment) {
 
 // run delivers alerts, paces the event streams and runs the export until
 // ctx ends; it returns once they have stopped.
-func (s *apiServer) run(ctx context.Context) {
+func (s *APIServer) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); s.alerts.run(ctx) }()
@@ -150,7 +151,7 @@ func (s *apiServer) run(ctx context.Context) {
 
 // tenantsChanged tells alerts, events and history of the tenants an entry
 // changed; the FSM's OnChange hook calls it. It does not block.
-func (s *apiServer) tenantsChanged(names []string) {
+func (s *APIServer) TenantsChanged(names []string) {
 	s.alerts.changed(names)
 	s.events.tenantsChanged(names)
 	s.history.changed(s.fsm, names)
@@ -158,18 +159,18 @@ func (s *apiServer) tenantsChanged(names []string) {
 
 // HTTPAddr and WireAddr are the bound addresses; RaftAddr the advertised
 // Raft address.
-func (s *apiServer) HTTPAddr() string { return s.httpAddr }
-func (s *apiServer) WireAddr() string { return s.wireAddr }
-func (s *apiServer) RaftAddr() string { return s.node.Addr() }
+func (s *APIServer) HTTPAddr() string { return s.httpAddr }
+func (s *APIServer) WireAddr() string { return s.wireAddr }
+func (s *APIServer) RaftAddr() string { return s.node.Addr() }
 
 // Done is closed once the server has left the cluster (POST /v1/leave).
-func (s *apiServer) Done() <-chan struct{} { return s.left }
+func (s *APIServer) Done() <-chan struct{} { return s.left }
 
 // ensureBarrier runs a barrier once per term on a new leader, so it serves
 // reads and agent streams only once it has applied everything committed
 // before it. ok is false on a follower and while the barrier fails; fresh
 // is true on the call that completed the term's barrier.
-func (s *apiServer) ensureBarrier() (ok, fresh bool) {
+func (s *APIServer) EnsureBarrier() (ok, fresh bool) {
 	if s.node.Raft.State() != raft.Leader {
 		return false, false
 	}
@@ -185,7 +186,7 @@ func (s *apiServer) ensureBarrier() (ok, fresh bool) {
 }
 
 // leaderEvent is the leader as this server sees it, for leader events.
-func (s *apiServer) leaderEvent() LeaderEventJSON {
+func (s *APIServer) leaderEvent() LeaderEventJSON {
 	_, id := s.node.Raft.LeaderWithID()
 	l := LeaderEventJSON{Leader: string(id), Term: s.node.Raft.CurrentTerm()}
 	if id == "" {
@@ -203,7 +204,7 @@ func (s *apiServer) leaderEvent() LeaderEventJSON {
 // knows a leader, its state machine has applied everything committed that
 // it knows of, and, on a leader, a barrier in its term has made sure of
 // everything committed before it became leader.
-func (s *apiServer) Ready() (bool, string) {
+func (s *APIServer) Ready() (bool, string) {
 	if ok, why := s.node.Ready(); !ok {
 		return false, why
 	}
@@ -213,7 +214,7 @@ func (s *apiServer) Ready() (bool, string) {
 	return true, ""
 }
 
-func (s *apiServer) term() uint64 {
+func (s *APIServer) term() uint64 {
 	t, _ := strconv.ParseUint(s.node.Raft.Stats()["term"], 10, 64)
 	return t
 }
@@ -221,7 +222,7 @@ func (s *apiServer) term() uint64 {
 // openSnapshot takes a Raft snapshot of this server's state and returns the
 // header of its snapshot file and the state to follow it, for the caller to
 // close.
-func (s *apiServer) openSnapshot() (*fsm.SnapshotHeader, io.ReadCloser, error) {
+func (s *APIServer) OpenSnapshot() (*fsm.SnapshotHeader, io.ReadCloser, error) {
 	f := s.node.Raft.Snapshot()
 	if err := f.Error(); err != nil {
 		return nil, nil, fmt.Errorf("take a snapshot: %w", err)
@@ -235,3 +236,19 @@ func (s *apiServer) openSnapshot() (*fsm.SnapshotHeader, io.ReadCloser, error) {
 		Size: meta.Size, Configuration: fsm.SnapshotServers(meta.Configuration),
 	}, rc, nil
 }
+
+// AuthFails is the API's limiter of failed authentications, for the stream
+// server to share.
+func (s *APIServer) AuthFails() *FailLimiter { return s.authFails }
+
+// ObserveCommit and ObserveGrouped record, for /metrics, how long an entry
+// of agent messages took from proposal to result and how many it held.
+func (s *APIServer) ObserveCommit(d time.Duration) { s.metrics.commit.Observe(d.Seconds()) }
+func (s *APIServer) ObserveGrouped(n int)          { s.metrics.grouped.Observe(float64(n)) }
+
+// Register adds collectors to /metrics (the server's backups).
+func (s *APIServer) Register(cs ...prometheus.Collector) { s.metrics.reg.MustRegister(cs...) }
+
+// CloseEvents ends the event streams, which never go idle by themselves:
+// the HTTP server calls it when it shuts down.
+func (s *APIServer) CloseEvents() { s.events.close() }

@@ -84,7 +84,7 @@ func (s *Server) newBackups() *backups {
 		dir: s.cfg.BackupDir, every: s.cfg.BackupInterval, retain: s.cfg.BackupRetain,
 		log:    s.log.Named("backup"),
 		leader: func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader },
-		open:   s.api.openSnapshot,
+		open:   s.api.OpenSnapshot,
 		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "headroom_backup_last_success_timestamp_seconds",
 			Help: "When this server last wrote a backup to --backup-dir (unix seconds; 0: never since it started)."}),
 		lastIndex: prometheus.NewGauge(prometheus.GaugeOpts{Name: "headroom_backup_last_index",
@@ -92,7 +92,7 @@ func (s *Server) newBackups() *backups {
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "headroom_backup_failures_total",
 			Help: "Backups this server failed to write while leader."}),
 	}
-	s.api.metrics.reg.MustRegister(b.lastOK, b.lastIndex, b.failures)
+	s.api.Register(b.lastOK, b.lastIndex, b.failures)
 	return b
 }
 

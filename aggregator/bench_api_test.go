@@ -63,7 +63,7 @@ func BenchmarkTenantList100k(b *testing.B) {
 		for _, page := range []string{"first", "deep"} {
 			b.Run(load+"/"+page, func(b *testing.B) {
 				f := benchState(100_000)
-				s := &apiServer{fsm: f}
+				s := &APIServer{fsm: f}
 				query := "/v1/tenants?sort=utilization&limit=50"
 				if page == "deep" {
 					var p tenantPage
@@ -139,7 +139,7 @@ func BenchmarkMetricsScrape10k(b *testing.B) {
 		b.Run(fmt.Sprintf("labelled-%d", limit), func(b *testing.B) {
 			f := benchState(10_000)
 			reg := prometheus.NewRegistry()
-			reg.MustRegister(&stateCollector{s: &apiServer{fsm: f}, maxTenants: limit})
+			reg.MustRegister(&stateCollector{s: &APIServer{fsm: f}, maxTenants: limit})
 			h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 			var size int
 			b.ReportAllocs()

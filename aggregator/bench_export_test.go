@@ -36,13 +36,14 @@ func BenchmarkExport100k(b *testing.B) {
 		events.Add(int64(bytes.Count(body, []byte(`"specversion"`))))
 	}))
 	defer rcv.Close()
-	s := newTestServer(b, nil, func(c *Config) { c.RaftSnapshotThreshold = 1 << 30 })
-	s.api.cfg.Export = exportConfig{URL: rcv.URL, Batch: DefaultExportBatch, Window: time.Millisecond, Backoff: time.Millisecond}
-	x := newExporter(s.api)
+	s := raftAPI(b, func(c *APIConfig) {
+		c.Export = ExportConfig{URL: rcv.URL, Batch: DefaultExportBatch, Window: time.Millisecond, Backoff: time.Millisecond}
+	})
+	x := s.export
 	classes := []string{"audio", "video-hd", "video-fhd", "video-2k", "video-2k+", "ai"}
 	seq := uint64(0)
 	commit := func(msgs ...wire.Message) {
-		data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.Stamp(), "", msgs...))
+		data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.stamp(), "", msgs...))
 		if err != nil {
 			b.Fatal(err)
 		}

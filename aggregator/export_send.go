@@ -76,7 +76,7 @@ const ExportContentType = "application/cloudevents-batch+json"
 
 // check validates the export's configuration (an empty URL: off) and
 // fills in its defaults.
-func (c *exportConfig) check() error {
+func (c *ExportConfig) Check() error {
 	if c.URL == "" {
 		return nil
 	}
@@ -132,7 +132,7 @@ type exportStats struct {
 	failed          map[string]uint64 // by reason
 }
 
-func newExporter(s *apiServer) *exporter {
+func newExporter(s *APIServer) *exporter {
 	cfg := &s.cfg
 	return &exporter{
 		log: s.log.Named("export"), fsm: s.fsm, raft: s.node.Raft, stamp: s.stamp, now: cfg.Now,

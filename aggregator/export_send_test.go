@@ -1,7 +1,6 @@
 package aggregator
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -132,7 +131,7 @@ func TestExportRetriedAndDeduplicatedExactly(t *testing.T) {
 	if st.Token != "Bearer s3cret" || len(st.Sources) != 1 || !strings.HasPrefix(st.Sources[0], "headroom/") {
 		t.Errorf("token %q, sources %v", st.Token, st.Sources)
 	}
-	m, _ := scrape(t, s.api.metrics.handler())
+	m, _ := scrape(t, s.api.Handler())
 	if m["headroom_export_events_sent_total"] < 15 || m[`headroom_export_batches_failed_total{reason="5xx"}`] < 3 {
 		t.Errorf("metrics: sent %v, failed 5xx %v", m["headroom_export_events_sent_total"], m[`headroom_export_batches_failed_total{reason="5xx"}`])
 	}
@@ -165,7 +164,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 		}
 		return nil
 	})
-	m, _ := scrape(t, s.api.metrics.handler())
+	m, _ := scrape(t, s.api.Handler())
 	if m["headroom_export_blocked"] != 1 || m[`headroom_export_batches_failed_total{reason="4xx"}`] != 1 {
 		t.Fatalf("blocked %v, 4xx failures %v", m["headroom_export_blocked"], m[`headroom_export_batches_failed_total{reason="4xx"}`])
 	}
@@ -199,7 +198,7 @@ func TestExportRetryAfter(t *testing.T) {
 	waitUntil(t, 30*time.Second, "exported exactly after the 429", func() error {
 		return exactly(rcv.Totals(), endpointMicros(t, s, exportTenants, period))
 	})
-	m, _ := scrape(t, s.api.metrics.handler())
+	m, _ := scrape(t, s.api.Handler())
 	if m[`headroom_export_batches_failed_total{reason="429"}`] != 1 {
 		t.Fatalf("429 failures: %v", m[`headroom_export_batches_failed_total{reason="429"}`])
 	}
@@ -256,34 +255,6 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 	// classes: 15 events, not 59 × 15.
 	if cut != 2 || st.MaxBatch > 6 || st.Kept > 6 {
 		t.Fatalf("after the outage: %d cuts, receiver %+v, usage %v", cut, st, endpointMicros(t, s, exportTenants, "2026-12"))
-	}
-}
-
-// TestExportEventShape: one event as the SDK reads it, every field.
-func TestExportEventShape(t *testing.T) {
-	st := &fsm.ExportState{Seq: 42, To: time.Date(2026, 12, 1, 10, 5, 0, 213_000, time.UTC).UnixNano(), Source: "headroom/abc"}
-	rec := &fsm.ExportRecord{ExportRef: fsm.ExportRef{Tenant: `ac"me/1`, Period: "2026-12", Region: "eu west"}}
-	b := appendEvent(nil, st, rec, fsm.ClassIndex("video-fhd"), 61_250_000)
-	var ev map[string]any
-	if err := json.Unmarshal(b, &ev); err != nil {
-		t.Fatalf("%s: %v", b, err)
-	}
-	want := map[string]any{
-		"specversion": "1.0", "type": "headroom.usage", "source": "headroom/abc",
-		"id":   "42.1796119500000213000/ac%22me%2F1/2026-12/eu%20west/video-fhd",
-		"time": "2026-12-01T10:05:00.000213Z", "subject": `ac"me/1`, "datacontenttype": "application/json",
-		"data": map[string]any{"class": "video-fhd", "seconds": 61.25, "unit_minutes": 9.1875, "region": "eu west", "period": "2026-12"},
-	}
-	if !reflect.DeepEqual(ev, want) {
-		t.Fatalf("event\n%s\nwant %v", b, want)
-	}
-	for micros, s := range map[uint64]string{0: "0", 7: "0.000007", 1_000_000: "1", 1_500_000: "1.5", 123_456_789: "123.456789"} {
-		if got := string(appendMicros(nil, micros)); got != s {
-			t.Errorf("%d µs: %q, want %q", micros, got, s)
-		}
-		if back, err := exporttest.Micros(json.Number(s)); err != nil || back != micros {
-			t.Errorf("%q read back as %d %v", s, back, err)
-		}
 	}
 }
 

@@ -25,7 +25,7 @@ const forwardedHeader = "X-Headroom-Forwarded"
 const DefaultHoldTime = 7 * time.Second
 
 // setReadHeaders tells a reader how fresh a local answer is.
-func (s *apiServer) setReadHeaders(w http.ResponseWriter) {
+func (s *APIServer) setReadHeaders(w http.ResponseWriter) {
 	w.Header().Set("X-Headroom-Index", strconv.FormatUint(s.fsm.AppliedIndex(), 10))
 	leader := s.advertised.HTTP
 	if s.node.Raft.State() != raft.Leader {
@@ -40,7 +40,7 @@ func (s *apiServer) setReadHeaders(w http.ResponseWriter) {
 // leaderOnly runs h on the leader. On a follower it forwards the request to
 // the leader; while there is no leader it waits, with backoff, up to the
 // hold time, then answers 503.
-func (s *apiServer) leaderOnly(h http.HandlerFunc) http.HandlerFunc {
+func (s *APIServer) leaderOnly(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), s.hold)
 		defer cancel()
@@ -74,7 +74,7 @@ func (s *apiServer) leaderOnly(h http.HandlerFunc) http.HandlerFunc {
 // ?consistent=true: then only a leader that has confirmed its leadership
 // and applied everything committed before it (a barrier, once per term)
 // answers; a follower forwards the request to the leader.
-func (s *apiServer) consistentRead(h http.HandlerFunc) http.HandlerFunc {
+func (s *APIServer) consistentRead(h http.HandlerFunc) http.HandlerFunc {
 	local := func(w http.ResponseWriter, r *http.Request) {
 		s.setReadHeaders(w)
 		h(w, r)
@@ -122,7 +122,7 @@ func (b *barrier) set(term uint64) {
 
 // confirmLeadership verifies that this server is still the leader and that
 // it has applied everything committed before its term (its barrier).
-func (s *apiServer) confirmLeadership() error {
+func (s *APIServer) confirmLeadership() error {
 	if err := s.node.Raft.VerifyLeader().Error(); err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func (s *apiServer) confirmLeadership() error {
 	return nil
 }
 
-func (s *apiServer) proxyTo(leaderHTTP string, w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) proxyTo(leaderHTTP string, w http.ResponseWriter, r *http.Request) {
 	target := &url.URL{Scheme: s.sec.scheme, Host: leaderHTTP}
 	p := &httputil.ReverseProxy{
 		Transport: s.sec.proxy,

@@ -227,7 +227,7 @@ func (h *history) tracked() int {
 // handleHistory answers a tenant's per-minute peaks and ceilings since
 // ?since= (an RFC 3339 time, or a duration before the latest entry; default
 // the whole six hours).
-func (s *apiServer) handleHistory(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleHistory(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var now int64
 	found := false

@@ -17,13 +17,13 @@ import (
 
 const maxBody = 64 << 10
 
-func (s *apiServer) routes() http.Handler {
+func (s *APIServer) Handler() http.Handler {
 	mux := s.mux()
 	return s.instrument(mux, s.aclGate(mux, jsonhttp.Errors(mux)))
 }
 
 // mux registers every route of the API.
-func (s *apiServer) mux() *http.ServeMux {
+func (s *APIServer) mux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
@@ -55,7 +55,7 @@ func (s *apiServer) mux() *http.ServeMux {
 	return mux
 }
 
-func (s *apiServer) handleHealth(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if ok, why := s.Ready(); !ok {
 		jsonhttp.Error(w, http.StatusServiceUnavailable, why)
 		return
@@ -85,7 +85,7 @@ type StatusJSON struct {
 	Insecure []string `json:"insecure"`
 }
 
-func (s *apiServer) handleStatus(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleStatus(w http.ResponseWriter, r *http.Request) {
 	rf := s.node.Raft
 	leader, leaderID := rf.LeaderWithID()
 	st := StatusJSON{
@@ -121,7 +121,7 @@ func raftState(st raft.RaftState) string {
 	return "shutdown"
 }
 
-func (s *apiServer) handleTenant(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleTenant(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	period := r.URL.Query().Get("period")
 	if period == "" {
@@ -156,7 +156,7 @@ func sortPlans(ps []plans.Plan) {
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
 }
 
-func (s *apiServer) handlePlans(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handlePlans(w http.ResponseWriter, r *http.Request) {
 	var out []plans.Plan
 	s.fsm.Read(func(st *fsm.State) {
 		for _, p := range st.Plans {
@@ -183,7 +183,7 @@ type AgentJSON struct {
 	UnackedBatches *uint64 `json:"unacked_batches,omitempty"`
 }
 
-func (s *apiServer) handleAgents(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleAgents(w http.ResponseWriter, r *http.Request) {
 	var out []AgentJSON
 	s.fsm.Read(func(st *fsm.State) {
 		out = make([]AgentJSON, 0, len(st.Agents))

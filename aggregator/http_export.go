@@ -47,7 +47,7 @@ type InvoicesExportJSON struct {
 	Invoices []InvoiceExportJSON `json:"invoices"`
 }
 
-func (s *apiServer) handleExportInvoices(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleExportInvoices(w http.ResponseWriter, r *http.Request) {
 	p, ok := s.periodParam(w, r)
 	if !ok {
 		return

@@ -17,7 +17,7 @@ import (
 func getRaw(t *testing.T, s *Server, path string) (int, string, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	s.api.routes().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	s.api.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 	return rec.Code, rec.Body.String(), rec.Header().Get("X-Headroom-Period-Closed")
 }
 
@@ -31,7 +31,7 @@ func TestInvoiceExport(t *testing.T) {
 	s := newTestServer(t, clock)
 	for tn, plan := range map[string]string{"app-a": "payg", "app-b": "starter", "app-c": "growth"} {
 		rec := httptest.NewRecorder()
-		s.api.routes().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/"+tn+"/plan", jsonBody(`{"plan":"`+plan+`"}`)))
+		s.api.Handler().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/"+tn+"/plan", jsonBody(`{"plan":"`+plan+`"}`)))
 		if rec.Code != 200 {
 			t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 		}
@@ -107,7 +107,7 @@ func TestInvoiceExport(t *testing.T) {
 	late.AgentTime = time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC).UnixMilli()
 	commitItems(t, s, late)
 	rec := httptest.NewRecorder()
-	s.api.routes().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app-a/plan", jsonBody(`{"plan":"starter","at":"now"}`)))
+	s.api.Handler().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app-a/plan", jsonBody(`{"plan":"starter","at":"now"}`)))
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 	}

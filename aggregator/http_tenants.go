@@ -36,7 +36,7 @@ func operator(r *http.Request) string {
 // commit proposes a command on the leader and answers the error of one
 // that failed: 400 for a command the state machine refused, 503 when
 // leadership was lost, 500 otherwise. It returns nil then.
-func (s *apiServer) commit(w http.ResponseWriter, kind fsm.CmdKind, c fsm.Command) (*fsm.ApplyResult, uint64) {
+func (s *APIServer) commit(w http.ResponseWriter, kind fsm.CmdKind, c fsm.Command) (*fsm.ApplyResult, uint64) {
 	data, err := fsm.EncodeCmd(kind, c)
 	if err != nil {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
@@ -92,7 +92,7 @@ func resolveAt(at string, now time.Time, from, to *plans.Plan) (int64, error) {
 	return t.UnixNano(), nil
 }
 
-func (s *apiServer) handleSetPlan(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleSetPlan(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if err := plans.ValidateTenantID(id); err != nil {
 		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
@@ -132,7 +132,7 @@ func (s *apiServer) handleSetPlan(w http.ResponseWriter, r *http.Request) {
 	s.writeTenant(w, id)
 }
 
-func (s *apiServer) writeTenant(w http.ResponseWriter, id string) {
+func (s *APIServer) writeTenant(w http.ResponseWriter, id string) {
 	var out fsm.TenantJSON
 	found := false
 	s.fsm.Read(func(st *fsm.State) {
@@ -147,7 +147,7 @@ func (s *apiServer) writeTenant(w http.ResponseWriter, id string) {
 	jsonhttp.Write(w, http.StatusOK, out)
 }
 
-func (s *apiServer) handleSchedule(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleSchedule(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	out := []*fsm.ScheduledJSON{}
 	found := false
@@ -164,7 +164,7 @@ func (s *apiServer) handleSchedule(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, out)
 }
 
-func (s *apiServer) handleCancel(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleCancel(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var sid uint64
 	if v := r.URL.Query().Get("id"); v != "" {
@@ -180,7 +180,7 @@ func (s *apiServer) handleCancel(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *apiServer) handleTenantOp(op string) http.HandlerFunc {
+func (s *APIServer) handleTenantOp(op string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if _, index := s.commit(w, fsm.CmdTenantOp, &fsm.TenantOpCmd{Time: s.stamp(), Tenant: id, Op: op, Operator: operator(r)}); index != 0 {
@@ -200,7 +200,7 @@ type AuditJSON struct {
 	After    string `json:"after,omitempty"`
 }
 
-func (s *apiServer) handleAudit(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleAudit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	tenant := q.Get("tenant")
 	limit := 1000
@@ -226,7 +226,7 @@ func (s *apiServer) handleAudit(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, out)
 }
 
-func (s *apiServer) handlePlan(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handlePlan(w http.ResponseWriter, r *http.Request) {
 	var p plans.Plan
 	var ok bool
 	s.fsm.Read(func(st *fsm.State) { p, ok = st.Plans[r.PathValue("name")] })
@@ -237,7 +237,7 @@ func (s *apiServer) handlePlan(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, p)
 }
 
-func (s *apiServer) handlePutPlan(create bool) http.HandlerFunc {
+func (s *APIServer) handlePutPlan(create bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var p plans.Plan
 		if !jsonhttp.Decode(w, r, maxBody, &p) {
@@ -264,7 +264,7 @@ func (s *apiServer) handlePutPlan(create bool) http.HandlerFunc {
 	}
 }
 
-func (s *apiServer) handleDeletePlan(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleDeletePlan(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if _, index := s.commit(w, fsm.CmdDeletePlan, &fsm.DeletePlanCmd{Time: s.stamp(), Name: name, Operator: operator(r)}); index != 0 {
 		jsonhttp.Write(w, http.StatusOK, map[string]string{"deleted": name})

@@ -12,7 +12,7 @@ import (
 )
 
 // periodParam reads ?period= (default: the current one).
-func (s *apiServer) periodParam(w http.ResponseWriter, r *http.Request) (plans.Period, bool) {
+func (s *APIServer) periodParam(w http.ResponseWriter, r *http.Request) (plans.Period, bool) {
 	v := r.URL.Query().Get("period")
 	if v == "" {
 		return plans.PeriodOf(s.cfg.Now()), true
@@ -27,7 +27,7 @@ func (s *apiServer) periodParam(w http.ResponseWriter, r *http.Request) (plans.P
 
 // handleUsage answers a tenant's usage of a period with its daily figures
 // and the invoice under the plans held, line by line.
-func (s *apiServer) handleUsage(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleUsage(w http.ResponseWriter, r *http.Request) {
 	p, ok := s.periodParam(w, r)
 	if !ok {
 		return
@@ -47,7 +47,7 @@ func (s *apiServer) handleUsage(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleAdvice judges a tenant's plan against every plan of the catalogue.
-func (s *apiServer) handleAdvice(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleAdvice(w http.ResponseWriter, r *http.Request) {
 	p, ok := s.periodParam(w, r)
 	if !ok {
 		return
@@ -87,7 +87,7 @@ func (s *apiServer) handleAdvice(w http.ResponseWriter, r *http.Request) {
 }
 
 // gatherUsage gathers tenant id's usage of period p under the read lock.
-func (s *apiServer) gatherUsage(id string, p plans.Period) fsm.TenantUsage {
+func (s *APIServer) gatherUsage(id string, p plans.Period) fsm.TenantUsage {
 	var tu fsm.TenantUsage
 	s.fsm.Read(func(st *fsm.State) { tu = fsm.GatherUsage(st, id, p) })
 	return tu

@@ -51,7 +51,7 @@ type serverMetrics struct {
 	state    *stateCollector
 }
 
-func newServerMetrics(s *apiServer, maxTenants int) *serverMetrics {
+func newServerMetrics(s *APIServer, maxTenants int) *serverMetrics {
 	m := &serverMetrics{
 		reg: prometheus.NewRegistry(),
 		http: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -108,7 +108,7 @@ type apiHandler struct {
 }
 
 // instrument times the requests next serves by mux's route patterns.
-func (s *apiServer) instrument(mux *http.ServeMux, next http.Handler) *apiHandler {
+func (s *APIServer) instrument(mux *http.ServeMux, next http.Handler) *apiHandler {
 	h := &apiHandler{mux: mux, next: next}
 	if s.metrics != nil {
 		h.dur = s.metrics.http
@@ -238,7 +238,7 @@ var stateDescs = []*prometheus.Desc{
 // stateCollector reads the state machine, Raft and the server's counters
 // when scraped.
 type stateCollector struct {
-	s          *apiServer
+	s          *APIServer
 	maxTenants int
 	// only, when set, limits the collector to that tenant's series.
 	only string

@@ -22,7 +22,7 @@ import (
 // maxSnapshotUpload bounds a snapshot sent for restore.
 const maxSnapshotUpload = 4 << 30
 
-func (s *apiServer) opsRoutes(mux *http.ServeMux) {
+func (s *APIServer) opsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/members", s.handleMembers)
 	mux.HandleFunc("GET /v1/raft/peers", s.handlePeers)
 	mux.HandleFunc("DELETE /v1/raft/peers/{id}", s.leaderOnly(s.handleRemovePeer))
@@ -50,7 +50,7 @@ type MemberJSON struct {
 	HTTP   string `json:"http_addr"`
 }
 
-func (s *apiServer) handleMembers(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleMembers(w http.ResponseWriter, r *http.Request) {
 	out := []MemberJSON{}
 	for _, m := range s.node.Members() {
 		role := string(m.Raft)
@@ -72,7 +72,7 @@ type PeerJSON struct {
 	Leader  bool   `json:"leader"`
 }
 
-func (s *apiServer) handlePeers(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handlePeers(w http.ResponseWriter, r *http.Request) {
 	f := s.node.Raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
@@ -86,7 +86,7 @@ func (s *apiServer) handlePeers(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, out)
 }
 
-func (s *apiServer) handleRemovePeer(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleRemovePeer(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if err := plans.ValidateID("server", id, plans.MaxIDLen); err != nil {
 		jsonhttp.Error(w, http.StatusBadRequest, err.Error())
@@ -100,7 +100,7 @@ func (s *apiServer) handleRemovePeer(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleLeave takes this server out of the cluster at once and stops it.
-func (s *apiServer) handleLeave(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleLeave(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	if err := s.node.Leave(ctx); err != nil {
@@ -113,8 +113,8 @@ func (s *apiServer) handleLeave(w http.ResponseWriter, r *http.Request) {
 
 // handleSnapshotSave takes a Raft snapshot of this server's state and
 // streams it as a snapshot file (fsm/snapfile.go).
-func (s *apiServer) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
-	hdr, rc, err := s.openSnapshot()
+func (s *APIServer) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
+	hdr, rc, err := s.OpenSnapshot()
 	if err != nil {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())
 		return
@@ -136,7 +136,7 @@ func (s *apiServer) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
 // handleSnapshotRestore replaces the whole cluster's state with a saved
 // snapshot file. The whole file is checked first — its checksum, and that
 // the state decodes — and a bad one changes nothing.
-func (s *apiServer) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 	tmp, err := os.CreateTemp(s.cfg.DataDir, "restore-*.snap")
 	if err != nil {
 		jsonhttp.Error(w, http.StatusInternalServerError, err.Error())

@@ -21,7 +21,7 @@ type security struct {
 // a warning for each listener reachable beyond this machine without
 // protection (see Insecure). Called by New before the listeners serve (New
 // has wrapped them in TLS when configured: tlsListener).
-func (s *apiServer) initSecurity() {
+func (s *APIServer) initSecurity() {
 	s.sec.scheme, s.sec.proxy = "http", http.DefaultTransport
 	if t := s.cfg.TLS; t != nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -46,7 +46,7 @@ func (s *apiServer) initSecurity() {
 
 // AddInsecure records more of what the server exposes unprotected, for
 // GET /v1/status.
-func (s *apiServer) AddInsecure(notes ...string) {
+func (s *APIServer) AddInsecure(notes ...string) {
 	s.sec.mu.Lock()
 	defer s.sec.mu.Unlock()
 	s.sec.insecure = append(s.sec.insecure, notes...)
@@ -56,7 +56,7 @@ func (s *apiServer) AddInsecure(notes ...string) {
 // protection (empty when nothing): a listener on a non-loopback address
 // in plaintext, Raft taking peers without client certificates, gossip
 // without encryption. GET /v1/status shows it as "insecure".
-func (s *apiServer) Insecure() []string {
+func (s *APIServer) Insecure() []string {
 	s.sec.mu.Lock()
 	defer s.sec.mu.Unlock()
 	return append([]string{}, s.sec.insecure...)

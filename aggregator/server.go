@@ -166,7 +166,7 @@ type Server struct {
 	node  *cluster.Node
 	clock *stream.Clock
 	st    *stream.Server
-	api   *apiServer
+	api   *APIServer
 
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
@@ -183,17 +183,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" || cfg.HTTPAddr == "" || cfg.WireAddr == "" || cfg.RaftAddr == "" {
 		return nil, errors.New("aggregator: data dir, HTTP, wire and Raft addresses are required")
 	}
-	if err := validateAlertThresholds(cfg.AlertThresholds); err != nil {
+	if err := ValidateAlertThresholds(cfg.AlertThresholds); err != nil {
 		return nil, fmt.Errorf("aggregator: alert thresholds: %w", err)
 	}
 	if cfg.AlertWebhook != "" {
-		if err := validateWebhook(cfg.AlertWebhook); err != nil {
+		if err := ValidateWebhook(cfg.AlertWebhook); err != nil {
 			return nil, fmt.Errorf("aggregator: %w", err)
 		}
 	}
-	export := exportConfig{URL: cfg.ExportURL, Token: cfg.ExportToken, Window: cfg.ExportWindow, Batch: cfg.ExportBatch,
+	export := ExportConfig{URL: cfg.ExportURL, Token: cfg.ExportToken, Window: cfg.ExportWindow, Batch: cfg.ExportBatch,
 		Source: cfg.ExportSource, Backoff: cfg.exportBackoff}
-	if err := export.check(); err != nil {
+	if err := export.Check(); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	if cfg.Logger == nil {
@@ -258,7 +258,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.fsm = loggedFSM(catalogue, s.log.Named("fsm"))
-	s.api = newAPIServer(apiConfig{
+	s.api = NewAPIServer(APIConfig{
 		Log: s.log, FSM: s.fsm, Now: cfg.Now, ACL: cfg.ACL, TLS: cfg.TLS, DataDir: cfg.DataDir, GrantMargin: cfg.GrantMargin,
 		HoldTime: cfg.HoldTime, MetricsMaxTenants: cfg.MetricsMaxTenants, HistoryMaxTenants: cfg.HistoryMaxTenants,
 		AlertWebhook: cfg.AlertWebhook, AlertThresholds: cfg.AlertThresholds, Export: export,
@@ -318,27 +318,27 @@ func New(cfg Config) (*Server, error) {
 		GrantLease: cfg.GrantLease, GrantMargin: cfg.GrantMargin, AgentGrace: cfg.AgentGrace, AgentForget: cfg.AgentForget,
 		MaxFrame: cfg.MaxFrame, SelfAddr: s.advertised.Wire, SelfID: s.node.ID(), Servers: s.wireServers,
 		Ready: func() bool { ok, _ := s.Ready(); return ok },
-		ACL:   cfg.ACL, AuthFails: s.api.authFails,
-		ObserveCommit:  func(d time.Duration) { s.api.metrics.commit.Observe(d.Seconds()) },
-		ObserveGrouped: func(n int) { s.api.metrics.grouped.Observe(float64(n)) },
+		ACL:   cfg.ACL, AuthFails: s.api.AuthFails(),
+		ObserveCommit:  s.api.ObserveCommit,
+		ObserveGrouped: s.api.ObserveGrouped,
 	})
-	s.api.attach(apiAttachment{Node: s.node, Advertised: s.advertised, HTTPAddr: s.HTTPAddr(), WireAddr: s.WireAddr(),
+	s.api.Attach(APIAttachment{Node: s.node, Advertised: s.advertised, HTTPAddr: s.HTTPAddr(), WireAddr: s.WireAddr(),
 		Streams: s.st, Stamp: s.clock.Stamp})
 	s.fsm.OnChange = func(tenants []string) {
 		s.st.TenantsChanged(tenants)
-		s.api.tenantsChanged(tenants)
+		s.api.TenantsChanged(tenants)
 	}
 	s.httpSrv = &http.Server{
-		Handler:           s.api.routes(),
+		Handler:           s.api.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	s.httpSrv.RegisterOnShutdown(s.api.events.close) // streams never go idle by themselves
+	s.httpSrv.RegisterOnShutdown(s.api.CloseEvents) // streams never go idle by themselves
 	s.wg.Add(4)
-	go func() { defer s.wg.Done(); s.api.run(ctx) }()
+	go func() { defer s.wg.Done(); s.api.Run(ctx) }()
 	go func() { defer s.wg.Done(); loop.Every(ctx, 50*time.Millisecond, s.leaderBarrier) }()
 	go func() { defer s.wg.Done(); s.st.Run(ctx, s.wireLn) }()
 	go func() {
@@ -430,7 +430,7 @@ func (s *Server) RaftAddr() string { return s.node.Addr() }
 // applied everything committed before it; then it seeds the plans, and on
 // every call the leader keeps the usage grace in the log.
 func (s *Server) leaderBarrier() {
-	ok, fresh := s.api.ensureBarrier()
+	ok, fresh := s.api.EnsureBarrier()
 	if !ok {
 		return
 	}

@@ -302,7 +302,7 @@ func listTenants(st *fsm.State, rows []fsm.TenantRow, q tenantQuery) tenantPage 
 	return page
 }
 
-func (s *apiServer) handleTenants(w http.ResponseWriter, r *http.Request) {
+func (s *APIServer) handleTenants(w http.ResponseWriter, r *http.Request) {
 	q, err := parseTenantQuery(r)
 	if err != nil {
 		jsonhttp.Error(w, http.StatusBadRequest, err.Error())

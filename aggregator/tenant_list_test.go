@@ -29,7 +29,7 @@ import (
 //	eps      payg     1000     0     0
 //	free     (none)   0        30    0     (no plan: no ceiling)
 //	meter1   meterp   0        40    0     (meter plan: no ceiling)
-func tenantListFixture(t *testing.T) (*apiServer, *fsm.Harness) {
+func tenantListFixture(t *testing.T) (*APIServer, *fsm.Harness) {
 	h := fsm.NewHarness(t)
 	if r := h.Apply(fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: t0.UnixNano(), Create: true,
 		Plan: plans.Plan{Name: "meterp", Billing: plans.PayAsYouGo, Mode: plans.Meter}}); r.Err != nil {
@@ -48,12 +48,12 @@ func tenantListFixture(t *testing.T) (*apiServer, *fsm.Harness) {
 		wire.CountEntry{Tenant: "free", Class: "audio", Open: 30},
 		wire.CountEntry{Tenant: "meter1", Class: "audio", Open: 40},
 	))
-	return &apiServer{fsm: h.F}, h
+	return &APIServer{fsm: h.F}, h
 }
 
 // listPage asks the tenant list and returns the code, the tenants' ids, the
 // next cursor and the error message of a 4xx.
-func listPage(t *testing.T, s *apiServer, query string) (code int, ids []string, next, errMsg string, body []fsm.TenantJSON) {
+func listPage(t *testing.T, s *APIServer, query string) (code int, ids []string, next, errMsg string, body []fsm.TenantJSON) {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	s.handleTenants(rec, httptest.NewRequest("GET", "/v1/tenants?"+query, nil))
@@ -79,7 +79,7 @@ func listPage(t *testing.T, s *apiServer, query string) (code int, ids []string,
 }
 
 // allPages follows X-Next-Cursor from the first page to the last.
-func allPages(t *testing.T, s *apiServer, query string) (ids []string, pages int) {
+func allPages(t *testing.T, s *APIServer, query string) (ids []string, pages int) {
 	t.Helper()
 	cursor := ""
 	for {

@@ -51,7 +51,7 @@ func TestUsageReportMetering(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec := httptest.NewRecorder()
-			s.api.routes().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app1/plan", jsonBody(`{"plan":"`+tc.plan.Name+`"}`)))
+			s.api.Handler().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app1/plan", jsonBody(`{"plan":"`+tc.plan.Name+`"}`)))
 			if rec.Code != 200 {
 				t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 			}

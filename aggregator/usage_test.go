@@ -80,7 +80,7 @@ func commitItems(t *testing.T, s *Server, msgs ...wire.Message) {
 func get(t *testing.T, s *Server, path string, v any) int {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	s.api.routes().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	s.api.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 	if v != nil && rec.Code == http.StatusOK {
 		if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
 			t.Fatal(err)
@@ -96,7 +96,7 @@ func TestScriptedDayUsageAndCost(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2026, 11, 3, 8, 0, 0, 0, time.UTC)}
 	s := newTestServer(t, clock)
 	rec := httptest.NewRecorder()
-	s.api.routes().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app1/plan", jsonBody(`{"plan":"payg"}`)))
+	s.api.Handler().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app1/plan", jsonBody(`{"plan":"payg"}`)))
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 	}
