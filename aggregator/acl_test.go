@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/headroom-rtc/headroom/aggregator/api"
 	"io"
 	"net"
 	"net/http"
@@ -39,11 +40,11 @@ func do(t *testing.T, s *Server, method, path, secret, body string) *httptest.Re
 	return rec
 }
 
-func createToken(t *testing.T, s *Server, operator, role, tenant string) TokenJSON {
+func createToken(t *testing.T, s *Server, operator, role, tenant string) api.TokenJSON {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"role": role, "tenant": tenant})
 	rec := do(t, s, "POST", "/v1/tokens", operator, string(body))
-	var tk TokenJSON
+	var tk api.TokenJSON
 	if rec.Code != http.StatusCreated || json.Unmarshal(rec.Body.Bytes(), &tk) != nil || tk.Secret == "" {
 		t.Fatalf("create %s token: %d %s", role, rec.Code, rec.Body)
 	}
@@ -54,14 +55,14 @@ func createToken(t *testing.T, s *Server, operator, role, tenant string) TokenJS
 // role and two tenants.
 type aclFixture struct {
 	s                            *Server
-	operator, reader, tenant, ag TokenJSON
+	operator, reader, tenant, ag api.TokenJSON
 }
 
 func newACLFixture(t *testing.T) *aclFixture {
 	clock := &fakeClock{t: time.Date(2026, 11, 3, 8, 0, 0, 0, time.UTC)}
 	s := newTestServer(t, clock, withACL)
 	rec := do(t, s, "POST", "/v1/acl/bootstrap", "", "")
-	var op TokenJSON
+	var op api.TokenJSON
 	if rec.Code != http.StatusCreated || json.Unmarshal(rec.Body.Bytes(), &op) != nil || op.Secret == "" || op.Role != fsm.RoleOperator {
 		t.Fatalf("bootstrap: %d %s", rec.Code, rec.Body)
 	}
@@ -120,7 +121,7 @@ func TestACLAuthentication(t *testing.T) {
 func TestACLRoles(t *testing.T) {
 	f := newACLFixture(t)
 	for _, c := range []struct {
-		token        *TokenJSON
+		token        *api.TokenJSON
 		method, path string
 		body         string
 		want         int

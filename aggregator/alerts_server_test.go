@@ -1,10 +1,16 @@
 package aggregator
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/headroom-rtc/headroom/aggregator/api"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
@@ -13,10 +19,18 @@ import (
 // TestAlertWebhookFromServer: a server configured with a webhook POSTs a
 // tenant's crossing, derived from the log, and logs it.
 func TestAlertWebhookFromServer(t *testing.T) {
-	rcv := newAlertReceiver(t, nil)
+	posts := make(chan api.Alert, 16)
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var al api.Alert
+		if err := json.NewDecoder(r.Body).Decode(&al); err != nil || r.Method != http.MethodPost {
+			t.Errorf("webhook got %s: %v", r.Method, err)
+		}
+		posts <- al
+	}))
+	defer rcv.Close()
 	var logs lockedBuffer
-	clock := &fakeClock{t: alertT0}
-	s := newTestServer(t, clock, func(c *Config) {
+	at := time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)
+	s := newTestServer(t, &fakeClock{t: at}, func(c *Config) {
 		c.AlertWebhook, c.AlertThresholds = rcv.URL, []uint32{50, 100}
 		c.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
 	})
@@ -26,15 +40,46 @@ func TestAlertWebhookFromServer(t *testing.T) {
 		t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 	}
 	commitItems(t, s, fsm.Full("a1", 1, 0), fsm.Batch("a1", 1, 1, fsm.Open("app1", "video-hd", 60)))
-	got := rcv.waitAlerts(t, 1)
-	checkAlert(t, got[0], "app1", AlertConcurrency, 50, 60, 100)
-	alertWait(t, "the alert's log line", func() bool { return strings.Contains(logs.String(), "id="+got[0].ID) })
-	line := logs.String()[strings.Index(logs.String(), "id="+got[0].ID):]
+	var al api.Alert
+	select {
+	case al = <-posts:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no alert posted")
+	}
+	if al.Tenant != "app1" || al.Kind != api.AlertConcurrency || al.ThresholdPct != 50 || al.Value != 60 || al.Limit != 100 || al.Plan != "starter" || len(al.ID) != 32 {
+		t.Errorf("alert %+v, want app1 concurrency 50%% value 60 of 100 on starter", al)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "id="+al.ID) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting for the alert's log line")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	line := logs.String()[strings.Index(logs.String(), "id="+al.ID):]
 	for _, kv := range []string{"tenant=app1", "plan=starter", "kind=concurrency", "threshold_pct=50", "value=60", "limit=100"} {
 		if !strings.Contains(line[:strings.IndexByte(line, '\n')], kv) {
 			t.Errorf("log line %q lacks %s", line, kv)
 		}
 	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writes and reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestAlertThresholdsFlag: --alert-thresholds takes ascending percentages
@@ -55,7 +100,7 @@ func TestAlertThresholdsFlag(t *testing.T) {
 		"-5":         "not a whole percentage",
 		"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17": "at most 16",
 	} {
-		ths, err := ParseAlertThresholds(in)
+		ths, err := api.ParseAlertThresholds(in)
 		got := fmt.Sprint(ths)
 		if err != nil {
 			got = err.Error()

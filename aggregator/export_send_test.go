@@ -9,11 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/api"
+
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 
 	"github.com/headroom-rtc/headroom/internal/exporttest"
+	"github.com/headroom-rtc/headroom/internal/metricstest"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -84,7 +88,7 @@ func traffic(t *testing.T, s *Server, seq *uint64, micros uint64) {
 		t.Fatal(err)
 	}
 	f := s.node.Raft.Apply(data, 5*time.Second)
-	if err := applyErr(f); err != nil {
+	if err := commitErr(f); err != nil {
 		t.Fatal(err)
 	}
 	if st := f.Response().(*fsm.ApplyResult).Items[0].Status; st != fsm.StatusApplied {
@@ -131,7 +135,7 @@ func TestExportRetriedAndDeduplicatedExactly(t *testing.T) {
 	if st.Token != "Bearer s3cret" || len(st.Sources) != 1 || !strings.HasPrefix(st.Sources[0], "headroom/") {
 		t.Errorf("token %q, sources %v", st.Token, st.Sources)
 	}
-	m, _ := scrape(t, s.api.Handler())
+	m, _ := metricstest.Scrape(t, s.api.Handler())
 	if m["headroom_export_events_sent_total"] < 15 || m[`headroom_export_batches_failed_total{reason="5xx"}`] < 3 {
 		t.Errorf("metrics: sent %v, failed 5xx %v", m["headroom_export_events_sent_total"], m[`headroom_export_batches_failed_total{reason="5xx"}`])
 	}
@@ -164,7 +168,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 		}
 		return nil
 	})
-	m, _ := scrape(t, s.api.Handler())
+	m, _ := metricstest.Scrape(t, s.api.Handler())
 	if m["headroom_export_blocked"] != 1 || m[`headroom_export_batches_failed_total{reason="4xx"}`] != 1 {
 		t.Fatalf("blocked %v, 4xx failures %v", m["headroom_export_blocked"], m[`headroom_export_batches_failed_total{reason="4xx"}`])
 	}
@@ -198,7 +202,7 @@ func TestExportRetryAfter(t *testing.T) {
 	waitUntil(t, 30*time.Second, "exported exactly after the 429", func() error {
 		return exactly(rcv.Totals(), endpointMicros(t, s, exportTenants, period))
 	})
-	m, _ := scrape(t, s.api.Handler())
+	m, _ := metricstest.Scrape(t, s.api.Handler())
 	if m[`headroom_export_batches_failed_total{reason="429"}`] != 1 {
 		t.Fatalf("429 failures: %v", m[`headroom_export_batches_failed_total{reason="429"}`])
 	}
@@ -264,7 +268,7 @@ func TestExportConfig(t *testing.T) {
 		{ExportURL: "ftp://x"},
 		{ExportURL: "http://x", ExportWindow: time.Millisecond},
 		{ExportURL: "http://x", ExportBatch: 5},
-		{ExportURL: "http://x", ExportBatch: MaxExportBatch + 1},
+		{ExportURL: "http://x", ExportBatch: api.MaxExportBatch + 1},
 	} {
 		c.DataDir, c.HTTPAddr, c.WireAddr, c.RaftAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		if s, err := New(c); err == nil {
@@ -274,4 +278,15 @@ func TestExportConfig(t *testing.T) {
 			t.Errorf("%+v: %v does not name the export", c, err)
 		}
 	}
+}
+
+// commitErr is the error of a commit: Raft's, or the command's refusal.
+func commitErr(f raft.ApplyFuture) error {
+	if err := f.Error(); err != nil {
+		return err
+	}
+	if res, _ := f.Response().(*fsm.ApplyResult); res != nil && res.Err != nil {
+		return res.Err
+	}
+	return nil
 }

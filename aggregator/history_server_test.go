@@ -2,9 +2,10 @@ package aggregator
 
 import (
 	"net/http/httptest"
-	"reflect"
 	"testing"
 	"time"
+
+	"github.com/headroom-rtc/headroom/aggregator/api"
 
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
 )
@@ -22,11 +23,11 @@ func TestHistoryEndpoint(t *testing.T) {
 	commitItems(t, s, fsm.Full("a1", 1, 0), fsm.Batch("a1", 1, 1, fsm.Open("app1", "audio", 7)))
 	clock.Set(clock.Now().Add(2 * time.Minute))
 	commitItems(t, s, fsm.Batch("a1", 1, 2, fsm.Closed("app1", "audio", 3)))
-	var hj HistoryJSON
+	var hj api.HistoryJSON
 	if code := get(t, s, "/v1/tenants/app1/history", &hj); code != 200 {
 		t.Fatalf("history: %d", code)
 	}
-	if !hj.Tracked || hj.MinuteSeconds != 60 || !reflect.DeepEqual(peaks(hj.Points), []uint64{7, 7, 7}) || hj.Points[0].Ceiling != 100 {
+	if !hj.Tracked || hj.MinuteSeconds != 60 || len(hj.Points) != 3 || hj.Points[0].Peak != 7 || hj.Points[1].Peak != 7 || hj.Points[2].Peak != 7 || hj.Points[0].Ceiling != 100 {
 		t.Fatalf("history %+v", hj)
 	}
 	if code := get(t, s, "/v1/tenants/app1/history?since=1m", &hj); code != 200 || len(hj.Points) != 2 {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
+	"github.com/headroom-rtc/headroom/internal/metricstest"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -25,7 +26,7 @@ func TestAggregatorMetrics(t *testing.T) {
 	if code := get(t, s, "/v1/tenants?limit=banana", nil); code != 400 {
 		t.Fatalf("limit=banana: %d", code)
 	}
-	m, text := scrape(t, h)
+	m, text := metricstest.Scrape(t, h)
 	want := map[string]float64{
 		`headroom_tenants`: 1,
 		`headroom_tenant_concurrency{class="audio",tenant="acme"}`:                                      7,

@@ -1,6 +1,3 @@
-// Package aggregator is the server side of headroom: the replicated state
-// machine, the agent stream server that feeds it, and the HTTP API that
-// reads it.
 package aggregator
 
 import (
@@ -10,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/headroom-rtc/headroom/aggregator/api"
 	"net"
 	"net/http"
 	"os"
@@ -166,7 +164,7 @@ type Server struct {
 	node  *cluster.Node
 	clock *stream.Clock
 	st    *stream.Server
-	api   *APIServer
+	api   *api.Server
 
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
@@ -183,15 +181,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" || cfg.HTTPAddr == "" || cfg.WireAddr == "" || cfg.RaftAddr == "" {
 		return nil, errors.New("aggregator: data dir, HTTP, wire and Raft addresses are required")
 	}
-	if err := ValidateAlertThresholds(cfg.AlertThresholds); err != nil {
+	if err := api.ValidateAlertThresholds(cfg.AlertThresholds); err != nil {
 		return nil, fmt.Errorf("aggregator: alert thresholds: %w", err)
 	}
 	if cfg.AlertWebhook != "" {
-		if err := ValidateWebhook(cfg.AlertWebhook); err != nil {
+		if err := api.ValidateWebhook(cfg.AlertWebhook); err != nil {
 			return nil, fmt.Errorf("aggregator: %w", err)
 		}
 	}
-	export := ExportConfig{URL: cfg.ExportURL, Token: cfg.ExportToken, Window: cfg.ExportWindow, Batch: cfg.ExportBatch,
+	export := api.ExportConfig{URL: cfg.ExportURL, Token: cfg.ExportToken, Window: cfg.ExportWindow, Batch: cfg.ExportBatch,
 		Source: cfg.ExportSource, Backoff: cfg.exportBackoff}
 	if err := export.Check(); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
@@ -242,23 +240,23 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if cfg.HoldTime <= 0 {
-		cfg.HoldTime = DefaultHoldTime
+		cfg.HoldTime = api.DefaultHoldTime
 	}
 	switch {
-	case cfg.MetricsMaxTenants < 0 || cfg.MetricsMaxTenants > MaxMetricsMaxTenants:
-		return nil, fmt.Errorf("aggregator: metrics max tenants %d: want 1 to %d", cfg.MetricsMaxTenants, MaxMetricsMaxTenants)
+	case cfg.MetricsMaxTenants < 0 || cfg.MetricsMaxTenants > api.MaxMetricsMaxTenants:
+		return nil, fmt.Errorf("aggregator: metrics max tenants %d: want 1 to %d", cfg.MetricsMaxTenants, api.MaxMetricsMaxTenants)
 	case cfg.MetricsMaxTenants == 0:
-		cfg.MetricsMaxTenants = DefaultMetricsMaxTenants
+		cfg.MetricsMaxTenants = api.DefaultMetricsMaxTenants
 	}
 	switch {
-	case cfg.HistoryMaxTenants < 0 || cfg.HistoryMaxTenants > MaxHistoryMaxTenants:
-		return nil, fmt.Errorf("aggregator: history max tenants %d: want 1 to %d", cfg.HistoryMaxTenants, MaxHistoryMaxTenants)
+	case cfg.HistoryMaxTenants < 0 || cfg.HistoryMaxTenants > api.MaxHistoryMaxTenants:
+		return nil, fmt.Errorf("aggregator: history max tenants %d: want 1 to %d", cfg.HistoryMaxTenants, api.MaxHistoryMaxTenants)
 	case cfg.HistoryMaxTenants == 0:
-		cfg.HistoryMaxTenants = DefaultHistoryMaxTenants
+		cfg.HistoryMaxTenants = api.DefaultHistoryMaxTenants
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.fsm = loggedFSM(catalogue, s.log.Named("fsm"))
-	s.api = NewAPIServer(APIConfig{
+	s.api = api.New(api.Config{
 		Log: s.log, FSM: s.fsm, Now: cfg.Now, ACL: cfg.ACL, TLS: cfg.TLS, DataDir: cfg.DataDir, GrantMargin: cfg.GrantMargin,
 		HoldTime: cfg.HoldTime, MetricsMaxTenants: cfg.MetricsMaxTenants, HistoryMaxTenants: cfg.HistoryMaxTenants,
 		AlertWebhook: cfg.AlertWebhook, AlertThresholds: cfg.AlertThresholds, Export: export,
@@ -322,7 +320,7 @@ func New(cfg Config) (*Server, error) {
 		ObserveCommit:  s.api.ObserveCommit,
 		ObserveGrouped: s.api.ObserveGrouped,
 	})
-	s.api.Attach(APIAttachment{Node: s.node, Advertised: s.advertised, HTTPAddr: s.HTTPAddr(), WireAddr: s.WireAddr(),
+	s.api.Attach(api.Attachment{Node: s.node, Advertised: s.advertised, HTTPAddr: s.HTTPAddr(), WireAddr: s.WireAddr(),
 		Streams: s.st, Stamp: s.clock.Stamp})
 	s.fsm.OnChange = func(tenants []string) {
 		s.st.TenantsChanged(tenants)

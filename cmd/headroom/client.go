@@ -16,7 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/api"
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/headroom-rtc/headroom/plans"
 )
@@ -306,7 +306,7 @@ func auditCommand() *cli.Command {
 		if n := c.Int("limit"); n > 0 {
 			q.Set("limit", fmt.Sprint(n))
 		}
-		var es []aggregator.AuditJSON
+		var es []api.AuditJSON
 		if err := cl.do("GET", "/v1/audit?"+q.Encode(), nil, &es); err != nil {
 			return err
 		}

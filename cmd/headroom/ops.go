@@ -9,14 +9,14 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/api"
 	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/headroom-rtc/headroom/internal/atomicfile"
 )
 
 func membersCommand() *cli.Command {
 	return leaf("members", "the servers as gossip sees them", "", func(c *cli.Context, cl *client, _ []string) error {
-		var ms []aggregator.MemberJSON
+		var ms []api.MemberJSON
 		if err := cl.do("GET", "/v1/members", nil, &ms); err != nil {
 			return err
 		}
@@ -35,7 +35,7 @@ func raftCommand() *cli.Command {
 		Usage: "the Raft configuration",
 		Subcommands: []*cli.Command{
 			leaf("peers", "the Raft servers, voters and leader", "", func(c *cli.Context, cl *client, _ []string) error {
-				var ps []aggregator.PeerJSON
+				var ps []api.PeerJSON
 				if err := cl.do("GET", "/v1/raft/peers", nil, &ps); err != nil {
 					return err
 				}
