@@ -214,7 +214,7 @@ type alertStats struct {
 // delivers them.
 type alerter struct {
 	log        hclog.Logger
-	fsm        *fsm.FSM
+	fsm        fsm.Reader
 	thresholds []uint32
 	webhook    string // "" logs alerts only
 	client     *http.Client
@@ -250,7 +250,7 @@ type alerter struct {
 	stats       alertStats
 }
 
-func newAlerter(sm *fsm.FSM, log hclog.Logger, thresholds []uint32, webhook string, queue int, leading func() bool, now func() time.Time) *alerter {
+func newAlerter(sm fsm.Reader, log hclog.Logger, thresholds []uint32, webhook string, queue int, leading func() bool, now func() time.Time) *alerter {
 	if len(thresholds) == 0 {
 		thresholds = DefaultAlertThresholds
 	}

@@ -4,7 +4,7 @@
 // history and the usage export to a CloudEvents receiver (export_send.go).
 //
 // Contract:
-//   - It reads the state only through fsm.FSM.Read (one consistent state
+//   - It reads the state only through fsm.Reader (one consistent state
 //     per call, never changed, nothing kept after it returns) and the
 //     read API of aggregator/fsm; it changes the state only by committing
 //     commands through Raft, stamped by the entry clock it is given.

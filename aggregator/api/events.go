@@ -233,7 +233,7 @@ func eventIndex(name string) int {
 // eventHub fans events out to the connections of GET /v1/events.
 type eventHub struct {
 	log    hclog.Logger
-	fsm    *fsm.FSM
+	fsm    fsm.Reader
 	now    func() time.Time
 	leader func() LeaderEventJSON
 	// Bounds of one connection (tests lower them).
@@ -254,7 +254,7 @@ type eventHub struct {
 	polled     bool
 }
 
-func newEventHub(sm *fsm.FSM, log hclog.Logger, now func() time.Time, leader func() LeaderEventJSON) *eventHub {
+func newEventHub(sm fsm.Reader, log hclog.Logger, now func() time.Time, leader func() LeaderEventJSON) *eventHub {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}

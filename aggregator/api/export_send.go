@@ -104,7 +104,7 @@ func (c *ExportConfig) Check() error {
 // exporter sends the export's windows from the leader.
 type exporter struct {
 	log     hclog.Logger
-	fsm     *fsm.FSM
+	fsm     fsm.Reader
 	raft    *raft.Raft
 	stamp   func() int64 // the time of a new log entry
 	now     func() time.Time

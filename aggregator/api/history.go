@@ -70,7 +70,7 @@ func newHistory(max int) *history {
 
 // changed records the tenants an entry changed (FSM.onChange), as the
 // entry left them. It takes the read lock of the state.
-func (h *history) changed(f *fsm.FSM, names []string) {
+func (h *history) changed(f fsm.Reader, names []string) {
 	f.Read(func(st *fsm.State) {
 		minute := st.Time / int64(time.Minute)
 		h.mu.Lock()

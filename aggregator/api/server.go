@@ -73,7 +73,7 @@ type streamsView interface {
 type Server struct {
 	cfg        Config
 	log        hclog.Logger
-	fsm        *fsm.FSM
+	fsm        fsm.Reader
 	node       *cluster.Node
 	stamp      func() int64 // the time of a new log entry
 	st         streamsView
@@ -101,8 +101,8 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Log, fsm: cfg.FSM, hold: cfg.HoldTime, left: make(chan struct{}), history: newHistory(cfg.HistoryMaxTenants)}
 	s.metrics = newServerMetrics(s, cfg.MetricsMaxTenants)
 	s.events = newEventHub(s.fsm, s.log.Named("events"), cfg.Now, s.leaderEvent)
-	s.fsm.OnAudit = s.events.audit
-	s.fsm.TimeApply = func() func() {
+	cfg.FSM.OnAudit = s.events.audit
+	cfg.FSM.TimeApply = func() func() {
 		start := time.Now()
 		return func() { s.metrics.fsmApply.Observe(time.Since(start).Seconds()) }
 	}

@@ -224,7 +224,26 @@ func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (fsmSnapshot) Release() {}
 
-// appliedIndex is the Raft index of the last command this state machine
+// Reader is what the servers around the state machine read it through (the
+// API's handlers, events, alerts, metrics, history and export); *FSM is one.
+// What a read may rely on:
+//   - Read calls fn once, on the calling goroutine, with the state as of one
+//     applied entry: a consistent snapshot for the whole call (it holds the
+//     read lock; Apply waits). fn must not change the state, must not keep
+//     references into it after it returns, and should be quick.
+//   - AppliedIndex is the Raft index of the last entry applied (or of the
+//     snapshot restored).
+//   - ScanTenants, called inside Read with the state Read gave, hands fn the
+//     tenant index's rows brought up to date with that state.
+type Reader interface {
+	Read(fn func(s *State))
+	AppliedIndex() uint64
+	ScanTenants(st *State, fn func(rows []TenantRow))
+}
+
+var _ Reader = (*FSM)(nil)
+
+// AppliedIndex is the Raft index of the last command this state machine
 // applied (or of the snapshot it restored).
 func (f *FSM) AppliedIndex() uint64 {
 	f.mu.RLock()
@@ -232,7 +251,7 @@ func (f *FSM) AppliedIndex() uint64 {
 	return f.s.Index
 }
 
-// read runs fn with the state under the read lock; fn must not keep
+// Read runs fn with the state under the read lock; fn must not keep
 // references to the state after it returns.
 func (f *FSM) Read(fn func(s *State)) {
 	f.mu.RLock()

@@ -7,7 +7,8 @@
 // Contract:
 //   - It owns the wire listener's connections and the order of each agent's
 //     messages (dedup is the state machine's, by agent, epoch and seq). It
-//     changes the state only through the log.
+//     reads the state only through fsm.Reader and changes it only through
+//     the log.
 //   - It may import wire, plans, internal/loop and the state machine
 //     (aggregator/fsm) of this module; never the HTTP API or the server
 //     that wires it (aggregator/deps_test.go keeps it so).

@@ -22,7 +22,7 @@ import (
 type liveness struct {
 	log    hclog.Logger
 	raft   *raft.Raft
-	fsm    *fsm.FSM
+	fsm    fsm.Reader
 	clock  *Clock
 	now    func() time.Time
 	grace  time.Duration

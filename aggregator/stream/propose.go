@@ -14,14 +14,14 @@ import (
 // leader change: a new stamp is at least the last time the FSM applied.
 type Clock struct {
 	now  func() time.Time
-	fsm  *fsm.FSM
+	fsm  fsm.Reader
 	mu   sync.Mutex
 	last int64
 }
 
 // NewClock returns a clock that reads now and never stamps before what fsm
 // last applied.
-func NewClock(now func() time.Time, fsm *fsm.FSM) *Clock { return &Clock{now: now, fsm: fsm} }
+func NewClock(now func() time.Time, fsm fsm.Reader) *Clock { return &Clock{now: now, fsm: fsm} }
 
 // Stamp is the time for a new log entry, unix ns. Safe for concurrent use.
 func (c *Clock) Stamp() int64 {

@@ -25,7 +25,7 @@ type AuthLimiter interface {
 // unless marked optional.
 type Config struct {
 	Log  hclog.Logger
-	FSM  *fsm.FSM
+	FSM  fsm.Reader
 	Raft *raft.Raft
 	// Clock stamps the entries the server proposes (shared with the rest of
 	// the server, so that stamps never go back).

@@ -45,7 +45,7 @@ func validID(s string, max int) bool { return plans.ValidateID("", s, max) == ni
 // streams accepts agent streams and pushes tenant state to them.
 type streams struct {
 	log      hclog.Logger
-	fsm      *fsm.FSM
+	fsm      fsm.Reader
 	raft     *raft.Raft
 	prop     *proposer
 	maxFrame int
