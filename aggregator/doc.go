@@ -1,4 +1,4 @@
-// Package aggregator is the server side of headroom: the Server that cmd/
+// package aggregator is the server side of headroom: the Server that cmd/
 // constructs, wiring the rooms below it.
 //
 //	fsm/     the replicated state machine: commands, Apply, snapshots, the

@@ -94,7 +94,7 @@ type Config struct {
 	Plans []plans.Plan
 	// MaxFrame limits one wire frame. (Optional, default wire.DefaultMaxFrame)
 	MaxFrame int
-	// AlertWebhook receives a JSON POST for each alert (see alerts.go);
+	// AlertWebhook receives a JSON POST for each alert (see api/alerts.go);
 	// without it alerts are only logged. (Optional)
 	AlertWebhook string
 	// AlertThresholds are the utilization percentages (of the ceiling and
@@ -103,7 +103,7 @@ type Config struct {
 	AlertThresholds []uint32
 	// ACL requires a token on every request but health, the one-time
 	// bootstrap and the dashboard's static files, and on every agent
-	// stream (see acl.go). (Optional, default off)
+	// stream (see api/acl.go). (Optional, default off)
 	ACL bool
 	// TLS serves the HTTP API and the agent streams over TLS (TLS.Server)
 	// and carries Raft and the calls between servers over it (see
@@ -126,12 +126,12 @@ type Config struct {
 	// BackupRetain is how many backups are kept. (Optional, default
 	// DefaultBackupRetain)
 	BackupRetain int
-	// HistoryMaxTenants is how many tenants' recent history (history.go)
+	// HistoryMaxTenants is how many tenants' recent history (api/history.go)
 	// the server keeps, the busiest. (Optional, default
 	// DefaultHistoryMaxTenants, at most MaxHistoryMaxTenants)
 	HistoryMaxTenants int
 	// ExportURL receives the usage increments as batches of CloudEvents,
-	// POSTed by the leader (export_send.go). (Optional, default off)
+	// POSTed by the leader (api/export_send.go). (Optional, default off)
 	ExportURL string
 	// ExportToken is sent to ExportURL as a bearer token. (Optional)
 	ExportToken string

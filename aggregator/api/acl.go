@@ -197,7 +197,7 @@ func remoteHost(r *http.Request) string {
 	return h
 }
 
-// failLimiter slows down guessing: an address with more than burst failed
+// FailLimiter slows down guessing: an address with more than burst failed
 // authentications within window is refused (429) until the window passes.
 type FailLimiter struct {
 	mu     sync.Mutex

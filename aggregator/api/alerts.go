@@ -165,7 +165,7 @@ func ParseAlertThresholds(s string) ([]uint32, error) {
 	return out, nil
 }
 
-// validateAlertThresholds checks thresholds: 1 to 1000, ascending, at most
+// ValidateAlertThresholds checks thresholds: 1 to 1000, ascending, at most
 // maxAlertThresholds.
 func ValidateAlertThresholds(ths []uint32) error {
 	if len(ths) > maxAlertThresholds {
@@ -182,7 +182,7 @@ func ValidateAlertThresholds(ths []uint32) error {
 	return nil
 }
 
-// validateWebhook checks an alert webhook URL.
+// ValidateWebhook checks an alert webhook URL.
 func ValidateWebhook(raw string) error { return checkHTTPURL("alert webhook", raw) }
 
 // checkHTTPURL checks that raw, the URL of what, is an http:// or https://

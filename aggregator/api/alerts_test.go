@@ -104,7 +104,7 @@ func alertWait(t interface {
 	}
 }
 
-// alertRig is a state machine (applied by an fsmHarness, as Raft would)
+// alertRig is a state machine (applied by an fsm.Harness, as Raft would)
 // with an alerter on its onChange hook and running its sender. Tenants are
 // put on starter (ceiling 100, 300,000 unit-minutes included).
 type alertRig struct {

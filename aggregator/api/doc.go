@@ -1,4 +1,4 @@
-// Package api is the aggregator's HTTP API: the handlers (http*.go, ops.go),
+// package api is the aggregator's HTTP API: the handlers (http*.go, ops.go),
 // the tenant list, the ACL gate (acl.go), the OpenAPI document, the event
 // streams (events.go), alert delivery (alerts.go), /metrics, the dashboard's
 // history and the usage export to a CloudEvents receiver (export_send.go).

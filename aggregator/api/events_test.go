@@ -20,7 +20,7 @@ import (
 	"github.com/headroom-rtc/headroom/wire"
 )
 
-// eventRig is a state machine (applied by an fsmHarness, as Raft would)
+// eventRig is a state machine (applied by an fsm.Harness, as Raft would)
 // with an event hub on its hooks, driven by tickers the test sends on, and
 // an HTTP server streaming the hub's events.
 type eventRig struct {

@@ -74,7 +74,7 @@ const (
 // ExportContentType is the media type of a batch of CloudEvents.
 const ExportContentType = "application/cloudevents-batch+json"
 
-// check validates the export's configuration (an empty URL: off) and
+// Check validates the export's configuration (an empty URL: off) and
 // fills in its defaults.
 func (c *ExportConfig) Check() error {
 	if c.URL == "" {

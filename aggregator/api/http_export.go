@@ -23,7 +23,7 @@ import (
 // usage in the period are left out; one with usage but no invoice (on no
 // plan, say) gets a line of kind "error" saying why.
 //
-// A closed period's usage never changes (metering.go), nor do the plans its
+// A closed period's usage never changes (fsm/metering.go), nor do the plans its
 // tenants held, so neither does its export. Invoices are billed from the
 // day-by-day usage, which the state keeps for the current and the previous
 // period only: an older period is refused (409) rather than billed without

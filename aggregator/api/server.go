@@ -46,7 +46,7 @@ type Config struct {
 	Export ExportConfig
 }
 
-// exportConfig configures the usage export (export_send.go).
+// ExportConfig configures the usage export (export_send.go).
 type ExportConfig struct {
 	URL, Token string
 	Window     time.Duration
@@ -68,7 +68,7 @@ type streamsView interface {
 	Traffic() (accepted uint64, messages [2][fsm.StatusInvalid + 1]uint64)
 }
 
-// apiServer is the HTTP side of a server: the handlers, the ACL gate,
+// Server is the HTTP side of a server: the handlers, the ACL gate,
 // events, alerts, metrics, history and the usage export.
 type Server struct {
 	cfg        Config
@@ -122,7 +122,7 @@ type Attachment struct {
 	Stamp func() int64
 }
 
-// attach completes the API once Raft is open: security, alerts, the export.
+// Attach completes the API once Raft is open: security, alerts, the export.
 func (s *Server) Attach(a Attachment) {
 	s.node, s.advertised, s.httpAddr, s.wireAddr, s.st, s.stamp = a.Node, a.Advertised, a.HTTPAddr, a.WireAddr, a.Streams, a.Stamp
 	s.initSecurity()
@@ -135,7 +135,7 @@ func (s *Server) Attach(a Attachment) {
 	}
 }
 
-// run delivers alerts, paces the event streams and runs the export until
+// Run delivers alerts, paces the event streams and runs the export until
 // ctx ends; it returns once they have stopped.
 func (s *Server) Run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -149,7 +149,7 @@ func (s *Server) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// tenantsChanged tells alerts, events and history of the tenants an entry
+// TenantsChanged tells alerts, events and history of the tenants an entry
 // changed; the FSM's OnChange hook calls it. It does not block.
 func (s *Server) TenantsChanged(names []string) {
 	s.alerts.changed(names)
@@ -166,7 +166,7 @@ func (s *Server) RaftAddr() string { return s.node.Addr() }
 // Done is closed once the server has left the cluster (POST /v1/leave).
 func (s *Server) Done() <-chan struct{} { return s.left }
 
-// ensureBarrier runs a barrier once per term on a new leader, so it serves
+// EnsureBarrier runs a barrier once per term on a new leader, so it serves
 // reads and agent streams only once it has applied everything committed
 // before it. ok is false on a follower and while the barrier fails; fresh
 // is true on the call that completed the term's barrier.
@@ -219,7 +219,7 @@ func (s *Server) term() uint64 {
 	return t
 }
 
-// openSnapshot takes a Raft snapshot of this server's state and returns the
+// OpenSnapshot takes a Raft snapshot of this server's state and returns the
 // header of its snapshot file and the state to follow it, for the caller to
 // close.
 func (s *Server) OpenSnapshot() (*fsm.SnapshotHeader, io.ReadCloser, error) {

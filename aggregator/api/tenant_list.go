@@ -37,7 +37,7 @@ import (
 // not at all, as with any keyset paging). A cursor only fits the sort it
 // was issued for.
 //
-// One pass over the tenants' index rows (tenant_index.go) under the read
+// One pass over the tenants' index rows (fsm/tenant_index.go) under the read
 // lock selects the page with a bounded heap (O(n log limit)); only the
 // page's tenants are rendered.
 

@@ -15,7 +15,7 @@ import (
 // rather than misapplying it, so upgrade followers before the leader.
 const logVersion = 1
 
-// cmdKind identifies a log command. Values are stable: add new kinds to the
+// CmdKind identifies a log command. Values are stable: add new kinds to the
 // end of this list, never renumber or reuse one.
 type CmdKind uint8
 
@@ -42,7 +42,7 @@ const (
 	// Add new kinds above this line.
 )
 
-// command is the body of one log entry kind. when is the leader's stamp;
+// Command is the body of one log entry kind. when is the leader's stamp;
 // apply changes the state and says what came of it.
 type Command interface {
 	when() int64
@@ -85,7 +85,7 @@ func newCommand(kind CmdKind) Command {
 	return nil
 }
 
-// itemKind tells which wire message an agentItem carries.
+// ItemKind tells which wire message an agentItem carries.
 type ItemKind uint8
 
 const (
@@ -94,7 +94,7 @@ const (
 	ItemGrant ItemKind = 3 // body is a wire GrantAsk
 )
 
-// agentItem is one agent message inside a cmdAgentItems entry. Body is the
+// AgentItem is one agent message inside a cmdAgentItems entry. Body is the
 // wire encoding of the message, so the log stores what the agent sent.
 type AgentItem struct {
 	Kind   ItemKind `msgpack:"k"`
@@ -102,7 +102,7 @@ type AgentItem struct {
 	Body   []byte   `msgpack:"b"`
 }
 
-// agentItemsCmd groups many agents' messages into one log entry.
+// AgentItemsCmd groups many agents' messages into one log entry.
 type AgentItemsCmd struct {
 	// Time is the leader's clock when it proposed the entry, unix ns.
 	Time int64 `msgpack:"t"`
@@ -115,7 +115,7 @@ type AgentItemsCmd struct {
 	Margin int64 `msgpack:"m,omitempty"`
 }
 
-// setPlanCmd puts a tenant on a plan, creating the tenant if absent: at
+// SetPlanCmd puts a tenant on a plan, creating the tenant if absent: at
 // once when At is not after the entry's time, else at At (a scheduled
 // change, which replaces any change still pending for the tenant).
 type SetPlanCmd struct {
@@ -126,13 +126,13 @@ type SetPlanCmd struct {
 	At       int64  `msgpack:"at,omitempty"`
 }
 
-// agentRef names one epoch of one agent.
+// AgentRef names one epoch of one agent.
 type AgentRef struct {
 	ID    string `msgpack:"a"`
 	Epoch uint64 `msgpack:"e"`
 }
 
-// agentsCmd expires or forgets agents. Each is acted on only while its
+// AgentsCmd expires or forgets agents. Each is acted on only while its
 // record still holds that epoch, so a command that raced with the agent's
 // return does nothing.
 type AgentsCmd struct {
@@ -141,12 +141,12 @@ type AgentsCmd struct {
 	Forget bool       `msgpack:"-"` // set by the kind: cmdForget
 }
 
-// applyDueCmd applies every scheduled change due at its time.
+// ApplyDueCmd applies every scheduled change due at its time.
 type ApplyDueCmd struct {
 	Time int64 `msgpack:"t"`
 }
 
-// cancelCmd cancels a tenant's scheduled change (ID 0: whatever is pending).
+// CancelCmd cancels a tenant's scheduled change (ID 0: whatever is pending).
 type CancelCmd struct {
 	Time     int64  `msgpack:"t"`
 	Tenant   string `msgpack:"tn"`
@@ -154,7 +154,7 @@ type CancelCmd struct {
 	Operator string `msgpack:"o,omitempty"`
 }
 
-// tenantOpCmd suspends, resumes or deletes a tenant.
+// TenantOpCmd suspends, resumes or deletes a tenant.
 type TenantOpCmd struct {
 	Time     int64  `msgpack:"t"`
 	Tenant   string `msgpack:"tn"`
@@ -162,7 +162,7 @@ type TenantOpCmd struct {
 	Operator string `msgpack:"o,omitempty"`
 }
 
-// putPlanCmd creates (Create) or updates a plan of the catalogue.
+// PutPlanCmd creates (Create) or updates a plan of the catalogue.
 type PutPlanCmd struct {
 	Time     int64      `msgpack:"t"`
 	Plan     plans.Plan `msgpack:"p"`
@@ -170,7 +170,7 @@ type PutPlanCmd struct {
 	Operator string     `msgpack:"o,omitempty"`
 }
 
-// deletePlanCmd deletes a plan no tenant uses or is scheduled to use.
+// DeletePlanCmd deletes a plan no tenant uses or is scheduled to use.
 type DeletePlanCmd struct {
 	Time     int64  `msgpack:"t"`
 	Name     string `msgpack:"n"`

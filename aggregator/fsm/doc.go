@@ -1,4 +1,4 @@
-// Package fsm is the aggregator's replicated state machine: the commands of
+// package fsm is the aggregator's replicated state machine: the commands of
 // the Raft log (command.go), Apply, snapshots and restore (fsm.go), the
 // state they build (state.go: tenants, agents, plans, usage, grants, users,
 // tokens, the export cursor) and the reads of it the servers answer with

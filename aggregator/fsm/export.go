@@ -2,7 +2,7 @@ package fsm
 
 // The usage export's cursor, kept in the replicated state: the state
 // machine's half of the export to billing systems. The sending half (the
-// leader's HTTP client, CloudEvents) is export_send.go.
+// leader's HTTP client, CloudEvents) is aggregator/api/export_send.go.
 //
 // Windows. The leader cuts the usage into windows through the log
 // (cmdExportCut). A cut freezes, for every record (a tenant's usage of one
@@ -74,7 +74,7 @@ type ExportMark struct {
 // Pending reports how many records of the latest cut are not acknowledged.
 func (e *ExportState) Pending() uint64 { return e.pending }
 
-// exportCutCmd cuts a new window at the entry's time. Seq is the cut the
+// ExportCutCmd cuts a new window at the entry's time. Seq is the cut the
 // leader means (the state's Seq + 1): a stale or repeated proposal is
 // refused, as is a cut while the previous one is not wholly acknowledged.
 type ExportCutCmd struct {
@@ -83,7 +83,7 @@ type ExportCutCmd struct {
 	Source string `msgpack:"src"`
 }
 
-// exportRef names one record: a tenant's usage of a period through the
+// ExportRef names one record: a tenant's usage of a period through the
 // agents of one region.
 type ExportRef struct {
 	Tenant string `msgpack:"tn"`
@@ -91,7 +91,7 @@ type ExportRef struct {
 	Region string `msgpack:"r,omitempty"`
 }
 
-// exportAckCmd records that the receiver acknowledged the events of cut Seq
+// ExportAckCmd records that the receiver acknowledged the events of cut Seq
 // of the records named. Acknowledging a record again changes nothing.
 type ExportAckCmd struct {
 	Time    int64       `msgpack:"t"`
@@ -206,14 +206,14 @@ func (s *State) rebuildExport() {
 	})
 }
 
-// exportRecord is one unacknowledged record of the latest cut and its
+// ExportRecord is one unacknowledged record of the latest cut and its
 // increment per class (µs).
 type ExportRecord struct {
 	ExportRef
 	Delta ClassCounts
 }
 
-// exportPending lists the unacknowledged records of the latest cut, in
+// ExportPending lists the unacknowledged records of the latest cut, in
 // tenant, period and region order. Under the read lock; what it returns is
 // the caller's.
 func (s *State) ExportPending() []ExportRecord {
@@ -238,7 +238,7 @@ func (s *State) ExportPending() []ExportRecord {
 	return out
 }
 
-// exportDirty reports whether a cut now would freeze anything: some
+// ExportDirty reports whether a cut now would freeze anything: some
 // record's session time grew since the latest cut. Under the read lock.
 func (s *State) ExportDirty() bool {
 	e := s.Export
@@ -274,7 +274,7 @@ func (s *State) eachRecord(index uint64, closed string, fn func(t *Tenant, perio
 	}
 }
 
-// events is how many events the record makes: one per class that grew.
+// Events is how many events the record makes: one per class that grew.
 func (r *ExportRecord) Events() int {
 	n := 0
 	for _, d := range r.Delta {

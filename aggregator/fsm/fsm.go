@@ -30,18 +30,18 @@ type FSM struct {
 	mu sync.RWMutex
 	s  *State
 
-	// onChange, if set, is called after each entry with the tenants it
+	// OnChange, if set, is called after each entry with the tenants it
 	// changed.
 	OnChange func(tenants []string)
-	// onAudit, if set, is called after each entry that appended to the
+	// OnAudit, if set, is called after each entry that appended to the
 	// audit log, with the entries it appended (the callee's to keep), after
 	// onChange.
 	OnAudit func(entries []AuditEntry)
-	// onRefused, if set, is told of each command refused (malformed false)
+	// OnRefused, if set, is told of each command refused (malformed false)
 	// and of each entry skipped because it could not be decoded (malformed
 	// true): the server logs them.
 	OnRefused func(index uint64, err error, malformed bool)
-	// timeApply, if set, is called before each command is applied and
+	// TimeApply, if set, is called before each command is applied and
 	// returns what is called once it is (for metrics only: the clock is the
 	// caller's; the state never sees it).
 	TimeApply func() (done func())
@@ -55,7 +55,7 @@ func NewFSM(catalogue []plans.Plan) *FSM {
 	return &FSM{s: NewState(catalogue)}
 }
 
-// applyResult is what Apply returns for a command, read by the proposer.
+// ApplyResult is what Apply returns for a command, read by the proposer.
 type ApplyResult struct {
 	Items     []ItemResult // cmdAgentItems: one per item, in order
 	Scheduled uint64       // cmdSetPlan: the id of the change scheduled

@@ -411,7 +411,7 @@ func GrantsJSONOf(s *State, t *Tenant, now, margin int64) []GrantPoolJSON {
 	return out
 }
 
-// recallTargets returns, for the pools an ask of agent asker left short
+// RecallTargets returns, for the pools an ask of agent asker left short
 // with nothing free, the other agents holding shares of them that their
 // last reported counts do not use: the agents to send Recall.
 func RecallTargets(s *State, asker string, wants []wire.GrantWant, got []wire.GrantShare, margin int64) map[string][]wire.GrantPool {

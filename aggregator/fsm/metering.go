@@ -60,7 +60,7 @@ type booking struct {
 	region string // the agent's region
 }
 
-// grace is the grace for late batches in effect, ns.
+// Grace is the grace for late batches in effect, ns.
 func (s *State) Grace() int64 {
 	if s.UsageGrace > 0 {
 		return s.UsageGrace
@@ -77,7 +77,7 @@ func (s *State) closePeriods(now int64) {
 	}
 }
 
-// periodClosed reports whether period p ("2006-01") is closed.
+// PeriodClosed reports whether period p ("2006-01") is closed.
 func (s *State) PeriodClosed(p string) bool { return p <= s.ClosedThrough }
 
 // batchBooking is where the usage of a batch cut at agentMillis (unix ms;
@@ -365,7 +365,7 @@ func (a *applier) settle() {
 	}
 }
 
-// usageGraceCmd sets how long after its end a period still takes the
+// UsageGraceCmd sets how long after its end a period still takes the
 // batches cut in it (0: DefaultUsageGrace). Periods already closed stay
 // closed.
 type UsageGraceCmd struct {

@@ -62,7 +62,7 @@ func SnapshotServers(c raft.Configuration) []SnapshotServer {
 	return out
 }
 
-// snapshotPreamble is what comes before the state: the magic line and the
+// SnapshotPreamble is what comes before the state: the magic line and the
 // header line.
 func SnapshotPreamble(hdr *SnapshotHeader) ([]byte, error) {
 	j, err := json.Marshal(hdr)
@@ -72,7 +72,7 @@ func SnapshotPreamble(hdr *SnapshotHeader) ([]byte, error) {
 	return append(append([]byte(SnapshotMagic), j...), '\n'), nil
 }
 
-// writeSnapshotFile writes a snapshot file of hdr and hdr.Size bytes read
+// WriteSnapshotFile writes a snapshot file of hdr and hdr.Size bytes read
 // from state to w, and returns its checksum.
 func WriteSnapshotFile(w io.Writer, hdr *SnapshotHeader, state io.Reader) (string, error) {
 	pre, err := SnapshotPreamble(hdr)
@@ -116,7 +116,7 @@ type snapshotRead struct {
 	Sum    string // checksum read from the file ("" legacy)
 }
 
-// readSnapshotFile reads a whole snapshot file from r: the header, then the
+// ReadSnapshotFile reads a whole snapshot file from r: the header, then the
 // state, handed to state (if not nil) as a reader of exactly its bytes —
 // what state leaves unread is read and hashed all the same — then the
 // checksum, which must match. A legacy file is handed to state whole. A

@@ -10,7 +10,7 @@ import (
 	"github.com/headroom-rtc/headroom/wire"
 )
 
-// numClasses is the number of session classes; classCounts is indexed by
+// NumClasses is the number of session classes; classCounts is indexed by
 // plans.Class - 1.
 const NumClasses = plans.NumClasses
 
@@ -26,7 +26,7 @@ func (c *ClassCounts) Total() uint64 {
 
 func (c *ClassCounts) isZero() bool { return *c == ClassCounts{} }
 
-// classNames lists the classes this server counts, as Welcome tells agents.
+// ClassNames lists the classes this server counts, as Welcome tells agents.
 var ClassNames = func() []string {
 	out := make([]string, 0, NumClasses)
 	for _, c := range plans.AllClasses {
@@ -35,7 +35,7 @@ var ClassNames = func() []string {
 	return out
 }()
 
-// classIndex maps a wire class name to its index, or -1.
+// ClassIndex maps a wire class name to its index, or -1.
 func ClassIndex(name string) int {
 	c, err := plans.ParseClass(name)
 	if err != nil {
@@ -207,7 +207,7 @@ func NewState(catalogue []plans.Plan) *State {
 	return s
 }
 
-// itemStatus is the outcome of one agent message.
+// ItemStatus is the outcome of one agent message.
 type ItemStatus uint8
 
 const (

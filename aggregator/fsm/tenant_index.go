@@ -26,7 +26,7 @@ type tenantIndex struct {
 	stale   bool           // too many pending: rebuild at the next refresh
 }
 
-// tenantRow is one tenant's figures in the index.
+// TenantRow is one tenant's figures in the index.
 type TenantRow struct {
 	Name    string
 	Plan    string
@@ -108,7 +108,7 @@ func (x *tenantIndex) scan(st *State, fn func(rows []TenantRow)) {
 	fn(x.rows)
 }
 
-// tenantKey is what the list sorts a tenant by.
+// TenantKey is what the list sorts a tenant by.
 type TenantKey struct {
 	Name string
 	Util float64
@@ -137,7 +137,7 @@ func (p *planCeilings) of(name string) uint64 {
 	return c
 }
 
-// ceilingOf is the ceiling of plan name that utilization is measured
+// CeilingOf is the ceiling of plan name that utilization is measured
 // against: 0 for none (no plan, or a meter plan).
 func CeilingOf(st *State, name string) uint64 {
 	p, ok := st.Plans[name]
@@ -147,7 +147,7 @@ func CeilingOf(st *State, name string) uint64 {
 	return p.Ceiling
 }
 
-// utilization is concurrency / ceiling; 0 without a ceiling.
+// Utilization is concurrency / ceiling; 0 without a ceiling.
 func Utilization(conc, ceiling uint64) float64 {
 	if ceiling == 0 {
 		return 0
@@ -155,11 +155,11 @@ func Utilization(conc, ceiling uint64) float64 {
 	return float64(conc) / float64(ceiling)
 }
 
-// tenantRowOf is t's row, as the index would hold it; under st's read lock.
+// TenantRowOf is t's row, as the index would hold it; under st's read lock.
 func TenantRowOf(st *State, t *Tenant) TenantRow { return rowOf(t, &planCeilings{st: st}) }
 
-// scanTenants calls fn with the tenant index's rows brought up to date with
+// ScanTenants calls fn with the tenant index's rows brought up to date with
 // st, the state of a read in progress (FSM.read: the read lock is held); fn
 // must not keep the rows. The rows hold the figures the tenant list sorts
-// and filters by (tenant_list.go in the API).
+// and filters by (aggregator/api/tenant_list.go).
 func (f *FSM) ScanTenants(st *State, fn func(rows []TenantRow)) { f.index.scan(st, fn) }

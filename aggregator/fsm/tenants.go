@@ -41,11 +41,11 @@ type AuditEntry struct {
 	After    string
 }
 
-// maxAudit bounds the audit log kept in the state; older entries are
+// MaxAudit bounds the audit log kept in the state; older entries are
 // dropped first (plan changes are rare: this is years of them).
 const MaxAudit = 100_000
 
-// errRefused marks a command the state machine refused for the caller's
+// ErrRefused marks a command the state machine refused for the caller's
 // reasons (bad input), as opposed to a failure.
 var ErrRefused = errors.New("refused")
 
@@ -253,7 +253,7 @@ func describePlan(p plans.Plan) string {
 
 func FormatTime(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339) }
 
-// tenantInfo is what agents are told of a tenant; tenants on no plan are
+// TenantInfo is what agents are told of a tenant; tenants on no plan are
 // not told (agents refuse them as unknown).
 func TenantInfo(s *State, t *Tenant) (wire.TenantInfo, bool) {
 	p, ok := s.Plans[t.Plan]

@@ -21,7 +21,7 @@ type TB interface {
 	Fatalf(format string, args ...any)
 }
 
-// fsmHarness applies commands to an FSM the way Raft would, with
+// Harness applies commands to an FSM the way Raft would, with
 // increasing indexes.
 type Harness struct {
 	T     TB
@@ -107,7 +107,7 @@ func (h *Harness) SetPlan(at time.Time, tenant, plan string) {
 	}
 }
 
-// itemsCmd groups agent messages into one log command, as the proposer does.
+// ItemsCmd groups agent messages into one log command, as the proposer does.
 func ItemsCmd(at int64, defaultPlan string, msgs ...wire.Message) *AgentItemsCmd {
 	cmd := &AgentItemsCmd{Time: at, DefaultPlan: defaultPlan}
 	for _, m := range msgs {
@@ -123,7 +123,7 @@ func ItemsCmd(at int64, defaultPlan string, msgs ...wire.Message) *AgentItemsCmd
 	return cmd
 }
 
-// testingEdit runs fn on the state under the write lock, for tests and
+// TestingEdit runs fn on the state under the write lock, for tests and
 // benchmarks that build a state no sequence of commands would build quickly.
 // The server never calls it: the state changes only by Apply and Restore.
 func (f *FSM) TestingEdit(fn func(s *State)) {
@@ -132,7 +132,7 @@ func (f *FSM) TestingEdit(fn func(s *State)) {
 	fn(f.s)
 }
 
-// testingScan calls fn with the index rows of st, a state built by a test
+// TestingScan calls fn with the index rows of st, a state built by a test
 // outside any FSM, as scanTenants would.
 func TestingScan(st *State, fn func(rows []TenantRow)) {
 	var x tenantIndex

@@ -47,13 +47,13 @@ type Token struct {
 	CreatedBy   string `msgpack:"b,omitempty"` // accessor of the creator; "bootstrap"
 }
 
-// hashSecret is the form a secret is kept and looked up in.
+// HashSecret is the form a secret is kept and looked up in.
 func HashSecret(secret string) string {
 	h := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(h[:])
 }
 
-// newSecret returns a fresh accessor id and secret.
+// NewSecret returns a fresh accessor id and secret.
 func NewSecret() (accessor, secret string) {
 	var b [16 + 32]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -62,7 +62,7 @@ func NewSecret() (accessor, secret string) {
 	return hex.EncodeToString(b[:16]), hex.EncodeToString(b[16:])
 }
 
-// tokenCreateCmd adds a token; with Bootstrap, only while no token was
+// TokenCreateCmd adds a token; with Bootstrap, only while no token was
 // ever bootstrapped.
 type TokenCreateCmd struct {
 	Time      int64  `msgpack:"t"`
@@ -71,7 +71,7 @@ type TokenCreateCmd struct {
 	Operator  string `msgpack:"o,omitempty"`
 }
 
-// tokenRevokeCmd deletes a token by accessor.
+// TokenRevokeCmd deletes a token by accessor.
 type TokenRevokeCmd struct {
 	Time     int64  `msgpack:"t"`
 	Accessor string `msgpack:"a"`
@@ -147,7 +147,7 @@ func (s *State) tokenIndex() map[string]string {
 	return s.byHash
 }
 
-// tokenBySecret returns the token whose secret is secret, or nil.
+// TokenBySecret returns the token whose secret is secret, or nil.
 func (s *State) TokenBySecret(secret string) *Token {
 	if secret == "" || len(s.Tokens) == 0 {
 		return nil

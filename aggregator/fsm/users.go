@@ -272,7 +272,7 @@ func DayOf(t int64) uint32 { return uint32(t / int64(24*time.Hour)) }
 
 func dayStart(d uint32) time.Time { return time.Unix(int64(d)*86400, 0).UTC() }
 
-// periodOfDay is the billing period a UTC day belongs to.
+// PeriodOfDay is the billing period a UTC day belongs to.
 func PeriodOfDay(d uint32) string { return plans.PeriodOf(dayStart(d)).String() }
 
 // applyUsers books the users agents saw: each set to its day and that
@@ -358,7 +358,7 @@ func (a *applier) pruneUsers(t *Tenant) {
 	}
 }
 
-// dau is t's distinct users of day (0 when not kept).
+// DAU is t's distinct users of day (0 when not kept).
 func (t *Tenant) DAU(day uint32) uint64 {
 	i, found := slices.BinarySearchFunc(t.Days, day, func(d DayUsers, day uint32) int { return int(int64(d.Day) - int64(day)) })
 	if !found {
@@ -367,5 +367,5 @@ func (t *Tenant) DAU(day uint32) uint64 {
 	return t.Days[i].count()
 }
 
-// maxUserHashes bounds the hashes of one UserSet (PROTOCOL.md).
+// MaxUserHashes bounds the hashes of one UserSet (PROTOCOL.md).
 const MaxUserHashes = 10_000

@@ -1,3 +1,8 @@
+// The reads of the state the servers answer with: the JSON views of a
+// tenant, its usage, metering and pending change, and what billing and
+// advice gather of a tenant and period. Each takes the state of one
+// FSM.Read and keeps nothing of it.
+
 package fsm
 
 import (
@@ -54,6 +59,7 @@ type UsageJSON struct {
 	MeteringJSON
 }
 
+// ByClass names the counts of c by class.
 func ByClass(c *ClassCounts) map[string]uint64 {
 	m := make(map[string]uint64, NumClasses)
 	for i, v := range c {
@@ -62,6 +68,7 @@ func ByClass(c *ClassCounts) map[string]uint64 {
 	return m
 }
 
+// TenantJSONOf is t as the tenant list shows it; under the read lock.
 func TenantJSONOf(s *State, t *Tenant) TenantJSON {
 	j := TenantJSON{Tenant: t.Name, Plan: t.Plan, Suspended: t.Suspended, Concurrency: ConcurrencyJSON{Total: t.Open.Total(), ByClass: ByClass(&t.Open)}}
 	if p, ok := s.Plans[t.Plan]; ok {
@@ -74,6 +81,7 @@ func TenantJSONOf(s *State, t *Tenant) TenantJSON {
 	return j
 }
 
+// UsageJSONOf is t's usage of period; under the read lock.
 func UsageJSONOf(t *Tenant, period string) *UsageJSON {
 	u := t.Usage[period]
 	if u == nil {
@@ -89,7 +97,7 @@ func UsageJSONOf(t *Tenant, period string) *UsageJSON {
 	return j
 }
 
-// unitMinutes is a period's usage in unit-minutes: session minutes times
+// UnitMinutes is a period's usage in unit-minutes: session minutes times
 // class weight, summed over the classes (the usage report's figure, which
 // alerts compare with a plan's included unit-minutes).
 func UnitMinutes(u *Usage) float64 {
@@ -201,7 +209,7 @@ type UsageReportJSON struct {
 	InvoiceError string         `json:"invoice_error,omitempty"`
 }
 
-// tenantUsage gathers what billing and advice need of one tenant and
+// TenantUsage gathers what billing and advice need of one tenant and
 // period, under the read lock: the plans held, the usage in time order and
 // the days.
 type TenantUsage struct {
@@ -212,71 +220,71 @@ type TenantUsage struct {
 	Days    []plans.DayUsage
 	Report  UsageReportJSON
 	heldErr error
-	// observedFrom is when the tenant was first on a plan or first had
+	// ObservedFrom is when the tenant was first on a plan or first had
 	// usage in the period (zero: from its start); previous is the previous
 	// period's usage, if any.
 	ObservedFrom time.Time
 	Previous     *plans.PeriodUsage
 }
 
+// GatherUsage gathers tenant id's usage of period p from st; under the
+// read lock (FSM.Read).
 func GatherUsage(st *State, id string, p plans.Period) TenantUsage {
 	var tu TenantUsage
-	func() {
-		t := st.Tenants[id]
-		if t == nil {
-			return
+	t := st.Tenants[id]
+	if t == nil {
+		return tu
+	}
+	tu.Found = true
+	tu.Current = st.Plans[t.Plan]
+	tu.Report = UsageReportJSON{Tenant: id, UsageJSON: *TenantUsageJSONOf(st, t, p.String()), Days: []DayJSON{}}
+	tu.held, tu.heldErr = holdings(st, t, p)
+	tu.Previous = previousUsage(t, p.Prev())
+	u := t.Usage[p.String()]
+	tu.ObservedFrom = observedFrom(t, u, p)
+	if u == nil {
+		return tu
+	}
+	var micros []ClassCounts            // per day
+	var regionPeaks []map[string]uint64 // per day
+	for _, b := range u.Buckets {
+		at := time.Unix(0, b.From).UTC()
+		day := int(at.Sub(p.Start()) / (24 * time.Hour))
+		for len(tu.Days) <= day {
+			tu.Days = append(tu.Days, plans.DayUsage{})
+			micros = append(micros, ClassCounts{})
+			regionPeaks = append(regionPeaks, nil)
 		}
-		tu.Found = true
-		tu.Current = st.Plans[t.Plan]
-		tu.Report = UsageReportJSON{Tenant: id, UsageJSON: *TenantUsageJSONOf(st, t, p.String()), Days: []DayJSON{}}
-		tu.held, tu.heldErr = holdings(st, t, p)
-		tu.Previous = previousUsage(t, p.Prev())
-		u := t.Usage[p.String()]
-		tu.ObservedFrom = observedFrom(t, u, p)
-		if u == nil {
-			return
+		d := &tu.Days[day]
+		d.Peak = max(d.Peak, b.Peak)
+		d.Refused += b.Refused
+		for _, rp := range b.RegionPeaks {
+			if regionPeaks[day] == nil {
+				regionPeaks[day] = make(map[string]uint64)
+			}
+			regionPeaks[day][rp.Key] = max(regionPeaks[day][rp.Key], rp.Val)
 		}
-		var micros []ClassCounts            // per day
-		var regionPeaks []map[string]uint64 // per day
-		for _, b := range u.Buckets {
-			at := time.Unix(0, b.From).UTC()
-			day := int(at.Sub(p.Start()) / (24 * time.Hour))
-			for len(tu.Days) <= day {
-				tu.Days = append(tu.Days, plans.DayUsage{})
-				micros = append(micros, ClassCounts{})
-				regionPeaks = append(regionPeaks, nil)
-			}
-			d := &tu.Days[day]
-			d.Peak = max(d.Peak, b.Peak)
-			d.Refused += b.Refused
-			for _, rp := range b.RegionPeaks {
-				if regionPeaks[day] == nil {
-					regionPeaks[day] = make(map[string]uint64)
-				}
-				regionPeaks[day][rp.Key] = max(regionPeaks[day][rp.Key], rp.Val)
-			}
-			for c, m := range b.Micros {
-				micros[day][c] += m
-				if m > 0 || b.Minutes[c] > 0 {
-					tu.Slices = append(tu.Slices, plans.UsageSlice{At: at, Class: plans.Class(c + 1), Micros: m, Minutes: b.Minutes[c]})
-				}
+		for c, m := range b.Micros {
+			micros[day][c] += m
+			if m > 0 || b.Minutes[c] > 0 {
+				tu.Slices = append(tu.Slices, plans.UsageSlice{At: at, Class: plans.Class(c + 1), Micros: m, Minutes: b.Minutes[c]})
 			}
 		}
-		for i := range tu.Days {
-			d := &tu.Days[i]
-			for _, peak := range regionPeaks[i] {
-				d.RegionalPeak += peak
-			}
-			date := p.Start().AddDate(0, 0, i)
-			dj := DayJSON{Date: date.Format("2006-01-02"), Peak: d.Peak, RegionalPeak: d.RegionalPeak, Refused: d.Refused,
-				SecondsByClass: map[string]float64{}, DAU: t.DAU(DayOf(date.UnixNano()))}
-			for c, m := range micros[i] {
-				d.Minutes[c] = m / 60_000_000
-				dj.SecondsByClass[plans.Class(c+1).String()] = float64(m) / 1e6
-			}
-			tu.Report.Days = append(tu.Report.Days, dj)
+	}
+	for i := range tu.Days {
+		d := &tu.Days[i]
+		for _, peak := range regionPeaks[i] {
+			d.RegionalPeak += peak
 		}
-	}()
+		date := p.Start().AddDate(0, 0, i)
+		dj := DayJSON{Date: date.Format("2006-01-02"), Peak: d.Peak, RegionalPeak: d.RegionalPeak, Refused: d.Refused,
+			SecondsByClass: map[string]float64{}, DAU: t.DAU(DayOf(date.UnixNano()))}
+		for c, m := range micros[i] {
+			d.Minutes[c] = m / 60_000_000
+			dj.SecondsByClass[plans.Class(c+1).String()] = float64(m) / 1e6
+		}
+		tu.Report.Days = append(tu.Report.Days, dj)
+	}
 	return tu
 }
 
@@ -368,7 +376,7 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// invoice bills the gathered usage under the plans held.
+// Invoice bills the gathered usage under the plans held.
 func (tu *TenantUsage) Invoice(p plans.Period) (*plans.Invoice, error) {
 	if tu.heldErr != nil {
 		return nil, tu.heldErr
@@ -389,6 +397,7 @@ type ScheduledJSON struct {
 	Operator string `json:"operator,omitempty"`
 }
 
+// ScheduledJSONOf is a pending plan change as the API shows it.
 func ScheduledJSONOf(sc *Scheduled) *ScheduledJSON {
 	return &ScheduledJSON{ID: sc.ID, Plan: sc.Plan, At: FormatTime(sc.At), Created: FormatTime(sc.Created), Operator: sc.Operator}
 }

@@ -1,4 +1,4 @@
-// Package stream is the aggregator's agent stream server: it accepts the
+// package stream is the aggregator's agent stream server: it accepts the
 // agents' wire streams (stream.go), checks what they send, proposes their
 // messages to the Raft log grouped into entries (propose.go), answers each
 // with its result, pushes the tenants' state back as it changes, and on the

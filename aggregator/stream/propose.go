@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// leaderClock stamps log entries. Stamps never go backwards, also across a
+// Clock stamps log entries. Stamps never go backwards, also across a
 // leader change: a new stamp is at least the last time the FSM applied.
 type Clock struct {
 	now  func() time.Time

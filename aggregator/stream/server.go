@@ -62,7 +62,7 @@ type Config struct {
 	ObserveGrouped func(n int)
 }
 
-// streamServer is the agent stream server: it accepts agents' streams,
+// Server is the agent stream server: it accepts agents' streams,
 // proposes their messages to the log grouped into entries, answers with the
 // results and pushes the tenants' state back; on the leader it expires
 // silent agents.

@@ -1,4 +1,4 @@
-// Package web is the aggregator's dashboard: a page with its script and
+// package web is the aggregator's dashboard: a page with its script and
 // style (index.html, app.js, app.css), embedded in the binary and served
 // by Routes at / and /ui/. The page reads the same JSON API as any client.
 //
