@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"github.com/headroom-rtc/headroom/aggregator/api"
 	"net"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func TestAgentsShowUnacked(t *testing.T) {
 			break
 		}
 	}
-	var agents []AgentJSON
+	var agents []api.AgentJSON
 	if code := get(t, s, "/v1/agents", &agents); code != 200 || len(agents) != 1 || agents[0].UnackedBatches == nil || *agents[0].UnackedBatches != 0 {
 		t.Fatalf("agents: %d %+v", code, agents)
 	}

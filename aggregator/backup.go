@@ -12,15 +12,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/headroom-rtc/headroom/internal/atomicfile"
+	"github.com/headroom-rtc/headroom/internal/loop"
 )
 
 // Backups: with Config.BackupInterval set, the leader writes a snapshot file
-// (snapfile.go) to Config.BackupDir every interval, named by its time and
+// (fsm/snapfile.go) to Config.BackupDir every interval, named by its time and
 // index (headroom-20261130T120000Z-4711.snap), written atomically and
 // durably (atomicfile), and keeps the newest Config.BackupRetain of the files
 // so named. A failure is logged as an error and counted in
@@ -63,24 +66,6 @@ func checkBackups(cfg *Config) error {
 	return nil
 }
 
-// openSnapshot takes a Raft snapshot of this server's state and returns the
-// header of its snapshot file and the state to follow it, for the caller to
-// close.
-func (s *Server) openSnapshot() (*SnapshotHeader, io.ReadCloser, error) {
-	f := s.node.Raft.Snapshot()
-	if err := f.Error(); err != nil {
-		return nil, nil, fmt.Errorf("take a snapshot: %w", err)
-	}
-	meta, rc, err := f.Open()
-	if err != nil {
-		return nil, nil, fmt.Errorf("open the snapshot: %w", err)
-	}
-	return &SnapshotHeader{
-		Index: meta.Index, Term: meta.Term, Time: s.cfg.Now().UTC().Truncate(time.Second), Server: s.node.ID(),
-		Size: meta.Size, Configuration: SnapshotServers(meta.Configuration),
-	}, rc, nil
-}
-
 // backups writes the leader's backups.
 type backups struct {
 	dir    string
@@ -88,7 +73,7 @@ type backups struct {
 	retain int
 	log    hclog.Logger
 	leader func() bool
-	open   func() (*SnapshotHeader, io.ReadCloser, error)
+	open   func() (*fsm.SnapshotHeader, io.ReadCloser, error)
 
 	lastOK, lastIndex prometheus.Gauge
 	failures          prometheus.Counter
@@ -99,7 +84,7 @@ func (s *Server) newBackups() *backups {
 		dir: s.cfg.BackupDir, every: s.cfg.BackupInterval, retain: s.cfg.BackupRetain,
 		log:    s.log.Named("backup"),
 		leader: func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader },
-		open:   s.openSnapshot,
+		open:   s.api.OpenSnapshot,
 		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "headroom_backup_last_success_timestamp_seconds",
 			Help: "When this server last wrote a backup to --backup-dir (unix seconds; 0: never since it started)."}),
 		lastIndex: prometheus.NewGauge(prometheus.GaugeOpts{Name: "headroom_backup_last_index",
@@ -107,7 +92,7 @@ func (s *Server) newBackups() *backups {
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "headroom_backup_failures_total",
 			Help: "Backups this server failed to write while leader."}),
 	}
-	s.metrics.reg.MustRegister(b.lastOK, b.lastIndex, b.failures)
+	s.api.Register(b.lastOK, b.lastIndex, b.failures)
 	return b
 }
 
@@ -120,7 +105,7 @@ func (b *backups) run(ctx context.Context) {
 		}
 	}
 	b.log.Info("backups on", "dir", b.dir, "interval", b.every, "retain", b.retain)
-	every(ctx, b.every, func() {
+	loop.Every(ctx, b.every, func() {
 		if !b.leader() {
 			return
 		}
@@ -143,7 +128,7 @@ func (b *backups) once() (string, error) {
 	var sum string
 	err = atomicfile.Write(path, 0o600, func(w io.Writer) error {
 		var err error
-		sum, err = writeSnapshotFile(w, hdr, rc)
+		sum, err = fsm.WriteSnapshotFile(w, hdr, rc)
 		return err
 	})
 	if err != nil {
@@ -211,13 +196,3 @@ func (b *backups) prune() error {
 	}
 	return atomicfile.SyncDir(b.dir)
 }
-
-// StoreConfiguration makes the state machine a raft.ConfigurationStore,
-// so that Raft counts configuration entries as applied: otherwise a
-// snapshot asked for (snapshot save, a backup) after a server joined or
-// left, with no command since, fails with "wait until the configuration
-// entry ... has been applied". The state keeps nothing of it: the Raft
-// configuration lives in Raft's own log and snapshots.
-func (f *FSM) StoreConfiguration(uint64, raft.Configuration) {}
-
-var _ raft.ConfigurationStore = (*FSM)(nil)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/raft"
 
 	"github.com/headroom-rtc/headroom/internal/atomicfile"
@@ -18,7 +20,7 @@ import (
 
 func planOf(t *testing.T, s *Server, tenant string) string {
 	t.Helper()
-	var tj TenantJSON
+	var tj fsm.TenantJSON
 	if code := get(t, s, "/v1/tenants/"+tenant, &tj); code != http.StatusOK {
 		t.Fatalf("GET tenant %s: %d", tenant, code)
 	}
@@ -47,7 +49,7 @@ func TestSnapshotFile(t *testing.T) {
 	if cl := rec.Header().Get("Content-Length"); cl != "" && cl != itoa(len(good)) {
 		t.Fatalf("Content-Length %s, body %d bytes", cl, len(good))
 	}
-	info, err := InspectSnapshot(bytes.NewReader(good))
+	info, err := fsm.InspectSnapshot(bytes.NewReader(good))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,18 +62,18 @@ func TestSnapshotFile(t *testing.T) {
 	}
 
 	damaged := map[string][]byte{"truncated": good[:len(good)-40], "empty": nil}
-	for _, at := range []int{5, len(snapshotMagic) + 10, len(good) / 2, len(good) - 10} {
+	for _, at := range []int{5, len(fsm.SnapshotMagic) + 10, len(good) / 2, len(good) - 10} {
 		b := bytes.Clone(good)
 		b[at] ^= 0x01
 		damaged["byte "+itoa(at)] = b
 	}
 	for name, b := range damaged {
-		info, err := InspectSnapshot(bytes.NewReader(b))
-		if !errors.Is(err, ErrSnapshotCorrupt) {
+		info, err := fsm.InspectSnapshot(bytes.NewReader(b))
+		if !errors.Is(err, fsm.ErrSnapshotCorrupt) {
 			t.Fatalf("%s: inspect says %v (%+v)", name, err, info)
 		}
 	}
-	if _, err := InspectSnapshot(bytes.NewReader(damaged["byte "+itoa(len(good)/2)])); !strings.Contains(err.Error(), "checksum mismatch") {
+	if _, err := fsm.InspectSnapshot(bytes.NewReader(damaged["byte "+itoa(len(good)/2)])); !strings.Contains(err.Error(), "checksum mismatch") {
 		t.Fatalf("a flipped byte in the state: %v", err)
 	}
 
@@ -80,8 +82,12 @@ func TestSnapshotFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	legacy := []byte(snap.(fsmSnapshot))
-	if info, err := InspectSnapshot(bytes.NewReader(legacy)); err != nil || info.Checksum != "none" || info.Counts.Tenants != 1 {
+	var sink fsm.MemSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	legacy := sink.Bytes()
+	if info, err := fsm.InspectSnapshot(bytes.NewReader(legacy)); err != nil || info.Checksum != "none" || info.Counts.Tenants != 1 {
 		t.Fatalf("legacy file: %+v %v", info, err)
 	}
 
@@ -126,7 +132,7 @@ func TestBackupsRetention(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := InspectSnapshot(f)
+		info, err := fsm.InspectSnapshot(f)
 		f.Close()
 		if err != nil || info.Counts.Tenants != i+1 {
 			t.Fatalf("backup %s: %+v %v", p, info, err)

@@ -1,7 +1,6 @@
 package aggregator
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -10,9 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/api"
+
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 
 	"github.com/headroom-rtc/headroom/internal/exporttest"
+	"github.com/headroom-rtc/headroom/internal/metricstest"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -40,7 +45,7 @@ func endpointMicros(t *testing.T, s *Server, tenants []string, periods ...string
 	out := map[string]uint64{}
 	for _, tn := range tenants {
 		for _, p := range periods {
-			var u UsageReportJSON
+			var u fsm.UsageReportJSON
 			if code := get(t, s, "/v1/tenants/"+tn+"/usage?period="+p, &u); code != 200 {
 				t.Fatalf("usage of %s: %d", tn, code)
 			}
@@ -64,7 +69,7 @@ func exactly(got, want map[string]uint64) error {
 
 func exportServer(t *testing.T, clock *fakeClock, rcv *exporttest.Receiver, tweak ...func(*Config)) *Server {
 	return newTestServer(t, clock, append([]func(*Config){func(c *Config) {
-		c.ExportURL, c.ExportWindow, c.ExportBatch, c.exportBackoff = rcv.URL+"/ingest", 100*time.Millisecond, numClasses, 20*time.Millisecond
+		c.ExportURL, c.ExportWindow, c.ExportBatch, c.exportBackoff = rcv.URL+"/ingest", 100*time.Millisecond, fsm.NumClasses, 20*time.Millisecond
 	}}, tweak...)...)
 }
 
@@ -78,15 +83,15 @@ func traffic(t *testing.T, s *Server, seq *uint64, micros uint64) {
 		}
 	}
 	*seq++
-	data, err := encodeCmd(cmdAgentItems, itemsCmd(s.clock.stamp(), "", batch("a1", 1, *seq, es...)))
+	data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.Stamp(), "", fsm.Batch("a1", 1, *seq, es...)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := s.node.Raft.Apply(data, 5*time.Second)
-	if err := applyErr(f); err != nil {
+	if err := commitErr(f); err != nil {
 		t.Fatal(err)
 	}
-	if st := f.Response().(*applyResult).Items[0].Status; st != statusApplied {
+	if st := f.Response().(*fsm.ApplyResult).Items[0].Status; st != fsm.StatusApplied {
 		t.Fatalf("batch %d: status %d", *seq, st)
 	}
 }
@@ -108,7 +113,7 @@ func TestExportRetriedAndDeduplicatedExactly(t *testing.T) {
 		return exporttest.Reply{Code: 200, Keep: true}
 	}
 	s := exportServer(t, nil, rcv, func(c *Config) { c.ExportToken = "s3cret" })
-	commitItems(t, s, full("a1", 1, 0))
+	commitItems(t, s, fsm.Full("a1", 1, 0))
 	var seq uint64
 	period := s.cfg.Now().UTC().Format("2006-01")
 	for round := 1; round <= 3; round++ {
@@ -130,7 +135,7 @@ func TestExportRetriedAndDeduplicatedExactly(t *testing.T) {
 	if st.Token != "Bearer s3cret" || len(st.Sources) != 1 || !strings.HasPrefix(st.Sources[0], "headroom/") {
 		t.Errorf("token %q, sources %v", st.Token, st.Sources)
 	}
-	m, _ := scrape(t, s.metrics.handler())
+	m, _ := metricstest.Scrape(t, s.api.Handler())
 	if m["headroom_export_events_sent_total"] < 15 || m[`headroom_export_batches_failed_total{reason="5xx"}`] < 3 {
 		t.Errorf("metrics: sent %v, failed 5xx %v", m["headroom_export_events_sent_total"], m[`headroom_export_batches_failed_total{reason="5xx"}`])
 	}
@@ -154,7 +159,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 	}
 	var logs lockedBuffer
 	s := exportServer(t, nil, rcv, func(c *Config) { c.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info}) })
-	commitItems(t, s, full("a1", 1, 0))
+	commitItems(t, s, fsm.Full("a1", 1, 0))
 	var seq uint64
 	traffic(t, s, &seq, 1_000_000)
 	waitUntil(t, 30*time.Second, "the refusal logged with its body", func() error {
@@ -163,7 +168,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 		}
 		return nil
 	})
-	m, _ := scrape(t, s.metrics.handler())
+	m, _ := metricstest.Scrape(t, s.api.Handler())
 	if m["headroom_export_blocked"] != 1 || m[`headroom_export_batches_failed_total{reason="4xx"}`] != 1 {
 		t.Fatalf("blocked %v, 4xx failures %v", m["headroom_export_blocked"], m[`headroom_export_batches_failed_total{reason="4xx"}`])
 	}
@@ -172,7 +177,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 		t.Fatalf("the refused batch was sent %d times", n)
 	}
 	var pending uint64
-	s.fsm.read(func(st *State) { pending = st.Export.pending })
+	s.fsm.Read(func(st *fsm.State) { pending = st.Export.Pending() })
 	if pending == 0 {
 		t.Fatal("the refused records were marked sent")
 	}
@@ -190,14 +195,14 @@ func TestExportRetryAfter(t *testing.T) {
 		return exporttest.Reply{Code: 200, Keep: true}
 	}
 	s := exportServer(t, nil, rcv)
-	commitItems(t, s, full("a1", 1, 0))
+	commitItems(t, s, fsm.Full("a1", 1, 0))
 	var seq uint64
 	traffic(t, s, &seq, 3_000_001)
 	period := s.cfg.Now().UTC().Format("2006-01")
 	waitUntil(t, 30*time.Second, "exported exactly after the 429", func() error {
 		return exactly(rcv.Totals(), endpointMicros(t, s, exportTenants, period))
 	})
-	m, _ := scrape(t, s.metrics.handler())
+	m, _ := metricstest.Scrape(t, s.api.Handler())
 	if m[`headroom_export_batches_failed_total{reason="429"}`] != 1 {
 		t.Fatalf("429 failures: %v", m[`headroom_export_batches_failed_total{reason="429"}`])
 	}
@@ -222,7 +227,7 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 	}
 	clock := &fakeClock{t: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)}
 	s := exportServer(t, clock, rcv, func(c *Config) { c.ExportWindow, c.AgentGrace = time.Minute, 24*time.Hour })
-	commitItems(t, s, full("a1", 1, 0))
+	commitItems(t, s, fsm.Full("a1", 1, 0))
 	var seq uint64
 	for m := 0; m < 60; m++ {
 		clock.Set(clock.Now().Add(time.Minute))
@@ -237,7 +242,7 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 		}
 	}
 	var cutBefore uint64
-	s.fsm.read(func(st *State) { cutBefore = st.Export.Seq })
+	s.fsm.Read(func(st *fsm.State) { cutBefore = st.Export.Seq })
 	if cutBefore != 1 {
 		t.Fatalf("%d windows cut while the receiver was down, want 1 held back", cutBefore)
 	}
@@ -248,40 +253,12 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 		return exactly(rcv.Totals(), endpointMicros(t, s, exportTenants, "2026-12"))
 	})
 	var cut uint64
-	s.fsm.read(func(st *State) { cut = st.Export.Seq })
+	s.fsm.Read(func(st *fsm.State) { cut = st.Export.Seq })
 	st := rcv.Stats()
 	// Cut 1 held 15 events; cut 2 the other 59 minutes of 5 tenants × 3
 	// classes: 15 events, not 59 × 15.
 	if cut != 2 || st.MaxBatch > 6 || st.Kept > 6 {
 		t.Fatalf("after the outage: %d cuts, receiver %+v, usage %v", cut, st, endpointMicros(t, s, exportTenants, "2026-12"))
-	}
-}
-
-// TestExportEventShape: one event as the SDK reads it, every field.
-func TestExportEventShape(t *testing.T) {
-	st := &ExportState{Seq: 42, To: time.Date(2026, 12, 1, 10, 5, 0, 213_000, time.UTC).UnixNano(), Source: "headroom/abc"}
-	rec := &exportRecord{exportRef: exportRef{Tenant: `ac"me/1`, Period: "2026-12", Region: "eu west"}}
-	b := appendEvent(nil, st, rec, classIndex("video-fhd"), 61_250_000)
-	var ev map[string]any
-	if err := json.Unmarshal(b, &ev); err != nil {
-		t.Fatalf("%s: %v", b, err)
-	}
-	want := map[string]any{
-		"specversion": "1.0", "type": "headroom.usage", "source": "headroom/abc",
-		"id":   "42.1796119500000213000/ac%22me%2F1/2026-12/eu%20west/video-fhd",
-		"time": "2026-12-01T10:05:00.000213Z", "subject": `ac"me/1`, "datacontenttype": "application/json",
-		"data": map[string]any{"class": "video-fhd", "seconds": 61.25, "unit_minutes": 9.1875, "region": "eu west", "period": "2026-12"},
-	}
-	if !reflect.DeepEqual(ev, want) {
-		t.Fatalf("event\n%s\nwant %v", b, want)
-	}
-	for micros, s := range map[uint64]string{0: "0", 7: "0.000007", 1_000_000: "1", 1_500_000: "1.5", 123_456_789: "123.456789"} {
-		if got := string(appendMicros(nil, micros)); got != s {
-			t.Errorf("%d µs: %q, want %q", micros, got, s)
-		}
-		if back, err := exporttest.Micros(json.Number(s)); err != nil || back != micros {
-			t.Errorf("%q read back as %d %v", s, back, err)
-		}
 	}
 }
 
@@ -291,7 +268,7 @@ func TestExportConfig(t *testing.T) {
 		{ExportURL: "ftp://x"},
 		{ExportURL: "http://x", ExportWindow: time.Millisecond},
 		{ExportURL: "http://x", ExportBatch: 5},
-		{ExportURL: "http://x", ExportBatch: MaxExportBatch + 1},
+		{ExportURL: "http://x", ExportBatch: api.MaxExportBatch + 1},
 	} {
 		c.DataDir, c.HTTPAddr, c.WireAddr, c.RaftAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		if s, err := New(c); err == nil {
@@ -301,4 +278,15 @@ func TestExportConfig(t *testing.T) {
 			t.Errorf("%+v: %v does not name the export", c, err)
 		}
 	}
+}
+
+// commitErr is the error of a commit: Raft's, or the command's refusal.
+func commitErr(f raft.ApplyFuture) error {
+	if err := f.Error(); err != nil {
+		return err
+	}
+	if res, _ := f.Response().(*fsm.ApplyResult); res != nil && res.Err != nil {
+		return res.Err
+	}
+	return nil
 }

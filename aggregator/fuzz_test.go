@@ -29,7 +29,7 @@ func FuzzHTTPBodies(f *testing.F) {
 	}
 	clock := &fakeClock{t: time.Date(2026, 11, 3, 8, 0, 0, 0, time.UTC)}
 	s := newTestServer(f, clock)
-	h := s.routes()
+	h := s.api.Handler()
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		r := routes[int(route)%len(routes)]
 		rec := httptest.NewRecorder()

@@ -3,24 +3,18 @@ package aggregator
 import (
 	"io"
 	"strings"
+	"time"
 
 	"github.com/headroom-rtc/headroom/wire"
 )
 
 func jsonBody(s string) io.Reader { return strings.NewReader(s) }
 
-// itemsCmd groups agent messages into one log command, as the proposer does.
-func itemsCmd(at int64, defaultPlan string, msgs ...wire.Message) *agentItemsCmd {
-	cmd := &agentItemsCmd{Time: at, DefaultPlan: defaultPlan}
-	for _, m := range msgs {
-		kind := itemDelta
-		switch m.(type) {
-		case *wire.FullState:
-			kind = itemFull
-		case *wire.GrantAsk:
-			kind = itemGrant
-		}
-		cmd.Items = append(cmd.Items, agentItem{Kind: kind, Region: "eu", Body: wire.Append(nil, m)})
-	}
-	return cmd
+// t0 is the time the state machine's own tests start at.
+var t0 = time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
+
+// cutAt stamps an agent batch with the time it was cut at.
+func cutAt(b *wire.DeltaBatch, at time.Time) *wire.DeltaBatch {
+	b.AgentTime = at.UnixMilli()
+	return b
 }

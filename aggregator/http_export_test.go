@@ -3,11 +3,14 @@ package aggregator
 import (
 	"encoding/csv"
 	"encoding/json"
+	"github.com/headroom-rtc/headroom/aggregator/api"
 	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 
 	"github.com/headroom-rtc/headroom/wire"
 )
@@ -15,7 +18,7 @@ import (
 func getRaw(t *testing.T, s *Server, path string) (int, string, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	s.routes().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	s.api.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 	return rec.Code, rec.Body.String(), rec.Header().Get("X-Headroom-Period-Closed")
 }
 
@@ -29,19 +32,19 @@ func TestInvoiceExport(t *testing.T) {
 	s := newTestServer(t, clock)
 	for tn, plan := range map[string]string{"app-a": "payg", "app-b": "starter", "app-c": "growth"} {
 		rec := httptest.NewRecorder()
-		s.routes().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/"+tn+"/plan", jsonBody(`{"plan":"`+plan+`"}`)))
+		s.api.Handler().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/"+tn+"/plan", jsonBody(`{"plan":"`+plan+`"}`)))
 		if rec.Code != 200 {
 			t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 		}
 	}
 	hour := uint64(time.Hour / time.Microsecond)
-	commitItems(t, s, full("a1", 1, 0), batch("a1", 1, 1,
+	commitItems(t, s, fsm.Full("a1", 1, 0), fsm.Batch("a1", 1, 1,
 		wire.DeltaEntry{Tenant: "app-a", Class: "audio", SessionMicros: 200 * hour},
 		wire.DeltaEntry{Tenant: "app-a", Class: "video-fhd", SessionMicros: 3 * hour},
 		wire.DeltaEntry{Tenant: "app-b", Class: "video-hd", SessionMicros: 9000 * hour},
 		wire.DeltaEntry{Tenant: "nobody", Class: "audio", SessionMicros: hour})) // seen in a batch, on no plan
 	clock.Set(time.Date(2026, 12, 1, 1, 30, 0, 0, time.UTC)) // 2026-11 closes at 01:00
-	commitItems(t, s, batch("a1", 1, 2))
+	commitItems(t, s, fsm.Batch("a1", 1, 2))
 
 	code, csvA, closed := getRaw(t, s, "/v1/export/invoices?period=2026-11&format=csv")
 	if code != 200 || closed != "true" {
@@ -51,7 +54,7 @@ func TestInvoiceExport(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("JSON export: %d %s", code, jsonA)
 	}
-	var ex InvoicesExportJSON
+	var ex api.InvoicesExportJSON
 	if err := json.Unmarshal([]byte(jsonA), &ex); err != nil {
 		t.Fatal(err)
 	}
@@ -62,13 +65,14 @@ func TestInvoiceExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(rows[0], exportColumns) {
+	header := []string{"period", "tenant", "line", "kind", "plan", "class", "from", "to", "quantity", "unit", "rate_micros", "amount_micros", "detail"}
+	if !reflect.DeepEqual(rows[0], header) {
 		t.Fatalf("header row %v", rows[0])
 	}
 	// The same lines and amounts as each tenant's usage report.
 	lines := 0
 	for _, inv := range ex.Invoices {
-		var u UsageReportJSON
+		var u fsm.UsageReportJSON
 		if code := get(t, s, "/v1/tenants/"+inv.Tenant+"/usage?period=2026-11", &u); code != 200 {
 			t.Fatalf("usage of %s: %d", inv.Tenant, code)
 		}
@@ -99,13 +103,13 @@ func TestInvoiceExport(t *testing.T) {
 
 	// What happens after the close changes nothing of it.
 	clock.Set(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
-	commitItems(t, s, batch("a1", 1, 3, wire.DeltaEntry{Tenant: "app-a", Class: "audio", SessionMicros: 7 * hour},
+	commitItems(t, s, fsm.Batch("a1", 1, 3, wire.DeltaEntry{Tenant: "app-a", Class: "audio", SessionMicros: 7 * hour},
 		wire.DeltaEntry{Tenant: "app-new", Class: "audio", SessionMicros: hour}))
-	late := batch("a1", 1, 4, wire.DeltaEntry{Tenant: "app-b", Class: "video-hd", SessionMicros: 5 * hour})
+	late := fsm.Batch("a1", 1, 4, wire.DeltaEntry{Tenant: "app-b", Class: "video-hd", SessionMicros: 5 * hour})
 	late.AgentTime = time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC).UnixMilli()
 	commitItems(t, s, late)
 	rec := httptest.NewRecorder()
-	s.routes().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app-a/plan", jsonBody(`{"plan":"starter","at":"now"}`)))
+	s.api.Handler().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app-a/plan", jsonBody(`{"plan":"starter","at":"now"}`)))
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 	}

@@ -31,5 +31,5 @@ func Recover(dataDir string, voters []raft.Server, log hclog.Logger) (*cluster.R
 	if err != nil {
 		return nil, err
 	}
-	return cluster.Recover(dataDir, strings.TrimSpace(string(b)), voters, NewFSM(plans.Defaults(), log.Named("fsm")), log)
+	return cluster.Recover(dataDir, strings.TrimSpace(string(b)), voters, loggedFSM(plans.Defaults(), log.Named("fsm")), log)
 }

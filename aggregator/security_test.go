@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/headroom-rtc/headroom/aggregator/api"
 	"io"
 	"net"
 	"net/http"
@@ -176,7 +177,7 @@ func TestTLSRefusesStrangers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("HTTP with an agent certificate: %v", err)
 	}
-	var st StatusJSON
+	var st api.StatusJSON
 	json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || len(st.Insecure) != 0 {
@@ -276,7 +277,7 @@ func TestInsecureStatus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var st StatusJSON
+			var st api.StatusJSON
 			err = json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
 			if err != nil || st.Insecure == nil || strings.Join(st.Insecure, ";") != strings.Join(got, ";") {

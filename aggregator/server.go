@@ -1,22 +1,25 @@
-// Package aggregator is the server side of headroom: the replicated state
-// machine, the agent stream server that feeds it, and the HTTP API that
-// reads it.
 package aggregator
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/headroom-rtc/headroom/aggregator/api"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/headroom-rtc/headroom/aggregator/stream"
+
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+	"github.com/headroom-rtc/headroom/internal/loop"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -91,7 +94,7 @@ type Config struct {
 	Plans []plans.Plan
 	// MaxFrame limits one wire frame. (Optional, default wire.DefaultMaxFrame)
 	MaxFrame int
-	// AlertWebhook receives a JSON POST for each alert (see alerts.go);
+	// AlertWebhook receives a JSON POST for each alert (see api/alerts.go);
 	// without it alerts are only logged. (Optional)
 	AlertWebhook string
 	// AlertThresholds are the utilization percentages (of the ceiling and
@@ -100,7 +103,7 @@ type Config struct {
 	AlertThresholds []uint32
 	// ACL requires a token on every request but health, the one-time
 	// bootstrap and the dashboard's static files, and on every agent
-	// stream (see acl.go). (Optional, default off)
+	// stream (see api/acl.go). (Optional, default off)
 	ACL bool
 	// TLS serves the HTTP API and the agent streams over TLS (TLS.Server)
 	// and carries Raft and the calls between servers over it (see
@@ -123,12 +126,12 @@ type Config struct {
 	// BackupRetain is how many backups are kept. (Optional, default
 	// DefaultBackupRetain)
 	BackupRetain int
-	// HistoryMaxTenants is how many tenants' recent history (history.go)
+	// HistoryMaxTenants is how many tenants' recent history (api/history.go)
 	// the server keeps, the busiest. (Optional, default
 	// DefaultHistoryMaxTenants, at most MaxHistoryMaxTenants)
 	HistoryMaxTenants int
 	// ExportURL receives the usage increments as batches of CloudEvents,
-	// POSTed by the leader (export_send.go). (Optional, default off)
+	// POSTed by the leader (api/export_send.go). (Optional, default off)
 	ExportURL string
 	// ExportToken is sent to ExportURL as a bearer token. (Optional)
 	ExportToken string
@@ -152,31 +155,21 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Server is a running aggregator.
+// Server is a running aggregator: the state machine under Raft, the agent
+// stream server that feeds it and the HTTP API that reads it, wired.
 type Server struct {
 	cfg   Config
 	log   hclog.Logger
-	fsm   *FSM
+	fsm   *fsm.FSM
 	node  *cluster.Node
-	clock *leaderClock
-	st    *streams
+	clock *stream.Clock
+	st    *stream.Server
+	api   *api.Server
 
 	httpLn, wireLn net.Listener
 	httpSrv        *http.Server
-	alerts         *alerter
-	export         *exporter // nil without Config.ExportURL
-	history        *history
-	authFails      *failLimiter // failed authentications per address
-	events         *eventHub
-	metrics        *serverMetrics
-	hold           time.Duration
-	bar            barrier
 	advertised     cluster.Meta
-	sec            security // TLS, and what is exposed unprotected (security.go)
 	backup         *backups // nil without Config.BackupInterval (backup.go)
-
-	left     chan struct{}
-	leftOnce sync.Once
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -188,15 +181,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" || cfg.HTTPAddr == "" || cfg.WireAddr == "" || cfg.RaftAddr == "" {
 		return nil, errors.New("aggregator: data dir, HTTP, wire and Raft addresses are required")
 	}
-	if err := validateAlertThresholds(cfg.AlertThresholds); err != nil {
+	if err := api.ValidateAlertThresholds(cfg.AlertThresholds); err != nil {
 		return nil, fmt.Errorf("aggregator: alert thresholds: %w", err)
 	}
 	if cfg.AlertWebhook != "" {
-		if err := validateWebhook(cfg.AlertWebhook); err != nil {
+		if err := api.ValidateWebhook(cfg.AlertWebhook); err != nil {
 			return nil, fmt.Errorf("aggregator: %w", err)
 		}
 	}
-	if err := checkExport(&cfg); err != nil {
+	export := api.ExportConfig{URL: cfg.ExportURL, Token: cfg.ExportToken, Window: cfg.ExportWindow, Batch: cfg.ExportBatch,
+		Source: cfg.ExportSource, Backoff: cfg.exportBackoff}
+	if err := export.Check(); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	if cfg.Logger == nil {
@@ -209,10 +204,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxFrame = wire.DefaultMaxFrame
 	}
 	if cfg.GrantLease <= 0 {
-		cfg.GrantLease = DefaultGrantLease
+		cfg.GrantLease = fsm.DefaultGrantLease
 	}
 	if cfg.GrantMargin <= 0 {
-		cfg.GrantMargin = DefaultGrantMargin
+		cfg.GrantMargin = fsm.DefaultGrantMargin
 	}
 	if cfg.AgentGrace <= 0 {
 		cfg.AgentGrace = 15 * time.Second
@@ -223,7 +218,7 @@ func New(cfg Config) (*Server, error) {
 	if err := checkUsageGrace(cfg.UsageGrace); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	} else if cfg.UsageGrace == 0 {
-		cfg.UsageGrace = DefaultUsageGrace
+		cfg.UsageGrace = fsm.DefaultUsageGrace
 	}
 	if err := checkBackups(&cfg); err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
@@ -245,26 +240,27 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if cfg.HoldTime <= 0 {
-		cfg.HoldTime = DefaultHoldTime
+		cfg.HoldTime = api.DefaultHoldTime
 	}
 	switch {
-	case cfg.MetricsMaxTenants < 0 || cfg.MetricsMaxTenants > MaxMetricsMaxTenants:
-		return nil, fmt.Errorf("aggregator: metrics max tenants %d: want 1 to %d", cfg.MetricsMaxTenants, MaxMetricsMaxTenants)
+	case cfg.MetricsMaxTenants < 0 || cfg.MetricsMaxTenants > api.MaxMetricsMaxTenants:
+		return nil, fmt.Errorf("aggregator: metrics max tenants %d: want 1 to %d", cfg.MetricsMaxTenants, api.MaxMetricsMaxTenants)
 	case cfg.MetricsMaxTenants == 0:
-		cfg.MetricsMaxTenants = DefaultMetricsMaxTenants
+		cfg.MetricsMaxTenants = api.DefaultMetricsMaxTenants
 	}
 	switch {
-	case cfg.HistoryMaxTenants < 0 || cfg.HistoryMaxTenants > MaxHistoryMaxTenants:
-		return nil, fmt.Errorf("aggregator: history max tenants %d: want 1 to %d", cfg.HistoryMaxTenants, MaxHistoryMaxTenants)
+	case cfg.HistoryMaxTenants < 0 || cfg.HistoryMaxTenants > api.MaxHistoryMaxTenants:
+		return nil, fmt.Errorf("aggregator: history max tenants %d: want 1 to %d", cfg.HistoryMaxTenants, api.MaxHistoryMaxTenants)
 	case cfg.HistoryMaxTenants == 0:
-		cfg.HistoryMaxTenants = DefaultHistoryMaxTenants
+		cfg.HistoryMaxTenants = api.DefaultHistoryMaxTenants
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, hold: cfg.HoldTime, left: make(chan struct{}), history: newHistory(cfg.HistoryMaxTenants)}
-	s.fsm = NewFSM(catalogue, s.log.Named("fsm"))
-	s.metrics = newServerMetrics(s, cfg.MetricsMaxTenants)
-	s.events = newEventHub(s.fsm, s.log.Named("events"), cfg.Now, s.leaderEvent)
-	s.fsm.onAudit = s.events.audit
-	s.fsm.observeApply = func(d time.Duration) { s.metrics.fsmApply.Observe(d.Seconds()) }
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	s.fsm = loggedFSM(catalogue, s.log.Named("fsm"))
+	s.api = api.New(api.Config{
+		Log: s.log, FSM: s.fsm, Now: cfg.Now, ACL: cfg.ACL, TLS: cfg.TLS, DataDir: cfg.DataDir, GrantMargin: cfg.GrantMargin,
+		HoldTime: cfg.HoldTime, MetricsMaxTenants: cfg.MetricsMaxTenants, HistoryMaxTenants: cfg.HistoryMaxTenants,
+		AlertWebhook: cfg.AlertWebhook, AlertThresholds: cfg.AlertThresholds, Export: export,
+	})
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("aggregator: HTTP listen: %w", err)
@@ -293,7 +289,7 @@ func New(cfg Config) (*Server, error) {
 		Bootstrap: cfg.Bootstrap, Logger: s.log,
 		GossipAddr: cfg.GossipAddr, AdvertiseHost: cfg.AdvertiseAddr, Join: cfg.Join,
 		BootstrapExpect: cfg.BootstrapExpect, DeadServerReap: cfg.DeadServerReap, Meta: s.advertised,
-		Applied: s.fsm.appliedIndex, TLS: cfg.TLS, GossipKey: cfg.GossipKey,
+		Applied: s.fsm.AppliedIndex, TLS: cfg.TLS, GossipKey: cfg.GossipKey,
 		Tuning: func(rc *raft.Config) {
 			if cfg.RaftSnapshotThreshold > 0 {
 				rc.SnapshotThreshold = cfg.RaftSnapshotThreshold
@@ -308,57 +304,41 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.advertised.Raft = s.node.Addr() // the cluster resolves the Raft address itself
-	s.initSecurity()
-	s.clock = &leaderClock{now: cfg.Now, fsm: s.fsm}
-	s.authFails = newFailLimiter(cfg.Now)
+	if cfg.TLS != nil {
+		s.httpLn = tlsListener(s.httpLn, cfg.TLS)
+		s.wireLn = tlsListener(s.wireLn, cfg.TLS)
+	}
+	s.clock = stream.NewClock(cfg.Now, s.fsm)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	prop := newProposer(s.node.Raft, s.clock, cfg.DefaultPlan)
-	prop.lease, prop.margin = cfg.GrantLease, cfg.GrantMargin
-	prop.observe = func(d time.Duration) { s.metrics.commit.Observe(d.Seconds()) }
-	prop.grouped = func(n int) { s.metrics.grouped.Observe(float64(n)) }
-	live := &liveness{
-		log: s.log.Named("liveness"), raft: s.node.Raft, fsm: s.fsm, clock: s.clock, now: cfg.Now,
-		grace: cfg.AgentGrace, forget: cfg.AgentForget, seen: make(map[string]time.Time),
-	}
-	s.st = &streams{
-		log: s.log.Named("stream"), fsm: s.fsm, raft: s.node.Raft, prop: prop,
-		maxFrame: cfg.MaxFrame, selfAddr: s.advertised.Wire, selfID: s.node.ID(), live: live, servers: s.wireServers,
-		ready: func() bool { ok, _ := s.Ready(); return ok },
-		conns: make(map[*agentConn]struct{}), byAgent: make(map[string]*agentConn),
-		acl: cfg.ACL, authFails: s.authFails,
-	}
-	s.alerts = newAlerter(s.fsm, s.log.Named("alerts"), cfg.AlertThresholds, cfg.AlertWebhook, alertQueueSize,
-		func() bool { ok, _ := s.Ready(); return ok && s.node.Raft.State() == raft.Leader }, cfg.Now)
-	s.alerts.onAlert = s.events.alert
-	s.fsm.onChange = func(tenants []string) {
-		s.st.tenantsChanged(tenants)
-		s.alerts.changed(tenants)
-		s.events.tenantsChanged(tenants)
-		s.history.changed(s.fsm, tenants)
+	s.st = stream.New(stream.Config{
+		Log: s.log, FSM: s.fsm, Raft: s.node.Raft, Clock: s.clock, Now: cfg.Now, DefaultPlan: cfg.DefaultPlan,
+		GrantLease: cfg.GrantLease, GrantMargin: cfg.GrantMargin, AgentGrace: cfg.AgentGrace, AgentForget: cfg.AgentForget,
+		MaxFrame: cfg.MaxFrame, SelfAddr: s.advertised.Wire, SelfID: s.node.ID(), Servers: s.wireServers,
+		Ready: func() bool { ok, _ := s.Ready(); return ok },
+		ACL:   cfg.ACL, AuthFails: s.api.AuthFails(),
+		ObserveCommit:  s.api.ObserveCommit,
+		ObserveGrouped: s.api.ObserveGrouped,
+	})
+	s.api.Attach(api.Attachment{Node: s.node, Advertised: s.advertised, HTTPAddr: s.HTTPAddr(), WireAddr: s.WireAddr(),
+		Streams: s.st, Stamp: s.clock.Stamp})
+	s.fsm.OnChange = func(tenants []string) {
+		s.st.TenantsChanged(tenants)
+		s.api.TenantsChanged(tenants)
 	}
 	s.httpSrv = &http.Server{
-		Handler:           s.routes(),
+		Handler:           s.api.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	s.httpSrv.RegisterOnShutdown(s.events.close) // streams never go idle by themselves
-	s.wg.Add(7)
-	go func() { defer s.wg.Done(); s.alerts.run(ctx) }()
-	go func() { defer s.wg.Done(); s.events.runTickers(ctx) }()
-	go func() { defer s.wg.Done(); every(ctx, 50*time.Millisecond, s.leaderBarrier) }()
-	go func() { defer s.wg.Done(); prop.run(ctx) }()
-	go func() { defer s.wg.Done(); live.run(ctx) }()
-	go func() { defer s.wg.Done(); s.st.serve(ctx, s.wireLn) }()
-	if cfg.ExportURL != "" {
-		s.export = newExporter(s)
-		s.metrics.reg.MustRegister(s.export)
-		s.wg.Add(1)
-		go func() { defer s.wg.Done(); s.export.run(ctx) }()
-	}
+	s.httpSrv.RegisterOnShutdown(s.api.CloseEvents) // streams never go idle by themselves
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.api.Run(ctx) }()
+	go func() { defer s.wg.Done(); loop.Every(ctx, 50*time.Millisecond, s.leaderBarrier) }()
+	go func() { defer s.wg.Done(); s.st.Run(ctx, s.wireLn) }()
 	go func() {
 		defer s.wg.Done()
 		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -403,28 +383,13 @@ func nodeID(dir, want string) (string, error) {
 		rand.Read(r[:])
 		want = "node-" + hex.EncodeToString(r[:])
 	}
-	if !validID(want, maxIDLen) {
+	if plans.ValidateID("", want, plans.MaxIDLen) != nil {
 		return "", fmt.Errorf("aggregator: node id %q: want 1-128 printable characters without spaces", want)
 	}
 	if err := os.WriteFile(path, []byte(want+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("aggregator: %w", err)
 	}
 	return want, nil
-}
-
-// leaderEvent is the leader as this server sees it, for leader events.
-func (s *Server) leaderEvent() LeaderEventJSON {
-	_, id := s.node.Raft.LeaderWithID()
-	l := LeaderEventJSON{Leader: string(id), Term: s.node.Raft.CurrentTerm()}
-	if id == "" {
-		return l
-	}
-	if s.node.Raft.State() == raft.Leader {
-		l.Address = s.advertised.HTTP
-	} else if m, ok := s.node.LeaderMeta(); ok {
-		l.Address = m.HTTP
-	}
-	return l
 }
 
 // wireServers returns the leader's wire address and every live server's.
@@ -447,7 +412,7 @@ func (s *Server) wireServers() (leader string, all []string) {
 
 // Done is closed once the server has left the cluster (POST /v1/leave);
 // the process should then Close it and exit.
-func (s *Server) Done() <-chan struct{} { return s.left }
+func (s *Server) Done() <-chan struct{} { return s.api.Done() }
 
 // HTTPAddr is the address the HTTP API listens on.
 func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
@@ -458,52 +423,36 @@ func (s *Server) WireAddr() string { return s.wireLn.Addr().String() }
 // RaftAddr is the advertised Raft address.
 func (s *Server) RaftAddr() string { return s.node.Addr() }
 
-// Ready reports whether the server can answer reads and take writes: it
-// knows a leader, its state machine has applied everything committed that
-// it knows of, and, on a leader, a barrier in its term has made sure of
-// everything committed before it became leader.
-func (s *Server) Ready() (bool, string) {
-	if ok, why := s.node.Ready(); !ok {
-		return false, why
-	}
-	if s.node.Raft.State() == raft.Leader && !s.bar.done(s.term()) {
-		return false, "new leader still applying what was committed before it"
-	}
-	return true, ""
-}
-
-func (s *Server) term() uint64 {
-	t, _ := strconv.ParseUint(s.node.Raft.Stats()["term"], 10, 64)
-	return t
-}
-
-// leaderBarrier runs a barrier once per term on a new leader, so it serves
-// reads and agent streams only once it has applied everything committed
-// before it.
+// leaderBarrier runs a barrier once per term on a new leader (the API's
+// ensureBarrier), so it serves reads and agent streams only once it has
+// applied everything committed before it; then it seeds the plans, and on
+// every call the leader keeps the usage grace in the log.
 func (s *Server) leaderBarrier() {
-	if s.node.Raft.State() != raft.Leader {
+	ok, fresh := s.api.EnsureBarrier()
+	if !ok {
 		return
 	}
-	if term := s.term(); !s.bar.done(term) {
-		if err := s.node.Raft.Barrier(5 * time.Second).Error(); err != nil {
-			s.log.Debug("leader barrier", "error", err)
-			return
-		}
-		s.bar.set(term)
+	if fresh {
 		s.seedPlans()
 	}
 	s.syncUsageGrace()
 }
 
+// Ready reports whether the server can answer reads and take writes: it
+// knows a leader, its state machine has applied everything committed that
+// it knows of, and, on a leader, a barrier in its term has made sure of
+// everything committed before it became leader.
+func (s *Server) Ready() (bool, string) { return s.api.Ready() }
+
 // seedPlans creates the configured plans the catalogue lacks.
 func (s *Server) seedPlans() {
 	for _, p := range s.cfg.Plans {
 		var exists bool
-		s.fsm.read(func(st *State) { _, exists = st.Plans[p.Name] })
+		s.fsm.Read(func(st *fsm.State) { _, exists = st.Plans[p.Name] })
 		if exists {
 			continue
 		}
-		data, err := encodeCmd(cmdPutPlan, &putPlanCmd{Time: s.clock.stamp(), Plan: p, Create: true, Operator: "--plans"})
+		data, err := fsm.EncodeCmd(fsm.CmdPutPlan, &fsm.PutPlanCmd{Time: s.clock.Stamp(), Plan: p, Create: true, Operator: "--plans"})
 		if err == nil {
 			err = s.node.Raft.Apply(data, 5*time.Second).Error()
 		}
@@ -512,20 +461,6 @@ func (s *Server) seedPlans() {
 			return
 		}
 		s.log.Info("created plan from --plans", "plan", p.Name)
-	}
-}
-
-// every calls fn every d until ctx ends.
-func every(ctx context.Context, d time.Duration, fn func()) {
-	tick := time.NewTicker(d)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			fn()
-		}
 	}
 }
 
@@ -540,3 +475,58 @@ func (s *Server) Close() error {
 	s.wg.Wait()
 	return s.node.Shutdown()
 }
+
+// checkUsageGrace validates a configured grace (0: the default).
+func checkUsageGrace(d time.Duration) error {
+	if d < 0 || d > fsm.MaxUsageGrace {
+		return fmt.Errorf("usage grace %v: want 0 (default %v) to %v", d, fsm.DefaultUsageGrace, fsm.MaxUsageGrace)
+	}
+	return nil
+}
+
+// syncUsageGrace, on the leader, writes its configured grace into the log
+// when the state holds another.
+func (s *Server) syncUsageGrace() {
+	var have int64
+	s.fsm.Read(func(st *fsm.State) { have = st.Grace() })
+	if have == int64(s.cfg.UsageGrace) {
+		return
+	}
+	data, err := fsm.EncodeCmd(fsm.CmdUsageGrace, &fsm.UsageGraceCmd{Time: s.clock.Stamp(), Grace: int64(s.cfg.UsageGrace)})
+	if err == nil {
+		err = s.node.Raft.Apply(data, 5*time.Second).Error()
+	}
+	if err != nil {
+		s.log.Warn("usage grace not set yet", "grace", s.cfg.UsageGrace, "error", err)
+		return
+	}
+	s.log.Info("set the grace for late batches", "grace", s.cfg.UsageGrace, "was", time.Duration(have))
+}
+
+// loggedFSM returns a state machine holding catalogue that logs to log what
+// it refuses or skips.
+func loggedFSM(catalogue []plans.Plan, log hclog.Logger) *fsm.FSM {
+	f := fsm.NewFSM(catalogue)
+	f.OnRefused = func(index uint64, err error, malformed bool) {
+		if malformed {
+			log.Error("skipping malformed log entry", "index", index, "error", err)
+		} else {
+			log.Debug("command refused", "index", index, "error", err)
+		}
+	}
+	return f
+}
+
+func tlsListener(ln net.Listener, t *cluster.TLS) net.Listener {
+	return tls.NewListener(ln, t.Server.Clone())
+}
+
+// AddInsecure records more of what the server exposes unprotected, for
+// GET /v1/status.
+func (s *Server) AddInsecure(notes ...string) { s.api.AddInsecure(notes...) }
+
+// Insecure lists what this server exposes beyond its own machine without
+// protection (empty when nothing): a listener on a non-loopback address
+// in plaintext, Raft taking peers without client certificates, gossip
+// without encryption. GET /v1/status shows it as "insecure".
+func (s *Server) Insecure() []string { return s.api.Insecure() }

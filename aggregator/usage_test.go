@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
+
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -66,7 +68,7 @@ func newTestServer(t testing.TB, clock *fakeClock, opts ...func(*Config)) *Serve
 // commitItems puts agent messages into the log at the clock's time.
 func commitItems(t *testing.T, s *Server, msgs ...wire.Message) {
 	t.Helper()
-	data, err := encodeCmd(cmdAgentItems, itemsCmd(s.clock.stamp(), "", msgs...))
+	data, err := fsm.EncodeCmd(fsm.CmdAgentItems, fsm.ItemsCmd(s.clock.Stamp(), "", msgs...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +80,7 @@ func commitItems(t *testing.T, s *Server, msgs ...wire.Message) {
 func get(t *testing.T, s *Server, path string, v any) int {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	s.routes().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	s.api.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 	if v != nil && rec.Code == http.StatusOK {
 		if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
 			t.Fatal(err)
@@ -94,22 +96,22 @@ func TestScriptedDayUsageAndCost(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2026, 11, 3, 8, 0, 0, 0, time.UTC)}
 	s := newTestServer(t, clock)
 	rec := httptest.NewRecorder()
-	s.routes().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app1/plan", jsonBody(`{"plan":"payg"}`)))
+	s.api.Handler().ServeHTTP(rec, httptest.NewRequest("PUT", "/v1/tenants/app1/plan", jsonBody(`{"plan":"payg"}`)))
 	if rec.Code != 200 {
 		t.Fatalf("set plan: %d %s", rec.Code, rec.Body)
 	}
 	at := func(h, m int) { clock.Set(time.Date(2026, 11, 3, h, m, 0, 0, time.UTC)) }
 	hour := uint64(time.Hour / time.Microsecond)
 	at(9, 0)
-	commitItems(t, s, full("a1", 1, 0), batch("a1", 1, 1, wire.DeltaEntry{Tenant: "app1", Class: "audio", Opened: 100, Peak: 100}))
+	commitItems(t, s, fsm.Full("a1", 1, 0), fsm.Batch("a1", 1, 1, wire.DeltaEntry{Tenant: "app1", Class: "audio", Opened: 100, Peak: 100}))
 	at(10, 0) // 100 audio sessions for an hour: 6,000 minutes
-	commitItems(t, s, batch("a1", 1, 2,
+	commitItems(t, s, fsm.Batch("a1", 1, 2,
 		wire.DeltaEntry{Tenant: "app1", Class: "audio", Closed: 100, SessionMicros: 100 * hour},
 		wire.DeltaEntry{Tenant: "app1", Class: "video-hd", Opened: 50, Peak: 50}))
 	at(11, 0) // 50 HD video sessions for an hour: 3,000 minutes; 12 refused
-	commitItems(t, s, batch("a1", 1, 3, wire.DeltaEntry{Tenant: "app1", Class: "video-hd", Closed: 50, SessionMicros: 50 * hour, Refused: 12, Peak: 50}))
+	commitItems(t, s, fsm.Batch("a1", 1, 3, wire.DeltaEntry{Tenant: "app1", Class: "video-hd", Closed: 50, SessionMicros: 50 * hour, Refused: 12, Peak: 50}))
 
-	var got UsageReportJSON
+	var got fsm.UsageReportJSON
 	if code := get(t, s, "/v1/tenants/app1/usage?period=2026-11", &got); code != 200 {
 		t.Fatalf("usage: %d", code)
 	}
@@ -117,7 +119,7 @@ func TestScriptedDayUsageAndCost(t *testing.T) {
 		PCU          uint64             `json:"pcu"`
 		UnitMinutes  float64            `json:"unit_minutes"`
 		Seconds      map[string]float64 `json:"seconds_by_class"`
-		Day          DayJSON            `json:"day"`
+		Day          fsm.DayJSON        `json:"day"`
 		TotalMicros  int64              `json:"total_micros"`
 		LineAmounts  map[string]int64   `json:"line_amounts_micros"`
 		LineQuantity map[string]uint64  `json:"line_quantities"`

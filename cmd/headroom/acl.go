@@ -5,9 +5,8 @@ import (
 	"io"
 	"net/url"
 
+	"github.com/headroom-rtc/headroom/aggregator/api"
 	"github.com/urfave/cli/v2"
-
-	"github.com/headroom-rtc/headroom/aggregator"
 )
 
 // ACL commands: bootstrap the first operator token, then create, list and
@@ -19,7 +18,7 @@ func aclCommand() *cli.Command {
 		Usage: "access control",
 		Subcommands: []*cli.Command{
 			leaf("bootstrap", "create the first operator token (once per cluster) and print its secret", "", func(c *cli.Context, cl *client, _ []string) error {
-				var tk aggregator.TokenJSON
+				var tk api.TokenJSON
 				if err := cl.do("POST", "/v1/acl/bootstrap", nil, &tk); err != nil {
 					return err
 				}
@@ -36,7 +35,7 @@ func tokenCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			leaf("create", "create a token and print its secret (shown only now)", "--role operator|reader|tenant|agent [--tenant T] [--description D]", func(c *cli.Context, cl *client, _ []string) error {
 				body := map[string]string{"role": c.String("role"), "tenant": c.String("tenant"), "description": c.String("description")}
-				var tk aggregator.TokenJSON
+				var tk api.TokenJSON
 				if err := cl.do("POST", "/v1/tokens", body, &tk); err != nil {
 					return err
 				}
@@ -46,7 +45,7 @@ func tokenCommand() *cli.Command {
 				&cli.StringFlag{Name: "tenant", Usage: "the tenant a tenant token reads"},
 				&cli.StringFlag{Name: "description", Usage: "what the token is for"}),
 			leaf("list", "list tokens (accessors, never secrets)", "", func(c *cli.Context, cl *client, _ []string) error {
-				var ts []aggregator.TokenJSON
+				var ts []api.TokenJSON
 				if err := cl.do("GET", "/v1/tokens", nil, &ts); err != nil {
 					return err
 				}
@@ -68,7 +67,7 @@ func tokenCommand() *cli.Command {
 }
 
 // printToken prints a new token: with -o json {"accessor","secret",...}.
-func printToken(cl *client, tk aggregator.TokenJSON) error {
+func printToken(cl *client, tk api.TokenJSON) error {
 	return cl.print(tk, func(w io.Writer) {
 		fmt.Fprintf(w, "accessor\t%s\nsecret\t%s\nrole\t%s\n", tk.Accessor, tk.Secret, tk.Role)
 		if tk.Tenant != "" {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/headroom-rtc/headroom/agent"
 	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 )
 
 func pickAddr(b *testing.B) string {
@@ -59,7 +60,7 @@ func BenchmarkSessionVisible(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		var t aggregator.TenantJSON
+		var t fsm.TenantJSON
 		json.Unmarshal(body, &t)
 		return t.Concurrency.Total
 	}

@@ -16,7 +16,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/api"
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/headroom-rtc/headroom/plans"
 )
 
@@ -194,7 +195,7 @@ func tenantCommand() *cli.Command {
 		Usage: "list tenants, show one, put one on a plan",
 		Subcommands: []*cli.Command{
 			leaf("list", "list every tenant with its concurrency against its ceiling", "", func(c *cli.Context, cl *client, _ []string) error {
-				var ts []aggregator.TenantJSON
+				var ts []fsm.TenantJSON
 				if err := cl.do("GET", "/v1/tenants", nil, &ts); err != nil {
 					return err
 				}
@@ -206,7 +207,7 @@ func tenantCommand() *cli.Command {
 				})
 			}, 0),
 			leaf("show", "show a tenant's figures and usage this period", "[--period YYYY-MM] TENANT", func(c *cli.Context, cl *client, args []string) error {
-				var t aggregator.TenantJSON
+				var t fsm.TenantJSON
 				path := "/v1/tenants/" + url.PathEscape(args[0])
 				if p := c.String("period"); p != "" {
 					path += "?period=" + url.QueryEscape(p)
@@ -243,7 +244,7 @@ func tenantCommand() *cli.Command {
 			}, 1, &cli.StringFlag{Name: "period", Usage: "billing period YYYY-MM (default: the current one)"}),
 			leaf("set-plan", "put a tenant on a plan (creates the tenant if absent); an upgrade defaults to now, a downgrade to the period's end",
 				"[--at now|period-end|RFC3339] TENANT PLAN", func(c *cli.Context, cl *client, args []string) error {
-					var t aggregator.TenantJSON
+					var t fsm.TenantJSON
 					body := map[string]string{"plan": args[1], "at": c.String("at")}
 					if err := cl.do("PUT", "/v1/tenants/"+url.PathEscape(args[0])+"/plan", body, &t); err != nil {
 						return err
@@ -257,7 +258,7 @@ func tenantCommand() *cli.Command {
 					})
 				}, 2, &cli.StringFlag{Name: "at", Usage: "now, period-end or an RFC 3339 time (default: now for an upgrade, period-end for a downgrade)"}),
 			leaf("schedule", "show a tenant's scheduled plan change", "TENANT", func(c *cli.Context, cl *client, args []string) error {
-				var ss []aggregator.ScheduledJSON
+				var ss []fsm.ScheduledJSON
 				if err := cl.do("GET", "/v1/tenants/"+url.PathEscape(args[0])+"/schedule", nil, &ss); err != nil {
 					return err
 				}
@@ -273,7 +274,7 @@ func tenantCommand() *cli.Command {
 				if id := c.Uint64("id"); id != 0 {
 					path += fmt.Sprintf("?id=%d", id)
 				}
-				var t aggregator.TenantJSON
+				var t fsm.TenantJSON
 				if err := cl.do("DELETE", path, nil, &t); err != nil {
 					return err
 				}
@@ -305,7 +306,7 @@ func auditCommand() *cli.Command {
 		if n := c.Int("limit"); n > 0 {
 			q.Set("limit", fmt.Sprint(n))
 		}
-		var es []aggregator.AuditJSON
+		var es []api.AuditJSON
 		if err := cl.do("GET", "/v1/audit?"+q.Encode(), nil, &es); err != nil {
 			return err
 		}

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/api"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
@@ -44,8 +44,8 @@ var fastc = &http.Client{Timeout: 5 * time.Second}
 
 // The servers' own answer types.
 type (
-	statusJSON = aggregator.StatusJSON
-	peerJSON   = aggregator.PeerJSON
+	statusJSON = api.StatusJSON
+	peerJSON   = api.PeerJSON
 )
 
 type agentStatus struct {

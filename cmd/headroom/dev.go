@@ -16,6 +16,7 @@ import (
 
 	"github.com/headroom-rtc/headroom/agent"
 	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/api"
 )
 
 func nullLogger() hclog.Logger { return hclog.NewNullLogger() }
@@ -170,8 +171,8 @@ func devACL(ctx context.Context, addr, dir string) (devTokens, error) {
 		}
 		return toks, nil
 	}
-	post := func(path, secret string, body any) (aggregator.TokenJSON, error) {
-		var out aggregator.TokenJSON
+	post := func(path, secret string, body any) (api.TokenJSON, error) {
+		var out api.TokenJSON
 		b, _ := json.Marshal(body)
 		req, err := http.NewRequestWithContext(ctx, "POST", "http://"+addr+path, bytes.NewReader(b))
 		if err != nil {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/headroom-rtc/headroom/internal/exporttest"
 )
 
@@ -174,7 +174,7 @@ func TestExportThroughLeaderKill(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the CSV: %v\n%s", err, out)
 	}
-	var u aggregator.UsageReportJSON
+	var u fsm.UsageReportJSON
 	if _, err := getJSON(fastc, s.url("/v1/tenants/"+tenants[0]+"/usage?period="+period), &u); err != nil || u.Invoice == nil {
 		t.Fatalf("usage of %s: %v %+v", tenants[0], err, u)
 	}

@@ -9,13 +9,14 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/api"
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/headroom-rtc/headroom/internal/atomicfile"
 )
 
 func membersCommand() *cli.Command {
 	return leaf("members", "the servers as gossip sees them", "", func(c *cli.Context, cl *client, _ []string) error {
-		var ms []aggregator.MemberJSON
+		var ms []api.MemberJSON
 		if err := cl.do("GET", "/v1/members", nil, &ms); err != nil {
 			return err
 		}
@@ -34,7 +35,7 @@ func raftCommand() *cli.Command {
 		Usage: "the Raft configuration",
 		Subcommands: []*cli.Command{
 			leaf("peers", "the Raft servers, voters and leader", "", func(c *cli.Context, cl *client, _ []string) error {
-				var ps []aggregator.PeerJSON
+				var ps []api.PeerJSON
 				if err := cl.do("GET", "/v1/raft/peers", nil, &ps); err != nil {
 					return err
 				}
@@ -80,14 +81,14 @@ func snapshotCommand() *cli.Command {
 					return err
 				}
 				defer resp.Body.Close()
-				var info *aggregator.SnapshotInfo
+				var info *fsm.SnapshotInfo
 				var size int64
 				// The file is checked as it arrives and kept only if it
 				// passes: its checksum, and a state that decodes.
 				err = atomicfile.Write(args[0], 0o600, func(w io.Writer) error {
 					cw := &countWriter{w: w}
 					var err error
-					info, err = aggregator.InspectSnapshot(io.TeeReader(&progress{r: resp.Body, total: resp.ContentLength}, cw))
+					info, err = fsm.InspectSnapshot(io.TeeReader(&progress{r: resp.Body, total: resp.ContentLength}, cw))
 					size = cw.n
 					return err
 				})
@@ -135,20 +136,20 @@ func snapshotCommand() *cli.Command {
 
 // inspectFile reads a snapshot file offline; a damaged one is an error
 // naming the file.
-func inspectFile(path string) (*aggregator.SnapshotInfo, error) {
+func inspectFile(path string) (*fsm.SnapshotInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	info, err := aggregator.InspectSnapshot(f)
+	info, err := fsm.InspectSnapshot(f)
 	if err != nil {
 		return info, fmt.Errorf("%s: %w", path, err)
 	}
 	return info, nil
 }
 
-func printSnapshotInfo(w io.Writer, path string, info *aggregator.SnapshotInfo) {
+func printSnapshotInfo(w io.Writer, path string, info *fsm.SnapshotInfo) {
 	fmt.Fprintf(w, "file:\t%s\n", path)
 	fmt.Fprintf(w, "format:\t%s\n", info.Format)
 	fmt.Fprintf(w, "index:\t%d\n", info.Index)

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 )
 
 // raftRecoverCommand is `headroom raft recover`: offline, on a stopped
@@ -48,8 +49,8 @@ func raftRecoverCommand() *cli.Command {
 				LogFirst: rep.LogFirst, LogLast: rep.LogLast,
 				SnapshotIndex: rep.SnapshotIndex, SnapshotTerm: rep.SnapshotTerm,
 				LastIndex: rep.LastIndex, LastTerm: rep.LastTerm, CurrentTerm: rep.CurrentTerm,
-				OldConfiguration: aggregator.SnapshotServers(rep.OldConfiguration), OldConfigurationIndex: rep.OldConfigurationIndex,
-				NewConfiguration: aggregator.SnapshotServers(rep.NewConfiguration),
+				OldConfiguration: fsm.SnapshotServers(rep.OldConfiguration), OldConfigurationIndex: rep.OldConfigurationIndex,
+				NewConfiguration: fsm.SnapshotServers(rep.NewConfiguration),
 				WrittenSnapshot:  rep.WrittenSnapshot, WrittenIndex: rep.WrittenIndex, WrittenTerm: rep.WrittenTerm,
 			}
 			return cl.print(out, func(w io.Writer) {
@@ -93,7 +94,7 @@ type recoverJSON struct {
 	WrittenTerm           uint64       `json:"written_term"`
 }
 
-type serverJSON = aggregator.SnapshotServer
+type serverJSON = fsm.SnapshotServer
 
 func describeServers(ss []serverJSON) string {
 	if len(ss) == 0 {

@@ -15,9 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/urfave/cli/v2"
-
-	"github.com/headroom-rtc/headroom/aggregator"
 )
 
 // scenario is one demo tenant's workload, after the scenarios of the
@@ -455,7 +454,7 @@ func (s *simulator) print(ctx context.Context, hour float64) {
 		s.mu.Unlock()
 		line := fmt.Sprintf("%-10s %-8s local %5d open  refused %d", sc.Tenant, sc.Plan, open, refused)
 		if s.agg != "" {
-			var t aggregator.TenantJSON
+			var t fsm.TenantJSON
 			if err := s.getJSON(ctx, s.agg+"/v1/tenants/"+sc.Tenant, &t); err == nil {
 				um := 0.0
 				if t.Usage != nil {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headroom-rtc/headroom/aggregator"
+	"github.com/headroom-rtc/headroom/aggregator/fsm"
 	"github.com/headroom-rtc/headroom/plans"
 )
 
@@ -25,7 +25,7 @@ func periodFlag() cli.Flag {
 
 func usageCommand() *cli.Command {
 	return leaf("usage", "a tenant's usage of a period, day by day, and its cost line by line", "[--period YYYY-MM] TENANT", func(c *cli.Context, cl *client, args []string) error {
-		var u aggregator.UsageReportJSON
+		var u fsm.UsageReportJSON
 		if err := cl.do("GET", "/v1/tenants/"+url.PathEscape(args[0])+"/usage"+periodQuery(c), nil, &u); err != nil {
 			return err
 		}
