@@ -1,38 +1,17 @@
 package agent
 
 import (
-	"bufio"
-	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/headroom-rtc/headroom/internal/metricstest"
 	"github.com/headroom-rtc/headroom/wire"
 )
 
 // scrapeAgent reads the agent's /metrics into series → value.
 func scrapeAgent(t *testing.T, a *Agent) (map[string]float64, string) {
 	t.Helper()
-	rec := httptest.NewRecorder()
-	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	if rec.Code != 200 {
-		t.Fatalf("/metrics: %d %s", rec.Code, rec.Body)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(strings.NewReader(rec.Body.String()))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out, rec.Body.String()
+	return metricstest.Scrape(t, a.Handler())
 }
 
 // TestAgentMetrics runs the resend scenario (three batches, a reconnect
