@@ -5,7 +5,16 @@
 // each event is handed to the Go side (main.go).
 #include <stdlib.h>
 #include <string.h>
+#if __has_include(<mosquitto.h>)
 #include <mosquitto.h>
+#else
+/* Debian's mosquitto-dev holds the broker's plugin headers without
+ * libmosquitto's mosquitto.h (libmosquitto-dev); these are its values,
+ * which the broker's ABI fixes. */
+enum mosq_err_t { MOSQ_ERR_SUCCESS = 0, MOSQ_ERR_INVAL = 3, MOSQ_ERR_AUTH = 11, MOSQ_ERR_UNKNOWN = 13 };
+#define MOSQ_LOG_NOTICE 0x02
+#define MOSQ_LOG_WARNING 0x04
+#endif
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 #include "_cgo_export.h"
