@@ -268,7 +268,7 @@ func TestACLWireMessages(t *testing.T) {
 		}
 	}
 	var total uint64
-	f.s.fsm.Read(func(s *fsm.State) { total = s.Tenants["acme"].Open.Total() })
+	f.s.fsm.Read(func(s fsm.View) { total = s.Tenant("acme").Open.Total() })
 	if total != 0 {
 		t.Errorf("acme counts %d sessions from streams that never said Hello", total)
 	}

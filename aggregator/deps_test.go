@@ -1,7 +1,10 @@
 package aggregator
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -105,5 +108,45 @@ func TestDependencyRules(t *testing.T) {
 		if got := len(badDeps(c.pkg, c.deps)) > 0; got != c.bad {
 			t.Errorf("%s → %v: refused %v, want %v", c.pkg, c.deps, got, c.bad)
 		}
+	}
+}
+
+// stateReach finds, in Go source, what reaches past fsm.View into the state
+// itself: the State type, or a view made of one.
+var stateReach = regexp.MustCompile(`\bfsm\.(State|ViewOf|NewState)\b`)
+
+// TestReadersSeeOnlyTheView: the servers around the state machine (the
+// root, the stream server, the API) read the state through fsm.Reader's
+// View, never through *fsm.State and its maps; only tests may hold the
+// state itself.
+func TestReadersSeeOnlyTheView(t *testing.T) {
+	for _, dir := range []string{".", "stream", "api", "web"} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, line := range strings.Split(string(b), "\n") {
+				if code, _, _ := strings.Cut(line, "//"); stateReach.MatchString(code) {
+					t.Errorf("%s:%d reaches the state past fsm.View: %s", f, i+1, strings.TrimSpace(line))
+				}
+			}
+		}
+	}
+	// The rule itself catches what it is meant to.
+	for _, bad := range []string{"func f(st *fsm.State) {}", "v := fsm.ViewOf(s)"} {
+		if !stateReach.MatchString(bad) {
+			t.Errorf("the rule misses %q", bad)
+		}
+	}
+	if stateReach.MatchString("fsm.Read(func(st fsm.View) {})") {
+		t.Error("the rule refuses a read through the view")
 	}
 }

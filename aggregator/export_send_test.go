@@ -177,7 +177,7 @@ func TestExportRefusalNotRetried(t *testing.T) {
 		t.Fatalf("the refused batch was sent %d times", n)
 	}
 	var pending uint64
-	s.fsm.Read(func(st *fsm.State) { pending = st.Export.Pending() })
+	s.fsm.Read(func(st fsm.View) { pending = st.Export().Pending() })
 	if pending == 0 {
 		t.Fatal("the refused records were marked sent")
 	}
@@ -242,7 +242,7 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 		}
 	}
 	var cutBefore uint64
-	s.fsm.Read(func(st *fsm.State) { cutBefore = st.Export.Seq })
+	s.fsm.Read(func(st fsm.View) { cutBefore = st.Export().Seq })
 	if cutBefore != 1 {
 		t.Fatalf("%d windows cut while the receiver was down, want 1 held back", cutBefore)
 	}
@@ -253,7 +253,7 @@ func TestExportBacklogAfterAnHourDown(t *testing.T) {
 		return exactly(rcv.Totals(), endpointMicros(t, s, exportTenants, "2026-12"))
 	})
 	var cut uint64
-	s.fsm.Read(func(st *fsm.State) { cut = st.Export.Seq })
+	s.fsm.Read(func(st fsm.View) { cut = st.Export().Seq })
 	st := rcv.Stats()
 	// Cut 1 held 15 events; cut 2 the other 59 minutes of 5 tenants × 3
 	// classes: 15 events, not 59 × 15.

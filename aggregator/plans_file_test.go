@@ -21,8 +21,10 @@ func TestPlansFileCreatesMissingPlansOnly(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var got map[string]plans.Plan
-		s.fsm.Read(func(st *fsm.State) {
-			got = map[string]plans.Plan{"gold": st.Plans["gold"], "payg": st.Plans["payg"]}
+		s.fsm.Read(func(st fsm.View) {
+			gold, _ := st.Plan("gold")
+			payg, _ := st.Plan("payg")
+			got = map[string]plans.Plan{"gold": gold, "payg": payg}
 		})
 		if got["gold"].Name == "gold" {
 			if got["payg"].Ceiling != 1000 {

@@ -448,7 +448,7 @@ func (s *Server) Ready() (bool, string) { return s.api.Ready() }
 func (s *Server) seedPlans() {
 	for _, p := range s.cfg.Plans {
 		var exists bool
-		s.fsm.Read(func(st *fsm.State) { _, exists = st.Plans[p.Name] })
+		s.fsm.Read(func(st fsm.View) { _, exists = st.Plan(p.Name) })
 		if exists {
 			continue
 		}
@@ -488,7 +488,7 @@ func checkUsageGrace(d time.Duration) error {
 // when the state holds another.
 func (s *Server) syncUsageGrace() {
 	var have int64
-	s.fsm.Read(func(st *fsm.State) { have = st.Grace() })
+	s.fsm.Read(func(st fsm.View) { have = st.Grace() })
 	if have == int64(s.cfg.UsageGrace) {
 		return
 	}

@@ -34,7 +34,7 @@ func TestUsageReportMetering(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				var g int64
-				s.fsm.Read(func(st *fsm.State) { g = st.UsageGrace })
+				s.fsm.Read(func(st fsm.View) { g = st.UsageGrace() })
 				if g == int64(2*time.Hour) {
 					break
 				}

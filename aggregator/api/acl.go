@@ -123,7 +123,7 @@ func (s *Server) aclGate(mux *http.ServeMux, next http.Handler) http.Handler {
 		secret := bearer(r)
 		var tk *fsm.Token
 		if secret != "" {
-			s.fsm.Read(func(st *fsm.State) {
+			s.fsm.Read(func(st fsm.View) {
 				if t := st.TokenBySecret(secret); t != nil {
 					c := *t
 					tk = &c
@@ -262,7 +262,7 @@ func tokenJSON(tk *fsm.Token) TokenJSON {
 // handleBootstrap creates the first operator token, once.
 func (s *Server) handleBootstrap(w http.ResponseWriter, r *http.Request) {
 	var done bool
-	s.fsm.Read(func(st *fsm.State) { done = st.ACLBootstrapped })
+	s.fsm.Read(func(st fsm.View) { done = st.ACLBootstrapped() })
 	if done {
 		jsonhttp.Error(w, http.StatusForbidden, "ACL already bootstrapped: create tokens with an operator token")
 		return
@@ -302,9 +302,9 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, tk fsm.Toke
 
 func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) {
 	var out []TokenJSON
-	s.fsm.Read(func(st *fsm.State) {
-		out = make([]TokenJSON, 0, len(st.Tokens))
-		for _, tk := range st.Tokens {
+	s.fsm.Read(func(st fsm.View) {
+		out = make([]TokenJSON, 0, st.NumTokens())
+		for _, tk := range st.Tokens() {
 			out = append(out, tokenJSON(tk))
 		}
 	})

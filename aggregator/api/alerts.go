@@ -231,9 +231,10 @@ type alerter struct {
 	onAlert func(Alert)
 
 	mu sync.Mutex
-	// state is the state the marks were computed from; another pointer
-	// means the FSM restored a snapshot.
-	state *fsm.State
+	// state is the view of the state the marks were computed from, kept
+	// to be compared only (never read outside a Read): another one means
+	// the FSM restored a snapshot.
+	state fsm.View
 	// marks holds, per tenant and kind, the thresholds fired and not yet
 	// re-armed (bit i for thresholds[i]); tenants with none are absent.
 	marks map[string]kindMarks
@@ -272,14 +273,14 @@ func newAlerter(sm fsm.Reader, log hclog.Logger, thresholds []uint32, webhook st
 // block: the sender is woken with a non-blocking send.
 func (a *alerter) changed(names []string) {
 	crossed := false
-	a.fsm.Read(func(st *fsm.State) {
+	a.fsm.Read(func(st fsm.View) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if st != a.state {
 			a.primeLocked(st)
 			return
 		}
-		pass := alertPass{st: st, period: plans.PeriodOf(time.Unix(0, st.Time)).String()}
+		pass := alertPass{st: st, period: plans.PeriodOf(time.Unix(0, st.Time())).String()}
 		if period := pass.period; period != a.period { // a new period's unit-minutes start from nothing
 			a.period = period
 			for name, m := range a.marks {
@@ -306,18 +307,18 @@ func (a *alerter) changed(names []string) {
 
 // prime sets the marks from a state without alerting: every threshold a
 // tenant reaches counts as fired.
-func (a *alerter) prime(st *fsm.State) {
+func (a *alerter) prime(st fsm.View) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.primeLocked(st)
 }
 
-func (a *alerter) primeLocked(st *fsm.State) {
+func (a *alerter) primeLocked(st fsm.View) {
 	a.state = st
 	a.marks = make(map[string]kindMarks)
-	pass := alertPass{st: st, period: plans.PeriodOf(time.Unix(0, st.Time)).String()}
+	pass := alertPass{st: st, period: plans.PeriodOf(time.Unix(0, st.Time())).String()}
 	a.period = pass.period
-	for name, t := range st.Tenants {
+	for name, t := range st.Tenants() {
 		var m kindMarks
 		for k, l := range pass.levels(t) {
 			if l.limit == 0 {
@@ -347,7 +348,7 @@ func (l alertLevel) utilization() float64 { return 100 * l.value / float64(l.lim
 
 // alertPass checks tenants against one state: the one an entry left.
 type alertPass struct {
-	st     *fsm.State
+	st     fsm.View
 	period string // of the entry's time
 	limits []planLimits
 }
@@ -366,7 +367,7 @@ func (p *alertPass) plan(name string) planLimits {
 		}
 	}
 	l := planLimits{plan: name}
-	if pl, ok := p.st.Plans[name]; ok {
+	if pl, ok := p.st.Plan(name); ok {
 		if pl.Mode != plans.Meter {
 			l.ceiling = pl.Ceiling
 		}
@@ -408,7 +409,7 @@ func rearmed(util float64, th uint32) bool {
 
 // check updates a tenant's marks and queues its crossings; under a.mu.
 func (a *alerter) check(p *alertPass, name string) bool {
-	t := p.st.Tenants[name]
+	t := p.st.Tenant(name)
 	if t == nil {
 		delete(a.marks, name)
 		return false
@@ -460,15 +461,15 @@ func (a *alerter) push(p *alertPass, t *fsm.Tenant, kind AlertKind, th uint32, l
 		what = "included monthly active users of " + period
 	}
 	al := Alert{
-		ID: alertID(t.Name, kind, th, period, st.Index), Tenant: t.Name, Plan: t.Plan, Kind: kind,
+		ID: alertID(t.Name, kind, th, period, st.Index()), Tenant: t.Name, Plan: t.Plan, Kind: kind,
 		ThresholdPct: th, Value: l.value, Limit: l.limit, Utilization: util, Period: period,
-		At: time.Unix(0, st.Time).UTC().Format(time.RFC3339), RaftIndex: st.Index,
+		At: time.Unix(0, st.Time()).UTC().Format(time.RFC3339), RaftIndex: st.Index(),
 		Message: fmt.Sprintf("tenant %s reached %d%% of its %s on plan %s: %s of %d (%s%%)",
 			t.Name, th, what, t.Plan, strconv.FormatFloat(l.value, 'f', -1, 64), l.limit, strconv.FormatFloat(util, 'f', -1, 64)),
 	}
 	a.last++
 	a.stats.Detected++
-	a.ring[(a.last-1)%uint64(len(a.ring))] = alertRec{seq: a.last, at: st.Time, alert: al}
+	a.ring[(a.last-1)%uint64(len(a.ring))] = alertRec{seq: a.last, at: st.Time(), alert: al}
 	if a.onAlert != nil {
 		a.onAlert(al)
 	}

@@ -67,7 +67,7 @@ func BenchmarkTenantList100k(b *testing.B) {
 				query := "/v1/tenants?sort=utilization&limit=50"
 				if page == "deep" {
 					var p tenantPage
-					f.Read(func(st *fsm.State) {
+					f.Read(func(st fsm.View) {
 						f.ScanTenants(st, func(rows []fsm.TenantRow) {
 							p = listTenants(st, rows, tenantQuery{order: orderUtilization, limit: 50_000})
 						})

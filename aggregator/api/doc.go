@@ -4,8 +4,9 @@
 // history and the usage export to a CloudEvents receiver (export_send.go).
 //
 // Contract:
-//   - It reads the state only through fsm.Reader (one consistent state
-//     per call, never changed, nothing kept after it returns) and the
+//   - It reads the state only through fsm.Reader and its fsm.View (one
+//     consistent state per call, never changed, nothing kept after it
+//     returns) and the
 //     read API of aggregator/fsm; it changes the state only by committing
 //     commands through Raft, stamped by the entry clock it is given.
 //   - It may import wire, plans, cluster, internal packages, the state

@@ -428,9 +428,9 @@ func (h *eventHub) flushConcurrency() {
 		return
 	}
 	var out []TenantConcurrencyJSON
-	h.fsm.Read(func(st *fsm.State) {
+	h.fsm.Read(func(st fsm.View) {
 		for name := range dirty {
-			t := st.Tenants[name]
+			t := st.Tenant(name)
 			old, had := h.published[name]
 			if t == nil {
 				delete(h.published, name)
@@ -438,7 +438,7 @@ func (h *eventHub) flushConcurrency() {
 				continue
 			}
 			fig := tenantFigures{plan: t.Plan, open: t.Open}
-			if p, ok := st.Plans[t.Plan]; ok {
+			if p, ok := st.Plan(t.Plan); ok {
 				fig.ceiling = p.Ceiling
 			}
 			if had && fig == old {

@@ -161,9 +161,9 @@ func (x *exporter) step(ctx context.Context) {
 	}
 	var st fsm.ExportState
 	var recs []fsm.ExportRecord
-	x.fsm.Read(func(s *fsm.State) {
-		if s.Export != nil {
-			st = *s.Export
+	x.fsm.Read(func(s fsm.View) {
+		if s.Export() != nil {
+			st = *s.Export()
 		}
 		recs = s.ExportPending()
 	})
@@ -177,7 +177,7 @@ func (x *exporter) step(ctx context.Context) {
 			return
 		}
 		var dirty bool
-		x.fsm.Read(func(s *fsm.State) { dirty = s.ExportDirty() })
+		x.fsm.Read(func(s fsm.View) { dirty = s.ExportDirty() })
 		if !dirty {
 			x.nextCheck = (now/x.window + 1) * x.window // nothing new: look again at the next boundary
 			return
@@ -185,8 +185,8 @@ func (x *exporter) step(ctx context.Context) {
 		if !x.cut(st) {
 			return
 		}
-		x.fsm.Read(func(s *fsm.State) {
-			st = *s.Export
+		x.fsm.Read(func(s fsm.View) {
+			st = *s.Export()
 			recs = s.ExportPending()
 		})
 	}
@@ -482,9 +482,9 @@ func (x *exporter) Collect(ch chan<- prometheus.Metric) {
 	}
 	x.stats.mu.Unlock()
 	var st fsm.ExportState
-	x.fsm.Read(func(s *fsm.State) {
-		if s.Export != nil {
-			st = *s.Export
+	x.fsm.Read(func(s fsm.View) {
+		if s.Export() != nil {
+			st = *s.Export()
 		}
 	})
 	lag := 0.0

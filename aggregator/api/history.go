@@ -71,13 +71,13 @@ func newHistory(max int) *history {
 // changed records the tenants an entry changed (FSM.onChange), as the
 // entry left them. It takes the read lock of the state.
 func (h *history) changed(f fsm.Reader, names []string) {
-	f.Read(func(st *fsm.State) {
-		minute := st.Time / int64(time.Minute)
+	f.Read(func(st fsm.View) {
+		minute := st.Time() / int64(time.Minute)
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		plan, ceil := "", uint32(0)
 		for i, n := range names {
-			t := st.Tenants[n]
+			t := st.Tenant(n)
 			if t == nil {
 				h.dropLocked(n)
 				continue
@@ -231,9 +231,9 @@ func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var now int64
 	found := false
-	s.fsm.Read(func(st *fsm.State) {
-		now = st.Time
-		_, found = st.Tenants[id]
+	s.fsm.Read(func(st fsm.View) {
+		now = st.Time()
+		found = st.Tenant(id) != nil
 	})
 	if !found {
 		jsonhttp.Error(w, http.StatusNotFound, fmt.Sprintf("no tenant %q", id))

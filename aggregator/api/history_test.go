@@ -38,7 +38,7 @@ func TestHistoryMinutes(t *testing.T) {
 	h.Items(at.Add(3*time.Minute), "", fsm.Batch("a1", 1, 4, fsm.Open("t", "video-hd", 1)))  // 3 in minute 3
 	h.Items(at.Add(5*time.Minute), "", fsm.Batch("a1", 1, 5, fsm.Open("other", "audio", 1))) // the latest entry: minute 5
 	var now int64
-	h.F.Read(func(s *fsm.State) { now = s.Time })
+	h.F.Read(func(s fsm.View) { now = s.Time() })
 	pts, tracked := hist.points("t", 0, now)
 	if !tracked || !reflect.DeepEqual(peaks(pts), []uint64{9, 2, 2, 3, 3, 3}) {
 		t.Fatalf("tracked %v, peaks %v, want 9 2 2 3 3 3", tracked, peaks(pts))
@@ -102,7 +102,7 @@ func TestHistoryBounded(t *testing.T) {
 	}
 	hist.mu.Unlock()
 	var now int64
-	h.F.Read(func(s *fsm.State) { now = s.Time })
+	h.F.Read(func(s fsm.View) { now = s.Time() })
 	pts, _ := hist.points("t09", 0, now)
 	if len(pts) != historyMinutes || pts[len(pts)-1].Peak != 9 {
 		t.Fatalf("t09, silent for 12 h: %d points, last %+v", len(pts), pts[len(pts)-1])

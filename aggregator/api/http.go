@@ -135,8 +135,8 @@ func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
 		out   fsm.TenantJSON
 		found bool
 	)
-	s.fsm.Read(func(st *fsm.State) {
-		t := st.Tenants[id]
+	s.fsm.Read(func(st fsm.View) {
+		t := st.Tenant(id)
 		if t == nil {
 			return
 		}
@@ -159,8 +159,8 @@ func sortPlans(ps []plans.Plan) {
 
 func (s *Server) handlePlans(w http.ResponseWriter, r *http.Request) {
 	var out []plans.Plan
-	s.fsm.Read(func(st *fsm.State) {
-		for _, p := range st.Plans {
+	s.fsm.Read(func(st fsm.View) {
+		for _, p := range st.Plans() {
 			out = append(out, p)
 		}
 	})
@@ -186,9 +186,9 @@ type AgentJSON struct {
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 	var out []AgentJSON
-	s.fsm.Read(func(st *fsm.State) {
-		out = make([]AgentJSON, 0, len(st.Agents))
-		for _, a := range st.Agents {
+	s.fsm.Read(func(st fsm.View) {
+		out = make([]AgentJSON, 0, st.NumAgents())
+		for _, a := range st.Agents() {
 			j := AgentJSON{ID: a.ID, Epoch: a.Epoch, LastSeq: a.LastSeq, Region: a.Region,
 				LastSeen: time.Unix(0, a.LastSeen).UTC().Format(time.RFC3339Nano), Tenants: len(a.Counts), Expired: a.Expired}
 			for _, c := range a.Counts {

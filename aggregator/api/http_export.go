@@ -63,11 +63,11 @@ func (s *Server) handleExportInvoices(w http.ResponseWriter, r *http.Request) {
 	var names []string
 	var closed bool
 	var now plans.Period
-	s.fsm.Read(func(st *fsm.State) {
-		now = plans.PeriodOf(time.Unix(0, st.Time))
+	s.fsm.Read(func(st fsm.View) {
+		now = plans.PeriodOf(time.Unix(0, st.Time()))
 		closed = st.PeriodClosed(p.String())
-		names = make([]string, 0, len(st.Tenants))
-		for n := range st.Tenants {
+		names = make([]string, 0, st.NumTenants())
+		for n := range st.Tenants() {
 			names = append(names, n)
 		}
 	})

@@ -106,12 +106,12 @@ func (s *Server) handleSetPlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var from, to *plans.Plan
-	s.fsm.Read(func(st *fsm.State) {
-		if p, ok := st.Plans[body.Plan]; ok {
+	s.fsm.Read(func(st fsm.View) {
+		if p, ok := st.Plan(body.Plan); ok {
 			to = &p
 		}
-		if t := st.Tenants[id]; t != nil {
-			if p, ok := st.Plans[t.Plan]; ok {
+		if t := st.Tenant(id); t != nil {
+			if p, ok := st.Plan(t.Plan); ok {
 				from = &p
 			}
 		}
@@ -135,8 +135,8 @@ func (s *Server) handleSetPlan(w http.ResponseWriter, r *http.Request) {
 func (s *Server) writeTenant(w http.ResponseWriter, id string) {
 	var out fsm.TenantJSON
 	found := false
-	s.fsm.Read(func(st *fsm.State) {
-		if t := st.Tenants[id]; t != nil {
+	s.fsm.Read(func(st fsm.View) {
+		if t := st.Tenant(id); t != nil {
 			out, found = fsm.TenantJSONOf(st, t), true
 		}
 	})
@@ -151,9 +151,9 @@ func (s *Server) handleSchedule(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	out := []*fsm.ScheduledJSON{}
 	found := false
-	s.fsm.Read(func(st *fsm.State) {
-		_, found = st.Tenants[id]
-		if sc := st.Scheduled[id]; sc != nil {
+	s.fsm.Read(func(st fsm.View) {
+		found = st.Tenant(id) != nil
+		if sc := st.Scheduled(id); sc != nil {
 			out = append(out, fsm.ScheduledJSONOf(sc))
 		}
 	})
@@ -213,9 +213,9 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	out := []AuditJSON{}
-	s.fsm.Read(func(st *fsm.State) {
-		for i := len(st.Audit) - 1; i >= 0 && len(out) < limit; i-- { // newest first
-			e := st.Audit[i]
+	s.fsm.Read(func(st fsm.View) {
+		for i := len(st.Audit()) - 1; i >= 0 && len(out) < limit; i-- { // newest first
+			e := st.Audit()[i]
 			if tenant != "" && e.Tenant != tenant {
 				continue
 			}
@@ -229,7 +229,7 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request) {
 	var p plans.Plan
 	var ok bool
-	s.fsm.Read(func(st *fsm.State) { p, ok = st.Plans[r.PathValue("name")] })
+	s.fsm.Read(func(st fsm.View) { p, ok = st.Plan(r.PathValue("name")) })
 	if !ok {
 		jsonhttp.Error(w, http.StatusNotFound, fmt.Sprintf("no plan %q", r.PathValue("name")))
 		return

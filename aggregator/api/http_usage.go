@@ -71,8 +71,8 @@ func (s *Server) handleAdvice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var catalogue []plans.Plan
-	s.fsm.Read(func(st *fsm.State) {
-		for _, pl := range st.Plans {
+	s.fsm.Read(func(st fsm.View) {
+		for _, pl := range st.Plans() {
 			catalogue = append(catalogue, pl)
 		}
 	})
@@ -89,6 +89,6 @@ func (s *Server) handleAdvice(w http.ResponseWriter, r *http.Request) {
 // gatherUsage gathers tenant id's usage of period p under the read lock.
 func (s *Server) gatherUsage(id string, p plans.Period) fsm.TenantUsage {
 	var tu fsm.TenantUsage
-	s.fsm.Read(func(st *fsm.State) { tu = fsm.GatherUsage(st, id, p) })
+	s.fsm.Read(func(st fsm.View) { tu = fsm.GatherUsage(st, id, p) })
 	return tu
 }

@@ -261,14 +261,14 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	if c.only != "" {
-		s.fsm.Read(func(st *fsm.State) {
-			if t := st.Tenants[c.only]; t != nil {
+		s.fsm.Read(func(st fsm.View) {
+			if t := st.Tenant(c.only); t != nil {
 				collectTenant(ch, st, t)
 			}
 		})
 		return
 	}
-	c.s.fsm.Read(func(st *fsm.State) { c.collectState(ch, st) })
+	c.s.fsm.Read(func(st fsm.View) { c.collectState(ch, st) })
 	if s.node != nil {
 		c.collectRaft(ch)
 	}
@@ -302,11 +302,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // collectState reports the state machine's figures; under the read lock.
-func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *fsm.State) {
-	gauge(ch, descTenants, float64(len(st.Tenants)))
-	gauge(ch, descPlans, float64(len(st.Plans)))
+func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st fsm.View) {
+	gauge(ch, descTenants, float64(st.NumTenants()))
+	gauge(ch, descPlans, float64(st.NumPlans()))
 	var agents [2]int
-	for _, a := range st.Agents {
+	for _, a := range st.Agents() {
 		if a.Expired {
 			agents[1]++
 		} else {
@@ -320,7 +320,7 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *fsm.State
 	var unitMins float64
 	var admittedOver uint64
 	poolsOver := map[string]int{fsm.OverLowered: 0, fsm.OverRestart: 0, fsm.OverReturned: 0}
-	for _, t := range st.Tenants {
+	for _, t := range st.Tenants() {
 		for i, v := range t.Open {
 			open[i] += v
 		}
@@ -348,14 +348,14 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *fsm.State
 	}
 
 	// The busiest maxTenants tenants by their own label, the rest summed.
-	keys := make([]fsm.TenantKey, 0, min(len(st.Tenants), c.maxTenants))
-	if len(st.Tenants) <= c.maxTenants {
-		for _, t := range st.Tenants {
+	keys := make([]fsm.TenantKey, 0, min(st.NumTenants(), c.maxTenants))
+	if st.NumTenants() <= c.maxTenants {
+		for _, t := range st.Tenants() {
 			keys = append(keys, fsm.TenantKey{Name: t.Name, T: t})
 		}
 	} else {
 		h := pageHeap{o: orderConcurrency, keys: keys}
-		for _, t := range st.Tenants {
+		for _, t := range st.Tenants() {
 			k := fsm.TenantKey{Name: t.Name, Conc: t.Open.Total(), T: t}
 			switch {
 			case len(h.keys) < c.maxTenants:
@@ -374,7 +374,7 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *fsm.State
 	var ceilings, otherCeiling uint64
 	for i := range keys {
 		t := keys[i].T
-		p := st.Plans[t.Plan]
+		p, _ := st.Plan(t.Plan)
 		ceilings += p.Ceiling
 		gauge(ch, descTenantCeiling, float64(p.Ceiling), t.Name)
 		for _, cl := range p.ClassCeilings {
@@ -384,7 +384,7 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *fsm.State
 			otherOpen[j] -= t.Open[j]
 		}
 	}
-	others := len(st.Tenants) - len(keys)
+	others := st.NumTenants() - len(keys)
 	for _, j := range classesByName {
 		if others > 0 {
 			gauge(ch, descTenantConcurrency, float64(otherOpen[j]), otherTenant, className[j])
@@ -398,16 +398,17 @@ func (c *stateCollector) collectState(ch chan<- prometheus.Metric, st *fsm.State
 		collectUsers(ch, st, keys[i].T)
 	}
 	if others > 0 {
-		for _, t := range st.Tenants {
-			otherCeiling += st.Plans[t.Plan].Ceiling
+		for _, t := range st.Tenants() {
+			p, _ := st.Plan(t.Plan)
+			otherCeiling += p.Ceiling
 		}
 		gauge(ch, descTenantCeiling, float64(otherCeiling-ceilings), otherTenant)
 	}
 }
 
 // collectTenant reports one tenant's concurrency and ceilings.
-func collectTenant(ch chan<- prometheus.Metric, st *fsm.State, t *fsm.Tenant) {
-	p := st.Plans[t.Plan]
+func collectTenant(ch chan<- prometheus.Metric, st fsm.View, t *fsm.Tenant) {
+	p, _ := st.Plan(t.Plan)
 	gauge(ch, descTenantCeiling, float64(p.Ceiling), t.Name)
 	for j, name := range className {
 		gauge(ch, descTenantConcurrency, float64(t.Open[j]), t.Name, name)
@@ -420,8 +421,8 @@ func collectTenant(ch chan<- prometheus.Metric, st *fsm.State, t *fsm.Tenant) {
 
 // collectUsers reports a tenant's active users of the state's current
 // period and day.
-func collectUsers(ch chan<- prometheus.Metric, st *fsm.State, t *fsm.Tenant) {
-	today := fsm.DayOf(st.Time)
+func collectUsers(ch chan<- prometheus.Metric, st fsm.View, t *fsm.Tenant) {
+	today := fsm.DayOf(st.Time())
 	var mau uint64
 	if u := t.Usage[fsm.PeriodOfDay(today)]; u != nil {
 		mau = u.MAU

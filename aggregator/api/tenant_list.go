@@ -239,7 +239,7 @@ type tenantPage struct {
 
 // listTenants selects and renders a page of the state's tenants, whose
 // index rows are rows; under the state's read lock.
-func listTenants(st *fsm.State, rows []fsm.TenantRow, q tenantQuery) tenantPage {
+func listTenants(st fsm.View, rows []fsm.TenantRow, q tenantQuery) tenantPage {
 	var page tenantPage
 	var all []fsm.TenantKey   // without a limit
 	h := pageHeap{o: q.order} // with one: the best limit+1 after the cursor
@@ -269,7 +269,7 @@ func listTenants(st *fsm.State, rows []fsm.TenantRow, q tenantQuery) tenantPage 
 		}
 	}
 	if q.only != "" {
-		if t := st.Tenants[q.only]; t != nil {
+		if t := st.Tenant(q.only); t != nil {
 			r := fsm.TenantRowOf(st, t)
 			consider(&r)
 		}
@@ -310,7 +310,7 @@ func (s *Server) handleTenants(w http.ResponseWriter, r *http.Request) {
 	}
 	q.only = tenantScope(r) // a tenant's token lists its tenant alone
 	var page tenantPage
-	s.fsm.Read(func(st *fsm.State) {
+	s.fsm.Read(func(st fsm.View) {
 		s.fsm.ScanTenants(st, func(rows []fsm.TenantRow) { page = listTenants(st, rows, q) })
 	})
 	if page.next != "" {

@@ -250,7 +250,7 @@ func TestTenantListPagingMatchesSort(t *testing.T) {
 				var got []string
 				for pages := 0; ; pages++ {
 					var page tenantPage
-					fsm.TestingScan(st, func(rows []fsm.TenantRow) { page = listTenants(st, rows, q) })
+					fsm.TestingScan(fsm.ViewOf(st), func(rows []fsm.TenantRow) { page = listTenants(fsm.ViewOf(st), rows, q) })
 					if page.total != len(want) {
 						t.Fatalf("round %d: total %d, want %d", round, page.total, len(want))
 					}

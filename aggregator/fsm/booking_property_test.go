@@ -288,7 +288,7 @@ func TestStrictCeilingThroughCrashesProperty(t *testing.T) {
 					return
 				}
 				var info wire.TenantInfo
-				f.Read(func(s *State) { info, _ = TenantInfo(s, s.Tenants["t"]) })
+				f.Read(func(view View) { s := view.s; info, _ = TenantInfo(View{s}, s.Tenants["t"]) })
 				if info.Over > 0 || (a.known && (info.Ceiling < a.ceiling || info.Ceiling < a.under)) {
 					tighten(a)
 				}
@@ -336,7 +336,8 @@ func TestStrictCeilingThroughCrashesProperty(t *testing.T) {
 				// its grace period (past the lease and margin).
 				a := agents[rapid.IntRange(0, 2).Draw(rt, "agent")]
 				var silent bool
-				f.Read(func(s *State) {
+				f.Read(func(view View) {
+					s := view.s
 					rec := s.Agents[a.id]
 					silent = rec != nil && now-rec.LastSeen > lease+margin
 				})

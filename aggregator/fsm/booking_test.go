@@ -27,7 +27,10 @@ func (h *Harness) strictPlan(at time.Time, name string, ceiling uint64) {
 func (h *Harness) pool(at time.Time, tenant, pool string) GrantPoolJSON {
 	h.T.Helper()
 	var out []GrantPoolJSON
-	h.F.Read(func(s *State) { out = GrantsJSONOf(s, s.Tenants[tenant], at.UnixNano(), int64(testMargin)) })
+	h.F.Read(func(view View) {
+		s := view.s
+		out = GrantsJSONOf(View{s}, s.Tenants[tenant], at.UnixNano(), int64(testMargin))
+	})
 	for _, p := range out {
 		if p.Pool == pool {
 			return p
@@ -40,7 +43,7 @@ func (h *Harness) pool(at time.Time, tenant, pool string) GrantPoolJSON {
 // info is what agents are told of tenant.
 func (h *Harness) info(tenant string) wire.TenantInfo {
 	var info wire.TenantInfo
-	h.F.Read(func(s *State) { info, _ = TenantInfo(s, s.Tenants[tenant]) })
+	h.F.Read(func(view View) { s := view.s; info, _ = TenantInfo(View{s}, s.Tenants[tenant]) })
 	return info
 }
 

@@ -81,8 +81,10 @@ func TestSnapshotWithDevices(t *testing.T) {
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
-	h.F.Read(func(a *State) {
-		g.Read(func(b *State) {
+	h.F.Read(func(view View) {
+		a := view.s
+		g.Read(func(view View) {
+			b := view.s
 			forgetShortcuts(a)
 			if !reflect.DeepEqual(a, b) {
 				t.Fatalf("restored state differs:\n%+v\n%+v", a, b)

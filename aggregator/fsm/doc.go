@@ -15,9 +15,10 @@
 //     them import it, never the other way round.
 //   - Concurrency: Raft calls Apply, Snapshot and Restore one at a time;
 //     they take the write lock (Snapshot the read lock). Readers go through
-//     FSM.Read, which runs a function on a consistent state under the read
-//     lock: the function must not change the state, nor keep references
-//     into it after it returns. The hooks (OnChange, OnAudit, OnRefused,
+//     FSM.Read, which runs a function on a View of a consistent state
+//     under the read lock (lookups and iterators, not the maps): the
+//     function must not change what it reads, nor keep references into it
+//     after it returns. The hooks (OnChange, OnAudit, OnRefused,
 //     TimeApply) are set before the FSM is handed to Raft and are called
 //     with no lock held; they must not block.
 //   - The encoding of the state (snapshots) and of the commands (the log)

@@ -14,7 +14,8 @@ import (
 // usageMicros sums, per tenant/period/class, a state's session time.
 func usageMicros(f *FSM) map[string]uint64 {
 	out := map[string]uint64{}
-	f.Read(func(s *State) {
+	f.Read(func(view View) {
+		s := view.s
 		for name, t := range s.Tenants {
 			for p, u := range t.Usage {
 				for c, m := range u.Micros {
@@ -36,7 +37,8 @@ func (h *Harness) cut(at time.Time, seq uint64) *ApplyResult {
 func (h *Harness) pending() (uint64, []ExportRecord) {
 	var n uint64
 	var recs []ExportRecord
-	h.F.Read(func(s *State) {
+	h.F.Read(func(view View) {
+		s := view.s
 		if s.Export != nil {
 			n = s.Export.Pending()
 		}
@@ -138,7 +140,7 @@ func TestExportCutAndAck(t *testing.T) {
 		t.Fatalf("exported %v, usage %v", sums, got)
 	}
 	var e ExportState
-	h.F.Read(func(s *State) { e = *s.Export })
+	h.F.Read(func(view View) { s := view.s; e = *s.Export })
 	if e.From != at.UnixNano() || e.To != at.Add(3*time.Second).UnixNano() || e.Source != "headroom/test" {
 		t.Fatalf("window 2: %+v", e)
 	}
@@ -188,7 +190,7 @@ func TestExportExactThroughRandomTraffic(t *testing.T) {
 		if rng.IntN(4) == 0 { // a restored copy carries on exactly
 			g := restoredCopy(t, h.F)
 			var again []ExportRecord
-			g.Read(func(s *State) { again = s.ExportPending() })
+			g.Read(func(view View) { s := view.s; again = s.ExportPending() })
 			if !reflect.DeepEqual(again, recs) {
 				t.Fatalf("step %d: restored copy's pending %+v, want %+v", step, again, recs)
 			}

@@ -227,18 +227,20 @@ func (fsmSnapshot) Release() {}
 // Reader is what the servers around the state machine read it through (the
 // API's handlers, events, alerts, metrics, history and export); *FSM is one.
 // What a read may rely on:
-//   - Read calls fn once, on the calling goroutine, with the state as of one
-//     applied entry: a consistent snapshot for the whole call (it holds the
-//     read lock; Apply waits). fn must not change the state, must not keep
-//     references into it after it returns, and should be quick.
+//   - Read calls fn once, on the calling goroutine, with a View of the
+//     state as of one applied entry: a consistent snapshot for the whole
+//     call (it holds the read lock; Apply waits). The View has lookups and
+//     iterators, not the state's maps; fn must not change what they hand
+//     it, must not keep references into it after it returns, and should be
+//     quick.
 //   - AppliedIndex is the Raft index of the last entry applied (or of the
 //     snapshot restored).
-//   - ScanTenants, called inside Read with the state Read gave, hands fn the
+//   - ScanTenants, called inside Read with the View Read gave, hands fn the
 //     tenant index's rows brought up to date with that state.
 type Reader interface {
-	Read(fn func(s *State))
+	Read(fn func(v View))
 	AppliedIndex() uint64
-	ScanTenants(st *State, fn func(rows []TenantRow))
+	ScanTenants(v View, fn func(rows []TenantRow))
 }
 
 var _ Reader = (*FSM)(nil)
@@ -251,12 +253,12 @@ func (f *FSM) AppliedIndex() uint64 {
 	return f.s.Index
 }
 
-// Read runs fn with the state under the read lock; fn must not keep
-// references to the state after it returns.
-func (f *FSM) Read(fn func(s *State)) {
+// Read runs fn with a view of the state under the read lock (View says
+// what fn may rely on and must not do).
+func (f *FSM) Read(fn func(v View)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	fn(f.s)
+	fn(View{f.s})
 }
 
 // StoreConfiguration makes the state machine a raft.ConfigurationStore,

@@ -123,7 +123,8 @@ func TestBatchSequencing(t *testing.T) {
 			if open := h.Tenant("t1").Open[audio]; open != tc.wantOpen {
 				t.Errorf("open audio = %d, want %d", open, tc.wantOpen)
 			}
-			h.F.Read(func(s *State) {
+			h.F.Read(func(view View) {
+				s := view.s
 				rec := s.Agents["a1"]
 				if tc.wantEpoch == 0 {
 					if rec != nil {
@@ -224,7 +225,8 @@ func TestPeriodRollover(t *testing.T) {
 	if dec.PCU != 2 {
 		t.Errorf("december PCU %d, want 2 (sessions still open)", dec.PCU)
 	}
-	h.F.Read(func(s *State) {
+	h.F.Read(func(view View) {
+		s := view.s
 		if s.Time != next.UnixNano() {
 			t.Errorf("state time %d, want %d", s.Time, next.UnixNano())
 		}
@@ -266,8 +268,10 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The restored state must equal the original...
-	h.F.Read(func(a *State) {
-		g.Read(func(b *State) {
+	h.F.Read(func(view View) {
+		a := view.s
+		g.Read(func(view View) {
+			b := view.s
 			forgetShortcuts(a)
 			if !reflect.DeepEqual(a, b) {
 				t.Fatalf("restored state differs:\n%+v\n%+v", a, b)
@@ -349,14 +353,16 @@ func TestExpireAndForgetAgents(t *testing.T) {
 	}
 	// Forget drops only expired agents.
 	agents(CmdForget, AgentRef{ID: "a1", Epoch: 5}, AgentRef{ID: "a2", Epoch: 5})
-	h.F.Read(func(s *State) {
+	h.F.Read(func(view View) {
+		s := view.s
 		if s.Agents["a1"] == nil || s.Agents["a2"] == nil {
 			t.Fatal("forgot an agent that was not expired")
 		}
 	})
 	agents(CmdExpire, AgentRef{ID: "a2", Epoch: 5})
 	agents(CmdForget, AgentRef{ID: "a2", Epoch: 5})
-	h.F.Read(func(s *State) {
+	h.F.Read(func(view View) {
+		s := view.s
 		if s.Agents["a2"] != nil {
 			t.Fatal("expired agent not forgotten")
 		}

@@ -373,7 +373,8 @@ func (a *applier) admittedOver(t *Tenant, c int, n uint64) {
 
 // grantsJSON lists a strict tenant's pools with the shares live and the
 // bookings at now.
-func GrantsJSONOf(s *State, t *Tenant, now, margin int64) []GrantPoolJSON {
+func GrantsJSONOf(v View, t *Tenant, now, margin int64) []GrantPoolJSON {
+	s := v.s
 	p, ok := s.Plans[t.Plan]
 	if !ok || p.Mode != plans.Strict {
 		return nil
@@ -414,7 +415,8 @@ func GrantsJSONOf(s *State, t *Tenant, now, margin int64) []GrantPoolJSON {
 // RecallTargets returns, for the pools an ask of agent asker left short
 // with nothing free, the other agents holding shares of them that their
 // last reported counts do not use: the agents to send Recall.
-func RecallTargets(s *State, asker string, wants []wire.GrantWant, got []wire.GrantShare, margin int64) map[string][]wire.GrantPool {
+func RecallTargets(v View, asker string, wants []wire.GrantWant, got []wire.GrantShare, margin int64) map[string][]wire.GrantPool {
+	s := v.s
 	var out map[string][]wire.GrantPool
 	for i := range got {
 		g := &got[i]

@@ -153,7 +153,7 @@ func TestRecallTargets(t *testing.T) {
 		t.Fatalf("a: %+v", got)
 	}
 	var targets map[string][]wire.GrantPool
-	h.F.Read(func(s *State) { targets = RecallTargets(s, "a", wants, got, int64(testMargin)) })
+	h.F.Read(func(view View) { s := view.s; targets = RecallTargets(View{s}, "a", wants, got, int64(testMargin)) })
 	if len(targets) != 1 || len(targets["b"]) != 1 || targets["b"][0] != (wire.GrantPool{Tenant: "t"}) {
 		t.Errorf("recall targets %v, want only b (c uses its whole share, a is the asker)", targets)
 	}

@@ -29,7 +29,8 @@ func cutAt(b *wire.DeltaBatch, at time.Time) *wire.DeltaBatch {
 func usageOf(t *testing.T, h *Harness, tenant, period string) *Usage {
 	t.Helper()
 	var b []byte
-	h.F.Read(func(s *State) {
+	h.F.Read(func(view View) {
+		s := view.s
 		if tn := s.Tenants[tenant]; tn != nil && tn.Usage[period] != nil {
 			var err error
 			if b, err = msgpack.Marshal(tn.Usage[period]); err != nil {
@@ -125,7 +126,8 @@ func TestBatchBookedToItsPeriodUntilItCloses(t *testing.T) {
 				grace = DefaultUsageGrace
 			}
 			closed := !tc.applied.Before(dec1(0, 0, 0).Add(grace))
-			h.F.Read(func(s *State) {
+			h.F.Read(func(view View) {
+				s := view.s
 				if got := s.PeriodClosed("2026-11"); got != closed {
 					t.Errorf("2026-11 closed %v, want %v", got, closed)
 				}
@@ -331,7 +333,8 @@ func TestRegionalUsageAndPeaks(t *testing.T) {
 		pcu   uint64
 	}{{"growth", plans.PeakGlobal, 30}, {"regional", plans.PeakRegional, 60}} {
 		h.OK(CmdSetPlan, &SetPlanCmd{Time: day.Add(25 * time.Hour).UnixNano(), Tenant: "t1", Plan: tc.plan})
-		h.F.Read(func(s *State) {
+		h.F.Read(func(view View) {
+			s := view.s
 			j := meteringJSON(s, s.Tenants["t1"], "2026-11")
 			if j.PeakBasis != string(tc.basis) || j.PlanPCU != tc.pcu || j.RegionalPCU != 60 || len(j.Regions) != 3 || j.Regions[0].Region != "ap" {
 				t.Errorf("on %s: %+v; want basis %s, plan PCU %d, regional 60", tc.plan, j, tc.basis, tc.pcu)
@@ -340,7 +343,10 @@ func TestRegionalUsageAndPeaks(t *testing.T) {
 	}
 	// Daily peaks: the 10th has eu 30 + us 25, the 11th ap 5 + us 20.
 	var tu TenantUsage
-	h.F.Read(func(st *State) { tu = GatherUsage(st, "t1", plans.Period{Year: 2026, Month: time.November}) })
+	h.F.Read(func(view View) {
+		st := view.s
+		tu = GatherUsage(View{st}, "t1", plans.Period{Year: 2026, Month: time.November})
+	})
 	if len(tu.Days) != 11 || tu.Days[9].RegionalPeak != 55 || tu.Days[9].Peak != 30 || tu.Days[10].RegionalPeak != 25 {
 		t.Errorf("days %+v: want the 10th at 55 regional (30 global), the 11th at 25", tu.Days)
 	}
@@ -370,7 +376,8 @@ func TestRestoreRebuildsRegionalCounts(t *testing.T) {
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
-	g.Read(func(s *State) {
+	g.Read(func(view View) {
+		s := view.s
 		if got, want := asMap(s.Tenants["t1"].RegionOpen), map[string]uint64{"eu": 3, "us": 4}; !reflect.DeepEqual(got, want) {
 			t.Errorf("t1 regional open %v, want %v", got, want)
 		}

@@ -295,7 +295,7 @@ func InspectSnapshot(r io.Reader) (*SnapshotInfo, error) {
 	if err != nil {
 		return info, fmt.Errorf("the state does not decode: %w", err)
 	}
-	sm.Read(func(st *State) { describeState(st, info) })
+	sm.Read(func(v View) { describeState(v.s, info) })
 	return info, nil
 }
 

@@ -130,7 +130,7 @@ func (p *planCeilings) of(name string) uint64 {
 			return p.ceils[i]
 		}
 	}
-	c := CeilingOf(p.st, name)
+	c := CeilingOf(View{p.st}, name)
 	if len(p.names) < 16 {
 		p.names, p.ceils = append(p.names, name), append(p.ceils, c)
 	}
@@ -139,7 +139,8 @@ func (p *planCeilings) of(name string) uint64 {
 
 // CeilingOf is the ceiling of plan name that utilization is measured
 // against: 0 for none (no plan, or a meter plan).
-func CeilingOf(st *State, name string) uint64 {
+func CeilingOf(v View, name string) uint64 {
+	st := v.s
 	p, ok := st.Plans[name]
 	if !ok || p.Mode == plans.Meter {
 		return 0
@@ -156,10 +157,10 @@ func Utilization(conc, ceiling uint64) float64 {
 }
 
 // TenantRowOf is t's row, as the index would hold it; under st's read lock.
-func TenantRowOf(st *State, t *Tenant) TenantRow { return rowOf(t, &planCeilings{st: st}) }
+func TenantRowOf(v View, t *Tenant) TenantRow { st := v.s; return rowOf(t, &planCeilings{st: st}) }
 
 // ScanTenants calls fn with the tenant index's rows brought up to date with
 // st, the state of a read in progress (FSM.read: the read lock is held); fn
 // must not keep the rows. The rows hold the figures the tenant list sorts
 // and filters by (aggregator/api/tenant_list.go).
-func (f *FSM) ScanTenants(st *State, fn func(rows []TenantRow)) { f.index.scan(st, fn) }
+func (f *FSM) ScanTenants(v View, fn func(rows []TenantRow)) { f.index.scan(v.s, fn) }

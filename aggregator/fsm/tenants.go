@@ -255,7 +255,8 @@ func FormatTime(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC
 
 // TenantInfo is what agents are told of a tenant; tenants on no plan are
 // not told (agents refuse them as unknown).
-func TenantInfo(s *State, t *Tenant) (wire.TenantInfo, bool) {
+func TenantInfo(v View, t *Tenant) (wire.TenantInfo, bool) {
+	s := v.s
 	p, ok := s.Plans[t.Plan]
 	if !ok {
 		return wire.TenantInfo{}, false

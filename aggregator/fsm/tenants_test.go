@@ -37,7 +37,8 @@ func TestScheduledDowngradeAppliesExactlyAtTheBoundary(t *testing.T) {
 	if last.Plan != "starter" || last.From != boundary.UnixNano() {
 		t.Fatalf("history %+v: want starter from exactly %s", tn.History, boundary)
 	}
-	h.F.Read(func(s *State) {
+	h.F.Read(func(view View) {
+		s := view.s
 		if len(s.Scheduled) != 0 {
 			t.Fatalf("schedule left: %+v", s.Scheduled)
 		}
@@ -89,7 +90,7 @@ func TestSuspendResumeDelete(t *testing.T) {
 		t.Fatalf("suspend: %v", r.Err)
 	}
 	var info wire.TenantInfo
-	h.F.Read(func(s *State) { info, _ = TenantInfo(s, s.Tenants["t1"]) })
+	h.F.Read(func(view View) { s := view.s; info, _ = TenantInfo(View{s}, s.Tenants["t1"]) })
 	if !info.Suspended {
 		t.Fatal("agents are not told the tenant is suspended")
 	}
@@ -111,7 +112,8 @@ func TestSuspendResumeDelete(t *testing.T) {
 	if r := op("delete"); r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	h.F.Read(func(s *State) {
+	h.F.Read(func(view View) {
+		s := view.s
 		if s.Tenants["t1"] != nil || s.Agents["a1"].Counts["t1"] != nil {
 			t.Fatal("deleted tenant left behind")
 		}
@@ -141,7 +143,7 @@ func TestPlanCatalogueChanges(t *testing.T) {
 		t.Fatal(r.Err)
 	}
 	var info wire.TenantInfo
-	h.F.Read(func(s *State) { info, _ = TenantInfo(s, s.Tenants["t1"]) })
+	h.F.Read(func(view View) { s := view.s; info, _ = TenantInfo(View{s}, s.Tenants["t1"]) })
 	if info.Ceiling != 6000 {
 		t.Fatalf("tenant's ceiling %d after the plan update, want 6000", info.Ceiling)
 	}
@@ -152,7 +154,8 @@ func TestPlanCatalogueChanges(t *testing.T) {
 	if r := h.Apply(CmdDeletePlan, &DeletePlanCmd{Time: t0.UnixNano(), Name: "gold"}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	h.F.Read(func(s *State) {
+	h.F.Read(func(view View) {
+		s := view.s
 		if _, ok := s.Plans["gold"]; ok {
 			t.Fatal("plan not deleted")
 		}

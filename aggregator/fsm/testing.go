@@ -58,8 +58,8 @@ func (h *Harness) Items(at time.Time, defaultPlan string, msgs ...wire.Message) 
 
 func (h *Harness) Tenant(name string) Tenant {
 	var out Tenant
-	h.F.Read(func(s *State) {
-		if t := s.Tenants[name]; t != nil {
+	h.F.Read(func(v View) {
+		if t := v.Tenant(name); t != nil {
 			out = *t
 		}
 	})
@@ -134,7 +134,8 @@ func (f *FSM) TestingEdit(fn func(s *State)) {
 
 // TestingScan calls fn with the index rows of st, a state built by a test
 // outside any FSM, as scanTenants would.
-func TestingScan(st *State, fn func(rows []TenantRow)) {
+func TestingScan(v View, fn func(rows []TenantRow)) {
+	st := v.s
 	var x tenantIndex
 	x.scan(st, fn)
 }

@@ -69,12 +69,13 @@ func ByClass(c *ClassCounts) map[string]uint64 {
 }
 
 // TenantJSONOf is t as the tenant list shows it; under the read lock.
-func TenantJSONOf(s *State, t *Tenant) TenantJSON {
+func TenantJSONOf(v View, t *Tenant) TenantJSON {
+	s := v.s
 	j := TenantJSON{Tenant: t.Name, Plan: t.Plan, Suspended: t.Suspended, Concurrency: ConcurrencyJSON{Total: t.Open.Total(), ByClass: ByClass(&t.Open)}}
 	if p, ok := s.Plans[t.Plan]; ok {
 		j.Ceiling, j.Mode = p.Ceiling, string(p.Mode)
 	}
-	j.Utilization = Utilization(j.Concurrency.Total, CeilingOf(s, t.Plan))
+	j.Utilization = Utilization(j.Concurrency.Total, CeilingOf(View{s}, t.Plan))
 	if sc := s.Scheduled[t.Name]; sc != nil {
 		j.Scheduled = ScheduledJSONOf(sc)
 	}
@@ -157,7 +158,8 @@ type RegionJSON struct {
 }
 
 // tenantUsageJSON is a tenant's usage of a period with its metering.
-func TenantUsageJSONOf(st *State, t *Tenant, period string) *UsageJSON {
+func TenantUsageJSONOf(v View, t *Tenant, period string) *UsageJSON {
+	st := v.s
 	j := UsageJSONOf(t, period)
 	j.MeteringJSON = meteringJSON(st, t, period)
 	if today := DayOf(st.Time); PeriodOfDay(today) == period {
@@ -229,7 +231,8 @@ type TenantUsage struct {
 
 // GatherUsage gathers tenant id's usage of period p from st; under the
 // read lock (FSM.Read).
-func GatherUsage(st *State, id string, p plans.Period) TenantUsage {
+func GatherUsage(v View, id string, p plans.Period) TenantUsage {
+	st := v.s
 	var tu TenantUsage
 	t := st.Tenants[id]
 	if t == nil {
@@ -237,7 +240,7 @@ func GatherUsage(st *State, id string, p plans.Period) TenantUsage {
 	}
 	tu.Found = true
 	tu.Current = st.Plans[t.Plan]
-	tu.Report = UsageReportJSON{Tenant: id, UsageJSON: *TenantUsageJSONOf(st, t, p.String()), Days: []DayJSON{}}
+	tu.Report = UsageReportJSON{Tenant: id, UsageJSON: *TenantUsageJSONOf(View{st}, t, p.String()), Days: []DayJSON{}}
 	tu.held, tu.heldErr = holdings(st, t, p)
 	tu.Previous = previousUsage(t, p.Prev())
 	u := t.Usage[p.String()]

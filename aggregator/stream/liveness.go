@@ -64,8 +64,8 @@ func (l *liveness) run(ctx context.Context) {
 func (l *liveness) applyDue() {
 	now := l.now().UnixNano()
 	due := false
-	l.fsm.Read(func(s *fsm.State) {
-		for _, sc := range s.Scheduled {
+	l.fsm.Read(func(s fsm.View) {
+		for _, sc := range s.ScheduledAll() {
 			due = due || sc.At <= now
 		}
 	})
@@ -86,8 +86,8 @@ func (l *liveness) due(leaderSince time.Time) (expire, forget []fsm.AgentRef) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.fsm.Read(func(s *fsm.State) {
-		for id, rec := range s.Agents {
+	l.fsm.Read(func(s fsm.View) {
+		for id, rec := range s.Agents() {
 			if rec.Expired {
 				if now.Sub(time.Unix(0, rec.LastSeen)) > l.forget {
 					forget = append(forget, fsm.AgentRef{ID: id, Epoch: rec.Epoch})

@@ -27,7 +27,7 @@ func NewClock(now func() time.Time, fsm fsm.Reader) *Clock { return &Clock{now: 
 func (c *Clock) Stamp() int64 {
 	t := c.now().UnixNano()
 	var applied int64
-	c.fsm.Read(func(s *fsm.State) { applied = s.Time })
+	c.fsm.Read(func(s fsm.View) { applied = s.Time() })
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t = max(t, applied, c.last)

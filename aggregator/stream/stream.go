@@ -170,9 +170,9 @@ func (st *streams) dropRevoked() {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.fsm.Read(func(s *fsm.State) {
+	st.fsm.Read(func(s fsm.View) {
 		for c := range st.conns {
-			if c.token != "" && s.Tokens[c.token] == nil {
+			if c.token != "" && s.Token(c.token) == nil {
 				c.log.Info("token revoked: closing agent stream", "accessor", c.token)
 				c.close()
 			}
@@ -350,8 +350,8 @@ func (c *agentConn) greet(h *wire.Hello) (reply wire.Message, ok bool) {
 	// agent whose memory is older than the forget period may have been
 	// forgotten with its dedup state, so it must start a new epoch.
 	forgotten := c.st.live.now().Add(-c.st.live.forget).UnixNano()
-	c.st.fsm.Read(func(s *fsm.State) {
-		rec := s.Agents[h.AgentID]
+	c.st.fsm.Read(func(s fsm.View) {
+		rec := s.Agent(h.AgentID)
 		switch {
 		case rec == nil && h.Epoch < uint64(max(forgotten, 0)):
 			old = &wire.Error{Code: wire.CodeOldEpoch, Message: "the cluster holds nothing for this agent and its epoch is older than the forget period: start a new epoch"}
@@ -380,7 +380,7 @@ func (c *agentConn) authenticate(secret string) *wire.Error {
 		return &wire.Error{Code: wire.CodeUnauthenticated, Message: "too many failed authentications from this address; retry later"}
 	}
 	var role, acc string
-	c.st.fsm.Read(func(s *fsm.State) {
+	c.st.fsm.Read(func(s fsm.View) {
 		if tk := s.TokenBySecret(secret); tk != nil {
 			role, acc = tk.Role, tk.Accessor
 		}
@@ -487,7 +487,7 @@ func (c *agentConn) grantAsk(ctx context.Context, g *wire.GrantAsk) error {
 			}
 			c.send(&wire.Grant{ReqID: g.ReqID, LeaseMillis: uint64(st.prop.lease / time.Millisecond), Shares: res.Shares})
 			var targets map[string][]wire.GrantPool
-			st.fsm.Read(func(s *fsm.State) {
+			st.fsm.Read(func(s fsm.View) {
 				targets = fsm.RecallTargets(s, g.AgentID, g.Wants, res.Shares, int64(st.prop.margin))
 			})
 			if len(targets) == 0 {
@@ -521,8 +521,8 @@ func (c *agentConn) checkAgentLimits(entries []wire.DeltaEntry, counts []wire.Co
 		}
 	} else {
 		held := 0
-		c.st.fsm.Read(func(s *fsm.State) {
-			if rec := s.Agents[c.hello.AgentID]; rec != nil {
+		c.st.fsm.Read(func(s fsm.View) {
+			if rec := s.Agent(c.hello.AgentID); rec != nil {
 				held = len(rec.Counts)
 				for _, cc := range rec.Counts {
 					sessions += cc.Total()
@@ -733,10 +733,10 @@ func (c *agentConn) push(full bool) error {
 		return nil
 	}
 	var infos []wire.TenantInfo
-	c.st.fsm.Read(func(s *fsm.State) {
+	c.st.fsm.Read(func(s fsm.View) {
 		if all {
-			infos = make([]wire.TenantInfo, 0, len(s.Tenants))
-			for _, t := range s.Tenants {
+			infos = make([]wire.TenantInfo, 0, s.NumTenants())
+			for _, t := range s.Tenants() {
 				if info, ok := fsm.TenantInfo(s, t); ok {
 					infos = append(infos, info)
 				}
@@ -744,7 +744,7 @@ func (c *agentConn) push(full bool) error {
 			return
 		}
 		for n := range names {
-			if t := s.Tenants[n]; t != nil {
+			if t := s.Tenant(n); t != nil {
 				if info, ok := fsm.TenantInfo(s, t); ok {
 					infos = append(infos, info)
 				}
