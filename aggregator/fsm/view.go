@@ -93,16 +93,8 @@ func (v View) UsageGrace() int64 { return v.s.UsageGrace }
 // Grace is the grace for late batches in effect, ns.
 func (v View) Grace() int64 { return v.s.Grace() }
 
-// ClosedThrough is the last closed period ("" when none).
-func (v View) ClosedThrough() string { return v.s.ClosedThrough }
-
 // PeriodClosed reports whether period p is closed.
 func (v View) PeriodClosed(p string) bool { return v.s.PeriodClosed(p) }
-
-// GrantLease and GrantMargin are the strict pools' lease and margin the
-// leader set (0: the defaults), ns.
-func (v View) GrantLease() int64  { return v.s.GrantLease }
-func (v View) GrantMargin() int64 { return v.s.GrantMargin }
 
 // Export is the usage export's state, nil while none is configured.
 func (v View) Export() *ExportState { return v.s.Export }
